@@ -1,0 +1,246 @@
+"""Sidecar jobs end to end: one whole job on the embedded default, and jobs per minute with one
+and two `heimdex worker` processes (Redis + PostgreSQL), on a generated 1080p30 10 s clip.
+
+    uv run python benchmarks/sidecar.py [--jobs 40] [--skip-workers]
+
+Targets (issue 4): a whole sidecar job on the embedded default under 0.3 s; two workers at least
+1.8x the jobs per minute of one. The thumbnailers' own figures against the bare PyAV loop and a
+single-pass ffmpeg are in benchmarks/thumbnails.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from heimdex.application.ingest import UploadRequest
+from heimdex.bootstrap import build
+from heimdex.domain.model import Principal, ThumbnailSpec
+from heimdex.settings import Settings
+
+SECRET = "benchmark-secret-that-is-at-least-32-bytes"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def make_clip(directory: Path) -> Path:
+    clip = directory / "clip_1080p_10s.mp4"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1920x1080:rate=30",
+            "-t",
+            "10",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "60",
+            "-pix_fmt",
+            "yuv420p",
+            str(clip),
+        ],
+        check=True,
+    )
+    return clip
+
+
+async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def embedded_job_seconds(workdir: Path, data: bytes, runs: int) -> list[float]:
+    """Whole jobs (enqueue, claim, thumbnails, writes, sidecar, finish) on the embedded default."""
+    services = build(Settings(data_dir=workdir / "embedded", jwt_secret=SECRET))
+    await services.startup()
+    principal = Principal(org_id="bench")
+    try:
+        issued = await services.ingest.init_upload(
+            principal,
+            UploadRequest(
+                source_name="clip.mp4", content_length=len(data), content_type="video/mp4"
+            ),
+            "http://bench",
+        )
+        await services.ingest.receive_upload("bench", issued.upload.id, one_chunk(data))
+        asset, _ = await services.ingest.commit_upload(principal, issued.upload.id)
+        timings = []
+        for _ in range(runs):
+            # Request to finished job, through the in-process queue as the API runs it.
+            started = time.perf_counter()
+            job, _ = await services.jobs.request_sidecar(
+                principal, asset.id, ThumbnailSpec(), force=True
+            )
+            while (done := await services.jobs.get(principal, job.id)).is_active:  # noqa: ASYNC110
+                await asyncio.sleep(0.002)
+            timings.append(time.perf_counter() - started)
+            assert done.status.value == "succeeded", done
+        return timings
+    finally:
+        await services.aclose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_http(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=0.5).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer")
+
+
+def jobs_per_minute(workdir: Path, clip: Path, workers: int, jobs: int) -> float:
+    database = f"heimdex_bench_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
+    redis_port, api_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEIMDEX_")}
+    env.update(
+        HEIMDEX_DATA_DIR=str(workdir / f"workers-{workers}"),
+        HEIMDEX_DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}",
+        HEIMDEX_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+        HEIMDEX_JOB_QUEUE_BACKEND="redis",
+        HEIMDEX_JWT_SECRET=SECRET,
+        HEIMDEX_LOG_LEVEL="warning",
+        HEIMDEX_DECODE_WORKERS="1",
+    )
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        processes.append(
+            subprocess.Popen(
+                ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        heimdex = [sys.executable, "-m", "heimdex"]
+        subprocess.run([*heimdex, "db", "upgrade"], env=env, check=True, capture_output=True)
+        processes.append(
+            subprocess.Popen(
+                [*heimdex, "serve", "--port", str(api_port)],
+                env=env,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
+        base = f"http://127.0.0.1:{api_port}"
+        wait_http(base + "/health")
+        token = subprocess.run(
+            [*heimdex, "token", "--org", "bench"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        data = clip.read_bytes()
+        asset_ids = []
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as client:
+            for _ in range(jobs):
+                slot = client.post(
+                    "/v1/ingest/init",
+                    json={
+                        "source_name": "c.mp4",
+                        "content_type": "video/mp4",
+                        "content_length": len(data),
+                    },
+                ).json()
+                httpx.put(slot["upload_url"], content=data, headers=slot["headers"])
+                asset = client.post("/v1/ingest/commit", json={"upload_id": slot["upload_id"]})
+                asset_ids.append(asset.json()["asset_id"])
+            for _ in range(workers):
+                processes.append(
+                    subprocess.Popen(
+                        [*heimdex, "worker"],
+                        env=env,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                )
+            time.sleep(3)  # let the workers start before the clock does
+            started = time.perf_counter()
+            locations = [
+                client.post(f"/v1/assets/{a}/sidecar", json={}).headers["location"]
+                for a in asset_ids
+            ]
+            pending = set(locations)
+            while pending:
+                for location in list(pending):
+                    status = client.get(location).json()["status"]
+                    if status in ("succeeded", "failed"):
+                        pending.discard(location)
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - started
+        return jobs / elapsed * 60
+    finally:
+        for process in reversed(processes):
+            try:
+                os.killpg(process.pid, 15)
+            except (ProcessLookupError, PermissionError):
+                process.terminate()
+            process.wait(timeout=15)
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+async def _admin(statement: str) -> None:
+    connection = await asyncpg.connect(PG_ADMIN)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=40, help="jobs per worker-count run")
+    parser.add_argument("--runs", type=int, default=15, help="embedded whole-job runs")
+    parser.add_argument("--skip-workers", action="store_true", help="only the embedded figure")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="heimdex-bench-sidecar-"))
+    try:
+        clip = make_clip(workdir)
+        timings = asyncio.run(embedded_job_seconds(workdir, clip.read_bytes(), args.runs))
+        print(
+            f"whole sidecar job, embedded default (10 thumbnails of 1080p30 10 s): median "
+            f"{statistics.median(timings):.3f} s, min {min(timings):.3f} s "
+            f"(target < 0.3 s) over {len(timings)} runs"
+        )
+        if not args.skip_workers:
+            one = jobs_per_minute(workdir, clip, 1, args.jobs)
+            two = jobs_per_minute(workdir, clip, 2, args.jobs)
+            print(
+                f"jobs per minute: 1 worker {one:.0f}, 2 workers {two:.0f}, "
+                f"ratio {two / one:.2f} (target >= 1.8)"
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Adapters: implementations of the domain ports (database, storage, queue, media, auth)."""

@@ -1,0 +1,106 @@
+"""``JwtCodec``: verifies bearer tokens (and mints development ones) with PyJWT.
+
+One algorithm is pinned, so ``alg: none`` and key-confusion tokens are refused by PyJWT itself.
+``exp``/``nbf`` are checked when present; production also requires ``exp``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import jwt
+from jwt.warnings import InsecureKeyLengthWarning
+
+from heimdex.domain.errors import Unauthenticated
+from heimdex.domain.model import Principal
+from heimdex.domain.storage_keys import is_valid_org_id
+
+
+class JwtCodec:
+    """Turns a bearer token into a ``Principal``; any flaw is ``Unauthenticated``."""
+
+    def __init__(
+        self,
+        secret: str,
+        *,
+        algorithm: str = "HS256",
+        require_exp: bool = False,
+        leeway_seconds: float = 30.0,
+    ) -> None:
+        self._secret = secret
+        self._algorithm = algorithm
+        self._require = ["exp"] if require_exp else []
+        self._leeway = leeway_seconds
+
+    @contextmanager
+    def _quiet_short_key(self) -> Iterator[None]:
+        # The settings refuse a short secret in production and warn once at start-up in
+        # development; PyJWT would otherwise warn again on every request.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+            yield
+
+    def decode(self, token: str) -> Principal:
+        try:
+            with self._quiet_short_key():
+                claims: dict[str, Any] = jwt.decode(
+                    token,
+                    self._secret,
+                    algorithms=[self._algorithm],
+                    options={"require": self._require, "verify_aud": False},
+                    leeway=self._leeway,
+                )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("the token has expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise Unauthenticated("the token is not valid yet (nbf)") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthenticated(f"the token lacks the required claim {exc.claim!r}") from exc
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated(f"the token is not valid: {exc}") from exc
+        org_id = claims.get("org_id")
+        if not isinstance(org_id, str) or not org_id:
+            raise Unauthenticated("the token lacks the required claim 'org_id'")
+        if not is_valid_org_id(org_id):
+            raise Unauthenticated("the token's org_id is not a valid organisation id")
+        subject = claims.get("sub")
+        return Principal(
+            org_id=org_id,
+            subject=subject if isinstance(subject, str) else None,
+            scopes=_scopes(claims),
+        )
+
+    def mint(
+        self,
+        org_id: str,
+        *,
+        scopes: Iterable[str] = (),
+        subject: str | None = None,
+        ttl_seconds: int | None = 3600,
+    ) -> str:
+        """A token the way an identity provider would issue it (used by ``heimdex token``)."""
+        now = int(time.time())
+        claims: dict[str, Any] = {"org_id": org_id, "iat": now}
+        scope_list = sorted(set(scopes))
+        if scope_list:
+            claims["scopes"] = scope_list
+        if subject:
+            claims["sub"] = subject
+        if ttl_seconds is not None:
+            claims["exp"] = now + ttl_seconds
+        with self._quiet_short_key():
+            return jwt.encode(claims, self._secret, algorithm=self._algorithm)
+
+
+def _scopes(claims: dict[str, Any]) -> frozenset[str]:
+    """``scopes`` as a list, or OAuth's space-separated ``scope`` string; anything else is none."""
+    raw = claims.get("scopes", claims.get("scope"))
+    if isinstance(raw, str):
+        return frozenset(raw.split())
+    if isinstance(raw, list):
+        return frozenset(s for s in raw if isinstance(s, str))
+    return frozenset()

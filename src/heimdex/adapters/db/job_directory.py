@@ -1,0 +1,73 @@
+"""``SqlJobDirectory``: the cross-organisation questions about jobs (which org owns a job id,
+which jobs are due). On PostgreSQL they go through SECURITY DEFINER functions that answer ids
+only (migration 0002), so the runtime role still reads only its own organisation's rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import and_, or_, select, text, update
+
+from heimdex.adapters.db.engine import Database, database_errors
+from heimdex.adapters.db.tables import metadata
+from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
+from heimdex.domain.model import JobStatus
+
+JOBS = metadata.tables["jobs"]
+
+
+class SqlJobDirectory:
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._uow = SqlUnitOfWorkFactory(database)
+
+    async def org_of(self, job_id: UUID) -> str | None:
+        with database_errors():
+            async with self._database.engine.connect() as connection:
+                if self._database.is_postgres:
+                    result = await connection.execute(
+                        text("SELECT heimdex_job_org(:job)"), {"job": job_id}
+                    )
+                else:
+                    result = await connection.execute(
+                        select(JOBS.c.org_id).where(JOBS.c.id == job_id)
+                    )
+                org: str | None = result.scalar_one_or_none()
+                return org
+
+    async def due(
+        self, now: datetime, enqueued_before: datetime, limit: int
+    ) -> list[tuple[UUID, str]]:
+        with database_errors():
+            async with self._database.engine.connect() as connection:
+                if self._database.is_postgres:
+                    result = await connection.execute(
+                        text("SELECT id, org_id FROM heimdex_due_jobs(:now, :before, :lim)"),
+                        {"now": now, "before": enqueued_before, "lim": limit},
+                    )
+                else:
+                    queued = and_(
+                        JOBS.c.status == JobStatus.QUEUED.value,
+                        or_(JOBS.c.next_attempt_at.is_(None), JOBS.c.next_attempt_at <= now),
+                        or_(JOBS.c.enqueued_at.is_(None), JOBS.c.enqueued_at < enqueued_before),
+                    )
+                    expired = and_(
+                        JOBS.c.status == JobStatus.RUNNING.value, JOBS.c.lease_expires_at < now
+                    )
+                    result = await connection.execute(
+                        select(JOBS.c.id, JOBS.c.org_id)
+                        .where(or_(queued, expired))
+                        .order_by(JOBS.c.created_at)
+                        .limit(limit)
+                    )
+                return [(UUID(str(row[0])), str(row[1])) for row in result.all()]
+
+    async def mark_enqueued(self, job_id: UUID, org_id: str, now: datetime) -> None:
+        async with self._uow(org_id) as uow:
+            await uow.session.execute(
+                update(JOBS)
+                .where(JOBS.c.org_id == org_id, JOBS.c.id == job_id)
+                .values(enqueued_at=now)
+            )
+            await uow.commit()

@@ -1,0 +1,495 @@
+"""SQL repositories behind the domain's ports, for SQLite and PostgreSQL.
+
+Each repository is bound to one organisation (its unit of work's) and puts ``org_id = :org`` in
+every statement it runs; on PostgreSQL row-level security applies the same rule a second time.
+
+They are plain SQLAlchemy 2 Core statements over the tables in ``tables.py`` rather than
+advanced-alchemy's ``SQLAlchemyAsyncRepository``, because:
+
+- the domain's entities are immutable msgspec structs, so an ORM identity map would only hold a
+  second, mutable copy of each row to keep in sync;
+- every statement must carry the org filter, and a repository of explicit ``select``/``update``
+  statements shows that at a glance (advanced-alchemy's ``update`` merges by primary key alone);
+- the ports need a conditional UPDATE that reports whether it changed a row, and keyset
+  pagination (advanced-alchemy's ``list`` paginates by offset).
+
+Rows never leave this module: callers get domain structs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, cast
+from uuid import UUID
+
+import msgspec
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy.engine import CursorResult, Result, RowMapping
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ColumnElement, Executable
+
+from heimdex.adapters.db.engine import database_errors
+from heimdex.adapters.db.tables import metadata
+from heimdex.domain.errors import Conflict, InvalidInput, NotFound
+from heimdex.domain.media import MediaInfo
+from heimdex.domain.model import (
+    Asset,
+    AssetFilter,
+    AssetPage,
+    AssetStatus,
+    Job,
+    JobError,
+    JobKind,
+    JobStatus,
+    PageCursor,
+    ThumbnailSpec,
+    Upload,
+    UploadStatus,
+)
+
+UPLOADS: Table = metadata.tables["uploads"]
+ASSETS: Table = metadata.tables["assets"]
+JOBS: Table = metadata.tables["jobs"]
+
+
+def is_unique_violation(error: IntegrityError) -> bool:
+    """A duplicate key (not a missing foreign key or a NULL), on PostgreSQL or SQLite."""
+    if getattr(error.orig, "sqlstate", None) == "23505":
+        return True
+    return "UNIQUE constraint failed" in str(error.orig)
+
+
+class _OrgRepository:
+    """What every repository shares: the unit of work's session and organisation."""
+
+    def __init__(self, session: AsyncSession, org_id: str) -> None:
+        self._session = session
+        self._org_id = org_id
+
+    async def _execute(self, statement: Executable) -> Result[Any]:
+        with database_errors():
+            return await self._session.execute(statement)
+
+    async def _change(self, statement: Executable) -> int:
+        """Run an INSERT/UPDATE/DELETE; answers how many rows it changed."""
+        result = cast("CursorResult[Any]", await self._execute(statement))
+        return result.rowcount
+
+    async def _insert_unique(self, statement: Executable, duplicate: str) -> None:
+        """Insert in a savepoint, so a duplicate raises ``Conflict`` and leaves the unit of work's
+        transaction usable (on PostgreSQL a failed statement would otherwise abort all of it)."""
+        try:
+            with database_errors():
+                async with self._session.begin_nested():
+                    await self._session.execute(statement)
+        except IntegrityError as error:
+            if is_unique_violation(error):
+                raise Conflict(duplicate) from error
+            raise
+
+    def _own(self, org_id: str, what: str) -> None:
+        # A row of another organisation through this unit of work is a programming error; on
+        # PostgreSQL the policy's WITH CHECK would refuse it too, SQLite would store it.
+        if org_id != self._org_id:
+            raise ValueError(f"{what} belongs to another organisation than this unit of work")
+
+
+# -- uploads -----------------------------------------------------------------------------------
+def _upload_values(upload: Upload) -> dict[str, Any]:
+    return {
+        "id": upload.id,
+        "org_id": upload.org_id,
+        "key": upload.key,
+        "source_uri": upload.source_uri,
+        "source_name": upload.source_name,
+        "content_length": upload.content_length,
+        "content_type": upload.content_type,
+        "declared_sha256": upload.declared_sha256,
+        "status": upload.status.value,
+        "expires_at": upload.expires_at,
+        "created_at": upload.created_at,
+        "updated_at": upload.updated_at,
+        "received_sha256": upload.received_sha256,
+        "received_at": upload.received_at,
+    }
+
+
+def _upload_from_row(row: RowMapping) -> Upload:
+    return Upload(
+        id=row["id"],
+        org_id=row["org_id"],
+        key=row["key"],
+        source_uri=row["source_uri"],
+        source_name=row["source_name"],
+        content_length=row["content_length"],
+        content_type=row["content_type"],
+        declared_sha256=row["declared_sha256"],
+        status=UploadStatus(row["status"]),
+        expires_at=row["expires_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        received_sha256=row["received_sha256"],
+        received_at=row["received_at"],
+    )
+
+
+class SqlUploadRepository(_OrgRepository):
+    """Upload slots of the unit of work's organisation."""
+
+    async def add(self, upload: Upload) -> None:
+        self._own(upload.org_id, "the upload")
+        await self._insert_unique(
+            insert(UPLOADS).values(_upload_values(upload)),
+            "an upload with this id or source_uri exists",
+        )
+
+    async def get(self, upload_id: UUID) -> Upload | None:
+        return await self._one(UPLOADS.c.id == upload_id)
+
+    async def get_by_source_uri(self, source_uri: str) -> Upload | None:
+        return await self._one(UPLOADS.c.source_uri == source_uri)
+
+    async def claim_for_upload(
+        self, upload_id: UUID, now: datetime, stale_before: datetime
+    ) -> bool:
+        # One conditional UPDATE: of two concurrent claimers the second waits for the first's
+        # row lock, re-checks the condition against the committed row, and changes nothing.
+        claimable = or_(
+            UPLOADS.c.status == UploadStatus.PENDING.value,
+            and_(
+                UPLOADS.c.status == UploadStatus.UPLOADING.value,
+                UPLOADS.c.updated_at < stale_before,
+            ),
+        )
+        changed = await self._change(
+            update(UPLOADS)
+            .where(UPLOADS.c.org_id == self._org_id, UPLOADS.c.id == upload_id, claimable)
+            .values(status=UploadStatus.UPLOADING.value, updated_at=now)
+        )
+        return changed == 1
+
+    async def save(self, upload: Upload) -> None:
+        self._own(upload.org_id, "the upload")
+        values = _upload_values(upload)
+        del values["id"], values["org_id"]
+        changed = await self._change(
+            update(UPLOADS)
+            .where(UPLOADS.c.org_id == self._org_id, UPLOADS.c.id == upload.id)
+            .values(values)
+        )
+        if changed == 0:
+            raise NotFound("no such upload")
+
+    async def delete(self, upload_id: UUID) -> bool:
+        changed = await self._change(
+            delete(UPLOADS).where(UPLOADS.c.org_id == self._org_id, UPLOADS.c.id == upload_id)
+        )
+        return changed == 1
+
+    async def _one(self, condition: ColumnElement[bool]) -> Upload | None:
+        result = await self._execute(
+            select(UPLOADS).where(UPLOADS.c.org_id == self._org_id, condition)
+        )
+        row = result.mappings().first()
+        return None if row is None else _upload_from_row(row)
+
+
+# -- assets ------------------------------------------------------------------------------------
+def _media_json(media: MediaInfo) -> Any:
+    # Through msgspec's encoder rather than the driver's json.dumps: the same JSON every other
+    # surface emits (a non-finite float becomes null instead of invalid JSON PostgreSQL refuses).
+    return msgspec.json.decode(msgspec.json.encode(media))
+
+
+def _filter_columns(media: MediaInfo) -> dict[str, Any]:
+    """The copies of the media description the list filters compare in SQL."""
+    video = next(iter(media.video_streams), None)
+    audio = next(iter(media.audio_streams), None)
+    return {
+        "duration": media.duration,
+        "video_codec": video.codec.lower() if video and video.codec else None,
+        "audio_codec": audio.codec.lower() if audio and audio.codec else None,
+        "display_height": video.display_height if video else None,
+    }
+
+
+def _asset_values(asset: Asset) -> dict[str, Any]:
+    return {
+        "id": asset.id,
+        "org_id": asset.org_id,
+        "upload_id": asset.upload_id,
+        "key": asset.key,
+        "source_uri": asset.source_uri,
+        "source_name": asset.source_name,
+        "size_bytes": asset.size_bytes,
+        "sha256": asset.sha256,
+        "content_type": asset.content_type,
+        "status": asset.status.value,
+        "media": _media_json(asset.media),
+        "created_at": asset.created_at,
+        "updated_at": asset.updated_at,
+        **_filter_columns(asset.media),
+    }
+
+
+def _asset_from_row(row: RowMapping) -> Asset:
+    return Asset(
+        id=row["id"],
+        org_id=row["org_id"],
+        upload_id=row["upload_id"],
+        key=row["key"],
+        source_uri=row["source_uri"],
+        source_name=row["source_name"],
+        size_bytes=row["size_bytes"],
+        sha256=row["sha256"],
+        content_type=row["content_type"],
+        status=AssetStatus(row["status"]),
+        media=msgspec.convert(row["media"], MediaInfo),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _asset_conditions(filters: AssetFilter) -> list[ColumnElement[bool]]:
+    """The filters of ``GET /v1/assets``: durations and height inclusive, creation times
+    exclusive (``created_after=T`` is "after T"), ``codec`` matches the video or the audio."""
+    conditions: list[ColumnElement[bool]] = []
+    if filters.status is not None:
+        conditions.append(ASSETS.c.status == filters.status.value)
+    if filters.min_duration is not None:
+        conditions.append(ASSETS.c.duration >= filters.min_duration)
+    if filters.max_duration is not None:
+        conditions.append(ASSETS.c.duration <= filters.max_duration)
+    if filters.codec is not None:
+        codec = filters.codec.lower()
+        conditions.append(or_(ASSETS.c.video_codec == codec, ASSETS.c.audio_codec == codec))
+    if filters.min_height is not None:
+        conditions.append(ASSETS.c.display_height >= filters.min_height)
+    if filters.created_after is not None:
+        conditions.append(ASSETS.c.created_at > filters.created_after)
+    if filters.created_before is not None:
+        conditions.append(ASSETS.c.created_at < filters.created_before)
+    return conditions
+
+
+class SqlAssetRepository(_OrgRepository):
+    """Assets of the unit of work's organisation: another organisation's asset is ``None``."""
+
+    async def add(self, asset: Asset) -> None:
+        self._own(asset.org_id, "the asset")
+        await self._insert_unique(
+            insert(ASSETS).values(_asset_values(asset)), "the upload already has an asset"
+        )
+
+    async def get(self, asset_id: UUID) -> Asset | None:
+        return await self._one(ASSETS.c.id == asset_id)
+
+    async def get_by_upload(self, upload_id: UUID) -> Asset | None:
+        return await self._one(ASSETS.c.upload_id == upload_id)
+
+    async def list(
+        self, filters: AssetFilter, *, limit: int, after: PageCursor | None
+    ) -> AssetPage:
+        """Newest first, ties by id; ``after`` continues strictly past the previous page's last
+        asset (keyset pagination: stable while assets are added or removed)."""
+        if limit < 1:
+            raise InvalidInput("limit must be at least 1")
+        conditions = [ASSETS.c.org_id == self._org_id, *_asset_conditions(filters)]
+        if after is not None:
+            conditions.append(
+                or_(
+                    ASSETS.c.created_at < after.created_at,
+                    and_(ASSETS.c.created_at == after.created_at, ASSETS.c.id < after.id),
+                )
+            )
+        result = await self._execute(
+            select(ASSETS)
+            .where(*conditions)
+            .order_by(ASSETS.c.created_at.desc(), ASSETS.c.id.desc())
+            .limit(limit + 1)  # one more than asked tells whether another page exists
+        )
+        items = [_asset_from_row(row) for row in result.mappings()]
+        if len(items) <= limit:
+            return AssetPage(items=items, next_cursor=None)
+        items = items[:limit]
+        last = items[-1]
+        return AssetPage(
+            items=items, next_cursor=PageCursor(created_at=last.created_at, id=last.id)
+        )
+
+    async def save(self, asset: Asset) -> None:
+        self._own(asset.org_id, "the asset")
+        values = _asset_values(asset)
+        del values["id"], values["org_id"]
+        changed = await self._change(
+            update(ASSETS)
+            .where(ASSETS.c.org_id == self._org_id, ASSETS.c.id == asset.id)
+            .values(values)
+        )
+        if changed == 0:
+            raise NotFound("no such asset")
+
+    async def delete(self, asset_id: UUID) -> bool:
+        changed = await self._change(
+            delete(ASSETS).where(ASSETS.c.org_id == self._org_id, ASSETS.c.id == asset_id)
+        )
+        return changed == 1
+
+    async def _one(self, condition: ColumnElement[bool]) -> Asset | None:
+        result = await self._execute(
+            select(ASSETS).where(ASSETS.c.org_id == self._org_id, condition)
+        )
+        row = result.mappings().first()
+        return None if row is None else _asset_from_row(row)
+
+
+# -- jobs --------------------------------------------------------------------------------------
+def _job_values(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "org_id": job.org_id,
+        "asset_id": job.asset_id,
+        "kind": job.kind.value,
+        "status": job.status.value,
+        "progress": job.progress,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "lease_expires_at": job.lease_expires_at,
+        "next_attempt_at": job.next_attempt_at,
+        "error_code": job.error.code if job.error else None,
+        "error_message": job.error.message if job.error else None,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "thumbnail_count": job.thumbnails.count,
+        "thumbnail_width": job.thumbnails.width,
+        "thumbnail_format": job.thumbnails.format,
+        "lease_owner": job.lease_owner,
+        "enqueued_at": job.enqueued_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }
+
+
+def _job_from_row(row: RowMapping) -> Job:
+    error = None
+    if row["error_code"] is not None:
+        error = JobError(code=row["error_code"], message=row["error_message"] or "")
+    return Job(
+        id=row["id"],
+        org_id=row["org_id"],
+        asset_id=row["asset_id"],
+        kind=JobKind(row["kind"]),
+        status=JobStatus(row["status"]),
+        progress=row["progress"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        lease_expires_at=row["lease_expires_at"],
+        next_attempt_at=row["next_attempt_at"],
+        error=error,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        thumbnails=ThumbnailSpec(
+            count=row["thumbnail_count"],
+            width=row["thumbnail_width"],
+            format=row["thumbnail_format"],
+        ),
+        lease_owner=row["lease_owner"],
+        enqueued_at=row["enqueued_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+class SqlJobRepository(_OrgRepository):
+    """Job rows of the unit of work's organisation."""
+
+    async def add(self, job: Job) -> None:
+        self._own(job.org_id, "the job")
+        await self._insert_unique(insert(JOBS).values(_job_values(job)), "the job exists")
+
+    async def get(self, job_id: UUID) -> Job | None:
+        result = await self._execute(
+            select(JOBS).where(JOBS.c.org_id == self._org_id, JOBS.c.id == job_id)
+        )
+        row = result.mappings().first()
+        return None if row is None else _job_from_row(row)
+
+    async def save(self, job: Job) -> None:
+        self._own(job.org_id, "the job")
+        values = _job_values(job)
+        del values["id"], values["org_id"]
+        changed = await self._change(
+            update(JOBS).where(JOBS.c.org_id == self._org_id, JOBS.c.id == job.id).values(values)
+        )
+        if changed == 0:
+            raise NotFound("no such job")
+
+    async def latest_for_asset(self, asset_id: UUID, kind: JobKind) -> Job | None:
+        result = await self._execute(
+            select(JOBS)
+            .where(
+                JOBS.c.org_id == self._org_id,
+                JOBS.c.asset_id == asset_id,
+                JOBS.c.kind == kind.value,
+            )
+            .order_by(JOBS.c.created_at.desc(), JOBS.c.id.desc())
+            .limit(1)
+        )
+        row = result.mappings().first()
+        return None if row is None else _job_from_row(row)
+
+    async def claim(
+        self, job_id: UUID, owner: str, now: datetime, lease_until: datetime
+    ) -> Job | None:
+        claimable = or_(
+            and_(
+                JOBS.c.status == JobStatus.QUEUED.value,
+                or_(JOBS.c.next_attempt_at.is_(None), JOBS.c.next_attempt_at <= now),
+            ),
+            and_(JOBS.c.status == JobStatus.RUNNING.value, JOBS.c.lease_expires_at < now),
+        )
+        changed = await self._change(
+            update(JOBS)
+            .where(JOBS.c.org_id == self._org_id, JOBS.c.id == job_id, claimable)
+            .values(
+                status=JobStatus.RUNNING.value,
+                attempts=JOBS.c.attempts + 1,
+                lease_owner=owner,
+                lease_expires_at=lease_until,
+                started_at=func.coalesce(JOBS.c.started_at, now),
+                updated_at=now,
+            )
+        )
+        return await self.get(job_id) if changed else None
+
+    async def heartbeat(
+        self, job_id: UUID, owner: str, lease_until: datetime, progress: float
+    ) -> bool:
+        changed = await self._change(
+            update(JOBS)
+            .where(
+                JOBS.c.org_id == self._org_id,
+                JOBS.c.id == job_id,
+                JOBS.c.status == JobStatus.RUNNING.value,
+                JOBS.c.lease_owner == owner,
+            )
+            .values(lease_expires_at=lease_until, progress=progress)
+        )
+        return changed == 1
+
+    async def finish(self, job: Job, owner: str) -> bool:
+        self._own(job.org_id, "the job")
+        values = _job_values(job)
+        del values["id"], values["org_id"]
+        changed = await self._change(
+            update(JOBS)
+            .where(
+                JOBS.c.org_id == self._org_id,
+                JOBS.c.id == job.id,
+                JOBS.c.status == JobStatus.RUNNING.value,
+                JOBS.c.lease_owner == owner,
+            )
+            .values(values)
+        )
+        return changed == 1

@@ -1,0 +1,343 @@
+"""A small pool of reused worker processes that decode untrusted media.
+
+A decoder fed a hostile file can crash (corrupt HEVC crashing FFmpeg with SIGSEGV is a real
+bug report), and in-process that takes the API or the job worker down with it. So decoding
+runs in worker processes that are started once and reused (no exec per file), and a worker
+that dies fails only the call it was running, with ``DecoderCrashed``.
+
+Why not ``concurrent.futures.ProcessPoolExecutor``: one dead worker breaks the whole executor,
+every call in flight fails with ``BrokenProcessPool``, the innocent ones too, and nothing says
+which file killed it. Here each call has a worker to itself, so a death is pinned on the call
+that caused it, the other calls carry on, and the empty slot gets a fresh process on the next
+call. A call that outlives its timeout, or whose caller is cancelled, has its worker killed.
+
+Workers are forked from a ``forkserver`` that has imported the decoding modules once (``spawn``
+where there is no forkserver), never from the multi-threaded calling process itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import multiprocessing.context
+import pickle
+import signal
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, TypeVar
+
+from heimdex.adapters.offload import run_blocking
+from heimdex.domain.errors import DecoderCrashed, ThumbnailerUnavailable
+
+T = TypeVar("T")
+
+# A worker asked to stop gets this long before it is killed; a new one this long to say ready.
+_STOP_GRACE = 2.0
+_START_TIMEOUT = 60.0
+_READY = "ready"
+
+
+class _WorkerDied(Exception):
+    """The worker process exited while it held a call."""
+
+
+class _Worker:
+    def __init__(self, process: BaseProcess, conn: Connection) -> None:
+        self.process = process
+        self.conn = conn
+
+    @property
+    def alive(self) -> bool:
+        try:
+            return self.process.is_alive()
+        except ValueError:  # closed
+            return False
+
+    def exit_description(self) -> str:
+        self.process.join(timeout=_STOP_GRACE)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(-code).name}"
+        return f"exit status {code}"
+
+    def kill(self) -> None:
+        """Kill and reap: no zombie, no descriptor left open."""
+        with contextlib.suppress(OSError, ValueError):  # gone already, or closed
+            self.process.kill()
+        self._reap()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.process.join(timeout=_STOP_GRACE)
+        if self.process.is_alive():
+            self.kill()
+        self._reap()
+
+    def _reap(self) -> None:
+        with contextlib.suppress(ValueError):  # closed already
+            self.process.join(timeout=_STOP_GRACE)
+            self.process.close()  # its sentinel descriptor
+        self.conn.close()
+
+
+def _serve(conn: Connection) -> None:
+    """A worker's life: run each ``(function, args)`` it is sent and send back the outcome."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
+    conn.send(_READY)
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:  # the parent is gone
+            return
+        except Exception as exc:  # a task that does not unpickle here (a function not found)
+            conn.send((False, _portable(exc)))
+            continue
+        if task is None:
+            return
+        func, args = task
+        try:
+            outcome: tuple[bool, Any] = (True, func(*args))
+        except Exception as exc:
+            outcome = (False, _portable(exc))
+        conn.send(outcome)
+
+
+def _portable(exc: Exception) -> Exception:
+    """``exc`` if the parent can unpickle it, else a plain ``RuntimeError`` saying what it was
+    (an exception with a custom constructor can pickle and still fail to unpickle)."""
+    try:
+        pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own bytes, just made
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+_Context = multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext
+
+
+def _context(preload: Sequence[str]) -> _Context:
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        # Imported once in the server, so each fork starts with them loaded. Global to the
+        # process, and only honoured before the server first starts.
+        context.set_forkserver_preload(list(preload))
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+class DecodePool:
+    """``size`` reused worker processes; ``await pool.run(func, *args)`` runs one call in one.
+
+    ``func`` and its arguments must be picklable (a module-level function). A worker that dies
+    during the call raises ``DecoderCrashed``. A call that is cancelled — by the caller's
+    ``asyncio.timeout``, say — has its worker killed, so nothing keeps decoding for nobody.
+    Usable from any event loop and thread; workers start when first needed (or with
+    :meth:`start`) and stop with :meth:`close`.
+    """
+
+    def __init__(self, size: int = 2, *, preload: Sequence[str] = ()) -> None:
+        if size < 1:
+            raise ValueError("a decode pool needs at least one worker")
+        self.size = size
+        self._context = _context(preload)
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+        self._free = size  # slots with no process: the next caller starts one
+        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[_Worker | None]]]
+        self._waiters = deque()
+        self._closed = False
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        """``func(*args)`` in a worker process; its exceptions are re-raised here."""
+        worker = await self._acquire()
+        try:
+            ok, value = await self._call(worker, func, args)
+        except BaseException:
+            self._release(None)  # the worker is gone or killed: its slot is free again
+            raise
+        self._release(worker)
+        if not ok:
+            raise value
+        result: T = value
+        return result
+
+    async def start(self) -> None:
+        """Start every worker now rather than on first use (warm-up, health check)."""
+        started: list[_Worker] = []
+        try:
+            while True:
+                with self._lock:
+                    if self._closed or self._free == 0:
+                        break
+                    self._free -= 1
+                try:
+                    started.append(await run_blocking(self._start))
+                except BaseException:
+                    self._release(None)
+                    raise
+        finally:
+            for worker in started:
+                self._release(worker)
+
+    async def close(self) -> None:
+        """Stop the idle workers; busy ones are killed when their call ends."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            waiters, self._waiters = self._waiters, deque()
+        for loop, waiter in waiters:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
+                loop.call_soon_threadsafe(_fail, waiter)
+        for worker in idle:
+            await run_blocking(worker.stop)
+
+    # -- slots ---------------------------------------------------------------------------------
+    async def _acquire(self) -> _Worker:
+        """A live worker for one call: an idle one, a new one in a free slot, or the next one
+        released."""
+        loop = asyncio.get_running_loop()
+        with self._lock:  # decide under the lock, await outside it
+            if self._closed:
+                raise ThumbnailerUnavailable("the decode pool is closed")
+            worker = self._take_idle()
+            if worker is not None:
+                return worker
+            waiter: asyncio.Future[_Worker | None] | None = None
+            if self._free > 0:
+                self._free -= 1
+            else:
+                waiter = loop.create_future()
+                self._waiters.append((loop, waiter))
+        if waiter is None:
+            return await self._started()
+        try:
+            handed = await waiter
+        except asyncio.CancelledError:
+            # Cancelled just after a worker (or a slot) was handed over: pass it on.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._release(waiter.result())
+            raise
+        if handed is not None and handed.alive:
+            return handed
+        if handed is not None:
+            handed.kill()
+        return await self._started()
+
+    def _take_idle(self) -> _Worker | None:
+        while self._idle:
+            worker = self._idle.pop()
+            if worker.alive:
+                return worker
+            worker.kill()  # died while idle (killed from outside): reap it, start another
+            self._free += 1
+        return None
+
+    async def _started(self) -> _Worker:
+        """A new worker in the slot the caller holds (given back if it cannot start)."""
+        try:
+            return await run_blocking(self._start)
+        except BaseException:
+            self._release(None)
+            raise
+
+    def _start(self) -> _Worker:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=_serve, args=(child,), name="heimdex-decode", daemon=True
+        )
+        try:
+            process.start()
+        except (OSError, AssertionError) as exc:  # out of processes; inside a daemonic process
+            parent.close()
+            raise ThumbnailerUnavailable(f"cannot start a decode worker: {exc}") from exc
+        finally:
+            child.close()
+        worker = _Worker(process, parent)
+        # Wait for it to say so: a worker that cannot start (its imports fail, the main module
+        # is not import-safe) is the server's problem, not a decoder crash on some file.
+        try:
+            ready = parent.poll(_START_TIMEOUT) and parent.recv() == _READY
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            description = worker.exit_description() if not process.is_alive() else "no answer"
+            worker.kill()
+            raise ThumbnailerUnavailable(f"a decode worker did not start ({description})")
+        return worker
+
+    def _release(self, worker: _Worker | None) -> None:
+        """Give a worker (or, with ``None``, an empty slot) to the next waiter, else keep it."""
+        with self._lock:
+            if self._closed:
+                if worker is not None:
+                    worker.kill()
+                return
+            while self._waiters:
+                loop, waiter = self._waiters.popleft()
+                if waiter.done():
+                    continue
+                try:
+                    loop.call_soon_threadsafe(self._deliver, waiter, worker)
+                except RuntimeError:  # that waiter's loop is closed
+                    continue
+                return
+            if worker is not None:
+                self._idle.append(worker)
+            else:
+                self._free += 1
+
+    def _deliver(self, waiter: asyncio.Future[_Worker | None], worker: _Worker | None) -> None:
+        if waiter.done():  # cancelled meanwhile: pass it on
+            self._release(worker)
+        else:
+            waiter.set_result(worker)
+
+    # -- one call ------------------------------------------------------------------------------
+    async def _call(
+        self, worker: _Worker, func: Callable[..., Any], args: tuple[Any, ...]
+    ) -> tuple[bool, Any]:
+        try:
+            try:
+                worker.conn.send((func, args))
+                await _readable(worker)
+                outcome: tuple[bool, Any] = worker.conn.recv()
+            except (EOFError, OSError) as exc:  # the pipe broke: the worker is gone
+                raise _WorkerDied from exc
+        except _WorkerDied:
+            description = worker.exit_description()
+            worker.kill()
+            raise DecoderCrashed(f"the decoder crashed ({description})") from None
+        except BaseException:  # cancelled (timed out): the work is not wanted, nor its worker
+            worker.kill()
+            raise
+        return outcome
+
+
+async def _readable(worker: _Worker) -> None:
+    """Wait until the worker answers or exits (its pipe or its sentinel is readable)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    descriptors = (worker.conn.fileno(), worker.process.sentinel)
+    for fd in descriptors:
+        loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        for fd in descriptors:
+            loop.remove_reader(fd)
+
+
+def _fail(waiter: asyncio.Future[_Worker | None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(ThumbnailerUnavailable("the decode pool is closed"))

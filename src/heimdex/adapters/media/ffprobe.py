@@ -1,0 +1,304 @@
+"""The ``Prober`` port on the ffprobe binary: one subprocess per file, JSON out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+from fractions import Fraction
+from pathlib import Path
+
+import msgspec
+
+from heimdex.adapters.media.allowlist import FFPROBE_PROTOCOLS, format_whitelist
+from heimdex.adapters.media.description import (
+    ChapterFacts,
+    StreamFacts,
+    describe,
+    regular_file_size,
+)
+from heimdex.adapters.offload import run_blocking
+from heimdex.domain.errors import InvalidMedia, ProberUnavailable, ProbeTimeout
+from heimdex.domain.media import MediaInfo
+
+_STDERR_LIMIT = 500
+_ADDRESS = re.compile(r" @ 0x[0-9a-f]+\]")  # "[hls @ 0x55c6313cb1c0]" names a demuxer instance
+_CHECK_TIMEOUT = 10.0
+# No colour codes in the error text we hand back.
+_ENV = {**os.environ, "AV_LOG_FORCE_NOCOLOR": "1"}
+
+
+# -- ffprobe's JSON, as far as we read it ------------------------------------------------------
+class _SideData(msgspec.Struct):
+    side_data_type: str = ""
+    rotation: float | None = None
+
+
+class _Stream(msgspec.Struct):
+    index: int
+    codec_type: str = "data"
+    codec_name: str | None = None
+    profile: str | None = None
+    bit_rate: str | None = None
+    start_time: str | None = None
+    duration: str | None = None
+    width: int | None = None
+    height: int | None = None
+    sample_aspect_ratio: str | None = None
+    avg_frame_rate: str | None = None
+    r_frame_rate: str | None = None
+    pix_fmt: str | None = None
+    bits_per_raw_sample: str | None = None
+    color_range: str | None = None
+    color_space: str | None = None
+    color_transfer: str | None = None
+    color_primaries: str | None = None
+    field_order: str | None = None
+    channels: int | None = None
+    channel_layout: str | None = None
+    sample_rate: str | None = None
+    disposition: dict[str, int] = msgspec.field(default_factory=dict)
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+    side_data_list: list[_SideData] = msgspec.field(default_factory=list)
+
+
+class _Chapter(msgspec.Struct):
+    start_time: str
+    end_time: str
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class _Format(msgspec.Struct):
+    format_name: str
+    duration: str | None = None
+    bit_rate: str | None = None
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class _Output(msgspec.Struct):
+    format: _Format | None = None
+    streams: list[_Stream] = msgspec.field(default_factory=list)
+    chapters: list[_Chapter] = msgspec.field(default_factory=list)
+
+
+class _Component(msgspec.Struct):
+    bit_depth: int = 0
+
+
+class _PixelFormat(msgspec.Struct):
+    name: str
+    components: list[_Component] = msgspec.field(default_factory=list)
+
+
+class _PixelFormats(msgspec.Struct):
+    pixel_formats: list[_PixelFormat] = msgspec.field(default_factory=list)
+
+
+class FfprobeProber:
+    """Probes with the ``ffprobe`` binary, each run in its own process group.
+
+    Only local regular files are opened, through the demuxer allow-list; a run longer than
+    ``timeout`` seconds is killed with its whole process group and reported as ``ProbeTimeout``.
+    """
+
+    name = "ffprobe"
+
+    def __init__(self, binary: str = "ffprobe", timeout: float = 30.0) -> None:
+        self._binary = binary
+        self._timeout = timeout
+        self._pixel_depths: dict[str, int] | None = None
+
+    async def probe(self, path: Path) -> MediaInfo:
+        size, url = await run_blocking(_inspect, path)
+        returncode, stdout, stderr = await self._run(
+            "-v",
+            "error",
+            "-hide_banner",
+            "-protocol_whitelist",
+            FFPROBE_PROTOCOLS,
+            "-format_whitelist",
+            format_whitelist(),
+            "-enable_drefs",
+            "0",
+            "-show_format",
+            "-show_streams",
+            "-show_chapters",
+            "-print_format",
+            "json",
+            url,
+            limit=self._timeout,
+            what=path.name,
+        )
+        if returncode != 0:
+            raise InvalidMedia(f"{path.name}: {_error_text(stderr, url)}")
+        try:
+            output = msgspec.json.decode(stdout.decode(errors="replace"), type=_Output)
+        except msgspec.ValidationError as exc:
+            raise InvalidMedia(f"{path.name}: ffprobe's description is unreadable ({exc})") from exc
+        if output.format is None:
+            raise InvalidMedia(f"{path.name}: ffprobe found no container")
+        depths = await self._depths()
+        fmt = output.format
+        return describe(
+            name=path.name,
+            format_name=fmt.format_name,
+            duration=_float(fmt.duration),
+            bit_rate=_int(fmt.bit_rate),
+            size_bytes=size,
+            tags=fmt.tags,
+            streams=[_facts(s, depths) for s in output.streams],
+            chapters=[
+                ChapterFacts(
+                    start=_float(c.start_time) or 0.0,
+                    end=_float(c.end_time) or 0.0,
+                    title=c.tags.get("title"),
+                )
+                for c in output.chapters
+            ],
+        )
+
+    async def check(self) -> None:
+        returncode, stdout, stderr = await self._run(
+            "-version", limit=_CHECK_TIMEOUT, what="ffprobe -version"
+        )
+        if returncode != 0 or not stdout.startswith(b"ffprobe version"):
+            detail = stderr.decode(errors="replace").strip()[:_STDERR_LIMIT]
+            raise ProberUnavailable(f"{self._binary} -version failed: {detail or returncode}")
+
+    async def _depths(self) -> dict[str, int]:
+        """Bits per sample of every pixel format this ffprobe knows, asked once."""
+        if self._pixel_depths is None:
+            returncode, stdout, _ = await self._run(
+                "-v",
+                "error",
+                "-show_pixel_formats",
+                "-print_format",
+                "json",
+                limit=_CHECK_TIMEOUT,
+                what="ffprobe -show_pixel_formats",
+            )
+            if returncode != 0:
+                return {}  # bit depths fall back to the codec's sample depth; ask again next time
+            formats = msgspec.json.decode(stdout, type=_PixelFormats).pixel_formats
+            self._pixel_depths = {
+                f.name: max((c.bit_depth for c in f.components), default=0) for f in formats
+            }
+        return self._pixel_depths
+
+    async def _run(self, *args: str, limit: float, what: str) -> tuple[int, bytes, bytes]:
+        """Run ffprobe with ``args``; kill its process group if it outlives ``limit`` seconds."""
+        try:
+            process = await asyncio.create_subprocess_exec(
+                self._binary,
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,  # its own process group, so a kill takes any children
+                env=_ENV,
+            )
+        except OSError as exc:
+            raise ProberUnavailable(f"cannot run {self._binary}: {exc.strerror or exc}") from exc
+        try:
+            async with asyncio.timeout(limit):
+                stdout, stderr = await process.communicate()
+        except TimeoutError:
+            raise ProbeTimeout(f"{what}: probing took longer than {limit:g} s") from None
+        finally:
+            # Timed out or cancelled: kill the group and reap the child, leaving no zombie.
+            if process.returncode is None:
+                _kill_group(process.pid)
+                await process.wait()
+        return process.returncode if process.returncode is not None else -1, stdout, stderr
+
+
+def _inspect(path: Path) -> tuple[int, str]:
+    """The file's size, and the URL to give ffprobe: ``file:`` plus the absolute path, which is
+    never mistaken for an option (a name starting with ``-``) or for another protocol."""
+    return regular_file_size(path), "file:" + os.path.abspath(path)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # already gone
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _facts(stream: _Stream, depths: dict[str, int]) -> StreamFacts:
+    rotation: float = 0.0  # ffprobe lists the display matrix when the container has one
+    for side_data in stream.side_data_list:
+        if side_data.side_data_type == "Display Matrix" and side_data.rotation is not None:
+            rotation = side_data.rotation
+    return StreamFacts(
+        index=stream.index,
+        media_type=stream.codec_type,
+        codec=stream.codec_name,
+        attached_pic=stream.disposition.get("attached_pic") == 1,
+        profile=stream.profile,
+        bit_rate=_int(stream.bit_rate),
+        start_time=_float(stream.start_time),
+        duration=_float(stream.duration),
+        tags=stream.tags,
+        width=stream.width,
+        height=stream.height,
+        sample_aspect_ratio=_ratio(stream.sample_aspect_ratio, ":"),
+        avg_frame_rate=_ratio(stream.avg_frame_rate, "/"),
+        base_frame_rate=_ratio(stream.r_frame_rate, "/"),
+        pix_fmt=stream.pix_fmt,
+        pix_fmt_depth=depths.get(stream.pix_fmt or "") or None,
+        bits_per_raw_sample=_int(stream.bits_per_raw_sample),
+        color_range=stream.color_range,
+        color_space=stream.color_space,
+        color_transfer=stream.color_transfer,
+        color_primaries=stream.color_primaries,
+        field_order=stream.field_order,
+        display_rotation=rotation if stream.codec_type == "video" else None,
+        channels=stream.channels,
+        channel_layout=stream.channel_layout,
+        sample_rate=_int(stream.sample_rate),
+    )
+
+
+def _error_text(stderr: bytes, url: str) -> str:
+    """ffprobe's complaint, trimmed, without the server's path, addresses or the long list."""
+    text = stderr.decode(errors="replace").replace(format_whitelist(), "<allowed formats>")
+    lines = []
+    for line in text.splitlines():
+        line = _ADDRESS.sub("]", line.replace(url + ": ", "").replace(url, "the file")).strip()
+        if line:
+            lines.append(line)
+    text = " / ".join(lines[-3:]) if lines else "ffprobe could not read the file"
+    return text[-_STDERR_LIMIT:]
+
+
+def _float(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _ratio(value: str | None, separator: str) -> Fraction | None:
+    """``30000/1001`` or ``16:9`` as a fraction; FFmpeg's ``0/0`` (unknown) as ``None``."""
+    if not value:
+        return None
+    numerator, _, denominator = value.partition(separator)
+    try:
+        num, den = int(numerator), int(denominator)
+    except ValueError:
+        return None
+    if num <= 0 or den <= 0:
+        return None
+    return Fraction(num, den)

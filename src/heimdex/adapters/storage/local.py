@@ -1,0 +1,258 @@
+"""``LocalStorage``: objects as files under a root directory (the embedded default)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlencode
+
+import anyio
+
+from heimdex.adapters.offload import run_blocking
+from heimdex.domain.errors import (
+    ChecksumMismatch,
+    InvalidStorageKey,
+    LengthMismatch,
+    SourceNotFound,
+    StorageError,
+    UploadTooLarge,
+)
+from heimdex.domain.model import Upload
+from heimdex.domain.ports import StoredObject, UploadTarget, UrlSigner
+from heimdex.domain.storage_keys import validate_key
+
+CHUNK_SIZE = 1024 * 1024
+_DERIVED = "derived/"
+
+
+class LocalStorage:
+    """Keys map to paths under ``root``; ``derived/…`` keys under ``derived_root`` when set
+    (the seed's ``HEIMDEX_DERIVED_ROOT``). Writes go to a temporary file beside the target and are
+    renamed into place, so a reader never sees half a file."""
+
+    def __init__(self, root: Path, signer: UrlSigner, derived_root: Path | None = None) -> None:
+        self._signer = signer
+        self.root = root.resolve()
+        self.derived_root = derived_root.resolve() if derived_root else None
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.derived_root:
+            self.derived_root.mkdir(parents=True, exist_ok=True)
+
+    # -- key <-> path -------------------------------------------------------------------------
+    def _base_and_rest(self, key: str) -> tuple[Path, str]:
+        validate_key(key)
+        if self.derived_root is not None and key.startswith(_DERIVED):
+            return self.derived_root, key[len(_DERIVED) :]
+        return self.root, key
+
+    def path_for(self, key: str) -> Path:
+        base, rest = self._base_and_rest(key)
+        return base / rest
+
+    def _existing_file(self, key: str) -> Path:
+        """The object's path, refusing one reached through a symlink or that is not a file."""
+        path = self.path_for(key)
+        if not path.exists():
+            raise SourceNotFound(f"no object at {key!r}")
+        base, rest = self._base_and_rest(key)
+        if path.resolve() != base / rest:
+            raise InvalidStorageKey(f"{key!r} resolves outside its place in storage")
+        if not path.is_file():
+            raise SourceNotFound(f"no object at {key!r}")
+        return path
+
+    def uri_for(self, key: str) -> str:
+        # Safe keys hold only unreserved characters, so the path needs no percent-encoding.
+        return "file://" + str(self.path_for(key))
+
+    def download_url(self, key: str, base_url: str, expires: int) -> str:
+        """The API's own ``GET /v1/files/{key}``, signed for the key's organisation."""
+        org_id = key.split("/", 2)[1]
+        path = f"/v1/files/{validate_key(key)}"
+        signature = self._signer.sign("GET", path, org_id, expires)
+        query = urlencode({"org": org_id, "expires": expires, "signature": signature})
+        return f"{base_url.rstrip('/')}{path}?{query}"
+
+    def upload_target(self, upload: Upload, base_url: str) -> UploadTarget:
+        """The API's own ``PUT /v1/uploads/{id}``, signed so the client needs no token."""
+        path = f"/v1/uploads/{upload.id}"
+        expires = int(upload.expires_at.timestamp())
+        signature = self._signer.sign("PUT", path, upload.org_id, expires)
+        query = urlencode({"org": upload.org_id, "expires": expires, "signature": signature})
+        return UploadTarget(
+            url=f"{base_url.rstrip('/')}{path}?{query}",
+            method="PUT",
+            headers={
+                "Content-Type": upload.content_type,
+                "Content-Length": str(upload.content_length),
+            },
+        )
+
+    # -- writes -------------------------------------------------------------------------------
+    async def write_stream(
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        expected_size: int | None = None,
+        expected_sha256: str | None = None,
+    ) -> StoredObject:
+        target = self.path_for(key)
+        await run_blocking(target.parent.mkdir, parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        digest = hashlib.sha256()
+        size = 0
+        handle: BinaryIO = await run_blocking(open, temp, "xb")
+        # Receiving the next chunk overlaps writing and hashing the previous one (hashlib and
+        # file writes release the GIL); the bounded queue keeps memory at a few chunks.
+        send, receive = anyio.create_memory_object_stream[bytes](max_buffer_size=2)
+        failure: Exception | None = None
+
+        async def drain() -> None:
+            nonlocal failure
+            async with receive:
+                try:
+                    async for chunk in receive:
+                        # Hashing and writing both release the GIL: run them side by side.
+                        async with anyio.create_task_group() as both:
+                            both.start_soon(run_blocking, digest.update, chunk)
+                            both.start_soon(run_blocking, handle.write, chunk)
+                except Exception as exc:  # e.g. disk full: kept, raised by the caller below
+                    failure = _single(exc)
+
+        async def fill() -> None:
+            nonlocal failure, size
+            async with send:
+                try:
+                    async for chunk in chunks:
+                        size += len(chunk)
+                        if expected_size is not None and size > expected_size:
+                            raise UploadTooLarge(
+                                f"the body is longer than the declared {expected_size} bytes"
+                            )
+                        await send.send(chunk)
+                except anyio.BrokenResourceError:
+                    pass  # the drain stopped; its failure is kept
+                except Exception as exc:
+                    failure = failure or exc
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(drain)
+                await fill()
+            if failure is not None:
+                raise failure
+            if expected_size is not None and size != expected_size:
+                raise LengthMismatch(f"the body has {size} bytes, {expected_size} were declared")
+            if expected_sha256 is not None and digest.hexdigest() != expected_sha256.lower():
+                raise ChecksumMismatch(
+                    f"the body's sha256 is {digest.hexdigest()}, {expected_sha256} was declared"
+                )
+            await run_blocking(_flush_and_sync, handle)
+            handle.close()
+            await run_blocking(os.replace, temp, target)
+        except BaseException:
+            handle.close()
+            temp.unlink(missing_ok=True)
+            raise
+        return StoredObject(key=key, size_bytes=size, sha256=digest.hexdigest())
+
+    async def write_bytes(self, key: str, data: bytes) -> StoredObject:
+        async def one_chunk() -> AsyncIterator[bytes]:
+            yield data
+
+        return await self.write_stream(key, one_chunk())
+
+    # -- reads --------------------------------------------------------------------------------
+    async def stat(self, key: str) -> StoredObject | None:
+        path = self.path_for(key)
+        try:
+            info = await run_blocking(path.stat)
+        except FileNotFoundError:
+            return None
+        return StoredObject(key=key, size_bytes=info.st_size)
+
+    async def digest(self, key: str) -> StoredObject:
+        path = await run_blocking(self._existing_file, key)
+        size, sha256 = await run_blocking(_hash_file, path)
+        return StoredObject(key=key, size_bytes=size, sha256=sha256)
+
+    @asynccontextmanager
+    async def local_path(self, key: str) -> AsyncIterator[Path]:
+        yield await run_blocking(self._existing_file, key)
+
+    async def read_chunks(self, key: str) -> AsyncIterator[bytes]:
+        path = await run_blocking(self._existing_file, key)
+        handle: BinaryIO = await run_blocking(open, path, "rb")
+        try:
+            while chunk := await run_blocking(handle.read, CHUNK_SIZE):
+                yield chunk
+        finally:
+            handle.close()
+
+    # -- deletes ------------------------------------------------------------------------------
+    async def delete(self, key: str) -> None:
+        await run_blocking(self.path_for(key).unlink, missing_ok=True)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        validate_key(prefix)
+        return await run_blocking(self._delete_prefix, prefix)
+
+    def _delete_prefix(self, prefix: str) -> int:
+        if prefix.endswith("/"):
+            directory = self.path_for(prefix.rstrip("/"))
+            if not directory.is_dir():
+                return 0
+            count = sum(1 for p in directory.rglob("*") if p.is_file())
+            shutil.rmtree(directory)
+            return count
+        base = self.path_for(prefix)
+        count = 0
+        for path in base.parent.glob(base.name + "*"):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                count += 1
+            elif path.is_dir():
+                count += sum(1 for p in path.rglob("*") if p.is_file())
+                shutil.rmtree(path)
+        return count
+
+    # -- health -------------------------------------------------------------------------------
+    async def check(self) -> None:
+        await run_blocking(self._check)
+
+    def _check(self) -> None:
+        probe = self.root / f".health-{uuid.uuid4().hex}"
+        try:
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            raise StorageError(f"storage root {self.root} is not writable: {exc}") from exc
+
+
+def _single(exc: Exception) -> Exception:
+    """The one error inside a task group's wrapper, so callers can catch OSError and friends."""
+    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _hash_file(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            size += len(chunk)
+            digest.update(chunk)
+    return size, digest.hexdigest()
+
+
+def _flush_and_sync(handle: BinaryIO) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())

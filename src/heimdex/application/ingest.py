@@ -1,0 +1,226 @@
+"""Ingest: upload slots, receiving the bytes, committing them as assets."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterable
+from datetime import timedelta
+from uuid import UUID
+
+import anyio
+import msgspec
+
+from heimdex.domain.errors import (
+    ChecksumMismatch,
+    Conflict,
+    InvalidInput,
+    LengthMismatch,
+    NotFound,
+    SourceNotFound,
+    SourceUriForbidden,
+    UnsupportedMediaType,
+    UploadAlreadyReceived,
+    UploadExpired,
+    UploadInProgress,
+    UploadNotReceived,
+    UploadTooLarge,
+)
+from heimdex.domain.model import Asset, AssetStatus, Principal, Upload, UploadStatus
+from heimdex.domain.ports import Clock, Prober, Storage, UnitOfWorkFactory, UploadTarget
+from heimdex.domain.storage_keys import safe_source_name, upload_key
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_MEDIA_TYPE = re.compile(r"^(video|audio)/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+
+
+class UploadRequest(msgspec.Struct, frozen=True, kw_only=True):
+    source_name: str
+    content_length: int
+    content_type: str
+    sha256: str | None = None
+
+
+class IssuedUpload(msgspec.Struct, frozen=True, kw_only=True):
+    upload: Upload
+    target: UploadTarget
+
+
+class IngestLimits(msgspec.Struct, frozen=True, kw_only=True):
+    max_upload_size_bytes: int
+    upload_url_ttl: timedelta
+    upload_stall: timedelta
+
+
+class IngestService:
+    """init → PUT → commit. Each step checks the slot's state in its own short transaction, so
+    no transaction stays open while bytes stream or media is probed."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        storage: Storage,
+        prober: Prober,
+        clock: Clock,
+        limits: IngestLimits,
+    ) -> None:
+        self._uow = uow
+        self._storage = storage
+        self._prober = prober
+        self._clock = clock
+        self._limits = limits
+
+    async def init_upload(
+        self, principal: Principal, request: UploadRequest, base_url: str
+    ) -> IssuedUpload:
+        """Validate the declared file and issue a slot with a presigned upload target."""
+        if request.content_length > self._limits.max_upload_size_bytes:
+            raise UploadTooLarge(
+                f"content_length {request.content_length} is over the limit of "
+                f"{self._limits.max_upload_size_bytes} bytes"
+            )
+        content_type = request.content_type.strip().lower()
+        if not _MEDIA_TYPE.match(content_type):
+            raise UnsupportedMediaType(
+                f"content_type {request.content_type!r} is not video/* or audio/*"
+            )
+        sha256 = request.sha256.lower() if request.sha256 else None
+        if sha256 is not None and not _SHA256.match(sha256):
+            raise InvalidInput("sha256 must be 64 hexadecimal characters")
+        now = self._clock.now()
+        upload_id = uuid.uuid4()
+        name = safe_source_name(request.source_name)
+        key = upload_key(principal.org_id, upload_id, name)
+        upload = Upload(
+            id=upload_id,
+            org_id=principal.org_id,
+            key=key,
+            source_uri=self._storage.uri_for(key),
+            source_name=name,
+            content_length=request.content_length,
+            content_type=content_type,
+            declared_sha256=sha256,
+            status=UploadStatus.PENDING,
+            expires_at=now + self._limits.upload_url_ttl,
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._uow(principal.org_id) as uow:
+            await uow.uploads.add(upload)
+            await uow.commit()
+        return IssuedUpload(upload=upload, target=self._storage.upload_target(upload, base_url))
+
+    async def receive_upload(
+        self, org_id: str, upload_id: UUID, chunks: AsyncIterable[bytes]
+    ) -> Upload:
+        """Stream the bytes into the slot's object. On any failure nothing is kept and the slot
+        is open again."""
+        now = self._clock.now()
+        async with self._uow(org_id) as uow:
+            upload = await uow.uploads.get(upload_id)
+            if upload is None:
+                raise NotFound("no such upload")
+            if upload.status in (UploadStatus.RECEIVED, UploadStatus.COMMITTED):
+                raise UploadAlreadyReceived("this upload slot already holds its file")
+            if upload.is_expired(now):
+                raise UploadExpired("the upload slot has expired; ask for a new one")
+            if not await uow.uploads.claim_for_upload(
+                upload_id, now, now - self._limits.upload_stall
+            ):
+                raise UploadInProgress("another upload into this slot is still running")
+            await uow.commit()
+        try:
+            stored = await self._storage.write_stream(
+                upload.key,
+                chunks,
+                expected_size=upload.content_length,
+                expected_sha256=upload.declared_sha256,
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True):  # reopen the slot even if we were cancelled
+                await self._set_status(upload, UploadStatus.PENDING)
+            raise
+        received = msgspec.structs.replace(
+            upload,
+            status=UploadStatus.RECEIVED,
+            received_sha256=stored.sha256,
+            received_at=self._clock.now(),
+            updated_at=self._clock.now(),
+        )
+        async with self._uow(org_id) as uow:
+            await uow.uploads.save(received)
+            await uow.commit()
+        return received
+
+    async def _set_status(self, upload: Upload, status: UploadStatus) -> None:
+        async with self._uow(upload.org_id) as uow:
+            await uow.uploads.save(
+                msgspec.structs.replace(upload, status=status, updated_at=self._clock.now())
+            )
+            await uow.commit()
+
+    async def commit_upload(
+        self, principal: Principal, upload_id: UUID, source_uri: str | None = None
+    ) -> tuple[Asset, bool]:
+        """Verify the stored object, probe it, and make it an asset. Answers the asset and
+        whether it is new: committing the same upload again returns the same asset."""
+        async with self._uow(principal.org_id) as uow:
+            upload = await uow.uploads.get(upload_id)
+            if upload is None:
+                raise NotFound("no such upload")
+            if source_uri is not None and source_uri != upload.source_uri:
+                raise SourceUriForbidden("source_uri is not the one issued for this upload")
+            existing = await uow.assets.get_by_upload(upload_id)
+            if existing is not None:
+                return existing, False
+            if upload.status not in (UploadStatus.RECEIVED, UploadStatus.COMMITTED):
+                raise UploadNotReceived("upload the file to upload_url before committing")
+        sha256 = await self._verify(upload)
+        async with self._storage.local_path(upload.key) as path:
+            media = await self._prober.probe(path)
+        now = self._clock.now()
+        asset = Asset(
+            id=uuid.uuid4(),
+            org_id=principal.org_id,
+            upload_id=upload.id,
+            key=upload.key,
+            source_uri=upload.source_uri,
+            source_name=upload.source_name,
+            size_bytes=upload.content_length,
+            sha256=sha256,
+            content_type=upload.content_type,
+            status=AssetStatus.COMMITTED,
+            media=media,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with self._uow(principal.org_id) as uow:
+                await uow.assets.add(asset)
+                await uow.uploads.save(
+                    msgspec.structs.replace(upload, status=UploadStatus.COMMITTED, updated_at=now)
+                )
+                await uow.commit()
+        except Conflict:  # a concurrent commit of the same upload won
+            async with self._uow(principal.org_id) as uow:
+                winner = await uow.assets.get_by_upload(upload_id)
+            if winner is None:
+                raise
+            return winner, False
+        return asset, True
+
+    async def _verify(self, upload: Upload) -> str:
+        """Re-read the stored object: size and sha256 must be what was declared and received."""
+        try:
+            stored = await self._storage.digest(upload.key)
+        except SourceNotFound as exc:
+            raise UploadNotReceived("the uploaded object is missing; upload it again") from exc
+        if stored.size_bytes != upload.content_length:
+            raise LengthMismatch(
+                f"the stored object has {stored.size_bytes} bytes, "
+                f"{upload.content_length} were declared"
+            )
+        expected = upload.declared_sha256 or upload.received_sha256
+        if stored.sha256 is None or (expected is not None and stored.sha256 != expected):
+            raise ChecksumMismatch("the stored object's sha256 is not the uploaded one")
+        return stored.sha256

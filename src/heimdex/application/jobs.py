@@ -1,0 +1,320 @@
+"""Sidecar jobs: request one, run one (on any worker, any number of times), sweep the due ones.
+
+The job row is the truth and doubles as an outbox: it is written first, then its id is handed to
+the queue; if the queue is down the sweep hands it over later. Delivery is at least once; a
+worker claims the row with a conditional update under a lease, so a second delivery of a live
+job is a no-op, and a job whose worker died is claimed again once its lease runs out. Outputs go
+to deterministic keys, so a re-run overwrites rather than duplicates.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from uuid import UUID
+
+import anyio
+import msgspec
+
+from heimdex import __version__
+from heimdex.domain.errors import (
+    AssetGone,
+    HeimdexError,
+    InvalidMedia,
+    NotFound,
+    QueueUnavailable,
+    SourceUriForbidden,
+)
+from heimdex.domain.model import (
+    Asset,
+    AssetStatus,
+    Job,
+    JobError,
+    JobKind,
+    JobStatus,
+    Principal,
+    ThumbnailSpec,
+)
+from heimdex.domain.ports import (
+    Clock,
+    JobDirectory,
+    JobQueue,
+    Storage,
+    Thumbnailer,
+    UnitOfWorkFactory,
+)
+from heimdex.domain.sidecar import Generator, ThumbnailRef, build_sidecar, encode_sidecar
+from heimdex.domain.storage_keys import asset_derived_prefix, sidecar_key, thumbnail_key
+from heimdex.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class JobPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    max_attempts: int = 3
+    lease: timedelta = timedelta(seconds=60)
+    retry_base: timedelta = timedelta(seconds=5)
+    retry_cap: timedelta = timedelta(minutes=5)
+    # A queued job the queue accepted this long ago without a worker claiming it is handed over
+    # again (a lost message); shorter than this is left to the queue.
+    redeliver_after: timedelta = timedelta(minutes=2)
+
+    def backoff(self, attempts: int) -> timedelta:
+        seconds = self.retry_base.total_seconds() * 2 ** max(attempts - 1, 0)
+        return min(timedelta(seconds=seconds), self.retry_cap)
+
+
+class JobService:
+    """Everything about sidecar jobs except the transport (``JobQueue``) and the pixels
+    (``Thumbnailer``)."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        directory: JobDirectory,
+        queue: JobQueue,
+        storage: Storage,
+        thumbnailer: Thumbnailer,
+        clock: Clock,
+        policy: JobPolicy,
+        prober_name: str,
+    ) -> None:
+        self._uow = uow
+        self._directory = directory
+        self._queue = queue
+        self._storage = storage
+        self._thumbnailer = thumbnailer
+        self._clock = clock
+        self._policy = policy
+        self._generator = Generator(
+            name="heimdex", version=__version__, prober=prober_name, thumbnailer=thumbnailer.name
+        )
+        self.worker_id = f"worker-{uuid.uuid4().hex[:12]}"
+
+    # -- requests ---------------------------------------------------------------------------
+    async def request_sidecar(
+        self,
+        principal: Principal,
+        asset_id: UUID,
+        spec: ThumbnailSpec,
+        *,
+        force: bool = False,
+        source_uri: str | None = None,
+    ) -> tuple[Job, bool]:
+        """The job that makes the asset's sidecar, and whether it is new. A queued or running
+        job is returned as it is; a finished one too, unless ``force`` asks to re-generate."""
+        now = self._clock.now()
+        async with self._uow(principal.org_id) as uow:
+            asset = await uow.assets.get(asset_id)
+            if asset is None:
+                raise NotFound("no such asset")
+            if source_uri is not None and source_uri != asset.source_uri:
+                raise SourceUriForbidden("source_uri is not this asset's")
+            latest = await uow.jobs.latest_for_asset(asset_id, JobKind.SIDECAR)
+            if latest is not None and (
+                latest.is_active or (latest.status is JobStatus.SUCCEEDED and not force)
+            ):
+                return latest, False
+            job = Job(
+                id=uuid.uuid4(),
+                org_id=principal.org_id,
+                asset_id=asset_id,
+                kind=JobKind.SIDECAR,
+                status=JobStatus.QUEUED,
+                progress=0.0,
+                attempts=0,
+                max_attempts=self._policy.max_attempts,
+                lease_expires_at=None,
+                next_attempt_at=None,
+                error=None,
+                created_at=now,
+                updated_at=now,
+                thumbnails=spec,
+            )
+            await uow.jobs.add(job)
+            await uow.assets.save(
+                msgspec.structs.replace(asset, status=AssetStatus.PROCESSING, updated_at=now)
+            )
+            await uow.commit()
+        await self._hand_over(job.id, job.org_id)
+        return job, True
+
+    async def _hand_over(self, job_id: UUID, org_id: str) -> None:
+        """Give the id to the queue; a broker outage is the sweep's to repair, not the client's."""
+        try:
+            await self._queue.enqueue(job_id)
+        except (QueueUnavailable, OSError, ConnectionError, TimeoutError) as exc:
+            log.warning("job_enqueue_deferred", job_id=str(job_id), error=str(exc))
+            return
+        await self._directory.mark_enqueued(job_id, org_id, self._clock.now())
+
+    async def get(self, principal: Principal, job_id: UUID) -> Job:
+        async with self._uow(principal.org_id) as uow:
+            job = await uow.jobs.get(job_id)
+        if job is None:
+            raise NotFound("no such job")
+        return job
+
+    # -- running ----------------------------------------------------------------------------
+    async def run(self, job_id: UUID) -> None:
+        """Run the job if it is claimable; a second delivery of a live or finished job is a
+        no-op. Never raises for the job's own failures: they are recorded on the row."""
+        org_id = await self._directory.org_of(job_id)
+        if org_id is None:
+            log.info("job_unknown", job_id=str(job_id))
+            return
+        now = self._clock.now()
+        async with self._uow(org_id) as uow:
+            job = await uow.jobs.claim(job_id, self.worker_id, now, now + self._policy.lease)
+            await uow.commit()
+        if job is None:
+            log.info("job_not_claimable", job_id=str(job_id))
+            return
+        log.info("job_started", job_id=str(job_id), attempt=job.attempts, org_id=org_id)
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._heartbeat, job)
+                try:
+                    asset = await self._produce(job)
+                finally:
+                    group.cancel_scope.cancel()
+        except BaseException as exc:  # every failure is recorded; cancellation re-raised
+            with anyio.CancelScope(shield=True):
+                await self._record_failure(job, _unwrap(exc))
+            if not isinstance(_unwrap(exc), Exception):
+                raise
+            return
+        await self._record_success(job, asset)
+
+    async def _heartbeat(self, job: Job) -> None:
+        interval = self._policy.lease.total_seconds() / 3
+        while True:
+            await anyio.sleep(interval)
+            async with self._uow(job.org_id) as uow:
+                held = await uow.jobs.heartbeat(
+                    job.id, self.worker_id, self._clock.now() + self._policy.lease, job.progress
+                )
+                await uow.commit()
+            if not held:
+                log.warning("job_lease_lost", job_id=str(job.id))
+                return
+
+    async def _produce(self, job: Job) -> Asset:
+        async with self._uow(job.org_id) as uow:
+            asset = await uow.assets.get(job.asset_id)
+        if asset is None:
+            raise AssetGone("the asset was deleted before its sidecar was made")
+        async with self._storage.local_path(asset.key) as path:
+            thumbnails = await self._thumbnailer.thumbnails(path, asset.media, job.thumbnails)
+        # Deterministic keys: a re-run overwrites. Clear first, so a smaller count leaves none over.
+        await self._storage.delete_prefix(asset_derived_prefix(asset.org_id, asset.id))
+        refs: list[ThumbnailRef] = []
+        for thumbnail in thumbnails:
+            key = thumbnail_key(asset.org_id, asset.id, thumbnail.index, job.thumbnails.format)
+            await self._storage.write_bytes(key, thumbnail.data)
+            refs.append(
+                ThumbnailRef(
+                    index=thumbnail.index,
+                    time=thumbnail.time,
+                    key=key,
+                    width=thumbnail.width,
+                    height=thumbnail.height,
+                    format=job.thumbnails.format,
+                )
+            )
+        document = build_sidecar(asset, refs, self._generator)
+        await self._storage.write_bytes(
+            sidecar_key(asset.org_id, asset.id), encode_sidecar(document)
+        )
+        return asset
+
+    async def _record_success(self, job: Job, asset: Asset) -> None:
+        now = self._clock.now()
+        done = msgspec.structs.replace(
+            job,
+            status=JobStatus.SUCCEEDED,
+            progress=1.0,
+            error=None,
+            lease_expires_at=None,
+            next_attempt_at=None,
+            finished_at=now,
+            updated_at=now,
+        )
+        async with self._uow(job.org_id) as uow:
+            if await uow.jobs.finish(done, self.worker_id):
+                current = await uow.assets.get(asset.id)
+                if current is not None:
+                    await uow.assets.save(
+                        msgspec.structs.replace(current, status=AssetStatus.READY, updated_at=now)
+                    )
+            await uow.commit()
+        log.info("job_succeeded", job_id=str(job.id), attempt=job.attempts)
+
+    async def _record_failure(self, job: Job, exc: BaseException) -> None:
+        now = self._clock.now()
+        error = JobError(
+            code=exc.code if isinstance(exc, HeimdexError) else "internal_error",
+            message=exc.message if isinstance(exc, HeimdexError) else type(exc).__name__,
+        )
+        if not isinstance(exc, Exception):  # cancelled (worker shutting down): hand it back
+            error = JobError(code="interrupted", message="the worker stopped during the job")
+            backoff = timedelta(0)
+        else:
+            backoff = self._policy.backoff(job.attempts)
+        permanent = isinstance(exc, InvalidMedia | AssetGone)
+        interrupted = not isinstance(exc, Exception)
+        retry = interrupted or (not permanent and job.attempts < job.max_attempts)
+        if retry:
+            outcome = msgspec.structs.replace(
+                job,
+                status=JobStatus.QUEUED,
+                error=error,
+                lease_owner=None,
+                lease_expires_at=None,
+                next_attempt_at=now + backoff,
+                enqueued_at=None,
+                updated_at=now,
+            )
+        else:
+            outcome = msgspec.structs.replace(
+                job,
+                status=JobStatus.FAILED,
+                error=error,
+                lease_expires_at=None,
+                next_attempt_at=None,
+                finished_at=now,
+                updated_at=now,
+            )
+        async with self._uow(job.org_id) as uow:
+            if await uow.jobs.finish(outcome, self.worker_id) and not retry:
+                current = await uow.assets.get(job.asset_id)
+                if current is not None:
+                    await uow.assets.save(
+                        msgspec.structs.replace(current, status=AssetStatus.FAILED, updated_at=now)
+                    )
+            await uow.commit()
+        (log.warning if retry else log.error)(
+            "job_retry_scheduled" if retry else "job_failed",
+            job_id=str(job.id),
+            attempt=job.attempts,
+            code=error.code,
+            error=error.message,
+        )
+
+    # -- sweeping ---------------------------------------------------------------------------
+    async def sweep(self, limit: int = 500) -> int:
+        """Hand every due job to the queue again: never enqueued (broker was down), retries
+        whose back-off ran out, lost messages, and running jobs whose lease expired."""
+        now = self._clock.now()
+        due = await self._directory.due(now, now - self._policy.redeliver_after, limit)
+        for job_id, org_id in due:
+            await self._hand_over(job_id, org_id)
+        if due:
+            log.info("jobs_swept", count=len(due))
+        return len(due)
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

@@ -1,0 +1,70 @@
+"""Reading what the sidecar jobs produced: the document and signed thumbnail URLs."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import msgspec
+
+from heimdex.domain.errors import NotFound, SidecarNotReady, SourceNotFound
+from heimdex.domain.model import Asset, Principal
+from heimdex.domain.ports import Clock, Storage, UnitOfWorkFactory
+from heimdex.domain.sidecar import SidecarDocument
+from heimdex.domain.storage_keys import sidecar_key
+
+
+class ThumbnailLink(msgspec.Struct, frozen=True, kw_only=True):
+    index: int
+    time: float
+    width: int
+    height: int
+    url: str
+
+
+class SidecarService:
+    def __init__(
+        self, uow: UnitOfWorkFactory, storage: Storage, clock: Clock, url_ttl_seconds: int
+    ) -> None:
+        self._uow = uow
+        self._storage = storage
+        self._clock = clock
+        self._url_ttl = url_ttl_seconds
+
+    async def _asset(self, principal: Principal, asset_id: UUID) -> Asset:
+        async with self._uow(principal.org_id) as uow:
+            asset = await uow.assets.get(asset_id)
+        if asset is None:
+            raise NotFound("no such asset")
+        return asset
+
+    async def document(self, principal: Principal, asset_id: UUID) -> bytes:
+        """The sidecar's bytes as written (``heimdex.sidecar/v1``)."""
+        asset = await self._asset(principal, asset_id)
+        try:
+            chunks = [
+                c async for c in self._storage.read_chunks(sidecar_key(asset.org_id, asset.id))
+            ]
+        except SourceNotFound as exc:
+            raise SidecarNotReady(
+                "the sidecar is not ready: POST /v1/assets/{asset_id}/sidecar and poll the job"
+            ) from exc
+        return b"".join(chunks)
+
+    async def thumbnails(
+        self, principal: Principal, asset_id: UUID, base_url: str
+    ) -> list[ThumbnailLink]:
+        """The thumbnails the sidecar lists, each with a URL that works without a token until
+        it expires — for an ``<img>`` tag or a CDN."""
+        raw = await self.document(principal, asset_id)
+        document = msgspec.json.decode(raw, type=SidecarDocument)
+        expires = int(self._clock.now().timestamp()) + self._url_ttl
+        return [
+            ThumbnailLink(
+                index=item.index,
+                time=item.time,
+                width=item.width,
+                height=item.height,
+                url=self._storage.download_url(item.key, base_url, expires),
+            )
+            for item in document.thumbnails
+        ]

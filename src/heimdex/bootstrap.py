@@ -1,0 +1,211 @@
+"""The composition root: the one place that reads ``Settings`` and names concrete adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from uuid import UUID
+
+from heimdex.adapters.auth.jwt import JwtCodec
+from heimdex.adapters.auth.url_signing import HmacUrlSigner
+from heimdex.adapters.clock import SystemClock
+from heimdex.adapters.db.engine import Database
+from heimdex.adapters.db.idempotency import SqlIdempotencyStore
+from heimdex.adapters.db.job_directory import SqlJobDirectory
+from heimdex.adapters.db.migrations import upgrade
+from heimdex.adapters.db.tenancy_report import TenancyCheck, tenancy_report
+from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
+from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
+from heimdex.adapters.media.ffprobe import FfprobeProber
+from heimdex.adapters.media.pyav import PyAVProber
+from heimdex.adapters.media.pyav_thumbnailer import PyAVThumbnailer
+from heimdex.adapters.offload import run_blocking
+from heimdex.adapters.queue.inprocess import InProcessJobQueue
+from heimdex.adapters.queue.redis import HeimdexStreamBroker, RedisJobQueue, build_redis_broker
+from heimdex.adapters.storage.local import LocalStorage
+from heimdex.application.assets import AssetService
+from heimdex.application.health import HealthService
+from heimdex.application.idempotency import IdempotencyService
+from heimdex.application.ingest import IngestLimits, IngestService
+from heimdex.application.jobs import JobPolicy, JobService
+from heimdex.application.probing import ProbeService
+from heimdex.application.sidecars import SidecarService
+from heimdex.domain.errors import TenancyUnsafe
+from heimdex.domain.ports import HealthCheck, Prober, Storage, Thumbnailer, UrlSigner
+from heimdex.logs import get_logger
+from heimdex.settings import Settings
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything the entrypoints need, built once per process."""
+
+    settings: Settings
+    database: Database
+    storage: Storage
+    prober: Prober
+    thumbnailer: Thumbnailer
+    queue: InProcessJobQueue | RedisJobQueue
+    tokens: JwtCodec
+    signer: UrlSigner
+    probing: ProbeService
+    ingest: IngestService
+    assets: AssetService
+    idempotency: IdempotencyService
+    jobs: JobService
+    sidecars: SidecarService
+    health: HealthService
+
+    async def startup(self, *, start_queue: bool = True) -> None:
+        if self.database.backend == "sqlite":
+            # The embedded default migrates itself; PostgreSQL is migrated by its owner role
+            # (`heimdex db upgrade`), never by the service's runtime role.
+            await run_blocking(
+                upgrade, self.settings.resolved_database_url, "head", self.settings.migrations_dir
+            )
+        else:
+            await self._check_tenancy()
+        if start_queue:
+            await self.queue.startup()
+
+    async def _check_tenancy(self) -> None:
+        """Row-level security must hold for the role we connect as; production refuses to
+        start without it, development says so loudly."""
+        report = await tenancy_report(self.database)
+        for problem in report.problems:
+            log.error("tenancy_unsafe", problem=problem)
+        if report.problems and self.settings.is_production:
+            raise TenancyUnsafe(
+                "refusing to start: " + "; ".join(report.problems) + " (see README, PostgreSQL)"
+            )
+
+    async def aclose(self) -> None:
+        await self.queue.shutdown()
+        await self.database.dispose()
+        close = getattr(self.thumbnailer, "close", None)
+        if close is not None:  # the PyAV thumbnailer's decode pool
+            await close()
+
+
+def build_prober(settings: Settings) -> Prober:
+    if settings.prober == "ffprobe":
+        return FfprobeProber(binary=settings.ffprobe_path, timeout=settings.probe_timeout_seconds)
+    return PyAVProber(timeout=settings.probe_timeout_seconds)
+
+
+def build_signer(settings: Settings) -> UrlSigner:
+    return HmacUrlSigner(settings.jwt_secret)
+
+
+def build_storage(settings: Settings, signer: UrlSigner) -> Storage:
+    return LocalStorage(settings.resolved_storage_root, signer, derived_root=settings.derived_root)
+
+
+def build_tokens(settings: Settings) -> JwtCodec:
+    return JwtCodec(
+        settings.jwt_secret,
+        algorithm=settings.jwt_algorithm,
+        require_exp=settings.is_production,
+        leeway_seconds=settings.jwt_leeway_seconds,
+    )
+
+
+def build_thumbnailer(settings: Settings) -> Thumbnailer:
+    if settings.thumbnailer == "ffmpeg":
+        return FfmpegThumbnailer(
+            binary=settings.ffmpeg_path,
+            timeout=settings.thumbnail_timeout_seconds,
+            concurrency=settings.decode_workers,
+        )
+    return PyAVThumbnailer(
+        workers=settings.decode_workers, timeout=settings.thumbnail_timeout_seconds
+    )
+
+
+def job_policy(settings: Settings) -> JobPolicy:
+    return JobPolicy(
+        max_attempts=settings.job_max_attempts,
+        lease=timedelta(seconds=settings.job_lease_seconds),
+        retry_base=timedelta(seconds=settings.job_retry_base_seconds),
+    )
+
+
+def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Services:
+    """Build every adapter and use case from the settings. Connects to nothing yet.
+
+    ``broker`` is the worker process's own (with its task registered); the API builds one.
+    """
+    clock = SystemClock()
+    database = Database(settings.resolved_database_url)
+    uow = SqlUnitOfWorkFactory(database)
+    signer = build_signer(settings)
+    storage = build_storage(settings, signer)
+    prober = build_prober(settings)
+    jobs: JobService
+
+    async def run_job(
+        job_id: UUID,
+    ) -> None:  # bound late: the queue and the service need each other
+        await jobs.run(job_id)
+
+    queue: InProcessJobQueue | RedisJobQueue
+    if settings.job_queue_backend == "redis":
+        queue = RedisJobQueue(
+            broker or build_redis_broker(settings.redis_url, queue_name=settings.redis_queue_name)
+        )
+    else:
+        queue = InProcessJobQueue(run_job)
+    thumbnailer = build_thumbnailer(settings)
+    jobs = JobService(
+        uow,
+        SqlJobDirectory(database),
+        queue,
+        storage,
+        thumbnailer,
+        clock,
+        job_policy(settings),
+        prober_name=prober.name,
+    )
+    checks: dict[str, HealthCheck] = {
+        "database": database,
+        "storage": storage,
+        "prober": prober,
+        "queue": queue,
+        "thumbnailer": thumbnailer,
+    }
+    if database.backend == "postgresql":
+        checks["tenancy"] = TenancyCheck(database)
+    return Services(
+        settings=settings,
+        database=database,
+        storage=storage,
+        prober=prober,
+        thumbnailer=thumbnailer,
+        queue=queue,
+        tokens=build_tokens(settings),
+        signer=signer,
+        probing=ProbeService(uow, storage, prober),
+        ingest=IngestService(
+            uow,
+            storage,
+            prober,
+            clock,
+            IngestLimits(
+                max_upload_size_bytes=settings.max_upload_size_bytes,
+                upload_url_ttl=timedelta(seconds=settings.upload_url_ttl_seconds),
+                upload_stall=timedelta(seconds=settings.upload_stall_seconds),
+            ),
+        ),
+        assets=AssetService(uow, storage),
+        idempotency=IdempotencyService(
+            SqlIdempotencyStore(database, clock=clock),
+            clock,
+            ttl=timedelta(seconds=settings.idempotency_ttl_seconds),
+            lease=timedelta(seconds=settings.idempotency_lease_seconds),
+        ),
+        jobs=jobs,
+        sidecars=SidecarService(uow, storage, clock, settings.download_url_ttl_seconds),
+        health=HealthService(checks),
+    )

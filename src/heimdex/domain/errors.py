@@ -1,0 +1,217 @@
+"""Domain errors. Each class carries a stable machine ``code``; the HTTP layer maps classes to
+statuses in one place, the CLI prints the message. Codes never change once published."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class HeimdexError(Exception):
+    """Base of every error Heimdex raises on purpose."""
+
+    code: ClassVar[str] = "heimdex_error"
+    title: ClassVar[str] = "Heimdex error"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class InvalidInput(HeimdexError):
+    code = "invalid_request"
+    title = "The request is not valid"
+
+
+class InvalidMedia(HeimdexError):
+    """The file is not media any prober can read (empty, truncated, text, refused format…)."""
+
+    code = "invalid_media"
+    title = "The file is not readable media"
+
+
+class ProbeTimeout(InvalidMedia):
+    """Probing took longer than allowed: treated as hostile or broken media."""
+
+    code = "probe_timeout"
+    title = "Probing the file timed out"
+
+
+class ProberUnavailable(HeimdexError):
+    """The prober cannot run at all (binary missing, library broken): the server's fault."""
+
+    code = "prober_unavailable"
+    title = "The media prober is unavailable"
+
+
+class SourceUriForbidden(HeimdexError):
+    code = "source_uri_forbidden"
+    title = "The source URI is not one of yours"
+
+
+class NotFound(HeimdexError):
+    """Missing, or belonging to another organisation: the two are indistinguishable on purpose."""
+
+    code = "not_found"
+    title = "Not found"
+
+
+class SourceNotFound(NotFound):
+    code = "source_not_found"
+    title = "The source object does not exist"
+
+
+class OrgMismatch(HeimdexError):
+    code = "org_mismatch"
+    title = "The body names another organisation than the token"
+
+
+class Unauthenticated(HeimdexError):
+    code = "unauthenticated"
+    title = "Authentication required"
+
+
+class InsufficientScope(HeimdexError):
+    code = "insufficient_scope"
+    title = "The token lacks a required scope"
+
+
+class UploadTooLarge(HeimdexError):
+    code = "upload_too_large"
+    title = "The upload is larger than allowed"
+
+
+class UnsupportedMediaType(HeimdexError):
+    code = "unsupported_media_type"
+    title = "The content type is not video or audio"
+
+
+class StorageError(HeimdexError):
+    code = "storage_error"
+    title = "The storage backend failed"
+
+
+class InvalidStorageKey(HeimdexError):
+    code = "invalid_storage_key"
+    title = "The storage key is not valid"
+
+
+class QueueUnavailable(HeimdexError):
+    code = "queue_unavailable"
+    title = "The job queue is not available"
+
+
+class DatabaseUnavailable(HeimdexError):
+    code = "database_unavailable"
+    title = "The database is not available"
+
+
+class Conflict(HeimdexError):
+    code = "conflict"
+    title = "The request conflicts with the resource's state"
+
+
+class Gone(HeimdexError):
+    code = "gone"
+    title = "The resource is no longer available"
+
+
+class UploadExpired(Gone):
+    code = "upload_expired"
+    title = "The upload slot has expired"
+
+
+class UploadAlreadyReceived(Conflict):
+    code = "upload_already_received"
+    title = "The upload slot already holds a file"
+
+
+class UploadInProgress(Conflict):
+    code = "upload_in_progress"
+    title = "Another upload into this slot is still running"
+
+
+class UploadNotReceived(Conflict):
+    code = "upload_not_received"
+    title = "Nothing has been uploaded into this slot yet"
+
+
+class LengthMismatch(HeimdexError):
+    code = "length_mismatch"
+    title = "The body is shorter than the declared content length"
+
+
+class ChecksumMismatch(HeimdexError):
+    code = "checksum_mismatch"
+    title = "The body's sha256 is not the declared one"
+
+
+class InvalidIdempotencyKey(InvalidInput):
+    code = "invalid_idempotency_key"
+    title = "The Idempotency-Key header is not valid"
+
+
+class IdempotencyKeyReused(HeimdexError):
+    code = "idempotency_key_reused"
+    title = "The Idempotency-Key was used with another request"
+
+
+class IdempotencyKeyInFlight(Conflict):
+    code = "idempotency_key_in_flight"
+    title = "A request with this Idempotency-Key is still running"
+
+
+class InvalidUploadSignature(Unauthenticated):
+    code = "invalid_upload_signature"
+    title = "The upload URL's signature is not valid"
+
+
+class TenancyUnsafe(HeimdexError):
+    """The database lets the service see other organisations' rows (misconfigured roles/RLS)."""
+
+    code = "tenancy_unsafe"
+    title = "Tenant isolation is not enforced by the database"
+
+
+class DecoderCrashed(InvalidMedia):
+    """The decoder died on this file (e.g. SIGSEGV on a corrupt stream); the worker lives on."""
+
+    code = "decoder_crashed"
+    title = "The decoder crashed on this file"
+
+
+class SidecarNotReady(NotFound):
+    code = "sidecar_not_ready"
+    title = "The sidecar has not been generated yet"
+
+
+class AssetGone(HeimdexError):
+    """The job's asset was deleted before the job ran."""
+
+    code = "asset_gone"
+    title = "The asset no longer exists"
+
+
+class InvalidUrlSignature(Unauthenticated):
+    code = "invalid_signature"
+    title = "The URL's signature is not valid"
+
+
+class UrlExpired(Gone):
+    code = "url_expired"
+    title = "The signed URL has expired"
+
+
+class ThumbnailTimeout(InvalidMedia):
+    """Making the thumbnails took longer than allowed: treated as hostile or broken media."""
+
+    code = "thumbnail_timeout"
+    title = "Making thumbnails timed out"
+
+
+class ThumbnailerUnavailable(HeimdexError):
+    """The thumbnailer cannot run at all (binary missing, decode workers will not start): the
+    server's fault, so a job retries rather than failing the asset."""
+
+    code = "thumbnailer_unavailable"
+    title = "The thumbnailer is unavailable"

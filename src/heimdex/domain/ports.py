@@ -1,0 +1,311 @@
+"""Ports: what the application needs from the outside world. Adapters implement them.
+
+Every port has one contract test suite under ``tests/contract/`` that each adapter passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+from uuid import UUID
+
+import msgspec
+
+from heimdex.domain.idempotency import IdempotencyClaim, IdempotencyScope, StoredResponse
+from heimdex.domain.media import MediaInfo
+from heimdex.domain.model import (
+    Asset,
+    AssetFilter,
+    AssetPage,
+    Job,
+    JobKind,
+    PageCursor,
+    Thumbnail,
+    ThumbnailSpec,
+    Upload,
+)
+
+
+class Clock(Protocol):
+    """The time, injectable so tests can move it."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+class HealthCheck(Protocol):
+    """Anything the admin health endpoint can ask "do you work?"."""
+
+    async def check(self) -> None:
+        """Return when healthy; raise with a readable message when not."""
+        ...
+
+
+class StoredObject(msgspec.Struct, frozen=True, kw_only=True):
+    key: str
+    size_bytes: int
+    sha256: str | None = None
+
+
+class UploadTarget(msgspec.Struct, frozen=True, kw_only=True):
+    """Where and how a client sends an upload's bytes: a presigned request."""
+
+    url: str
+    method: str
+    headers: dict[str, str]
+
+
+class UrlSigner(Protocol):
+    """Expiring signatures for URLs the service serves itself."""
+
+    def sign(self, method: str, path: str, org_id: str, expires: int) -> str: ...
+
+    def verify(self, method: str, path: str, org_id: str, expires: int, signature: str) -> bool: ...
+
+
+class Storage(HealthCheck, Protocol):
+    """Object storage addressed by keys from ``heimdex.domain.storage_keys``.
+
+    Writes are atomic: a reader sees the whole object or nothing.
+    """
+
+    async def write_stream(
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        expected_size: int | None = None,
+        expected_sha256: str | None = None,
+    ) -> StoredObject:
+        """Store the chunks under ``key`` atomically, hashing as it goes (sha256).
+
+        With ``expected_size``, a byte past it raises ``UploadTooLarge`` at once and a shorter
+        stream ``LengthMismatch``; with ``expected_sha256`` another digest raises
+        ``ChecksumMismatch``. Whatever fails, nothing is kept (an older object stays whole).
+        """
+        ...
+
+    async def write_bytes(self, key: str, data: bytes) -> StoredObject:
+        """Store a small object atomically."""
+        ...
+
+    async def stat(self, key: str) -> StoredObject | None:
+        """Size of the object, or ``None`` when it does not exist."""
+        ...
+
+    async def digest(self, key: str) -> StoredObject:
+        """Size and sha256 of the stored bytes, read back in full (never trusting metadata).
+
+        Raises ``SourceNotFound`` when the object does not exist.
+        """
+        ...
+
+    def local_path(self, key: str) -> AbstractAsyncContextManager[Path]:
+        """A local file with the object's bytes for as long as the context is open.
+
+        Raises ``SourceNotFound`` when the object does not exist.
+        """
+        ...
+
+    def read_chunks(self, key: str) -> AsyncIterator[bytes]:
+        """The object's bytes in fixed-size chunks."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove one object; missing is fine."""
+        ...
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Remove every object under ``prefix``; answers how many."""
+        ...
+
+    def uri_for(self, key: str) -> str:
+        """The ``source_uri`` clients see for a key (an identifier, never opened as given)."""
+        ...
+
+    def download_url(self, key: str, base_url: str, expires: int) -> str:
+        """A URL that fetches the object without a token until ``expires`` (epoch seconds)."""
+        ...
+
+    def upload_target(self, upload: Upload, base_url: str) -> UploadTarget:
+        """A presigned request that stores the upload's bytes, valid until it expires.
+
+        ``base_url`` is where this API is reached, for backends whose target is the API itself.
+        """
+        ...
+
+
+class Prober(HealthCheck, Protocol):
+    """Reads a media file's container, streams and chapters."""
+
+    name: str
+
+    async def probe(self, path: Path) -> MediaInfo:
+        """Describe the file at ``path``.
+
+        Raises ``InvalidMedia`` (or ``ProbeTimeout``) for anything that is not readable media, and
+        never opens another file or the network on the file's behalf.
+        """
+        ...
+
+
+class Thumbnailer(HealthCheck, Protocol):
+    """Makes still images of a video at evenly spread times."""
+
+    name: str
+
+    async def thumbnails(
+        self, path: Path, media: MediaInfo, spec: ThumbnailSpec
+    ) -> Sequence[Thumbnail]:
+        """Upright thumbnails of the first video stream; empty for audio-only media."""
+        ...
+
+
+class JobQueue(HealthCheck, Protocol):
+    """Carries job ids to workers. Delivery is at least once; the job row is the truth."""
+
+    async def enqueue(self, job_id: UUID) -> None:
+        """Hand the job to a worker (now or, on a broker outage, raise so the sweep retries)."""
+        ...
+
+
+class UploadRepository(Protocol):
+    """Upload slots of one organisation (the unit of work's)."""
+
+    async def add(self, upload: Upload) -> None: ...
+
+    async def get(self, upload_id: UUID) -> Upload | None: ...
+
+    async def get_by_source_uri(self, source_uri: str) -> Upload | None: ...
+
+    async def claim_for_upload(
+        self, upload_id: UUID, now: datetime, stale_before: datetime
+    ) -> bool:
+        """Atomically move a ``pending`` slot (or one whose upload stalled before
+        ``stale_before``) to ``uploading``; ``False`` when another state holds it."""
+        ...
+
+    async def save(self, upload: Upload) -> None: ...
+
+    async def delete(self, upload_id: UUID) -> bool: ...
+
+
+class AssetRepository(Protocol):
+    """Assets of one organisation (the unit of work's): another org's asset is ``None``."""
+
+    async def add(self, asset: Asset) -> None:
+        """Raises ``Conflict`` when the upload already has an asset."""
+        ...
+
+    async def get(self, asset_id: UUID) -> Asset | None: ...
+
+    async def get_by_upload(self, upload_id: UUID) -> Asset | None: ...
+
+    async def list(
+        self, filters: AssetFilter, *, limit: int, after: PageCursor | None
+    ) -> AssetPage:
+        """Newest first; ``after`` continues where a previous page ended."""
+        ...
+
+    async def save(self, asset: Asset) -> None: ...
+
+    async def delete(self, asset_id: UUID) -> bool: ...
+
+
+class JobRepository(Protocol):
+    """Job rows of one organisation, the source of truth for background work."""
+
+    async def add(self, job: Job) -> None: ...
+
+    async def get(self, job_id: UUID) -> Job | None: ...
+
+    async def save(self, job: Job) -> None: ...
+
+    async def latest_for_asset(self, asset_id: UUID, kind: JobKind) -> Job | None:
+        """The newest job of this kind for the asset, whatever its status."""
+        ...
+
+    async def claim(
+        self, job_id: UUID, owner: str, now: datetime, lease_until: datetime
+    ) -> Job | None:
+        """One conditional update: a job that is ``queued`` and due, or ``running`` with an
+        expired lease, becomes ``running`` under ``owner`` with one more attempt. ``None`` when
+        the job is not claimable (done, failed, not due, or leased by a live worker)."""
+        ...
+
+    async def heartbeat(
+        self, job_id: UUID, owner: str, lease_until: datetime, progress: float
+    ) -> bool:
+        """Extend the lease; ``False`` when ``owner`` no longer holds it."""
+        ...
+
+    async def finish(self, job: Job, owner: str) -> bool:
+        """Save the job's outcome only if ``owner`` still holds its lease."""
+        ...
+
+
+class JobDirectory(Protocol):
+    """The few questions about jobs that cross organisations: a worker only gets a job id, and
+    the sweep looks at every organisation's due jobs. Answers ids, never job contents."""
+
+    async def org_of(self, job_id: UUID) -> str | None: ...
+
+    async def due(
+        self, now: datetime, enqueued_before: datetime, limit: int
+    ) -> list[tuple[UUID, str]]:
+        """(job id, org id) of queued jobs that are due and were not enqueued since
+        ``enqueued_before``, and of running jobs whose lease expired."""
+        ...
+
+    async def mark_enqueued(self, job_id: UUID, org_id: str, now: datetime) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction scoped to one organisation: ``async with uow: …; await uow.commit()``.
+
+    Leaving the block without ``commit()`` rolls back. On PostgreSQL the organisation is also
+    set for row-level security, so even a query that forgot its filter sees only this org's rows.
+    """
+
+    uploads: UploadRepository
+    assets: AssetRepository
+    jobs: JobRepository
+
+    async def __aenter__(self) -> UnitOfWork: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def commit(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self, org_id: str) -> UnitOfWork: ...
+
+
+class IdempotencyStore(Protocol):
+    """Claims and remembers ``Idempotency-Key``s; each call is its own committed transaction."""
+
+    async def claim(
+        self,
+        scope: IdempotencyScope,
+        fingerprint: str,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        expires_at: datetime,
+    ) -> IdempotencyClaim:
+        """Claim with one atomic insert (never select-then-insert); a claim whose lease ran out
+        is taken over."""
+        ...
+
+    async def complete(self, scope: IdempotencyScope, response: StoredResponse) -> None:
+        """Store the first answer for replays."""
+        ...
+
+    async def release(self, scope: IdempotencyScope) -> None:
+        """Forget a claim whose request must not be remembered (it failed validation)."""
+        ...

@@ -1,0 +1,1 @@
+"""Entrypoints: HTTP (Litestar), the worker and the CLI. Thin: translate, call a use case."""

@@ -1,0 +1,138 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, Router
+from litestar.enums import ScopeType
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import Receive, Scope, Send
+
+from heimdex import __version__
+from heimdex.application.sweeping import sweep_forever
+from heimdex.bootstrap import Services, build
+from heimdex.entrypoints.http.assets import AssetController
+from heimdex.entrypoints.http.auth import BearerAuthMiddleware
+from heimdex.entrypoints.http.deps import DEPENDENCIES
+from heimdex.entrypoints.http.files import FileController
+from heimdex.entrypoints.http.health import AdminHealthController, liveness
+from heimdex.entrypoints.http.idempotency import IdempotencyMiddleware
+from heimdex.entrypoints.http.ingest import IngestController
+from heimdex.entrypoints.http.jobs import JobController, SidecarController
+from heimdex.entrypoints.http.legacy import legacy_metadata
+from heimdex.entrypoints.http.problems import EXCEPTION_HANDLERS
+from heimdex.entrypoints.http.request_log import log_request
+from heimdex.entrypoints.http.schemas import sidecar_schema
+from heimdex.entrypoints.http.uploads import UploadController
+from heimdex.logs import configure_logging, get_logger
+from heimdex.settings import Settings, load_settings
+
+log = get_logger(__name__)
+
+# Multipart framing around the legacy upload's file part.
+_MULTIPART_OVERHEAD = 1024 * 1024
+
+
+class HeimdexApp(Litestar):
+    """Litestar with the request log wrapped around everything, routing errors included."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+        if scope["type"] == ScopeType.HTTP:
+            await log_request(super().__call__, scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+def create_app(services: Services | None = None, settings: Settings | None = None) -> Litestar:
+    """Build the app. Given ``services`` the caller owns them; otherwise they are built from
+    ``settings`` (or the environment) and closed when the app shuts down."""
+    owned = services is None
+    if services is None:
+        services = build(settings or load_settings())
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        if services.settings.uses_development_secret:
+            log.warning(
+                "insecure_jwt_secret",
+                message="HEIMDEX_JWT_SECRET is the development default 'change-me': anyone can "
+                "mint tokens. Set a secret of 32+ bytes before exposing this server.",
+            )
+        if owned:
+            await services.startup()
+        sweeper: asyncio.Task[None] | None = None
+        if services.settings.job_queue_backend == "immediate":
+            # In-process jobs: this process also sweeps (outbox, retries, dead leases).
+            sweeper = asyncio.create_task(
+                sweep_forever(services.jobs, services.settings.sweep_interval_seconds)
+            )
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            if owned:
+                await services.aclose()
+
+    v1 = Router(
+        path="/v1",
+        route_handlers=[
+            AdminHealthController,
+            IngestController,
+            AssetController,
+            SidecarController,
+            JobController,
+            FileController,
+            sidecar_schema,
+        ],
+        # Order matters: the idempotency key is scoped by the authenticated organisation.
+        middleware=[DefineMiddleware(BearerAuthMiddleware), IdempotencyMiddleware],
+        security=[{"bearer": []}],
+    )
+    uploads = Router(
+        path="/v1",
+        route_handlers=[UploadController],
+        # Room for the declared length, so our own check answers first and precisely.
+        request_max_body_size=services.settings.max_upload_size_bytes + 1,
+    )
+    legacy = Router(
+        path="/",
+        route_handlers=[legacy_metadata],
+        request_max_body_size=services.settings.max_upload_size_bytes + _MULTIPART_OVERHEAD,
+    )
+    app = HeimdexApp(
+        route_handlers=[liveness, v1, uploads, legacy],
+        dependencies=DEPENDENCIES,
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(
+            title="Heimdex",
+            version=__version__,
+            description="Video ingest: direct uploads, probing, thumbnails and JSON sidecars.",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+                }
+            ),
+        ),
+        debug=False,
+        logging_config=None,  # heimdex.logs configures logging; Litestar's default would replace it
+    )
+    app.state.services = services
+    return app
+
+
+def create_app_from_environment() -> Litestar:
+    """Factory for ASGI servers (``uvicorn --factory heimdex.entrypoints.http.app:...``)."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings=settings)

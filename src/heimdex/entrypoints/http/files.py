@@ -1,0 +1,58 @@
+"""``GET /v1/files/{key}``: derived files (thumbnails, sidecars) of the local backend, fetched
+with the signature in the URL instead of a token — what a presigned S3 GET is for S3."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from litestar import Controller, Request, Response, get
+from litestar.params import FromPath
+from litestar.response import Stream
+
+from heimdex.domain.errors import InvalidUrlSignature, NotFound, UrlExpired
+from heimdex.domain.storage_keys import validate_key
+from heimdex.entrypoints.http.deps import services_from
+
+_MEDIA_TYPES = {"jpg": "image/jpeg", "webp": "image/webp", "json": "application/json"}
+
+
+class FileController(Controller):
+    path = "/files"
+    tags = ["files"]
+
+    @get(
+        "/{key:path}",
+        exclude_from_auth=True,
+        summary="Fetch a derived file by signed URL",
+        description="The URLs come from `GET /v1/assets/{asset_id}/thumbnails`; they expire.",
+        include_in_schema=True,
+    )
+    async def fetch(self, key: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
+        services = services_from(request.app.state)
+        key = key.lstrip("/")
+        query = request.query_params
+        org_id: str | None = query.get("org")
+        expires: str | None = query.get("expires")
+        signature: str | None = query.get("signature")
+        if not (org_id and expires and expires.isdigit() and signature):
+            raise InvalidUrlSignature("this URL is not signed; ask for a fresh one")
+        if not services.signer.verify("GET", request.url.path, org_id, int(expires), signature):
+            raise InvalidUrlSignature("this URL's signature does not match")
+        if int(expires) <= time.time():
+            raise UrlExpired("this URL has expired; ask for a fresh one")
+        validate_key(key)
+        if not key.startswith(f"derived/{org_id}/"):
+            raise NotFound("no such file")
+        stat = await services.storage.stat(key)
+        if stat is None:
+            raise NotFound("no such file")
+        media_type = _MEDIA_TYPES.get(key.rsplit(".", 1)[-1], "application/octet-stream")
+        return Stream(
+            services.storage.read_chunks(key),
+            media_type=media_type,
+            headers={
+                "Content-Length": str(stat.size_bytes),
+                "Cache-Control": "private, max-age=300",
+            },
+        )

@@ -1,0 +1,38 @@
+"""Liveness (``GET /health``, no auth) and the admin health report."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Controller, Response, get
+from litestar.di import NamedDependency
+
+from heimdex import __version__
+from heimdex.application.health import HealthReport, HealthService
+from heimdex.entrypoints.http.auth import require_scope
+
+
+class Liveness(msgspec.Struct, frozen=True):
+    status: str
+    version: str
+
+
+@get("/health", tags=["health"], summary="Liveness", exclude_from_auth=True)
+async def liveness() -> Liveness:
+    """Answers 200 while the process serves requests; checks no dependency."""
+    return Liveness(status="ok", version=__version__)
+
+
+class AdminHealthController(Controller):
+    path = "/admin/health"
+    tags = ["admin"]
+    guards = [require_scope("admin")]
+
+    @get(
+        "/",
+        summary="Dependency health",
+        description="Database, storage, prober and queue, each with its latency. Needs the "
+        "`admin` scope. 503 when any check fails.",
+    )
+    async def report(self, health: NamedDependency[HealthService]) -> Response[HealthReport]:
+        report = await health.report()
+        return Response(report, status_code=200 if report.ok else 503)

@@ -1,0 +1,139 @@
+"""``/v1/ingest``: upload slots, commits, synchronous probes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from heimdex.application.ingest import IngestService, UploadRequest
+from heimdex.application.probing import ProbeService
+from heimdex.application.tenancy import ensure_same_org
+from heimdex.domain.errors import InvalidInput
+from heimdex.domain.media import MediaInfo
+from heimdex.domain.model import Principal
+from heimdex.entrypoints.http.assets import AssetView, asset_view
+from heimdex.entrypoints.http.public_url import public_base_url
+
+OrgId = Annotated[str, msgspec.Meta(max_length=128)] | None
+Sha256 = Annotated[str, msgspec.Meta(pattern="^[0-9a-fA-F]{64}$")]
+
+
+class InitRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    source_name: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    content_length: Annotated[int, msgspec.Meta(ge=1)]
+    content_type: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    sha256: Sha256 | None = None
+    org_id: OrgId = None
+
+
+class InitResponse(msgspec.Struct, frozen=True, kw_only=True):
+    upload_id: UUID
+    upload_url: str
+    method: str
+    headers: dict[str, str]
+    expires_at: datetime
+    source_uri: str
+    source_name: str
+
+
+class CommitRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    upload_id: UUID
+    source_uri: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    org_id: OrgId = None
+
+
+class ProbeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    source_uri: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    asset_id: UUID | None = None
+    org_id: OrgId = None
+
+
+class IngestController(Controller):
+    path = "/ingest"
+    tags = ["ingest"]
+
+    @post(
+        "/init",
+        status_code=HTTP_201_CREATED,
+        summary="Ask for an upload slot",
+        description="Validates the declared file (size against HEIMDEX_MAX_UPLOAD_SIZE_BYTES, "
+        "type video/* or audio/*) and answers where to send the bytes: `upload_url` with "
+        "`method` and `headers`, valid until `expires_at`. The name is reduced to a safe one.",
+    )
+    async def init(
+        self,
+        data: JSONBody[InitRequest],
+        principal: NamedDependency[Principal],
+        ingest: NamedDependency[IngestService],
+        request: Request[Any, Any, Any],
+    ) -> InitResponse:
+        ensure_same_org(principal, data.org_id)
+        issued = await ingest.init_upload(
+            principal,
+            UploadRequest(
+                source_name=data.source_name,
+                content_length=data.content_length,
+                content_type=data.content_type,
+                sha256=data.sha256,
+            ),
+            public_base_url(request),
+        )
+        upload = issued.upload
+        return InitResponse(
+            upload_id=upload.id,
+            upload_url=issued.target.url,
+            method=issued.target.method,
+            headers=issued.target.headers,
+            expires_at=upload.expires_at,
+            source_uri=upload.source_uri,
+            source_name=upload.source_name,
+        )
+
+    @post(
+        "/commit",
+        summary="Make an uploaded file an asset",
+        description="Verifies the stored object (present, size, sha256), probes it and answers "
+        "the asset: 201 the first time, 200 with the same asset when committed again.",
+    )
+    async def commit(
+        self,
+        data: JSONBody[CommitRequest],
+        principal: NamedDependency[Principal],
+        ingest: NamedDependency[IngestService],
+    ) -> Response[AssetView]:
+        ensure_same_org(principal, data.org_id)
+        asset, created = await ingest.commit_upload(principal, data.upload_id, data.source_uri)
+        return Response(
+            asset_view(asset),
+            status_code=HTTP_201_CREATED if created else HTTP_200_OK,
+            headers={"Location": f"/v1/assets/{asset.id}"},
+        )
+
+    @post(
+        "/probe",
+        status_code=HTTP_200_OK,
+        summary="Probe an upload or asset",
+        description="Describes the media of one of your uploads (`source_uri`, exactly as init "
+        "issued it) or assets (`asset_id`). Any other `source_uri` answers 422 "
+        "`source_uri_forbidden` before anything is opened.",
+    )
+    async def probe(
+        self,
+        data: JSONBody[ProbeRequest],
+        principal: NamedDependency[Principal],
+        probing: NamedDependency[ProbeService],
+    ) -> MediaInfo:
+        ensure_same_org(principal, data.org_id)
+        if (data.source_uri is None) == (data.asset_id is None):
+            raise InvalidInput("give exactly one of source_uri and asset_id")
+        if data.asset_id is not None:
+            return await probing.probe_asset(principal, data.asset_id)
+        assert data.source_uri is not None
+        return await probing.probe_source(principal, data.source_uri)

@@ -1,0 +1,164 @@
+"""Sidecar jobs over HTTP: request one for an asset, poll it, read what it produced."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from heimdex.application.jobs import JobService
+from heimdex.application.sidecars import SidecarService, ThumbnailLink
+from heimdex.application.tenancy import ensure_same_org
+from heimdex.domain.model import Job, JobError, JobStatus, Principal, ThumbnailSpec
+from heimdex.entrypoints.http.public_url import public_base_url
+
+
+class ThumbnailOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    count: Annotated[int, msgspec.Meta(ge=0, le=100)] = 10
+    width: Annotated[int, msgspec.Meta(ge=16, le=3840)] = 320
+    format: Literal["jpg", "webp"] = "jpg"
+
+
+class SidecarRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    org_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    source_uri: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    thumbnails: ThumbnailOptions | None = None
+    force: bool = False
+
+
+class JobLinks(msgspec.Struct, frozen=True, kw_only=True):
+    self: str
+    asset: str
+    sidecar: str
+    thumbnails: str
+
+
+class JobView(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: UUID
+    kind: str
+    status: JobStatus
+    asset_id: UUID
+    progress: float
+    attempts: int
+    max_attempts: int
+    error: JobError | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    thumbnails: ThumbnailSpec
+    links: JobLinks
+
+
+class ThumbnailList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[ThumbnailLink]
+
+
+def job_view(job: Job) -> JobView:
+    asset = f"/v1/assets/{job.asset_id}"
+    return JobView(
+        job_id=job.id,
+        kind=job.kind.value,
+        status=job.status,
+        asset_id=job.asset_id,
+        progress=job.progress,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        error=job.error,
+        next_attempt_at=job.next_attempt_at,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        thumbnails=job.thumbnails,
+        links=JobLinks(
+            self=f"/v1/jobs/{job.id}",
+            asset=asset,
+            sidecar=f"{asset}/sidecar",
+            thumbnails=f"{asset}/thumbnails",
+        ),
+    )
+
+
+class JobController(Controller):
+    path = "/jobs"
+    tags = ["jobs"]
+
+    @get("/{job_id:uuid}", summary="Poll a job")
+    async def get_job(
+        self,
+        job_id: FromPath[UUID],
+        principal: NamedDependency[Principal],
+        jobs: NamedDependency[JobService],
+    ) -> JobView:
+        return job_view(await jobs.get(principal, job_id))
+
+
+class SidecarController(Controller):
+    path = "/assets/{asset_id:uuid}"
+    tags = ["sidecars"]
+
+    @post(
+        "/sidecar",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Generate the sidecar",
+        description="Queues a job that makes thumbnails and the `heimdex.sidecar/v1` document; "
+        "answers the job (202, `Location: /v1/jobs/{job_id}`). While one is queued or running, "
+        "that job is answered; once the sidecar is ready, the finished job — unless "
+        "`force: true` asks to make it again.",
+    )
+    async def request_sidecar(
+        self,
+        asset_id: FromPath[UUID],
+        data: JSONBody[SidecarRequest],
+        principal: NamedDependency[Principal],
+        jobs: NamedDependency[JobService],
+    ) -> Response[JobView]:
+        ensure_same_org(principal, data.org_id)
+        options = data.thumbnails or ThumbnailOptions()
+        spec = ThumbnailSpec(count=options.count, width=options.width, format=options.format)
+        job, _ = await jobs.request_sidecar(
+            principal, asset_id, spec, force=data.force, source_uri=data.source_uri
+        )
+        return Response(
+            job_view(job),
+            status_code=HTTP_202_ACCEPTED,
+            headers={"Location": f"/v1/jobs/{job.id}"},
+        )
+
+    @get(
+        "/sidecar",
+        summary="Read the sidecar",
+        description="The `heimdex.sidecar/v1` document (its JSON Schema is at "
+        "`/v1/schemas/sidecar/v1`); 404 `sidecar_not_ready` until its job succeeded.",
+        media_type="application/json",
+    )
+    async def read_sidecar(
+        self,
+        asset_id: FromPath[UUID],
+        principal: NamedDependency[Principal],
+        sidecars: NamedDependency[SidecarService],
+    ) -> Response[bytes]:
+        return Response(await sidecars.document(principal, asset_id), media_type="application/json")
+
+    @get(
+        "/thumbnails",
+        summary="List thumbnails",
+        description="Each with a signed URL that works without a token until it expires.",
+    )
+    async def list_thumbnails(
+        self,
+        asset_id: FromPath[UUID],
+        principal: NamedDependency[Principal],
+        sidecars: NamedDependency[SidecarService],
+        request: Request[Any, Any, Any],
+    ) -> ThumbnailList:
+        items = await sidecars.thumbnails(principal, asset_id, public_base_url(request))
+        return ThumbnailList(items=items)

@@ -1,0 +1,18 @@
+"""``GET /v1/schemas/sidecar/v1``: the published JSON Schema of the sidecar document."""
+
+from __future__ import annotations
+
+from litestar import Response, get
+
+from heimdex.schemas import sidecar_schema_v1
+
+
+@get(
+    "/schemas/sidecar/v1",
+    tags=["sidecars"],
+    summary="The sidecar v1 JSON Schema",
+    media_type="application/schema+json",
+    exclude_from_auth=True,  # a published contract, not tenant data
+)
+async def sidecar_schema() -> Response[bytes]:
+    return Response(sidecar_schema_v1(), media_type="application/schema+json")

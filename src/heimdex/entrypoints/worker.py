@@ -1,0 +1,51 @@
+"""The taskiq worker: ``heimdex worker`` (or ``taskiq worker heimdex.entrypoints.worker:broker``).
+
+taskiq imports this module in every worker process, so the broker is built here from the
+settings (building it connects to nothing); each process builds its services at start-up, runs
+the periodic sweep, and runs job ids through ``JobService.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from uuid import UUID
+
+from taskiq import Context, TaskiqDepends, TaskiqEvents, TaskiqState
+
+from heimdex.adapters.queue.redis import RUN_JOB_TASK, build_redis_broker
+from heimdex.application.sweeping import sweep_forever
+from heimdex.bootstrap import Services, build
+from heimdex.logs import configure_logging, get_logger
+from heimdex.settings import load_settings
+
+settings = load_settings()
+broker = build_redis_broker(settings.redis_url, queue_name=settings.redis_queue_name)
+log = get_logger("heimdex.worker")
+
+
+@broker.on_event(TaskiqEvents.WORKER_STARTUP)
+async def start_services(state: TaskiqState) -> None:
+    configure_logging(settings.log_level, settings.log_format)
+    services = build(settings, broker=broker)
+    await services.startup(start_queue=False)  # taskiq has started the broker itself
+    state.services = services
+    state.sweeper = asyncio.create_task(
+        sweep_forever(services.jobs, settings.sweep_interval_seconds)
+    )
+    log.info("worker_started", worker_id=services.jobs.worker_id)
+
+
+@broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
+async def stop_services(state: TaskiqState) -> None:
+    state.sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await state.sweeper
+    services: Services = state.services
+    await services.aclose()
+
+
+@broker.task(task_name=RUN_JOB_TASK)
+async def run_job(job_id: str, context: Context = TaskiqDepends()) -> None:  # noqa: B008
+    services: Services = context.state.services
+    await services.jobs.run(UUID(job_id))

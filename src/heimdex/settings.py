@@ -1,0 +1,215 @@
+"""Configuration: ``HEIMDEX_*`` environment variables (and a ``.env`` file), parsed once.
+
+With nothing set, Heimdex runs on the embedded default: a SQLite file and local storage under the
+data directory, in-process jobs, the PyAV prober. Every bad value is reported at start-up as one
+line naming its variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import msgspec
+from dotenv import dotenv_values
+
+PREFIX = "HEIMDEX_"
+DEVELOPMENT_SECRET = "change-me"  # noqa: S105 - the seed's default; accepted only in development
+MIN_PRODUCTION_SECRET_BYTES = 32
+
+
+class SettingsError(Exception):
+    """One or more settings are invalid; ``problems`` holds one line per bad value."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+        self.problems = problems
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Typed configuration. Field ``x`` is read from ``HEIMDEX_X``."""
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    migration_database_url: str | None = None
+    migrations_dir: Path | None = None
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_queue_name: str = "heimdex:jobs"
+    storage_backend: Literal["local", "s3"] = "local"
+    storage_root: Path | None = None
+    derived_root: Path | None = None
+    job_queue_backend: Literal["immediate", "redis"] = "immediate"
+    jwt_secret: str = DEVELOPMENT_SECRET
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_leeway_seconds: float = 30.0
+    max_upload_size_bytes: int = 536_870_912
+    upload_url_ttl_seconds: int = 3600
+    upload_stall_seconds: int = 3600
+    public_url: str | None = None
+    idempotency_ttl_seconds: int = 86_400
+    idempotency_lease_seconds: int = 120
+    enable_legacy: bool = False
+    prober: Literal["pyav", "ffprobe"] = "pyav"
+    ffprobe_path: str = "ffprobe"
+    probe_timeout_seconds: float = 30.0
+    thumbnailer: Literal["pyav", "ffmpeg"] = "pyav"
+    ffmpeg_path: str = "ffmpeg"
+    thumbnail_timeout_seconds: float = 60.0
+    decode_workers: int = 2
+    job_max_attempts: int = 3
+    job_lease_seconds: int = 60
+    job_retry_base_seconds: float = 5.0
+    sweep_interval_seconds: float = 5.0
+    download_url_ttl_seconds: int = 3600
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'heimdex.db').resolve()}"
+
+    @property
+    def resolved_migration_database_url(self) -> str:
+        return self.migration_database_url or self.resolved_database_url
+
+    @property
+    def resolved_storage_root(self) -> Path:
+        return (self.storage_root or self.data_dir / "storage").resolve()
+
+    @property
+    def uses_development_secret(self) -> bool:
+        return self.jwt_secret == DEVELOPMENT_SECRET
+
+
+def _env_name(field: str) -> str:
+    return PREFIX + field.upper()
+
+
+def _field_types() -> dict[str, Any]:
+    hints = get_type_hints(Settings)
+    return {name: hints[name] for name in Settings.__struct_fields__}
+
+
+def _parse(raw: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for field, annotation in _field_types().items():
+        name = _env_name(field)
+        if name not in raw:
+            continue
+        text = raw[name].strip()
+        if Path in (annotation, *get_args(annotation)):  # msgspec has no Path type
+            if text:
+                values[field] = Path(text).expanduser()
+            elif type(None) in get_args(annotation):
+                values[field] = None
+            else:
+                problems.append(f"{name} is empty: must be a path")
+            continue
+        try:
+            values[field] = msgspec.convert(text, annotation, strict=False)
+        except msgspec.ValidationError:
+            problems.append(f"{name}={text!r}: {_expected(annotation)}")
+    return values, problems
+
+
+def _expected(annotation: Any) -> str:
+    """Say what the variable accepts, in the words of someone editing a ``.env`` file."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) is Literal:
+        return "must be one of " + ", ".join(repr(a) for a in args)
+    if args:  # an Optional[...]
+        return _expected(args[0])
+    return {
+        bool: "must be true or false",
+        int: "must be a whole number",
+        float: "must be a number",
+    }.get(annotation, "is not valid")
+
+
+def _check(settings: Settings) -> list[str]:
+    problems: list[str] = []
+    if settings.max_upload_size_bytes <= 0:
+        problems.append("HEIMDEX_MAX_UPLOAD_SIZE_BYTES must be a positive number of bytes")
+    for name in (
+        "thumbnail_timeout_seconds",
+        "decode_workers",
+        "job_max_attempts",
+        "job_lease_seconds",
+        "job_retry_base_seconds",
+        "sweep_interval_seconds",
+        "download_url_ttl_seconds",
+        "upload_url_ttl_seconds",
+        "upload_stall_seconds",
+        "idempotency_ttl_seconds",
+        "idempotency_lease_seconds",
+    ):
+        if getattr(settings, name) <= 0:
+            problems.append(f"{_env_name(name)} must be positive")
+    if settings.public_url is not None and not settings.public_url.startswith(
+        ("http://", "https://")
+    ):
+        problems.append(f"HEIMDEX_PUBLIC_URL={settings.public_url!r}: must start with http(s)://")
+    if settings.probe_timeout_seconds <= 0:
+        problems.append("HEIMDEX_PROBE_TIMEOUT_SECONDS must be positive")
+    if settings.jwt_leeway_seconds < 0:
+        problems.append("HEIMDEX_JWT_LEEWAY_SECONDS must not be negative")
+    if not 0 < settings.port < 65536:
+        problems.append(f"HEIMDEX_PORT={settings.port}: must be between 1 and 65535")
+    if settings.is_production:
+        if settings.uses_development_secret:
+            problems.append(
+                "HEIMDEX_JWT_SECRET: the development default 'change-me' is refused in production"
+            )
+        elif len(settings.jwt_secret.encode()) < MIN_PRODUCTION_SECRET_BYTES:
+            problems.append(
+                f"HEIMDEX_JWT_SECRET: must be at least {MIN_PRODUCTION_SECRET_BYTES} bytes in "
+                "production"
+            )
+    # Declared so the names keep their meaning, but their adapters arrive in later releases.
+    if settings.storage_backend == "s3":
+        problems.append("HEIMDEX_STORAGE_BACKEND=s3: S3 storage is not available yet; use 'local'")
+    return problems
+
+
+def unknown_variables(raw: Mapping[str, str]) -> list[str]:
+    """``HEIMDEX_*`` names that configure nothing — most likely typos worth a warning."""
+    known = {_env_name(f) for f in Settings.__struct_fields__}
+    return sorted(k for k in raw if k.startswith(PREFIX) and k not in known)
+
+
+def read_environment(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
+) -> dict[str, str]:
+    """The ``HEIMDEX_*`` variables: the process environment wins over the ``.env`` file."""
+    merged: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    merged.update(os.environ if environ is None else environ)
+    return {k: v for k, v in merged.items() if k.startswith(PREFIX)}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
+) -> Settings:
+    """Parse and validate the configuration; raise ``SettingsError`` listing every bad value."""
+    raw = read_environment(environ, env_file)
+    values, problems = _parse(raw)
+    if problems:
+        raise SettingsError(problems)
+    settings = Settings(**values)
+    problems = _check(settings)
+    if problems:
+        raise SettingsError(problems)
+    return settings

@@ -1,0 +1,7 @@
+pytest_plugins = [
+    "tests.fixtures.media",
+    "tests.fixtures.db",
+    "tests.fixtures.app",
+    "tests.fixtures.processes",
+    "tests.fixtures.thumbnail_media",
+]

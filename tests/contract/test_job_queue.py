@@ -1,0 +1,202 @@
+"""The JobQueue contract on the in-process broker and on Redis streams (a real Redis), plus the
+Redis traps the adapter must handle."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import pytest
+from redis.asyncio import Redis
+from taskiq.receiver import Receiver
+
+from heimdex.adapters.queue.inprocess import InProcessJobQueue
+from heimdex.adapters.queue.redis import (
+    DEAD_LETTER_STREAM,
+    RUN_JOB_TASK,
+    HeimdexStreamBroker,
+    RedisJobQueue,
+    build_redis_broker,
+)
+from heimdex.domain.errors import QueueUnavailable
+from tests.requirements import require_port
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+Handler = Callable[[uuid.UUID], Awaitable[None]]
+
+
+class Delivered:
+    def __init__(self) -> None:
+        self.ids: list[uuid.UUID] = []
+        self.event = asyncio.Event()
+
+    async def __call__(self, job_id: uuid.UUID) -> None:
+        self.ids.append(job_id)
+        self.event.set()
+
+    async def wait_for(self, count: int, seconds: float = 15) -> None:
+        with anyio.fail_after(seconds):
+            while len(self.ids) < count:
+                self.event.clear()
+                await self.event.wait()
+
+
+async def run_redis_worker(
+    broker: HeimdexStreamBroker, handler: Handler
+) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    """A taskiq receiver for ``broker`` in this process, its task calling ``handler``."""
+
+    async def run_job(job_id: str) -> None:
+        await handler(uuid.UUID(job_id))
+
+    broker.register_task(run_job, task_name=RUN_JOB_TASK)
+    broker.is_worker_process = True
+    await broker.startup()
+    finished = asyncio.Event()
+    receiver = Receiver(broker, run_startup=False, max_async_tasks=10)
+    return finished, asyncio.create_task(receiver.listen(finished))
+
+
+async def until_empty(redis: Redis, stream: str) -> None:
+    with anyio.fail_after(5):
+        while await redis.xlen(stream):  # noqa: ASYNC110 - polling Redis, not a local event
+            await anyio.sleep(0.05)
+
+
+@pytest.fixture
+def stream() -> str:
+    return f"heimdex:test:{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def redis(stream: str) -> AsyncIterator[Redis]:
+    require_port("127.0.0.1", 6379, "Redis")
+    client = Redis.from_url(REDIS_URL)
+    yield client
+    await client.delete(stream, DEAD_LETTER_STREAM)
+    await client.aclose()
+
+
+@pytest.fixture(params=["inprocess", pytest.param("redis", marks=pytest.mark.redis)])
+async def queue_and_delivered(
+    request: pytest.FixtureRequest, stream: str
+) -> AsyncIterator[tuple[Any, Delivered]]:
+    delivered = Delivered()
+    if request.param == "inprocess":
+        queue = InProcessJobQueue(delivered)
+        await queue.startup()
+        yield queue, delivered
+        await queue.shutdown()
+        return
+    require_port("127.0.0.1", 6379, "Redis")
+    broker = build_redis_broker(REDIS_URL, queue_name=stream)
+    finished, worker = await run_redis_worker(broker, delivered)
+    redis_queue = RedisJobQueue(broker)
+    yield redis_queue, delivered
+    finished.set()
+    worker.cancel()
+    await broker.shutdown()
+    cleanup = Redis.from_url(REDIS_URL)
+    await cleanup.delete(stream)
+    await cleanup.aclose()
+
+
+async def test_every_enqueued_id_reaches_the_handler(
+    queue_and_delivered: tuple[Any, Delivered],
+) -> None:
+    queue, delivered = queue_and_delivered
+    ids = [uuid.uuid4() for _ in range(5)]
+    for job_id in ids:
+        await queue.enqueue(job_id)
+    await delivered.wait_for(5)
+    assert sorted(delivered.ids) == sorted(ids)
+
+
+async def test_check_passes_while_running(queue_and_delivered: tuple[Any, Delivered]) -> None:
+    queue, _ = queue_and_delivered
+    await queue.check()
+
+
+async def test_an_unstarted_in_process_queue_refuses_work() -> None:
+    queue = InProcessJobQueue(Delivered())
+    with pytest.raises(QueueUnavailable):
+        await queue.enqueue(uuid.uuid4())
+    with pytest.raises(QueueUnavailable):
+        await queue.check()
+
+
+# -- Redis specifics ------------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_acknowledged_entries_leave_the_stream(redis: Redis, stream: str) -> None:
+    delivered = Delivered()
+    broker = build_redis_broker(REDIS_URL, queue_name=stream)
+    finished, worker = await run_redis_worker(broker, delivered)
+    try:
+        queue = RedisJobQueue(broker)
+        for _ in range(20):
+            await queue.enqueue(uuid.uuid4())
+        await delivered.wait_for(20)
+        await until_empty(redis, stream)
+    finally:
+        finished.set()
+        worker.cancel()
+        await broker.shutdown()
+
+
+@pytest.mark.redis
+async def test_a_poison_message_is_dead_lettered_not_redelivered(redis: Redis, stream: str) -> None:
+    delivered = Delivered()
+    broker = build_redis_broker(REDIS_URL, queue_name=stream)
+    finished, worker = await run_redis_worker(broker, delivered)
+    try:
+        await redis.xadd(stream, {b"data": b"\x00 not a taskiq message"})
+        good = uuid.uuid4()
+        await RedisJobQueue(broker).enqueue(good)
+        await delivered.wait_for(1)
+        assert delivered.ids == [good]
+        await until_empty(redis, stream)
+        dead = await redis.xrange(DEAD_LETTER_STREAM)
+        assert any(b"not a taskiq message" in fields[b"data"] for _, fields in dead)
+    finally:
+        finished.set()
+        worker.cancel()
+        await broker.shutdown()
+
+
+@pytest.mark.redis
+async def test_a_message_whose_worker_died_is_delivered_again(redis: Redis, stream: str) -> None:
+    # A first consumer reads the message and dies without acknowledging it.
+    lost = uuid.uuid4()
+    kicker = build_redis_broker(REDIS_URL, queue_name=stream)
+    await kicker.startup()
+    await RedisJobQueue(kicker).enqueue(lost)
+    await redis.xreadgroup("heimdex-workers", "dead-consumer", {stream: ">"}, count=10)
+    await kicker.shutdown()
+    # A live worker reclaims it once it has been idle past idle_timeout.
+    delivered = Delivered()
+    broker = build_redis_broker(REDIS_URL, queue_name=stream, idle_timeout_ms=200)
+    finished, worker = await run_redis_worker(broker, delivered)
+    try:
+        await anyio.sleep(0.3)
+        await RedisJobQueue(broker).enqueue(uuid.uuid4())  # reclaiming runs after a fetch
+        await delivered.wait_for(2)
+        assert lost in delivered.ids
+    finally:
+        finished.set()
+        worker.cancel()
+        await broker.shutdown()
+
+
+async def test_enqueue_with_redis_down_is_queue_unavailable() -> None:
+    queue = RedisJobQueue(build_redis_broker("redis://127.0.0.1:1/0"))
+    await queue.startup()  # logs, does not fail: the API must start without Redis
+    with pytest.raises(QueueUnavailable):
+        await queue.enqueue(uuid.uuid4())
+    with pytest.raises(QueueUnavailable):
+        await queue.check()
+    await queue.shutdown()

@@ -1,0 +1,173 @@
+"""Job leases and the job directory: one contract, on SQLite and PostgreSQL (runtime role)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+import pytest
+
+from heimdex.adapters.db.engine import Database
+from heimdex.adapters.db.job_directory import SqlJobDirectory
+from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
+from heimdex.domain.model import Job, JobKind, JobStatus, ThumbnailSpec
+from tests.contract.test_repositories import T0, make_job, new_org, stored_asset
+
+
+@pytest.fixture
+def uow(database: Database) -> SqlUnitOfWorkFactory:
+    return SqlUnitOfWorkFactory(database)
+
+
+@pytest.fixture
+def directory(database: Database) -> SqlJobDirectory:
+    return SqlJobDirectory(database)
+
+
+async def stored_job(uow: SqlUnitOfWorkFactory, org: str, **changes: Any) -> Job:
+    asset = await stored_asset(uow, org)
+    fresh: dict[str, Any] = {
+        "status": JobStatus.QUEUED,
+        "attempts": 0,
+        "lease_expires_at": None,
+        "next_attempt_at": None,
+        "error": None,
+    }
+    job = make_job(asset, **(fresh | changes))
+    async with uow(org) as work:
+        await work.jobs.add(job)
+        await work.commit()
+    return job
+
+
+async def test_new_columns_round_trip(uow: SqlUnitOfWorkFactory) -> None:
+    org = new_org()
+    job = await stored_job(
+        uow,
+        org,
+        thumbnails=ThumbnailSpec(count=4, width=160, format="webp"),
+        lease_owner="w1",
+        enqueued_at=T0,
+        started_at=T0,
+        finished_at=T0 + timedelta(seconds=3),
+    )
+    async with uow(org) as work:
+        assert await work.jobs.get(job.id) == job
+
+
+async def test_claim_once_among_concurrent_workers(uow: SqlUnitOfWorkFactory) -> None:
+    org = new_org()
+    job = await stored_job(uow, org)
+
+    async def claim(owner: str) -> bool:
+        async with uow(org) as work:
+            claimed = await work.jobs.claim(job.id, owner, T0, T0 + timedelta(minutes=1))
+            await work.commit()
+        return claimed is not None
+
+    results = await asyncio.gather(*(claim(f"w{i}") for i in range(8)))
+    assert sum(results) == 1
+    async with uow(org) as work:
+        running = await work.jobs.get(job.id)
+    assert running is not None
+    assert running.status is JobStatus.RUNNING
+    assert running.attempts == 1
+    assert running.started_at is not None
+
+
+async def test_a_live_lease_blocks_and_an_expired_one_is_taken_over(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    org = new_org()
+    job = await stored_job(uow, org)
+    async with uow(org) as work:
+        first = await work.jobs.claim(job.id, "w1", T0, T0 + timedelta(seconds=30))
+        assert first is not None
+        assert await work.jobs.claim(job.id, "w2", T0 + timedelta(seconds=10), T0) is None
+        second = await work.jobs.claim(
+            job.id, "w2", T0 + timedelta(seconds=31), T0 + timedelta(seconds=91)
+        )
+        assert second is not None
+        assert (second.lease_owner, second.attempts) == ("w2", 2)
+        # the first worker has lost its lease: it can neither extend it nor record an outcome
+        assert not await work.jobs.heartbeat(job.id, "w1", T0 + timedelta(minutes=5), 0.5)
+        done = msgspec.structs.replace(second, status=JobStatus.SUCCEEDED, progress=1.0)
+        assert not await work.jobs.finish(done, "w1")
+        assert await work.jobs.heartbeat(job.id, "w2", T0 + timedelta(minutes=5), 0.5)
+        assert await work.jobs.finish(done, "w2")
+        assert await work.jobs.claim(job.id, "w3", T0 + timedelta(hours=1), T0) is None
+        await work.commit()
+
+
+async def test_a_job_not_yet_due_is_not_claimable(uow: SqlUnitOfWorkFactory) -> None:
+    org = new_org()
+    job = await stored_job(uow, org, next_attempt_at=T0 + timedelta(seconds=30))
+    async with uow(org) as work:
+        assert await work.jobs.claim(job.id, "w1", T0, T0 + timedelta(minutes=1)) is None
+        later = await work.jobs.claim(
+            job.id, "w1", T0 + timedelta(seconds=30), T0 + timedelta(minutes=1)
+        )
+        assert later is not None
+
+
+async def test_latest_for_asset(uow: SqlUnitOfWorkFactory) -> None:
+    org = new_org()
+    job = await stored_job(uow, org)
+    newer = msgspec.structs.replace(
+        job, id=uuid.uuid4(), created_at=job.created_at + timedelta(seconds=1)
+    )
+    async with uow(org) as work:
+        await work.jobs.add(newer)
+        await work.commit()
+        latest = await work.jobs.latest_for_asset(job.asset_id, JobKind.SIDECAR)
+    assert latest is not None
+    assert latest.id == newer.id
+    async with uow(new_org()) as other:
+        assert await other.jobs.latest_for_asset(job.asset_id, JobKind.SIDECAR) is None
+
+
+async def test_directory_answers_the_org_of_a_job_id_only(
+    uow: SqlUnitOfWorkFactory, directory: SqlJobDirectory
+) -> None:
+    org = new_org()
+    job = await stored_job(uow, org)
+    assert await directory.org_of(job.id) == org
+    assert await directory.org_of(uuid.uuid4()) is None
+
+
+async def test_directory_lists_due_jobs_across_organisations(
+    uow: SqlUnitOfWorkFactory, directory: SqlJobDirectory
+) -> None:
+    org_a, org_b = new_org(), new_org()
+    never_enqueued = await stored_job(uow, org_a)
+    enqueued_long_ago = await stored_job(uow, org_b, enqueued_at=T0 - timedelta(hours=1))
+    just_enqueued = await stored_job(uow, org_a, enqueued_at=T0)
+    backing_off = await stored_job(uow, org_b, next_attempt_at=T0 + timedelta(minutes=5))
+    expired = await stored_job(
+        uow, org_a, status=JobStatus.RUNNING, lease_expires_at=T0 - timedelta(seconds=1)
+    )
+    live = await stored_job(
+        uow, org_b, status=JobStatus.RUNNING, lease_expires_at=T0 + timedelta(minutes=1)
+    )
+    finished = await stored_job(uow, org_a, status=JobStatus.SUCCEEDED)
+    due = dict(await directory.due(T0, T0 - timedelta(minutes=2), limit=10_000))
+    mine = {
+        never_enqueued.id,
+        enqueued_long_ago.id,
+        just_enqueued.id,
+        backing_off.id,
+        expired.id,
+        live.id,
+        finished.id,
+    }
+    assert {k: v for k, v in due.items() if k in mine} == {
+        never_enqueued.id: org_a,
+        enqueued_long_ago.id: org_b,
+        expired.id: org_a,
+    }
+    await directory.mark_enqueued(never_enqueued.id, org_a, T0)
+    due_after = dict(await directory.due(T0, T0 - timedelta(minutes=2), limit=10_000))
+    assert never_enqueued.id not in due_after

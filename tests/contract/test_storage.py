@@ -1,0 +1,236 @@
+"""The Storage contract: every adapter passes the same suite (local now; S3 joins later)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from heimdex.adapters.auth.url_signing import HmacUrlSigner
+from heimdex.adapters.storage.local import LocalStorage
+from heimdex.domain.errors import (
+    ChecksumMismatch,
+    InvalidStorageKey,
+    LengthMismatch,
+    SourceNotFound,
+    UploadTooLarge,
+)
+from heimdex.domain.model import Upload, UploadStatus
+from heimdex.domain.ports import Storage
+
+SIGNER = HmacUrlSigner("storage-contract-secret-of-32-bytes!")
+
+KEY = "uploads/org-a/u1/clip.mp4"
+
+
+@pytest.fixture(params=["local"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    if request.param == "local":
+        return LocalStorage(tmp_path / "storage", SIGNER)
+    raise AssertionError(request.param)
+
+
+async def chunks_of(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def test_write_stream_stores_hashes_and_reads_back(storage: Storage) -> None:
+    parts = [os.urandom(300_000), os.urandom(1_500_000), b"tail"]
+    stored = await storage.write_stream(KEY, chunks_of(*parts))
+    whole = b"".join(parts)
+    assert stored.size_bytes == len(whole)
+    assert stored.sha256 == hashlib.sha256(whole).hexdigest()
+    assert (await storage.stat(KEY)) is not None
+    assert b"".join([c async for c in storage.read_chunks(KEY)]) == whole
+    async with storage.local_path(KEY) as path:
+        assert path.read_bytes() == whole
+
+
+async def test_a_failed_write_leaves_nothing_behind(storage: Storage) -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"first half"
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await storage.write_stream(KEY, broken())
+    assert await storage.stat(KEY) is None
+    assert await storage.delete_prefix("uploads/org-a/") == 0
+
+
+async def test_a_failed_overwrite_keeps_the_old_object_whole(storage: Storage) -> None:
+    await storage.write_bytes(KEY, b"original")
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"replacement that never finishes"
+        raise ConnectionResetError
+
+    with pytest.raises(ConnectionResetError):
+        await storage.write_stream(KEY, broken())
+    assert b"".join([c async for c in storage.read_chunks(KEY)]) == b"original"
+
+
+async def test_stat_of_a_missing_object_is_none(storage: Storage) -> None:
+    assert await storage.stat("uploads/org-a/none/clip.mp4") is None
+
+
+async def test_local_path_of_a_missing_object_is_source_not_found(storage: Storage) -> None:
+    with pytest.raises(SourceNotFound):
+        async with storage.local_path("uploads/org-a/none/clip.mp4"):
+            pass
+
+
+async def test_delete_and_delete_prefix(storage: Storage) -> None:
+    await storage.write_bytes("derived/org-a/a1/thumbs/0000.jpg", b"1")
+    await storage.write_bytes("derived/org-a/a1/thumbs/0001.jpg", b"2")
+    await storage.write_bytes("derived/org-a/a2/thumbs/0000.jpg", b"3")
+    await storage.write_bytes(KEY, b"4")
+    assert await storage.delete_prefix("derived/org-a/a1/") == 2
+    assert await storage.stat("derived/org-a/a1/thumbs/0000.jpg") is None
+    assert await storage.stat("derived/org-a/a2/thumbs/0000.jpg") is not None
+    await storage.delete(KEY)
+    await storage.delete(KEY)  # deleting twice is fine
+    assert await storage.stat(KEY) is None
+
+
+async def test_uris_are_distinct_per_key(storage: Storage) -> None:
+    assert storage.uri_for(KEY) != storage.uri_for(KEY + "x")
+    assert KEY in storage.uri_for(KEY)
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [(b"x" * 11, UploadTooLarge), (b"x" * 9, LengthMismatch)],
+)
+async def test_write_stream_enforces_the_expected_size_and_keeps_nothing(
+    storage: Storage, data: bytes, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        await storage.write_stream(KEY, chunks_of(data[:5], data[5:]), expected_size=10)
+    assert await storage.stat(KEY) is None
+
+
+async def test_a_longer_body_is_refused_before_it_is_all_read(storage: Storage) -> None:
+    consumed = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal consumed
+        while True:
+            consumed += 1
+            yield b"x" * 1024
+
+    with pytest.raises(UploadTooLarge):
+        await storage.write_stream(KEY, endless(), expected_size=4096)
+    assert consumed <= 6
+
+
+async def test_write_stream_enforces_the_expected_sha256(storage: Storage) -> None:
+    data = b"payload"
+    with pytest.raises(ChecksumMismatch):
+        await storage.write_stream(KEY, chunks_of(data), expected_sha256="0" * 64)
+    assert await storage.stat(KEY) is None
+    good = hashlib.sha256(data).hexdigest()
+    stored = await storage.write_stream(KEY, chunks_of(data), expected_sha256=good.upper())
+    assert stored.sha256 == good
+
+
+async def test_digest_rereads_the_stored_bytes(storage: Storage) -> None:
+    data = os.urandom(3_000_000)
+    await storage.write_bytes(KEY, data)
+    digest = await storage.digest(KEY)
+    assert (digest.size_bytes, digest.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    with pytest.raises(SourceNotFound):
+        await storage.digest("uploads/org-a/none/clip.mp4")
+
+
+@pytest.mark.parametrize("key", ["../escape", "uploads/../../etc/passwd", "/etc/passwd", ""])
+async def test_keys_that_escape_are_refused(storage: Storage, key: str) -> None:
+    with pytest.raises(InvalidStorageKey):
+        await storage.write_bytes(key, b"x")
+
+
+async def test_health_check_passes_on_a_usable_store(storage: Storage) -> None:
+    await storage.check()
+
+
+# -- local only ---------------------------------------------------------------------------------
+@pytest.fixture
+def local(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "storage", SIGNER)
+
+
+async def test_local_refuses_an_object_reached_through_a_symlink(
+    local: LocalStorage, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    link = local.root / "uploads/org-a/u1/clip.mp4"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(secret)
+    with pytest.raises(InvalidStorageKey):
+        async with local.local_path(KEY):
+            pass
+    with pytest.raises(InvalidStorageKey):
+        [c async for c in local.read_chunks(KEY)]
+
+
+async def test_local_derived_root_keeps_derived_keys_apart(tmp_path: Path) -> None:
+    storage = LocalStorage(
+        tmp_path / "storage", SIGNER, derived_root=tmp_path / "derived-elsewhere"
+    )
+    await storage.write_bytes("derived/org-a/sidecars/a1.json", b"{}")
+    assert (tmp_path / "derived-elsewhere/org-a/sidecars/a1.json").read_bytes() == b"{}"
+    assert not (tmp_path / "storage/derived").exists()
+
+
+async def test_local_writes_leave_no_temporary_files(local: LocalStorage) -> None:
+    await local.write_bytes(KEY, b"x" * 10)
+    names = [p.name for p in local.root.rglob("*")]
+    assert not [n for n in names if n.endswith(".part")]
+
+
+async def test_local_check_fails_when_the_root_is_not_writable(local: LocalStorage) -> None:
+    if os.geteuid() == 0:
+        local.root.rmdir()
+        local.root.write_text("not a directory")  # even root cannot create files in a file
+    else:
+        local.root.chmod(0o500)
+    with pytest.raises(Exception, match="not writable"):
+        await local.check()
+
+
+def test_local_upload_target_is_the_api_signed_for_the_org(local: LocalStorage) -> None:
+    upload = Upload(
+        id=uuid.uuid4(),
+        org_id="org-a",
+        key=KEY,
+        source_uri=local.uri_for(KEY),
+        source_name="clip.mp4",
+        content_length=123,
+        content_type="video/mp4",
+        declared_sha256=None,
+        status=UploadStatus.PENDING,
+        expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+        created_at=datetime(2029, 12, 31, tzinfo=UTC),
+        updated_at=datetime(2029, 12, 31, tzinfo=UTC),
+    )
+    target = local.upload_target(upload, "https://api.example/")
+    url = urlsplit(target.url)
+    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+    assert target.method == "PUT"
+    assert (url.scheme, url.netloc, url.path) == (
+        "https",
+        "api.example",
+        f"/v1/uploads/{upload.id}",
+    )
+    assert target.headers == {"Content-Type": "video/mp4", "Content-Length": "123"}
+    assert query["org"] == "org-a"
+    assert int(query["expires"]) == int(upload.expires_at.timestamp())
+    assert SIGNER.verify("PUT", url.path, "org-a", int(query["expires"]), query["signature"])
+    assert not SIGNER.verify("PUT", url.path, "org-b", int(query["expires"]), query["signature"])

@@ -1,0 +1,158 @@
+"""The heimdex command line, run as a real process on real media."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jwt
+import pytest
+
+SECRET = "cli-test-secret-that-is-at-least-32-bytes"
+
+
+def heimdex(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HEIMDEX_")}
+    clean.update({"HEIMDEX_DATA_DIR": str(cwd / "data"), "HEIMDEX_JWT_SECRET": SECRET})
+    clean.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "heimdex", *args],
+        cwd=cwd,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture(params=["pyav", "ffprobe"])
+def prober_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    return {"HEIMDEX_PROBER": request.param}
+
+
+def test_probe_json_gives_the_design_fields(
+    tmp_path: Path, h264_aac_mp4: Path, prober_env: dict[str, str]
+) -> None:
+    result = heimdex("probe", str(h264_aac_mp4), "--json", cwd=tmp_path, env=prober_env)
+    assert result.returncode == 0, result.stderr
+    media = json.loads(result.stdout)
+    assert media["format_name"] == "mov,mp4,m4a,3gp,3g2,mj2"
+    assert abs(media["duration"] - 4.0) <= 0.05
+    assert media["size_bytes"] == h264_aac_mp4.stat().st_size
+    assert media["bit_rate"] > 0
+    video, audio = media["streams"]
+    assert video["kind"] == "video"
+    assert video["codec"] == "h264"
+    assert video["profile"] == "High"
+    assert (video["width"], video["height"], video["rotation"]) == (640, 360, 0)
+    assert (video["display_width"], video["display_height"]) == (640, 360)
+    assert video["frame_rate"] == 25.0
+    assert video["pix_fmt"] == "yuv420p"
+    assert video["bit_depth"] == 8
+    assert video["hdr"] is False
+    assert audio["kind"] == "audio"
+    assert (audio["codec"], audio["channels"], audio["sample_rate"]) == ("aac", 2, 48000)
+    assert audio["channel_layout"] == "stereo"
+    assert media["chapters"] == []
+
+
+def test_probe_json_on_a_rotated_clip(
+    tmp_path: Path, rotated_mp4: Path, prober_env: dict[str, str]
+) -> None:
+    result = heimdex("probe", str(rotated_mp4), "--json", cwd=tmp_path, env=prober_env)
+    assert result.returncode == 0, result.stderr
+    video = json.loads(result.stdout)["streams"][0]
+    assert video["rotation"] == 90
+    assert (video["display_width"], video["display_height"]) == (360, 640)
+
+
+def test_probe_table_is_readable(tmp_path: Path, h264_aac_mp4: Path) -> None:
+    result = heimdex("probe", str(h264_aac_mp4), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "h264 (High)" in result.stdout
+    assert "640x360" in result.stdout
+    assert "48000 Hz" in result.stdout
+
+
+def test_probe_on_a_text_file_is_one_line_and_non_zero(
+    tmp_path: Path, text_mp4: Path, prober_env: dict[str, str]
+) -> None:
+    result = heimdex("probe", str(text_mp4), "--json", cwd=tmp_path, env=prober_env)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "invalid_media" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_probe_several_files_reports_each(
+    tmp_path: Path, h264_aac_mp4: Path, text_mp4: Path
+) -> None:
+    missing = tmp_path / "missing.mp4"
+    result = heimdex(
+        "probe", str(h264_aac_mp4), str(text_mp4), str(missing), "--json", cwd=tmp_path
+    )
+    assert result.returncode == 1
+    listing = json.loads(result.stdout)
+    assert [item["file"] for item in listing] == [str(h264_aac_mp4)]
+    assert len(result.stderr.strip().splitlines()) == 2
+
+
+def test_token_mints_a_verifiable_token(tmp_path: Path) -> None:
+    result = heimdex("token", "--org", "acme", "--scope", "admin", "--scope", "read", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["org_id"] == "acme"
+    assert claims["scopes"] == ["admin", "read"]
+    assert "exp" in claims
+
+
+def test_token_refuses_an_unusable_org_in_one_line(tmp_path: Path) -> None:
+    result = heimdex("token", "--org", "../etc", cwd=tmp_path)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "--org" in result.stderr
+
+
+def test_bad_configuration_is_one_line_per_value(tmp_path: Path) -> None:
+    result = heimdex(
+        "token",
+        "--org",
+        "acme",
+        cwd=tmp_path,
+        env={"HEIMDEX_PORT": "eighty", "HEIMDEX_PROBER": "magic"},
+    )
+    assert result.returncode == 2
+    assert "HEIMDEX_PORT='eighty': must be a whole number" in result.stderr
+    assert "HEIMDEX_PROBER='magic': must be one of 'pyav', 'ffprobe'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["serve"], ["probe"], ["token"], ["worker"], ["db", "upgrade"]]
+)
+def test_help_describes_every_command(tmp_path: Path, command: list[str]) -> None:
+    result = heimdex(*command, "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "usage: heimdex" in result.stdout
+    assert len(result.stdout.splitlines()) > 4
+
+
+def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
+    result = heimdex(cwd=tmp_path)
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+
+
+def test_worker_refuses_the_immediate_backend_in_one_line(tmp_path: Path) -> None:
+    result = heimdex("worker", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "HEIMDEX_JOB_QUEUE_BACKEND=redis" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

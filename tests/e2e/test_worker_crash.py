@@ -1,0 +1,79 @@
+"""A worker SIGKILLed in the middle of a job: another worker finishes it, outputs exist once,
+the job says attempts: 2. Real processes, PostgreSQL and a private Redis."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.test_walkthrough import commit_upload, poll_job
+from tests.fixtures.media import MediaFactory
+from tests.fixtures.processes import Heimdex
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+COUNT = 60
+
+
+@pytest.fixture(scope="session")
+def long_clip(media_factory: MediaFactory) -> Path:
+    """1080p, 60 s: 60 thumbnails of it take the ffmpeg thumbnailer long enough to kill it."""
+    return media_factory(
+        "long_1080p.mp4",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1920x1080:rate=25",
+        "-t",
+        "60",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "50",
+        "-pix_fmt",
+        "yuv420p",
+    )
+
+
+def test_a_killed_worker_s_job_is_finished_by_another_exactly_once(
+    heimdex_deployment: Heimdex, long_clip: Path
+) -> None:
+    deployment = heimdex_deployment
+    deployment.env["HEIMDEX_THUMBNAILER"] = "ffmpeg"
+    deployment.serve()
+    first = deployment.worker("worker-1")
+    token = deployment.token("acme")
+    data = long_clip.read_bytes()
+    with httpx.Client(
+        base_url=deployment.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as client:
+        asset_id = commit_upload(client, data, "long.mp4")
+        accepted = client.post(
+            f"/v1/assets/{asset_id}/sidecar",
+            json={"thumbnails": {"count": COUNT, "width": 1280}},
+        )
+        location = accepted.headers["location"]
+
+        deadline = time.monotonic() + 60
+        while client.get(location).json()["status"] != "running":
+            assert time.monotonic() < deadline, deployment.logs()
+            time.sleep(0.05)
+        time.sleep(0.5)  # well inside the job
+        deployment.kill(first)  # SIGKILL, its whole process group
+
+        deployment.worker("worker-2")
+        job = poll_job(client, location, seconds=120)
+        assert job["status"] == "succeeded", (job["error"], deployment.logs()[-3000:])
+        assert job["attempts"] == 2
+
+        thumbs = sorted((deployment.workdir / "data/storage/derived/acme").rglob("thumbs/*"))
+        assert len(thumbs) == COUNT
+        assert [p.name for p in thumbs] == [f"{i:04d}.jpg" for i in range(COUNT)]
+        sidecars = list((deployment.workdir / "data/storage/derived/acme/sidecars").iterdir())
+        assert [p.name for p in sidecars] == [f"{asset_id}.json"]
+        leftovers = list((deployment.workdir / "data").rglob("*.part"))
+        assert leftovers == []

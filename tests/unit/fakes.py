@@ -1,0 +1,403 @@
+"""In-memory fakes of the ports, for unit tests of the application layer only.
+
+The database fake applies changes on ``commit()`` and drops them otherwise, like a transaction.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+import msgspec
+
+from heimdex.domain.errors import (
+    ChecksumMismatch,
+    Conflict,
+    InvalidMedia,
+    LengthMismatch,
+    QueueUnavailable,
+    SourceNotFound,
+    UploadTooLarge,
+)
+from heimdex.domain.media import MediaInfo
+from heimdex.domain.model import (
+    Asset,
+    AssetFilter,
+    AssetPage,
+    Job,
+    JobKind,
+    JobStatus,
+    PageCursor,
+    Thumbnail,
+    ThumbnailSpec,
+    Upload,
+    UploadStatus,
+)
+from heimdex.domain.ports import StoredObject, UploadTarget
+
+
+class FakeClock:
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2026, 1, 1, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        self.current += timedelta(**delta)
+
+
+class FakeStorage:
+    """Objects in a dict; ``mem://KEY`` URIs."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.opened: list[str] = []
+
+    async def write_stream(
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        expected_size: int | None = None,
+        expected_sha256: str | None = None,
+    ) -> StoredObject:
+        data = b""
+        async for chunk in chunks:
+            data += chunk
+            if expected_size is not None and len(data) > expected_size:
+                raise UploadTooLarge("too large")
+        if expected_size is not None and len(data) != expected_size:
+            raise LengthMismatch("short")
+        digest = hashlib.sha256(data).hexdigest()
+        if expected_sha256 is not None and digest != expected_sha256:
+            raise ChecksumMismatch("checksum")
+        return await self.write_bytes(key, data)
+
+    async def write_bytes(self, key: str, data: bytes) -> StoredObject:
+        self.objects[key] = data
+        return StoredObject(key=key, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+    async def stat(self, key: str) -> StoredObject | None:
+        data = self.objects.get(key)
+        return None if data is None else StoredObject(key=key, size_bytes=len(data))
+
+    async def digest(self, key: str) -> StoredObject:
+        if key not in self.objects:
+            raise SourceNotFound(key)
+        data = self.objects[key]
+        return StoredObject(key=key, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+    @asynccontextmanager
+    async def local_path(self, key: str) -> AsyncIterator[Path]:
+        if key not in self.objects:
+            raise SourceNotFound(key)
+        self.opened.append(key)
+        yield Path("/fake") / key
+
+    async def read_chunks(self, key: str) -> AsyncIterator[bytes]:
+        yield self.objects[key]
+
+    async def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        doomed = [k for k in self.objects if k.startswith(prefix)]
+        for k in doomed:
+            del self.objects[k]
+        return len(doomed)
+
+    def uri_for(self, key: str) -> str:
+        return "mem://" + key
+
+    def download_url(self, key: str, base_url: str, expires: int) -> str:
+        return f"{base_url}/get/{key}?expires={expires}"
+
+    def upload_target(self, upload: Upload, base_url: str) -> UploadTarget:
+        return UploadTarget(url=f"{base_url}/put/{upload.id}", method="PUT", headers={})
+
+    async def check(self) -> None:
+        return None
+
+
+class FakeProber:
+    """Describes every path whose name ends in .mp4; anything else is not media."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.probed: list[Path] = []
+
+    async def probe(self, path: Path) -> MediaInfo:
+        self.probed.append(path)
+        if path.suffix != ".mp4":
+            raise InvalidMedia(f"{path.name} is not media")
+        return MediaInfo(format_name="mov,mp4", duration=1.0, bit_rate=None, size_bytes=1)
+
+    async def check(self) -> None:
+        return None
+
+
+class FakeTables(msgspec.Struct):
+    uploads: dict[UUID, Upload] = msgspec.field(default_factory=dict)
+    assets: dict[UUID, Asset] = msgspec.field(default_factory=dict)
+    jobs: dict[UUID, Job] = msgspec.field(default_factory=dict)
+
+
+class _Uploads:
+    def __init__(self, tables: FakeTables, org_id: str) -> None:
+        self._t, self._org = tables, org_id
+
+    async def add(self, upload: Upload) -> None:
+        self._t.uploads[upload.id] = upload
+
+    async def get(self, upload_id: UUID) -> Upload | None:
+        upload = self._t.uploads.get(upload_id)
+        return upload if upload and upload.org_id == self._org else None
+
+    async def get_by_source_uri(self, source_uri: str) -> Upload | None:
+        return next(
+            (
+                u
+                for u in self._t.uploads.values()
+                if u.org_id == self._org and u.source_uri == source_uri
+            ),
+            None,
+        )
+
+    async def claim_for_upload(
+        self, upload_id: UUID, now: datetime, stale_before: datetime
+    ) -> bool:
+        upload = await self.get(upload_id)
+        if upload is None:
+            return False
+        stale = upload.status is UploadStatus.UPLOADING and upload.updated_at < stale_before
+        if upload.status is not UploadStatus.PENDING and not stale:
+            return False
+        self._t.uploads[upload_id] = msgspec.structs.replace(
+            upload, status=UploadStatus.UPLOADING, updated_at=now
+        )
+        return True
+
+    async def save(self, upload: Upload) -> None:
+        self._t.uploads[upload.id] = upload
+
+    async def delete(self, upload_id: UUID) -> bool:
+        return self._t.uploads.pop(upload_id, None) is not None
+
+
+class _Assets:
+    def __init__(self, tables: FakeTables, org_id: str) -> None:
+        self._t, self._org = tables, org_id
+
+    async def add(self, asset: Asset) -> None:
+        if any(a.upload_id == asset.upload_id for a in self._t.assets.values()):
+            raise Conflict("duplicate")
+        self._t.assets[asset.id] = asset
+
+    async def get(self, asset_id: UUID) -> Asset | None:
+        asset = self._t.assets.get(asset_id)
+        return asset if asset and asset.org_id == self._org else None
+
+    async def get_by_upload(self, upload_id: UUID) -> Asset | None:
+        return next(
+            (
+                a
+                for a in self._t.assets.values()
+                if a.org_id == self._org and a.upload_id == upload_id
+            ),
+            None,
+        )
+
+    async def list(
+        self, filters: AssetFilter, *, limit: int, after: PageCursor | None
+    ) -> AssetPage:
+        rows = sorted(
+            (a for a in self._t.assets.values() if a.org_id == self._org),
+            key=lambda a: (a.created_at, a.id),
+            reverse=True,
+        )
+        if after is not None:
+            rows = [a for a in rows if (a.created_at, a.id) < (after.created_at, after.id)]
+        if filters.status is not None:
+            rows = [a for a in rows if a.status == filters.status]
+        page = rows[:limit]
+        more = len(rows) > limit
+        last = page[-1] if page else None
+        cursor = PageCursor(created_at=last.created_at, id=last.id) if more and last else None
+        return AssetPage(items=page, next_cursor=cursor)
+
+    async def save(self, asset: Asset) -> None:
+        self._t.assets[asset.id] = asset
+
+    async def delete(self, asset_id: UUID) -> bool:
+        return self._t.assets.pop(asset_id, None) is not None
+
+
+class _Jobs:
+    def __init__(self, tables: FakeTables, org_id: str) -> None:
+        self._t, self._org = tables, org_id
+
+    async def add(self, job: Job) -> None:
+        self._t.jobs[job.id] = job
+
+    async def get(self, job_id: UUID) -> Job | None:
+        job = self._t.jobs.get(job_id)
+        return job if job and job.org_id == self._org else None
+
+    async def save(self, job: Job) -> None:
+        self._t.jobs[job.id] = job
+
+    async def latest_for_asset(self, asset_id: UUID, kind: JobKind) -> Job | None:
+        mine = [
+            j
+            for j in self._t.jobs.values()
+            if j.org_id == self._org and j.asset_id == asset_id and j.kind == kind
+        ]
+        return max(mine, key=lambda j: j.created_at, default=None)
+
+    async def claim(
+        self, job_id: UUID, owner: str, now: datetime, lease_until: datetime
+    ) -> Job | None:
+        job = await self.get(job_id)
+        if job is None:
+            return None
+        due = job.status is JobStatus.QUEUED and (
+            job.next_attempt_at is None or job.next_attempt_at <= now
+        )
+        expired = job.status is JobStatus.RUNNING and (job.lease_expires_at or now) < now
+        if not (due or expired):
+            return None
+        claimed = msgspec.structs.replace(
+            job,
+            status=JobStatus.RUNNING,
+            attempts=job.attempts + 1,
+            lease_owner=owner,
+            lease_expires_at=lease_until,
+            started_at=job.started_at or now,
+            updated_at=now,
+        )
+        self._t.jobs[job_id] = claimed
+        return claimed
+
+    async def heartbeat(
+        self, job_id: UUID, owner: str, lease_until: datetime, progress: float
+    ) -> bool:
+        job = await self.get(job_id)
+        if job is None or job.status is not JobStatus.RUNNING or job.lease_owner != owner:
+            return False
+        self._t.jobs[job_id] = msgspec.structs.replace(
+            job, lease_expires_at=lease_until, progress=progress
+        )
+        return True
+
+    async def finish(self, job: Job, owner: str) -> bool:
+        current = await self.get(job.id)
+        if current is None or current.status is not JobStatus.RUNNING:
+            return False
+        if current.lease_owner != owner:
+            return False
+        self._t.jobs[job.id] = job
+        return True
+
+
+class FakeJobDirectory:
+    def __init__(self, database: FakeDatabase) -> None:
+        self._database = database
+
+    async def org_of(self, job_id: UUID) -> str | None:
+        job = self._database.tables.jobs.get(job_id)
+        return job.org_id if job else None
+
+    async def due(
+        self, now: datetime, enqueued_before: datetime, limit: int
+    ) -> list[tuple[UUID, str]]:
+        due = []
+        for job in self._database.tables.jobs.values():
+            queued = (
+                job.status is JobStatus.QUEUED
+                and (job.next_attempt_at is None or job.next_attempt_at <= now)
+                and (job.enqueued_at is None or job.enqueued_at < enqueued_before)
+            )
+            expired = job.status is JobStatus.RUNNING and (job.lease_expires_at or now) < now
+            if queued or expired:
+                due.append((job.id, job.org_id))
+        return due[:limit]
+
+    async def mark_enqueued(self, job_id: UUID, org_id: str, now: datetime) -> None:
+        job = self._database.tables.jobs[job_id]
+        self._database.tables.jobs[job_id] = msgspec.structs.replace(job, enqueued_at=now)
+
+
+class FakeQueue:
+    """Records ids; ``down`` makes it refuse like a broker outage."""
+
+    def __init__(self) -> None:
+        self.ids: list[UUID] = []
+        self.down = False
+
+    async def enqueue(self, job_id: UUID) -> None:
+        if self.down:
+            raise QueueUnavailable("down")
+        self.ids.append(job_id)
+
+    async def check(self) -> None:
+        return None
+
+
+class FakeThumbnailer:
+    """Two tiny "thumbnails", or the error it was told to raise."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+        self.calls = 0
+
+    async def thumbnails(
+        self, path: Path, media: MediaInfo, spec: ThumbnailSpec
+    ) -> list[Thumbnail]:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        return [
+            Thumbnail(index=i, time=float(i), width=spec.width, height=90, data=b"\xff\xd8img")
+            for i in range(2)
+        ]
+
+    async def check(self) -> None:
+        return None
+
+
+class FakeUnitOfWork:
+    def __init__(self, database: FakeDatabase, org_id: str) -> None:
+        self._database = database
+        self._org = org_id
+        self._working = copy.deepcopy(database.tables)
+        self.uploads = _Uploads(self._working, org_id)
+        self.assets = _Assets(self._working, org_id)
+        self.jobs = _Jobs(self._working, org_id)
+
+    async def __aenter__(self) -> FakeUnitOfWork:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    async def commit(self) -> None:
+        self._database.tables = copy.deepcopy(self._working)
+
+
+class FakeDatabase:
+    """A ``UnitOfWorkFactory``: each unit of work sees a copy and publishes it on commit."""
+
+    def __init__(self) -> None:
+        self.tables = FakeTables()
+
+    def __call__(self, org_id: str) -> FakeUnitOfWork:
+        return FakeUnitOfWork(self, org_id)

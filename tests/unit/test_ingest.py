@@ -1,0 +1,204 @@
+"""The ingest use cases with in-memory fakes: state rules, limits, tenancy."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from heimdex.application.ingest import IngestLimits, IngestService, UploadRequest
+from heimdex.domain.errors import (
+    ChecksumMismatch,
+    InvalidInput,
+    InvalidMedia,
+    LengthMismatch,
+    NotFound,
+    SourceUriForbidden,
+    UnsupportedMediaType,
+    UploadAlreadyReceived,
+    UploadExpired,
+    UploadInProgress,
+    UploadNotReceived,
+    UploadTooLarge,
+)
+from heimdex.domain.model import Principal, UploadStatus
+from tests.unit.fakes import FakeClock, FakeDatabase, FakeProber, FakeStorage
+
+ORG_A = Principal(org_id="org-a")
+ORG_B = Principal(org_id="org-b")
+BODY = b"0123456789" * 100
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def database() -> FakeDatabase:
+    return FakeDatabase()
+
+
+@pytest.fixture
+def storage() -> FakeStorage:
+    return FakeStorage()
+
+
+@pytest.fixture
+def service(database: FakeDatabase, storage: FakeStorage, clock: FakeClock) -> IngestService:
+    limits = IngestLimits(
+        max_upload_size_bytes=10_000,
+        upload_url_ttl=timedelta(hours=1),
+        upload_stall=timedelta(minutes=30),
+    )
+    return IngestService(database, storage, FakeProber(), clock, limits)
+
+
+def request(**overrides: object) -> UploadRequest:
+    values: dict[str, object] = {
+        "source_name": "../My Clip.mp4",
+        "content_length": len(BODY),
+        "content_type": "video/mp4",
+    }
+    values.update(overrides)
+    return UploadRequest(**values)  # type: ignore[arg-type]
+
+
+async def body(data: bytes = BODY) -> AsyncIterator[bytes]:
+    yield data[:300]
+    yield data[300:]
+
+
+async def test_init_issues_a_pending_slot_with_a_safe_name(service: IngestService) -> None:
+    issued = await service.init_upload(ORG_A, request(), "http://api")
+    upload = issued.upload
+    assert upload.status is UploadStatus.PENDING
+    assert upload.source_name == "My_Clip.mp4"
+    assert upload.key == f"uploads/org-a/{upload.id}/My_Clip.mp4"
+    assert upload.source_uri == "mem://" + upload.key
+    assert issued.target.url == f"http://api/put/{upload.id}"
+
+
+async def test_init_enforces_size_type_and_checksum_format(service: IngestService) -> None:
+    with pytest.raises(UploadTooLarge):
+        await service.init_upload(ORG_A, request(content_length=10_001), "http://api")
+    for bad in ("text/plain", "application/octet-stream", "video", "image/png"):
+        with pytest.raises(UnsupportedMediaType):
+            await service.init_upload(ORG_A, request(content_type=bad), "http://api")
+    with pytest.raises(InvalidInput):
+        await service.init_upload(ORG_A, request(sha256="abc"), "http://api")
+    issued = await service.init_upload(ORG_A, request(content_type="Audio/MPEG"), "http://api")
+    assert issued.upload.content_type == "audio/mpeg"
+
+
+async def test_receive_then_commit_makes_one_asset(
+    service: IngestService, storage: FakeStorage
+) -> None:
+    upload = (await service.init_upload(ORG_A, request(), "http://api")).upload
+    received = await service.receive_upload("org-a", upload.id, body())
+    assert received.status is UploadStatus.RECEIVED
+    assert received.received_sha256 == hashlib.sha256(BODY).hexdigest()
+    asset, created = await service.commit_upload(ORG_A, upload.id)
+    assert created
+    assert asset.sha256 == received.received_sha256
+    again, created_again = await service.commit_upload(ORG_A, upload.id)
+    assert (again.id, created_again) == (asset.id, False)
+
+
+async def test_a_second_upload_into_a_received_slot_is_refused(service: IngestService) -> None:
+    upload = (await service.init_upload(ORG_A, request(), "http://api")).upload
+    await service.receive_upload("org-a", upload.id, body())
+    with pytest.raises(UploadAlreadyReceived):
+        await service.receive_upload("org-a", upload.id, body())
+
+
+async def test_an_expired_slot_is_gone(service: IngestService, clock: FakeClock) -> None:
+    upload = (await service.init_upload(ORG_A, request(), "http://api")).upload
+    clock.advance(hours=2)
+    with pytest.raises(UploadExpired):
+        await service.receive_upload("org-a", upload.id, body())
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [(BODY + b"x", UploadTooLarge), (BODY[:-1], LengthMismatch)],
+)
+async def test_a_failed_upload_keeps_nothing_and_reopens_the_slot(
+    service: IngestService, storage: FakeStorage, data: bytes, error: type[Exception]
+) -> None:
+    upload = (await service.init_upload(ORG_A, request(), "http://api")).upload
+    with pytest.raises(error):
+        await service.receive_upload("org-a", upload.id, body(data))
+    assert storage.objects == {}
+    retried = await service.receive_upload("org-a", upload.id, body())
+    assert retried.status is UploadStatus.RECEIVED
+
+
+async def test_a_declared_checksum_must_match(service: IngestService) -> None:
+    upload = (await service.init_upload(ORG_A, request(sha256="0" * 64), "http://api")).upload
+    with pytest.raises(ChecksumMismatch):
+        await service.receive_upload("org-a", upload.id, body())
+
+
+async def test_an_upload_in_progress_blocks_another_until_it_stalls(
+    service: IngestService, database: FakeDatabase, clock: FakeClock
+) -> None:
+    upload = (await service.init_upload(ORG_A, request(), "http://api")).upload
+    async with database("org-a") as uow:
+        assert await uow.uploads.claim_for_upload(upload.id, clock.now(), clock.now())
+        await uow.commit()
+    with pytest.raises(UploadInProgress):
+        await service.receive_upload("org-a", upload.id, body())
+    clock.advance(minutes=31)
+    assert (
+        await service.receive_upload("org-a", upload.id, body())
+    ).status is UploadStatus.RECEIVED
+
+
+async def test_another_org_cannot_upload_commit_or_see_the_slot(service: IngestService) -> None:
+    upload = (await service.init_upload(ORG_A, request(), "http://api")).upload
+    with pytest.raises(NotFound):
+        await service.receive_upload("org-b", upload.id, body())
+    await service.receive_upload("org-a", upload.id, body())
+    with pytest.raises(NotFound):
+        await service.commit_upload(ORG_B, upload.id)
+
+
+async def test_commit_before_upload_is_refused(service: IngestService) -> None:
+    upload = (await service.init_upload(ORG_A, request(), "http://api")).upload
+    with pytest.raises(UploadNotReceived):
+        await service.commit_upload(ORG_A, upload.id)
+
+
+async def test_commit_checks_the_source_uri_when_given(service: IngestService) -> None:
+    upload = (await service.init_upload(ORG_A, request(), "http://api")).upload
+    await service.receive_upload("org-a", upload.id, body())
+    with pytest.raises(SourceUriForbidden):
+        await service.commit_upload(ORG_A, upload.id, "file:///etc/passwd")
+    asset, _ = await service.commit_upload(ORG_A, upload.id, upload.source_uri)
+    assert asset.source_uri == upload.source_uri
+
+
+async def test_commit_rechecks_the_stored_bytes(
+    service: IngestService, storage: FakeStorage
+) -> None:
+    upload = (await service.init_upload(ORG_A, request(), "http://api")).upload
+    await service.receive_upload("org-a", upload.id, body())
+    storage.objects[upload.key] = BODY[::-1]  # same size, other bytes
+    with pytest.raises(ChecksumMismatch):
+        await service.commit_upload(ORG_A, upload.id)
+    storage.objects[upload.key] = BODY[:10]
+    with pytest.raises(LengthMismatch):
+        await service.commit_upload(ORG_A, upload.id)
+
+
+async def test_not_media_makes_no_asset(service: IngestService, database: FakeDatabase) -> None:
+    upload = (
+        await service.init_upload(ORG_A, request(source_name="notes.txt"), "http://api")
+    ).upload
+    await service.receive_upload("org-a", upload.id, body())
+    with pytest.raises(InvalidMedia):
+        await service.commit_upload(ORG_A, upload.id)
+    assert database.tables.assets == {}

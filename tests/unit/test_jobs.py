@@ -1,0 +1,189 @@
+"""The job rules with in-memory fakes: outbox, leases, retries with back-off, permanent errors."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from heimdex.application.jobs import JobPolicy, JobService
+from heimdex.domain.errors import DecoderCrashed, InvalidMedia, NotFound, StorageError
+from heimdex.domain.media import MediaInfo
+from heimdex.domain.model import Asset, AssetStatus, JobStatus, Principal, ThumbnailSpec
+from tests.unit.fakes import (
+    FakeClock,
+    FakeDatabase,
+    FakeJobDirectory,
+    FakeQueue,
+    FakeStorage,
+    FakeThumbnailer,
+)
+
+ORG = Principal(org_id="org-a")
+SPEC = ThumbnailSpec()
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        self.database = FakeDatabase()
+        self.storage = FakeStorage()
+        self.queue = FakeQueue()
+        self.thumbnailer = FakeThumbnailer()
+        self.jobs = JobService(
+            self.database,
+            FakeJobDirectory(self.database),
+            self.queue,
+            self.storage,
+            self.thumbnailer,
+            self.clock,
+            JobPolicy(max_attempts=3, lease=timedelta(seconds=60)),
+            prober_name="fake",
+        )
+
+    async def asset(self) -> Asset:
+        now = self.clock.now()
+        asset_id = uuid.uuid4()
+        asset = Asset(
+            id=asset_id,
+            org_id="org-a",
+            upload_id=uuid.uuid4(),
+            key=f"uploads/org-a/{asset_id}/clip.mp4",
+            source_uri="mem://clip",
+            source_name="clip.mp4",
+            size_bytes=3,
+            sha256="ab" * 32,
+            content_type="video/mp4",
+            status=AssetStatus.COMMITTED,
+            media=MediaInfo(format_name="mov,mp4", duration=2.0, bit_rate=None, size_bytes=3),
+            created_at=now,
+            updated_at=now,
+        )
+        async with self.database("org-a") as uow:
+            await uow.assets.add(asset)
+            await uow.commit()
+        await self.storage.write_bytes(asset.key, b"abc")
+        return asset
+
+    async def asset_status(self, asset: Asset) -> AssetStatus:
+        async with self.database("org-a") as uow:
+            current = await uow.assets.get(asset.id)
+        assert current is not None
+        return current.status
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+async def test_a_job_runs_to_success_and_writes_deterministic_outputs(world: World) -> None:
+    asset = await world.asset()
+    job, created = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    assert created
+    assert world.queue.ids == [job.id]
+    assert await world.asset_status(asset) is AssetStatus.PROCESSING
+    await world.jobs.run(job.id)
+    done = await world.jobs.get(ORG, job.id)
+    assert (done.status, done.attempts, done.progress) == (JobStatus.SUCCEEDED, 1, 1.0)
+    keys = sorted(k for k in world.storage.objects if k.startswith("derived/"))
+    assert keys == [
+        f"derived/org-a/{asset.id}/thumbs/0000.jpg",
+        f"derived/org-a/{asset.id}/thumbs/0001.jpg",
+        f"derived/org-a/sidecars/{asset.id}.json",
+    ]
+    assert await world.asset_status(asset) is AssetStatus.READY
+
+
+async def test_a_second_delivery_is_a_no_op(world: World) -> None:
+    asset = await world.asset()
+    job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    await world.jobs.run(job.id)
+    await world.jobs.run(job.id)
+    assert world.thumbnailer.calls == 1
+    assert (await world.jobs.get(ORG, job.id)).attempts == 1
+
+
+async def test_requests_return_the_live_or_finished_job_until_forced(world: World) -> None:
+    asset = await world.asset()
+    job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    same, created = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    assert (same.id, created) == (job.id, False)
+    await world.jobs.run(job.id)
+    finished, created = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    assert (finished.id, finished.status, created) == (job.id, JobStatus.SUCCEEDED, False)
+    forced, created = await world.jobs.request_sidecar(ORG, asset.id, SPEC, force=True)
+    assert created
+    assert forced.id != job.id
+
+
+async def test_a_broker_outage_still_accepts_and_the_sweep_hands_over_later(
+    world: World,
+) -> None:
+    asset = await world.asset()
+    world.queue.down = True
+    job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    assert world.queue.ids == []
+    world.queue.down = False
+    assert await world.jobs.sweep() == 1
+    assert world.queue.ids == [job.id]
+    assert await world.jobs.sweep() == 0  # handed over recently: left to the queue
+
+
+async def test_transient_failures_retry_with_back_off_then_fail(world: World) -> None:
+    asset = await world.asset()
+    world.thumbnailer.error = StorageError("disk full")
+    job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    await world.jobs.run(job.id)
+    retry = await world.jobs.get(ORG, job.id)
+    assert retry.status is JobStatus.QUEUED
+    assert retry.error is not None
+    assert retry.error.code == "storage_error"
+    assert retry.next_attempt_at == world.clock.now() + timedelta(seconds=5)
+    await world.jobs.run(job.id)  # not due yet: not claimable
+    assert (await world.jobs.get(ORG, job.id)).attempts == 1
+    world.clock.advance(seconds=5)
+    await world.jobs.run(job.id)
+    second = await world.jobs.get(ORG, job.id)
+    assert second.next_attempt_at == world.clock.now() + timedelta(seconds=10)
+    world.clock.advance(seconds=10)
+    await world.jobs.run(job.id)
+    final = await world.jobs.get(ORG, job.id)
+    assert (final.status, final.attempts) == (JobStatus.FAILED, 3)
+    assert await world.asset_status(asset) is AssetStatus.FAILED
+
+
+@pytest.mark.parametrize("error", [InvalidMedia("broken"), DecoderCrashed("SIGSEGV")])
+async def test_invalid_media_fails_at_once_with_its_code(world: World, error: Exception) -> None:
+    asset = await world.asset()
+    world.thumbnailer.error = error
+    job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    await world.jobs.run(job.id)
+    failed = await world.jobs.get(ORG, job.id)
+    assert (failed.status, failed.attempts) == (JobStatus.FAILED, 1)
+    assert failed.error is not None
+    assert failed.error.code == error.code  # type: ignore[attr-defined]
+
+
+async def test_a_dead_workers_job_is_claimed_again_after_its_lease(world: World) -> None:
+    asset = await world.asset()
+    job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    async with world.database("org-a") as uow:  # a worker claims it, then dies
+        await uow.jobs.claim(job.id, "dead", world.clock.now(), world.clock.now())
+        await uow.commit()
+    world.clock.advance(seconds=1)
+    assert await world.jobs.sweep() == 1
+    await world.jobs.run(job.id)
+    done = await world.jobs.get(ORG, job.id)
+    assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 2)
+
+
+async def test_another_orgs_job_and_asset_are_not_found(world: World) -> None:
+    asset = await world.asset()
+    job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    other = Principal(org_id="org-b")
+    with pytest.raises(NotFound):
+        await world.jobs.get(other, job.id)
+    with pytest.raises(NotFound):
+        await world.jobs.request_sidecar(other, asset.id, SPEC)

@@ -1,0 +1,84 @@
+"""The token codec against real PyJWT-encoded tokens."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+
+from heimdex.adapters.auth.jwt import JwtCodec
+from heimdex.domain.errors import Unauthenticated
+
+SECRET = "s" * 64
+
+
+def encode(claims: dict[str, object], secret: str = SECRET, algorithm: str = "HS256") -> str:
+    return jwt.encode(claims, secret, algorithm=algorithm)
+
+
+def unsigned(claims: dict[str, object]) -> str:
+    def part(obj: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+def test_decodes_org_scopes_and_subject() -> None:
+    principal = JwtCodec(SECRET).decode(
+        encode({"org_id": "acme", "scopes": ["admin", "read"], "sub": "u1"})
+    )
+    assert principal.org_id == "acme"
+    assert principal.scopes == frozenset({"admin", "read"})
+    assert principal.subject == "u1"
+
+
+def test_accepts_the_oauth_space_separated_scope_claim() -> None:
+    principal = JwtCodec(SECRET).decode(encode({"org_id": "acme", "scope": "admin read"}))
+    assert principal.has_scope("admin")
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (unsigned({"org_id": "acme"}), "alg none"),
+        (encode({"org_id": "acme"}, secret="t" * 64), "wrong signature"),
+        (encode({"org_id": "acme", "exp": int(time.time()) - 3600}), "expired"),
+        (encode({"org_id": "acme", "nbf": int(time.time()) + 3600}), "not yet valid"),
+        (encode({"sub": "u1"}), "no org_id"),
+        (encode({"org_id": ""}), "empty org_id"),
+        (encode({"org_id": "../etc"}), "org_id not usable"),
+        (encode({"org_id": 42}), "org_id not a string"),
+        (encode({"org_id": "acme"}, algorithm="HS512"), "another algorithm"),
+        ("not-a-jwt", "garbage"),
+    ],
+)
+def test_refuses_bad_tokens(token: str, reason: str) -> None:
+    with pytest.raises(Unauthenticated):
+        JwtCodec(SECRET).decode(token)
+
+
+def test_exp_is_required_only_when_asked() -> None:
+    token = encode({"org_id": "acme"})
+    assert JwtCodec(SECRET).decode(token).org_id == "acme"
+    with pytest.raises(Unauthenticated, match="exp"):
+        JwtCodec(SECRET, require_exp=True).decode(token)
+
+
+def test_leeway_tolerates_small_clock_skew() -> None:
+    token = encode({"org_id": "acme", "exp": int(time.time()) - 5})
+    assert JwtCodec(SECRET, leeway_seconds=30).decode(token).org_id == "acme"
+    with pytest.raises(Unauthenticated):
+        JwtCodec(SECRET, leeway_seconds=0).decode(token)
+
+
+def test_minted_tokens_round_trip_and_expire() -> None:
+    codec = JwtCodec(SECRET)
+    token = codec.mint("acme", scopes=["admin"], ttl_seconds=60)
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"])
+    assert claims["org_id"] == "acme"
+    assert claims["scopes"] == ["admin"]
+    assert 55 <= claims["exp"] - time.time() <= 61
+    assert codec.decode(token).has_scope("admin")

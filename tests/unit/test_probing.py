@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from heimdex.application.probing import ProbeService
+from heimdex.domain.errors import InvalidMedia, NotFound, SourceUriForbidden
+from heimdex.domain.model import Principal, Upload, UploadStatus
+from tests.unit.fakes import FakeDatabase, FakeProber, FakeStorage
+
+ORG_A = Principal(org_id="org-a")
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def upload(org: str, name: str) -> Upload:
+    key = f"uploads/{org}/{uuid.uuid4()}/{name}"
+    return Upload(
+        id=uuid.uuid4(),
+        org_id=org,
+        key=key,
+        source_uri="mem://" + key,
+        source_name=name,
+        content_length=1,
+        content_type="video/mp4",
+        declared_sha256=None,
+        status=UploadStatus.RECEIVED,
+        expires_at=NOW,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+@pytest.fixture
+def database() -> FakeDatabase:
+    return FakeDatabase()
+
+
+@pytest.fixture
+def storage() -> FakeStorage:
+    return FakeStorage()
+
+
+@pytest.fixture
+def prober() -> FakeProber:
+    return FakeProber()
+
+
+@pytest.fixture
+def service(database: FakeDatabase, storage: FakeStorage, prober: FakeProber) -> ProbeService:
+    return ProbeService(database, storage, prober)
+
+
+async def stored(database: FakeDatabase, storage: FakeStorage, item: Upload) -> Upload:
+    async with database(item.org_id) as uow:
+        await uow.uploads.add(item)
+        await uow.commit()
+    await storage.write_bytes(item.key, b"x")
+    return item
+
+
+async def test_probes_the_object_on_record_for_an_issued_uri(
+    service: ProbeService, database: FakeDatabase, storage: FakeStorage
+) -> None:
+    own = await stored(database, storage, upload("org-a", "clip.mp4"))
+    media = await service.probe_source(ORG_A, own.source_uri)
+    assert media.format_name == "mov,mp4"
+    assert storage.opened == [own.key]
+
+
+async def test_refuses_another_orgs_issued_uri_before_touching_anything(
+    service: ProbeService, database: FakeDatabase, storage: FakeStorage, prober: FakeProber
+) -> None:
+    foreign = await stored(database, storage, upload("org-b", "clip.mp4"))
+    with pytest.raises(SourceUriForbidden) as caught:
+        await service.probe_source(ORG_A, foreign.source_uri)
+    assert caught.value.code == "source_uri_forbidden"
+    assert storage.opened == []
+    assert prober.probed == []
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "file:///etc/passwd",
+        "http://169.254.169.254/latest/meta-data",
+        "concat:mem://uploads/org-a/x/clip.mp4",
+        "mem://uploads/org-a/../org-b/clip.mp4",
+    ],
+)
+async def test_refuses_uris_that_were_never_issued(
+    service: ProbeService, storage: FakeStorage, prober: FakeProber, uri: str
+) -> None:
+    with pytest.raises(SourceUriForbidden):
+        await service.probe_source(ORG_A, uri)
+    assert storage.opened == []
+    assert prober.probed == []
+
+
+async def test_invalid_media_propagates_with_its_code(
+    service: ProbeService, database: FakeDatabase, storage: FakeStorage
+) -> None:
+    notes = await stored(database, storage, upload("org-a", "notes.txt"))
+    with pytest.raises(InvalidMedia) as caught:
+        await service.probe_source(ORG_A, notes.source_uri)
+    assert caught.value.code == "invalid_media"
+
+
+async def test_an_unknown_asset_is_not_found(service: ProbeService) -> None:
+    with pytest.raises(NotFound):
+        await service.probe_asset(ORG_A, uuid.uuid4())

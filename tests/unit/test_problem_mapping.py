@@ -1,0 +1,28 @@
+"""Every domain error has an HTTP status chosen on purpose, never the 500 fallback."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from heimdex.domain import errors
+from heimdex.entrypoints.http.problems import status_for
+
+ALL_ERRORS = [
+    cls
+    for _, cls in inspect.getmembers(errors, inspect.isclass)
+    if issubclass(cls, errors.HeimdexError) and cls is not errors.HeimdexError
+]
+
+
+@pytest.mark.parametrize("cls", ALL_ERRORS, ids=lambda c: c.__name__)
+def test_every_error_maps_to_a_deliberate_status(cls: type[errors.HeimdexError]) -> None:
+    status = status_for(cls("x"))
+    assert status != 500
+    assert 400 <= status < 600
+
+
+def test_codes_are_unique() -> None:
+    codes = [cls.code for cls in ALL_ERRORS]
+    assert len(codes) == len(set(codes))

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from heimdex.settings import SettingsError, load_settings, unknown_variables
+
+
+def test_no_variables_gives_the_embedded_default(tmp_path: Path) -> None:
+    settings = load_settings({}, env_file=None)
+    assert settings.env == "development"
+    assert settings.resolved_database_url.startswith("sqlite+aiosqlite:///")
+    assert settings.resolved_database_url.endswith("/data/heimdex.db")
+    assert settings.storage_backend == "local"
+    assert settings.job_queue_backend == "immediate"
+    assert settings.prober == "pyav"
+    assert settings.max_upload_size_bytes == 536_870_912
+    assert settings.enable_legacy is False
+    assert settings.uses_development_secret
+
+
+def test_values_are_typed() -> None:
+    settings = load_settings(
+        {
+            "HEIMDEX_ENABLE_LEGACY": "true",
+            "HEIMDEX_PORT": "9001",
+            "HEIMDEX_MAX_UPLOAD_SIZE_BYTES": "1024",
+            "HEIMDEX_DATA_DIR": "/srv/heimdex",
+            "HEIMDEX_PROBER": "ffprobe",
+        },
+        env_file=None,
+    )
+    assert settings.enable_legacy is True
+    assert settings.port == 9001
+    assert settings.max_upload_size_bytes == 1024
+    assert settings.data_dir == Path("/srv/heimdex")
+    assert settings.resolved_storage_root == Path("/srv/heimdex/storage")
+    assert settings.prober == "ffprobe"
+
+
+def test_every_bad_value_is_one_line_naming_its_variable() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            {
+                "HEIMDEX_PORT": "eighty",
+                "HEIMDEX_ENV": "prod",
+                "HEIMDEX_ENABLE_LEGACY": "maybe",
+                "HEIMDEX_DATA_DIR": "",
+            },
+            env_file=None,
+        )
+    problems = caught.value.problems
+    assert len(problems) == 4
+    by_name = {p.split("=", 1)[0].split(" ", 1)[0]: p for p in problems}
+    assert "whole number" in by_name["HEIMDEX_PORT"]
+    assert "'development', 'production'" in by_name["HEIMDEX_ENV"]
+    assert "true or false" in by_name["HEIMDEX_ENABLE_LEGACY"]
+    assert "must be a path" in by_name["HEIMDEX_DATA_DIR"]
+    assert all("\n" not in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("variables", "fragment"),
+    [
+        ({"HEIMDEX_MAX_UPLOAD_SIZE_BYTES": "0"}, "HEIMDEX_MAX_UPLOAD_SIZE_BYTES"),
+        ({"HEIMDEX_PORT": "70000"}, "HEIMDEX_PORT"),
+        ({"HEIMDEX_PROBE_TIMEOUT_SECONDS": "-1"}, "HEIMDEX_PROBE_TIMEOUT_SECONDS"),
+    ],
+)
+def test_out_of_range_values_are_refused(variables: dict[str, str], fragment: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(variables, env_file=None)
+    assert any(fragment in p for p in caught.value.problems)
+
+
+def test_production_refuses_the_development_secret() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"HEIMDEX_ENV": "production"}, env_file=None)
+    assert "change-me" in caught.value.problems[0]
+
+
+def test_production_refuses_a_short_secret() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"HEIMDEX_ENV": "production", "HEIMDEX_JWT_SECRET": "x" * 31}, env_file=None)
+    assert "32 bytes" in caught.value.problems[0]
+
+
+def test_production_accepts_a_long_secret() -> None:
+    settings = load_settings(
+        {"HEIMDEX_ENV": "production", "HEIMDEX_JWT_SECRET": "x" * 32}, env_file=None
+    )
+    assert settings.is_production
+
+
+def test_dotenv_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("HEIMDEX_PORT=9100\nHEIMDEX_ENABLE_LEGACY=true\nOTHER=1\n")
+    settings = load_settings({"HEIMDEX_PORT": "9200"}, env_file=env_file)
+    assert settings.port == 9200
+    assert settings.enable_legacy is True
+
+
+def test_unknown_heimdex_variables_are_reported_as_likely_typos() -> None:
+    raw = {"HEIMDEX_PORT": "1", "HEIMDEX_ENABLE_LEGAYC": "true", "PATH": "/bin"}
+    assert unknown_variables(raw) == ["HEIMDEX_ENABLE_LEGAYC"]
+
+
+def test_backends_not_built_yet_fail_with_a_clear_line() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"HEIMDEX_STORAGE_BACKEND": "s3"}, env_file=None)
+    assert caught.value.problems[0].startswith("HEIMDEX_STORAGE_BACKEND=s3")

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import multiprocessing.context
+import os
 import pickle
 import signal
 import threading
@@ -306,12 +307,13 @@ class DecodePool:
             try:
                 worker.conn.send((func, args))
                 await _readable(worker)
-                outcome: tuple[bool, Any] = worker.conn.recv()
+                # In a thread: a large answer (ten thumbnails) arrives in several reads.
+                outcome: tuple[bool, Any] = await run_blocking(worker.conn.recv)
             except (EOFError, OSError) as exc:  # the pipe broke: the worker is gone
                 raise _WorkerDied from exc
         except _WorkerDied:
-            description = worker.exit_description()
-            worker.kill()
+            description = await run_blocking(worker.exit_description)  # waits for the exit
+            await run_blocking(worker.kill)
             raise DecoderCrashed(f"the decoder crashed ({description})") from None
         except BaseException:  # cancelled (timed out): the work is not wanted, nor its worker
             worker.kill()
@@ -336,6 +338,9 @@ async def _readable(worker: _Worker) -> None:
     finally:
         for fd in descriptors:
             loop.remove_reader(fd)
+            # uvloop (libuv) leaves a descriptor it watched non-blocking, and a Connection
+            # reads as if it blocks: a message in several pieces would fail with EAGAIN.
+            os.set_blocking(fd, True)
 
 
 def _fail(waiter: asyncio.Future[_Worker | None]) -> None:

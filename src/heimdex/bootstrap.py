@@ -129,6 +129,7 @@ def job_policy(settings: Settings) -> JobPolicy:
         max_attempts=settings.job_max_attempts,
         lease=timedelta(seconds=settings.job_lease_seconds),
         retry_base=timedelta(seconds=settings.job_retry_base_seconds),
+        redeliver_after=timedelta(seconds=settings.job_redeliver_seconds),
     )
 
 

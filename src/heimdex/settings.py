@@ -62,6 +62,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_max_attempts: int = 3
     job_lease_seconds: int = 60
     job_retry_base_seconds: float = 5.0
+    job_redeliver_seconds: float = 120.0
     sweep_interval_seconds: float = 5.0
     download_url_ttl_seconds: int = 3600
     host: str = "127.0.0.1"
@@ -148,6 +149,7 @@ def _check(settings: Settings) -> list[str]:
         "job_max_attempts",
         "job_lease_seconds",
         "job_retry_base_seconds",
+        "job_redeliver_seconds",
         "sweep_interval_seconds",
         "download_url_ttl_seconds",
         "upload_url_ttl_seconds",

@@ -21,11 +21,18 @@ import av
 import msgspec
 import pytest
 
+from heimdex.adapters.media import pyav_thumbnailer
 from heimdex.adapters.media.decode_pool import DecodePool
 from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
 from heimdex.adapters.media.pyav import PyAVProber
 from heimdex.adapters.media.pyav_thumbnailer import PyAVThumbnailer
-from heimdex.adapters.media.thumbnail_plan import luma_stats, output_size, target_times
+from heimdex.adapters.media.thumbnail_plan import (
+    SNAP_SECONDS,
+    luma_stats,
+    output_size,
+    plan_thumbnails,
+    target_times,
+)
 from heimdex.domain.errors import (
     DecoderCrashed,
     InvalidInput,
@@ -424,6 +431,28 @@ async def test_a_long_gop_gives_distinct_frames_near_their_targets(
     # thumbnail is decoded forward to its target.
     assert times[0] == pytest.approx(0.0, abs=0.002)
     assert times[1:] == pytest.approx(targets[1:], abs=1 / 30 + 0.002)
+
+
+async def test_pyav_skipping_non_reference_frames_changes_no_picture(
+    long_gop_mp4: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoding forward skips the frames nothing is built from until just before a target:
+    the thumbnails must be the very same bytes as when every frame is decoded."""
+    with av.open(str(long_gop_mp4)) as container:
+        kinds = {
+            av.video.frame.PictureType(frame.pict_type).name for frame in container.decode(video=0)
+        }
+    assert "B" in kinds  # the clip has non-reference frames, or this would prove nothing
+    media = await PyAVProber().probe(long_gop_mp4)
+    plan = plan_thumbnails(long_gop_mp4.name, media, ThumbnailSpec(), snap=SNAP_SECONDS)
+    assert plan is not None
+
+    skipping = pyav_thumbnailer.render(str(long_gop_mp4), long_gop_mp4.name, plan)
+    monkeypatch.setattr(pyav_thumbnailer, "_SKIP_LEAD", 1e9)  # never skip
+    decoding_all = pyav_thumbnailer.render(str(long_gop_mp4), long_gop_mp4.name, plan)
+
+    assert [t.time for t in skipping] == [t.time for t in decoding_all]
+    assert [t.data for t in skipping] == [t.data for t in decoding_all]
 
 
 async def test_both_thumbnailers_pick_the_same_frames_and_draw_them_alike(

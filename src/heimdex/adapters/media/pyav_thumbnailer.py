@@ -61,6 +61,9 @@ _PACKET_BUDGET = 20_000
 _FRAME_BUDGET = 7_200
 # Seconds to step back when a seek finds no keyframe (``None``: from the start).
 _SEEK_BACK = (0.0, 10.0, 60.0, None)
+# Seconds before a target from which forward decoding stops skipping non-reference frames:
+# more than any reorder delay, so the frame at the target is never one of those skipped.
+_SKIP_LEAD = 1.0
 _ENCODERS = {"jpg": "mjpeg", "webp": "libwebp"}
 _ENCODER_TIME_BASE = Fraction(1, 1)
 _FILTERS = ("scale", "format", "lutrgb", "colorchannelmixer", "setparams", "transpose")
@@ -192,6 +195,7 @@ class _Renderer:
         self._frames: Iterator[Any] = iter(())
         self._last: Any = None
         self._last_pts: int | None = None
+        self._target = 0  # what the forward decoding is heading for
 
     def thumbnails(self) -> list[Thumbnail]:
         plan = self._plan
@@ -275,6 +279,7 @@ class _Renderer:
             self._gop = None  # the drain below ends any forward decoding
             decoder = self._decoder
             decoder.flush_buffers()
+            decoder.skip_frame = "DEFAULT"  # a forward decode left unfinished may have set it
             try:
                 frames = decoder.decode(packet) + decoder.decode(None)
             except av.error.FFmpegError:
@@ -292,6 +297,7 @@ class _Renderer:
             self._gop = key
             self._frames = self._decoded()
             self._last, self._last_pts = None, None
+        self._target = target
         for count, frame in enumerate(self._frames, start=1):
             pts = frame.pts if frame.pts is not None else target  # no pts: take it as it comes
             self._last, self._last_pts = frame, pts
@@ -311,13 +317,19 @@ class _Renderer:
         return next((p for p in self._packets() if p.is_keyframe), None)
 
     def _decoded(self) -> Iterator[Any]:
+        """Frames decoded forward from the current position. Packets well before the target
+        skip their non-reference frames: no other frame is built from them, so the picture
+        at the target is the same, for a fraction of the work on a long GOP."""
         decoder = self._decoder
+        lead = self._span(_SKIP_LEAD)
         for packet in self._packets():
+            decoder.skip_frame = "NONREF" if _pts_of(packet) < self._target - lead else "DEFAULT"
             try:
                 frames = decoder.decode(packet)
             except av.error.InvalidDataError:
                 continue  # a damaged packet: the next keyframe repairs the picture
             yield from frames
+        decoder.skip_frame = "DEFAULT"
         yield from decoder.decode(None)  # the end: drain what the reorder delay holds
 
     def _replacement(self, dull: _Shot) -> _Shot | None:

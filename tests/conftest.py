@@ -3,5 +3,6 @@ pytest_plugins = [
     "tests.fixtures.db",
     "tests.fixtures.app",
     "tests.fixtures.processes",
+    "tests.fixtures.s3",
     "tests.fixtures.thumbnail_media",
 ]

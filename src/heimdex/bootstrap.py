@@ -23,6 +23,7 @@ from heimdex.adapters.offload import run_blocking
 from heimdex.adapters.queue.inprocess import InProcessJobQueue
 from heimdex.adapters.queue.redis import HeimdexStreamBroker, RedisJobQueue, build_redis_broker
 from heimdex.adapters.storage.local import LocalStorage
+from heimdex.adapters.storage.s3 import S3Storage
 from heimdex.application.assets import AssetService
 from heimdex.application.health import HealthService
 from heimdex.application.idempotency import IdempotencyService
@@ -87,6 +88,9 @@ class Services:
         close = getattr(self.thumbnailer, "close", None)
         if close is not None:  # the PyAV thumbnailer's decode pool
             await close()
+        close_storage = getattr(self.storage, "aclose", None)
+        if close_storage is not None:  # S3's HTTP connections
+            await close_storage()
 
 
 def build_prober(settings: Settings) -> Prober:
@@ -100,6 +104,16 @@ def build_signer(settings: Settings) -> UrlSigner:
 
 
 def build_storage(settings: Settings, signer: UrlSigner) -> Storage:
+    if settings.storage_backend == "s3":
+        assert settings.s3_bucket is not None  # Settings refuses s3 without a bucket
+        return S3Storage(
+            bucket=settings.s3_bucket,
+            temp_dir=settings.data_dir / "tmp",
+            endpoint_url=settings.s3_endpoint_url or None,
+            public_endpoint_url=settings.s3_public_endpoint_url or None,
+            region=settings.s3_region or None,
+            addressing_style=settings.s3_addressing_style,
+        )
     return LocalStorage(settings.resolved_storage_root, signer, derived_root=settings.derived_root)
 
 

@@ -8,6 +8,7 @@ line naming its variable.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -41,6 +42,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     storage_backend: Literal["local", "s3"] = "local"
     storage_root: Path | None = None
     derived_root: Path | None = None
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
     job_queue_backend: Literal["immediate", "redis"] = "immediate"
     jwt_secret: str = DEVELOPMENT_SECRET
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
@@ -179,9 +185,35 @@ def _check(settings: Settings) -> list[str]:
                 f"HEIMDEX_JWT_SECRET: must be at least {MIN_PRODUCTION_SECRET_BYTES} bytes in "
                 "production"
             )
-    # Declared so the names keep their meaning, but their adapters arrive in later releases.
     if settings.storage_backend == "s3":
-        problems.append("HEIMDEX_STORAGE_BACKEND=s3: S3 storage is not available yet; use 'local'")
+        problems.extend(_check_s3(settings))
+    return problems
+
+
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# SigV4 presigned URLs live at most seven days.
+MAX_PRESIGNED_URL_SECONDS = 7 * 24 * 3600
+
+
+def _check_s3(settings: Settings) -> list[str]:
+    problems: list[str] = []
+    if not settings.s3_bucket:
+        problems.append("HEIMDEX_S3_BUCKET is required when HEIMDEX_STORAGE_BACKEND=s3")
+    elif not _S3_BUCKET.match(settings.s3_bucket) or ".." in settings.s3_bucket:
+        problems.append(
+            f"HEIMDEX_S3_BUCKET={settings.s3_bucket!r}: not a valid bucket name "
+            "(3-63 lowercase letters, digits, dots and hyphens)"
+        )
+    for name in ("s3_endpoint_url", "s3_public_endpoint_url"):
+        value = getattr(settings, name)
+        if value and not value.startswith(("http://", "https://")):  # empty means unset
+            problems.append(f"{_env_name(name)}={value!r}: must start with http(s)://")
+    for name in ("upload_url_ttl_seconds", "download_url_ttl_seconds"):
+        if getattr(settings, name) > MAX_PRESIGNED_URL_SECONDS:
+            problems.append(
+                f"{_env_name(name)} must be at most {MAX_PRESIGNED_URL_SECONDS} (7 days) with S3: "
+                "a presigned URL lives no longer"
+            )
     return problems
 
 

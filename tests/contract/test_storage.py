@@ -1,4 +1,5 @@
-"""The Storage contract: every adapter passes the same suite (local now; S3 joins later)."""
+"""The Storage contract: every adapter passes the same suite (local files, and S3 on a real
+moto server). S3-only checks — what a presigned URL binds, memory — are in ``test_storage_s3``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from heimdex.adapters.auth.url_signing import HmacUrlSigner
 from heimdex.adapters.storage.local import LocalStorage
+from heimdex.adapters.storage.s3 import MIN_PART_SIZE, S3Storage
 from heimdex.domain.errors import (
     ChecksumMismatch,
     InvalidStorageKey,
@@ -23,17 +25,45 @@ from heimdex.domain.errors import (
 )
 from heimdex.domain.model import Upload, UploadStatus
 from heimdex.domain.ports import Storage
+from tests.fixtures.s3 import MotoServer, s3_storage
 
 SIGNER = HmacUrlSigner("storage-contract-secret-of-32-bytes!")
 
 KEY = "uploads/org-a/u1/clip.mp4"
 
 
-@pytest.fixture(params=["local"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+@pytest.fixture(params=["local", "s3"])
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     if request.param == "local":
-        return LocalStorage(tmp_path / "storage", SIGNER)
-    raise AssertionError(request.param)
+        yield LocalStorage(tmp_path / "storage", SIGNER)
+    elif request.param == "s3":
+        moto: MotoServer = request.getfixturevalue("moto_server")
+        bucket: str = request.getfixturevalue("s3_bucket")
+        # The smallest part S3 allows, so a few MiB already take the multipart path.
+        store = s3_storage(moto, bucket, tmp_path / "tmp", part_size=MIN_PART_SIZE)
+        try:
+            yield store
+        finally:
+            await store.aclose()
+    else:
+        raise AssertionError(request.param)
+
+
+def pending_upload(key: str = KEY, sha256: str | None = None, length: int = 123) -> Upload:
+    return Upload(
+        id=uuid.uuid4(),
+        org_id="org-a",
+        key=key,
+        source_uri="x://" + key,
+        source_name="clip.mp4",
+        content_length=length,
+        content_type="video/mp4",
+        declared_sha256=sha256,
+        status=UploadStatus.PENDING,
+        expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+        created_at=datetime(2029, 12, 31, tzinfo=UTC),
+        updated_at=datetime(2029, 12, 31, tzinfo=UTC),
+    )
 
 
 async def chunks_of(*parts: bytes) -> AsyncIterator[bytes]:
@@ -159,6 +189,74 @@ async def test_health_check_passes_on_a_usable_store(storage: Storage) -> None:
     await storage.check()
 
 
+async def test_a_body_of_many_parts_streams_through_and_back(storage: Storage) -> None:
+    """Longer than one S3 part (and one buffer of any kind): written, read and copied in
+    chunks, never whole."""
+    part = os.urandom(1024 * 1024)
+    count = (2 * MIN_PART_SIZE) // len(part) + 3
+    stored = await storage.write_stream(KEY, chunks_of(*[part] * count))
+    whole = hashlib.sha256(part * count).hexdigest()
+    assert (stored.size_bytes, stored.sha256) == (len(part) * count, whole)
+    stat = await storage.stat(KEY)
+    assert stat is not None
+    assert stat.size_bytes == len(part) * count
+    digest = await storage.digest(KEY)
+    assert (digest.size_bytes, digest.sha256) == (len(part) * count, whole)
+    sizes = [len(c) async for c in storage.read_chunks(KEY)]
+    assert sum(sizes) == len(part) * count
+    assert max(sizes) <= 1024 * 1024
+    async with storage.local_path(KEY) as path:
+        assert path.stat().st_size == len(part) * count
+
+
+async def test_a_many_part_body_that_fails_its_checks_keeps_nothing(storage: Storage) -> None:
+    part = b"y" * (1024 * 1024)
+    count = MIN_PART_SIZE // len(part) + 2
+    with pytest.raises(ChecksumMismatch):
+        await storage.write_stream(KEY, chunks_of(*[part] * count), expected_sha256="0" * 64)
+    with pytest.raises(LengthMismatch):
+        await storage.write_stream(
+            KEY, chunks_of(*[part] * count), expected_size=len(part) * (count + 1)
+        )
+    assert await storage.stat(KEY) is None
+
+
+async def test_local_path_is_removed_on_exit(storage: Storage) -> None:
+    await storage.write_bytes(KEY, b"bytes")
+    async with storage.local_path(KEY) as path:
+        assert path.read_bytes() == b"bytes"
+        assert path.name == "clip.mp4"  # the extension stays for the prober
+    if isinstance(storage, S3Storage):  # a temporary copy; local storage hands its own file
+        assert not path.exists()
+
+
+async def test_delete_prefix_without_a_slash_is_a_name_prefix(storage: Storage) -> None:
+    await storage.write_bytes("derived/org-a/a1/thumbs/0000.jpg", b"1")
+    await storage.write_bytes("derived/org-a/a10/thumbs/0000.jpg", b"2")
+    await storage.write_bytes("derived/org-a/b1/thumbs/0000.jpg", b"3")
+    assert await storage.delete_prefix("derived/org-a/a1") == 2
+    assert await storage.stat("derived/org-a/b1/thumbs/0000.jpg") is not None
+
+
+@pytest.mark.parametrize("sha256", [None, "ab" * 32])
+async def test_upload_target_is_a_put_bound_to_the_declared_type_and_length(
+    storage: Storage, sha256: str | None
+) -> None:
+    upload = pending_upload(sha256=sha256)
+    target = await storage.upload_target(upload, "https://api.example")
+    assert target.method == "PUT"
+    assert target.headers["Content-Type"] == "video/mp4"
+    assert target.headers["Content-Length"] == "123"
+    assert target.url.startswith(("http://", "https://"))
+
+
+async def test_download_urls_differ_per_key(storage: Storage) -> None:
+    first = await storage.download_url("derived/org-a/a1/thumbs/0000.jpg", "https://api", 2**31)
+    second = await storage.download_url("derived/org-a/a1/thumbs/0001.jpg", "https://api", 2**31)
+    assert first.startswith(("http://", "https://"))
+    assert first != second
+
+
 # -- local only ---------------------------------------------------------------------------------
 @pytest.fixture
 def local(tmp_path: Path) -> LocalStorage:
@@ -205,22 +303,9 @@ async def test_local_check_fails_when_the_root_is_not_writable(local: LocalStora
         await local.check()
 
 
-def test_local_upload_target_is_the_api_signed_for_the_org(local: LocalStorage) -> None:
-    upload = Upload(
-        id=uuid.uuid4(),
-        org_id="org-a",
-        key=KEY,
-        source_uri=local.uri_for(KEY),
-        source_name="clip.mp4",
-        content_length=123,
-        content_type="video/mp4",
-        declared_sha256=None,
-        status=UploadStatus.PENDING,
-        expires_at=datetime(2030, 1, 1, tzinfo=UTC),
-        created_at=datetime(2029, 12, 31, tzinfo=UTC),
-        updated_at=datetime(2029, 12, 31, tzinfo=UTC),
-    )
-    target = local.upload_target(upload, "https://api.example/")
+async def test_local_upload_target_is_the_api_signed_for_the_org(local: LocalStorage) -> None:
+    upload = pending_upload()
+    target = await local.upload_target(upload, "https://api.example/")
     url = urlsplit(target.url)
     query = {k: v[0] for k, v in parse_qs(url.query).items()}
     assert target.method == "PUT"

@@ -115,10 +115,10 @@ class FakeStorage:
     def uri_for(self, key: str) -> str:
         return "mem://" + key
 
-    def download_url(self, key: str, base_url: str, expires: int) -> str:
+    async def download_url(self, key: str, base_url: str, expires: int) -> str:
         return f"{base_url}/get/{key}?expires={expires}"
 
-    def upload_target(self, upload: Upload, base_url: str) -> UploadTarget:
+    async def upload_target(self, upload: Upload, base_url: str) -> UploadTarget:
         return UploadTarget(url=f"{base_url}/put/{upload.id}", method="PUT", headers={})
 
     async def check(self) -> None:

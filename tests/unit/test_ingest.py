@@ -24,6 +24,7 @@ from heimdex.domain.errors import (
     UploadTooLarge,
 )
 from heimdex.domain.model import Principal, UploadStatus
+from heimdex.domain.ports import StoredObject
 from tests.unit.fakes import FakeClock, FakeDatabase, FakeProber, FakeStorage
 
 ORG_A = Principal(org_id="org-a")
@@ -202,3 +203,81 @@ async def test_not_media_makes_no_asset(service: IngestService, database: FakeDa
     with pytest.raises(InvalidMedia):
         await service.commit_upload(ORG_A, upload.id)
     assert database.tables.assets == {}
+
+
+async def test_a_direct_upload_to_the_store_commits_once_its_object_is_verified(
+    service: IngestService, storage: FakeStorage, database: FakeDatabase
+) -> None:
+    """With S3 the client PUTs straight to the bucket: the slot is still pending at commit
+    and the stored object is the only evidence, so it is checked in full."""
+    sha256 = hashlib.sha256(BODY).hexdigest()
+    upload = (await service.init_upload(ORG_A, request(sha256=sha256), "http://api")).upload
+    with pytest.raises(UploadNotReceived):
+        await service.commit_upload(ORG_A, upload.id)
+    storage.objects[upload.key] = BODY[:-1] + b"!"  # right size, other bytes
+    with pytest.raises(ChecksumMismatch):
+        await service.commit_upload(ORG_A, upload.id)
+    storage.objects[upload.key] = BODY + b"!"
+    with pytest.raises(LengthMismatch):
+        await service.commit_upload(ORG_A, upload.id)
+    storage.objects[upload.key] = BODY
+    asset, created = await service.commit_upload(ORG_A, upload.id)
+    assert created
+    assert asset.sha256 == sha256
+    saved = database.tables.uploads[upload.id]
+    assert (saved.status, saved.received_sha256) == (UploadStatus.COMMITTED, sha256)
+    assert saved.received_at is not None
+
+
+async def test_a_direct_upload_without_a_declared_sha256_records_the_one_read_back(
+    service: IngestService, storage: FakeStorage
+) -> None:
+    upload = (await service.init_upload(ORG_A, request(), "http://api")).upload
+    storage.objects[upload.key] = BODY
+    asset, _ = await service.commit_upload(ORG_A, upload.id)
+    assert asset.sha256 == hashlib.sha256(BODY).hexdigest()
+
+
+class ChecksumReportingStorage(FakeStorage):
+    """A store that reports a checksum on HEAD (as S3 does) and counts full reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reported: dict[str, str] = {}
+        self.digests = 0
+
+    async def stat(self, key: str) -> StoredObject | None:
+        found = await super().stat(key)
+        if found is None:
+            return None
+        return StoredObject(key=key, size_bytes=found.size_bytes, sha256=self.reported.get(key))
+
+    async def digest(self, key: str) -> StoredObject:
+        self.digests += 1
+        return await super().digest(key)
+
+
+async def test_a_wrong_size_or_store_checksum_fails_before_reading_the_object_back(
+    database: FakeDatabase, clock: FakeClock
+) -> None:
+    storage = ChecksumReportingStorage()
+    limits = IngestLimits(
+        max_upload_size_bytes=10_000,
+        upload_url_ttl=timedelta(hours=1),
+        upload_stall=timedelta(minutes=30),
+    )
+    service = IngestService(database, storage, FakeProber(), clock, limits)
+    sha256 = hashlib.sha256(BODY).hexdigest()
+    upload = (await service.init_upload(ORG_A, request(sha256=sha256), "http://api")).upload
+    storage.objects[upload.key] = BODY[:10]
+    with pytest.raises(LengthMismatch):
+        await service.commit_upload(ORG_A, upload.id)
+    storage.objects[upload.key] = BODY
+    storage.reported[upload.key] = "0" * 64
+    with pytest.raises(ChecksumMismatch):
+        await service.commit_upload(ORG_A, upload.id)
+    assert storage.digests == 0
+    # The store's word is never enough: a matching report is still re-hashed.
+    storage.reported[upload.key] = sha256
+    await service.commit_upload(ORG_A, upload.id)
+    assert storage.digests == 1

@@ -106,7 +106,63 @@ def test_unknown_heimdex_variables_are_reported_as_likely_typos() -> None:
     assert unknown_variables(raw) == ["HEIMDEX_ENABLE_LEGAYC"]
 
 
-def test_backends_not_built_yet_fail_with_a_clear_line() -> None:
+def test_s3_needs_a_bucket() -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings({"HEIMDEX_STORAGE_BACKEND": "s3"}, env_file=None)
-    assert caught.value.problems[0].startswith("HEIMDEX_STORAGE_BACKEND=s3")
+    assert caught.value.problems == [
+        "HEIMDEX_S3_BUCKET is required when HEIMDEX_STORAGE_BACKEND=s3"
+    ]
+
+
+def test_s3_settings_are_read() -> None:
+    settings = load_settings(
+        {
+            "HEIMDEX_STORAGE_BACKEND": "s3",
+            "HEIMDEX_S3_BUCKET": "heimdex-media",
+            "HEIMDEX_S3_ENDPOINT_URL": "http://minio:9000",
+            "HEIMDEX_S3_PUBLIC_ENDPOINT_URL": "https://media.example.com",
+            "HEIMDEX_S3_REGION": "eu-west-1",
+            "HEIMDEX_S3_ADDRESSING_STYLE": "path",
+        },
+        env_file=None,
+    )
+    assert settings.storage_backend == "s3"
+    assert settings.s3_bucket == "heimdex-media"
+    assert settings.s3_endpoint_url == "http://minio:9000"
+    assert settings.s3_public_endpoint_url == "https://media.example.com"
+    assert settings.s3_region == "eu-west-1"
+    assert settings.s3_addressing_style == "path"
+
+
+def test_s3_without_an_endpoint_is_aws_itself() -> None:
+    settings = load_settings(
+        {"HEIMDEX_STORAGE_BACKEND": "s3", "HEIMDEX_S3_BUCKET": "media", "HEIMDEX_S3_REGION": ""},
+        env_file=None,
+    )
+    assert settings.s3_endpoint_url is None
+    assert settings.s3_addressing_style == "auto"
+
+
+@pytest.mark.parametrize(
+    ("variables", "fragment"),
+    [
+        ({"HEIMDEX_S3_BUCKET": "Not_A_Bucket"}, "HEIMDEX_S3_BUCKET='Not_A_Bucket'"),
+        ({"HEIMDEX_S3_BUCKET": "ab"}, "HEIMDEX_S3_BUCKET='ab'"),
+        ({"HEIMDEX_S3_ENDPOINT_URL": "minio:9000"}, "HEIMDEX_S3_ENDPOINT_URL='minio:9000'"),
+        ({"HEIMDEX_S3_PUBLIC_ENDPOINT_URL": "s3.example"}, "HEIMDEX_S3_PUBLIC_ENDPOINT_URL"),
+        ({"HEIMDEX_S3_ADDRESSING_STYLE": "dns"}, "HEIMDEX_S3_ADDRESSING_STYLE='dns'"),
+        ({"HEIMDEX_UPLOAD_URL_TTL_SECONDS": "604801"}, "HEIMDEX_UPLOAD_URL_TTL_SECONDS"),
+        ({"HEIMDEX_DOWNLOAD_URL_TTL_SECONDS": "999999"}, "HEIMDEX_DOWNLOAD_URL_TTL_SECONDS"),
+    ],
+)
+def test_bad_s3_settings_are_refused(variables: dict[str, str], fragment: str) -> None:
+    environ = {"HEIMDEX_STORAGE_BACKEND": "s3", "HEIMDEX_S3_BUCKET": "media", **variables}
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ, env_file=None)
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith(fragment)
+
+
+def test_s3_settings_are_not_checked_for_local_storage() -> None:
+    settings = load_settings({"HEIMDEX_UPLOAD_URL_TTL_SECONDS": "999999"}, env_file=None)
+    assert settings.upload_url_ttl_seconds == 999_999

@@ -64,7 +64,7 @@ class SidecarService:
                 time=item.time,
                 width=item.width,
                 height=item.height,
-                url=self._storage.download_url(item.key, base_url, expires),
+                url=await self._storage.download_url(item.key, base_url, expires),
             )
             for item in document.thumbnails
         ]

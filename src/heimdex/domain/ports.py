@@ -94,7 +94,8 @@ class Storage(HealthCheck, Protocol):
         ...
 
     async def stat(self, key: str) -> StoredObject | None:
-        """Size of the object, or ``None`` when it does not exist."""
+        """Size of the object (and its sha256 when the store keeps one, unverified), or
+        ``None`` when it does not exist. Cheap: a HEAD, never a read of the bytes."""
         ...
 
     async def digest(self, key: str) -> StoredObject:
@@ -127,14 +128,19 @@ class Storage(HealthCheck, Protocol):
         """The ``source_uri`` clients see for a key (an identifier, never opened as given)."""
         ...
 
-    def download_url(self, key: str, base_url: str, expires: int) -> str:
-        """A URL that fetches the object without a token until ``expires`` (epoch seconds)."""
+    async def download_url(self, key: str, base_url: str, expires: int) -> str:
+        """A URL that fetches the object without a token until ``expires`` (epoch seconds).
+
+        Asynchronous because signing may first have to refresh the store's credentials.
+        """
         ...
 
-    def upload_target(self, upload: Upload, base_url: str) -> UploadTarget:
+    async def upload_target(self, upload: Upload, base_url: str) -> UploadTarget:
         """A presigned request that stores the upload's bytes, valid until it expires.
 
-        ``base_url`` is where this API is reached, for backends whose target is the API itself.
+        It binds the declared length and content type (and sha256, when declared): a request
+        without exactly the answered ``headers`` is refused. ``base_url`` is where this API is
+        reached, for backends whose target is the API itself.
         """
         ...
 

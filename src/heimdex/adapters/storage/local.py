@@ -71,7 +71,7 @@ class LocalStorage:
         # Safe keys hold only unreserved characters, so the path needs no percent-encoding.
         return "file://" + str(self.path_for(key))
 
-    def download_url(self, key: str, base_url: str, expires: int) -> str:
+    async def download_url(self, key: str, base_url: str, expires: int) -> str:
         """The API's own ``GET /v1/files/{key}``, signed for the key's organisation."""
         org_id = key.split("/", 2)[1]
         path = f"/v1/files/{validate_key(key)}"
@@ -79,7 +79,7 @@ class LocalStorage:
         query = urlencode({"org": org_id, "expires": expires, "signature": signature})
         return f"{base_url.rstrip('/')}{path}?{query}"
 
-    def upload_target(self, upload: Upload, base_url: str) -> UploadTarget:
+    async def upload_target(self, upload: Upload, base_url: str) -> UploadTarget:
         """The API's own ``PUT /v1/uploads/{id}``, signed so the client needs no token."""
         path = f"/v1/uploads/{upload.id}"
         expires = int(upload.expires_at.timestamp())

@@ -1,0 +1,400 @@
+"""``S3Storage``: objects in an S3 bucket (AWS S3 or an S3-compatible store such as MinIO).
+
+Built on aioboto3 (aiobotocore under it): botocore's SigV4 presigner signs *headers* into a
+presigned PUT, which is how an upload URL is bound to the declared length, content type and
+sha256 (see ``s3_presign``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shutil
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+
+import aioboto3
+import anyio
+from aiobotocore.config import AioConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from heimdex.adapters.offload import run_blocking
+from heimdex.adapters.storage.content_types import content_type_for
+from heimdex.adapters.storage.s3_presign import presigned_get, presigned_put
+from heimdex.domain.errors import (
+    ChecksumMismatch,
+    LengthMismatch,
+    SourceNotFound,
+    StorageError,
+    UploadTooLarge,
+)
+from heimdex.domain.model import Upload
+from heimdex.domain.ports import StoredObject, UploadTarget
+from heimdex.domain.storage_keys import validate_key
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3.client import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
+else:
+    S3Client = CompletedPartTypeDef = Any
+
+CHUNK_SIZE = 1024 * 1024
+# A multipart part is held in memory while it is sent: this bounds what a write holds.
+DEFAULT_PART_SIZE = 8 * 1024 * 1024
+MIN_PART_SIZE = 5 * 1024 * 1024  # S3's floor for every part but the last
+MAX_PARTS = 10_000  # S3's ceiling
+_DELETE_BATCH = 1000  # DeleteObjects takes at most this many keys
+_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+
+AddressingStyle = Literal["auto", "path", "virtual"]
+
+
+class S3Storage:
+    """Keys are object keys in one bucket. Uploads go straight from the client to S3 with a
+    presigned PUT; derived files are single PUTs, streams over one part become a multipart
+    upload completed only once every check passed, so a reader never sees half an object.
+
+    Reads stream: ``local_path`` copies the object to a temporary file chunk by chunk (FFmpeg
+    and PyAV open local files only), ``read_chunks`` and ``digest`` never hold more than a
+    chunk. One client per storage, opened on first use in the running event loop and closed
+    by ``aclose``; credentials come from the standard AWS chain (``AWS_ACCESS_KEY_ID``…,
+    ``AWS_PROFILE``, web identity, instance or container roles).
+    """
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        temp_dir: Path,
+        endpoint_url: str | None = None,
+        public_endpoint_url: str | None = None,
+        region: str | None = None,
+        addressing_style: AddressingStyle = "auto",
+        part_size: int = DEFAULT_PART_SIZE,
+        session: aioboto3.Session | None = None,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
+        self.bucket = bucket
+        self.temp_dir = temp_dir
+        self.part_size = part_size
+        self._endpoint_url = endpoint_url
+        # Presigned URLs name the host the client will reach; a store reached inside a private
+        # network under another name (compose's http://minio:9000) signs for its public one.
+        self._public_endpoint_url = public_endpoint_url
+        self._session = session or aioboto3.Session(region_name=region)
+        self._config = AioConfig(
+            signature_version="s3v4",  # botocore would presign SigV2 for a custom endpoint
+            s3={"addressing_style": addressing_style},
+            retries={"mode": "standard", "max_attempts": 5},
+            connect_timeout=10,
+            read_timeout=60,
+        )
+        self._stack: AsyncExitStack | None = None
+        self._client: S3Client | None = None
+        self._signer: S3Client | None = None
+        self._lock = anyio.Lock()
+
+    # -- the client ---------------------------------------------------------------------------
+    async def _clients(self) -> tuple[S3Client, S3Client]:
+        """The client for requests and the one for presigning (the same one unless a public
+        endpoint is set), opened once."""
+        if self._client is None or self._signer is None:
+            async with self._lock:
+                if self._client is None or self._signer is None:
+                    stack = AsyncExitStack()
+                    client = await stack.enter_async_context(
+                        self._session.client(
+                            "s3", endpoint_url=self._endpoint_url, config=self._config
+                        )
+                    )
+                    signer = client
+                    if self._public_endpoint_url:
+                        signer = await stack.enter_async_context(
+                            self._session.client(
+                                "s3", endpoint_url=self._public_endpoint_url, config=self._config
+                            )
+                        )
+                    self._stack, self._client, self._signer = stack, client, signer
+        return self._client, self._signer
+
+    async def _s3(self) -> S3Client:
+        return (await self._clients())[0]
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections (the process is shutting down)."""
+        stack, self._stack, self._client, self._signer = self._stack, None, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    # -- identifiers and presigned URLs -------------------------------------------------------
+    def uri_for(self, key: str) -> str:
+        return f"s3://{self.bucket}/{validate_key(key)}"
+
+    async def download_url(self, key: str, base_url: str, expires: int) -> str:
+        """A presigned GET straight from the bucket (``base_url`` is not needed)."""
+        _, signer = await self._clients()
+        return await presigned_get(signer, self.bucket, validate_key(key), expires)
+
+    async def upload_target(self, upload: Upload, base_url: str) -> UploadTarget:
+        """A presigned PUT straight to the bucket, bound to the declared length, type and
+        sha256, and to an object that does not exist yet."""
+        _, signer = await self._clients()
+        return await presigned_put(signer, self.bucket, upload)
+
+    # -- writes -------------------------------------------------------------------------------
+    def _part_size_for(self, expected_size: int | None) -> int:
+        if expected_size is None:
+            return self.part_size
+        return max(self.part_size, -(-expected_size // MAX_PARTS))
+
+    async def write_stream(
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        expected_size: int | None = None,
+        expected_sha256: str | None = None,
+    ) -> StoredObject:
+        validate_key(key)
+        client = await self._s3()
+        part_size = self._part_size_for(expected_size)
+        digest = hashlib.sha256()
+        size = 0
+        pending: list[bytes] = []
+        pending_size = 0
+        multipart: _Multipart | None = None
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if expected_size is not None and size > expected_size:
+                    raise UploadTooLarge(
+                        f"the body is longer than the declared {expected_size} bytes"
+                    )
+                await run_blocking(digest.update, chunk)
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= part_size:
+                    if multipart is None:
+                        multipart = await _Multipart.start(client, self.bucket, key)
+                    await multipart.send(b"".join(pending))
+                    pending.clear()
+                    pending_size = 0
+            if expected_size is not None and size != expected_size:
+                raise LengthMismatch(f"the body has {size} bytes, {expected_size} were declared")
+            sha256 = digest.hexdigest()
+            if expected_sha256 is not None and sha256 != expected_sha256.lower():
+                raise ChecksumMismatch(
+                    f"the body's sha256 is {sha256}, {expected_sha256} was declared"
+                )
+            if multipart is None:  # one PUT; the store checks the sha256 we send along
+                with _storage_errors(f"writing {key!r}"):
+                    await client.put_object(
+                        Bucket=self.bucket,
+                        Key=key,
+                        Body=b"".join(pending),
+                        ContentType=content_type_for(key),
+                        ChecksumSHA256=_base64_sha256(sha256),
+                    )
+            else:
+                if pending:
+                    await multipart.send(b"".join(pending))
+                await multipart.complete()
+        except BaseException:
+            if multipart is not None:
+                with anyio.CancelScope(shield=True):  # abort even when we were cancelled
+                    await multipart.abort()
+            raise
+        return StoredObject(key=key, size_bytes=size, sha256=sha256)
+
+    async def write_bytes(self, key: str, data: bytes) -> StoredObject:
+        async def one_chunk() -> AsyncIterator[bytes]:
+            yield data
+
+        return await self.write_stream(key, one_chunk())
+
+    # -- reads --------------------------------------------------------------------------------
+    async def stat(self, key: str) -> StoredObject | None:
+        validate_key(key)
+        client = await self._s3()
+        try:
+            with _storage_errors(f"reading {key!r}", missing_key=key):
+                head = await client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except SourceNotFound:
+            return None
+        return StoredObject(
+            key=key,
+            size_bytes=head["ContentLength"],
+            sha256=_full_object_sha256(head.get("ChecksumSHA256"), head.get("ChecksumType")),
+        )
+
+    async def digest(self, key: str) -> StoredObject:
+        digest = hashlib.sha256()
+        size = 0
+        async for chunk in self.read_chunks(key):
+            size += len(chunk)
+            await run_blocking(digest.update, chunk)
+        return StoredObject(key=key, size_bytes=size, sha256=digest.hexdigest())
+
+    async def read_chunks(self, key: str) -> AsyncIterator[bytes]:
+        """The object's bytes in chunks of about ``CHUNK_SIZE``, streamed from one GET."""
+        validate_key(key)
+        client = await self._s3()
+        with _storage_errors(f"reading {key!r}", missing_key=key):
+            response = await client.get_object(Bucket=self.bucket, Key=key)
+            body = response["Body"]
+            try:
+                pieces: list[bytes] = []
+                buffered = 0
+                # The socket hands over whatever arrived (often 64 KiB); re-cut into ~1 MiB so
+                # hashing and file writes make fewer thread hops.
+                while piece := await body.read(CHUNK_SIZE - buffered):
+                    pieces.append(piece)
+                    buffered += len(piece)
+                    if buffered >= CHUNK_SIZE:
+                        yield b"".join(pieces)
+                        pieces.clear()
+                        buffered = 0
+                if pieces:
+                    yield b"".join(pieces)
+            finally:
+                body.close()
+
+    @asynccontextmanager
+    async def local_path(self, key: str) -> AsyncIterator[Path]:
+        """A temporary copy of the object, written chunk by chunk, removed on exit."""
+        validate_key(key)
+        await run_blocking(self.temp_dir.mkdir, parents=True, exist_ok=True)
+        directory = Path(await run_blocking(tempfile.mkdtemp, prefix="s3-", dir=self.temp_dir))
+        try:
+            # The key's own last segment: a safe name whose extension a prober may look at.
+            path = directory / key.rsplit("/", 1)[-1]
+            handle: BinaryIO = await run_blocking(open, path, "xb")
+            try:
+                async for chunk in self.read_chunks(key):
+                    await run_blocking(handle.write, chunk)
+            finally:
+                handle.close()
+            yield path
+        finally:
+            await run_blocking(shutil.rmtree, directory, ignore_errors=True)
+
+    # -- deletes ------------------------------------------------------------------------------
+    async def delete(self, key: str) -> None:
+        validate_key(key)
+        client = await self._s3()
+        with _storage_errors(f"deleting {key!r}"):
+            await client.delete_object(Bucket=self.bucket, Key=key)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        validate_key(prefix)
+        client = await self._s3()
+        count = 0
+        with _storage_errors(f"deleting under {prefix!r}"):
+            paginator = client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                keys = [item["Key"] for item in page.get("Contents", [])]
+                for start in range(0, len(keys), _DELETE_BATCH):
+                    batch = keys[start : start + _DELETE_BATCH]
+                    answer = await client.delete_objects(
+                        Bucket=self.bucket,
+                        Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+                    )
+                    if errors := answer.get("Errors"):
+                        raise StorageError(
+                            f"S3 refused to delete {len(errors)} objects under {prefix!r}: "
+                            f"{errors[0].get('Code')} {errors[0].get('Message')}"
+                        )
+                    count += len(batch)
+        return count
+
+    # -- health -------------------------------------------------------------------------------
+    async def check(self) -> None:
+        """The bucket exists and these credentials may use it."""
+        client = await self._s3()
+        with _storage_errors(f"S3 bucket {self.bucket!r} is not usable"):
+            await client.head_bucket(Bucket=self.bucket)
+
+
+class _Multipart:
+    """One multipart upload: parts are sent as they fill, completed or aborted once."""
+
+    def __init__(self, client: S3Client, bucket: str, key: str, upload_id: str) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._key = key
+        self._upload_id = upload_id
+        self._parts: list[CompletedPartTypeDef] = []
+
+    @classmethod
+    async def start(cls, client: S3Client, bucket: str, key: str) -> _Multipart:
+        with _storage_errors(f"writing {key!r}"):
+            created = await client.create_multipart_upload(
+                Bucket=bucket, Key=key, ContentType=content_type_for(key)
+            )
+        return cls(client, bucket, key, created["UploadId"])
+
+    async def send(self, data: bytes) -> None:
+        number = len(self._parts) + 1
+        with _storage_errors(f"writing {self._key!r} (part {number})"):
+            answer = await self._client.upload_part(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=data,
+            )
+        self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+
+    async def complete(self) -> None:
+        with _storage_errors(f"writing {self._key!r}"):
+            await self._client.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+
+    async def abort(self) -> None:
+        # Best effort: a lifecycle rule (README, S3) reaps what a crash leaves behind.
+        with suppress(ClientError, BotoCoreError, OSError):
+            await self._client.abort_multipart_upload(
+                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
+            )
+
+
+@contextmanager
+def _storage_errors(what: str, *, missing_key: str | None = None) -> Iterator[None]:
+    """S3 and transport failures as domain errors: a missing ``missing_key`` is
+    ``SourceNotFound``, anything else ``StorageError`` (503)."""
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        if missing_key is not None and code in _MISSING:
+            raise SourceNotFound(f"no object at {missing_key!r}") from exc
+        message = f"{what}: S3 answered {code} {error.get('Message', '')}"
+        raise StorageError(message.strip()) from exc
+    except (BotoCoreError, OSError) as exc:
+        raise StorageError(f"{what}: {exc}") from exc
+
+
+def _base64_sha256(hex_digest: str) -> str:
+    """S3 carries checksums as base64 of the raw digest."""
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
+
+
+def _full_object_sha256(checksum: str | None, checksum_type: str | None) -> str | None:
+    """The hex sha256 of the whole object when S3 reports one; a multipart upload's composite
+    checksum (``…-N``, a hash of the parts' hashes) is not the object's and is dropped."""
+    if not checksum or "-" in checksum or checksum_type == "COMPOSITE":
+        return None
+    try:
+        raw = base64.b64decode(checksum, validate=True)
+    except ValueError:
+        return None
+    return raw.hex() if len(raw) == 32 else None

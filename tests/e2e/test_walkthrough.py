@@ -1,5 +1,6 @@
 """The README walkthrough against real processes: `heimdex serve` with the Redis backend and
-PostgreSQL, a separate `heimdex worker`, HTTP calls a client would make."""
+PostgreSQL, a separate `heimdex worker`, HTTP calls a client would make — on local storage, and
+once on S3 (a moto server on loopback) where the client PUTs straight to the bucket."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from heimdex.schemas import sidecar_schema_v1
 from tests.fixtures.processes import Heimdex
+from tests.fixtures.s3 import MotoServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -45,11 +47,37 @@ def commit_upload(client: httpx.Client, data: bytes, name: str = "clip.mp4") -> 
 def test_walkthrough_on_postgres_redis_and_a_worker(
     heimdex_deployment: Heimdex, h264_aac_mp4: Path
 ) -> None:
-    deployment = heimdex_deployment
+    walked = walk_through(heimdex_deployment, h264_aac_mp4)
+    delete_asset(heimdex_deployment, walked)
+
+
+def test_walkthrough_on_s3_storage(
+    heimdex_deployment: Heimdex, h264_aac_mp4: Path, moto_server: MotoServer, s3_bucket: str
+) -> None:
+    heimdex_deployment.env.update(moto_server.deployment_env(s3_bucket))
+    walked = walk_through(heimdex_deployment, h264_aac_mp4)
+    slot = walked["slot"]
+    # The bytes went to the bucket, not through the API, under the layout's key.
+    assert slot["upload_url"].startswith(f"{moto_server.endpoint_url}/{s3_bucket}/uploads/acme/")
+    assert slot["source_uri"].startswith(f"s3://{s3_bucket}/uploads/acme/")
+    keys = {
+        item["Key"]
+        for item in moto_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents", [])
+    }
+    assert any(k.startswith("derived/acme/sidecars/") for k in keys)
+    assert sum(1 for k in keys if "/thumbs/" in k) == 10
+    assert not (heimdex_deployment.workdir / "data" / "storage").exists()
+    delete_asset(heimdex_deployment, walked)
+    assert moto_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents", []) == []
+
+
+def walk_through(deployment: Heimdex, clip: Path) -> dict[str, Any]:
+    """The README's walkthrough up to the DELETE; answers the slot init issued, the asset id
+    and a thumbnail's signed URL."""
     deployment.serve()
     deployment.worker("worker")
     token = deployment.token("acme")
-    data = h264_aac_mp4.read_bytes()
+    data = clip.read_bytes()
     with httpx.Client(
         base_url=deployment.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
     ) as client:
@@ -86,6 +114,24 @@ def test_walkthrough_on_postgres_redis_and_a_worker(
         assert image.status_code == 200
         assert image.content[:3] == b"\xff\xd8\xff"
         assert client.get(f"/v1/assets/{asset_id}").json()["status"] == "ready"
+        health = client.get(
+            "/v1/admin/health",
+            headers={"Authorization": f"Bearer {deployment.token('acme', 'admin')}"},
+        )
+        assert health.status_code == 200, health.text
+        assert {c["name"]: c["ok"] for c in health.json()["checks"]}["storage"] is True
+    return {"slot": slot, "asset_id": asset_id, "thumbnail_url": thumbnails[0]["url"]}
+
+
+def delete_asset(deployment: Heimdex, walked: dict[str, Any]) -> None:
+    """The walkthrough's DELETE: the asset, its source and every derived file go."""
+    token = deployment.token("acme")
+    gone = httpx.delete(
+        f"{deployment.base_url}/v1/assets/{walked['asset_id']}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert gone.status_code == 204, gone.text
+    assert httpx.get(walked["thumbnail_url"]).status_code in (403, 404)
 
 
 def test_a_job_accepted_while_redis_is_down_runs_once_it_is_back(

@@ -190,13 +190,18 @@ def jobs_per_minute(workdir: Path, clip: Path, workers: int, jobs: int) -> float
                 for a in asset_ids
             ]
             pending = set(locations)
+            failed: list[object] = []
             while pending:
                 for location in list(pending):
-                    status = client.get(location).json()["status"]
-                    if status in ("succeeded", "failed"):
+                    job = client.get(location).json()
+                    if job["status"] in ("succeeded", "failed"):
                         pending.discard(location)
+                    if job["status"] == "failed":
+                        failed.append(job["error"])
                 time.sleep(0.05)
             elapsed = time.perf_counter() - started
+        if failed:  # a failed job is quick: counting it would flatter the figure
+            raise SystemExit(f"{len(failed)} of {jobs} jobs failed, e.g. {failed[0]}")
         return jobs / elapsed * 60
     finally:
         for process in reversed(processes):

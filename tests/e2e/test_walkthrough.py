@@ -69,6 +69,33 @@ def test_walkthrough_on_s3_storage(
     assert not (heimdex_deployment.workdir / "data" / "storage").exists()
     delete_asset(heimdex_deployment, walked)
     assert moto_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents", []) == []
+    commit_refuses_bytes_the_store_let_through(heimdex_deployment, h264_aac_mp4.read_bytes())
+
+
+def commit_refuses_bytes_the_store_let_through(deployment: Heimdex, data: bytes) -> None:
+    """Other bytes of the declared length, PUT with the signed checksum header: AWS S3 refuses
+    them, moto (like MinIO) stores them — and commit, re-hashing, still refuses them."""
+    token = deployment.token("acme")
+    with httpx.Client(
+        base_url=deployment.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as client:
+        slot = client.post(
+            "/v1/ingest/init",
+            json={
+                "source_name": "other.mp4",
+                "content_type": "video/mp4",
+                "content_length": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            },
+        ).json()
+        forged = bytes(reversed(data))
+        put = httpx.put(slot["upload_url"], content=forged, headers=slot["headers"])
+        if put.status_code != 200:  # the store checked the checksum itself
+            assert put.status_code == 400, put.text
+            return
+        commit = client.post("/v1/ingest/commit", json={"upload_id": slot["upload_id"]})
+        assert commit.status_code == 422, commit.text
+        assert commit.json()["code"] == "checksum_mismatch"
 
 
 def walk_through(deployment: Heimdex, clip: Path) -> dict[str, Any]:

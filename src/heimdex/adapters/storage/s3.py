@@ -94,39 +94,40 @@ class S3Storage:
             read_timeout=60,
         )
         self._stack: AsyncExitStack | None = None
-        self._client: S3Client | None = None
-        self._signer: S3Client | None = None
+        self._pair: tuple[S3Client, S3Client] | None = None
         self._lock = anyio.Lock()
 
     # -- the client ---------------------------------------------------------------------------
     async def _clients(self) -> tuple[S3Client, S3Client]:
         """The client for requests and the one for presigning (the same one unless a public
         endpoint is set), opened once."""
-        if self._client is None or self._signer is None:
+        if self._pair is None:
             async with self._lock:
-                if self._client is None or self._signer is None:
-                    stack = AsyncExitStack()
-                    client = await stack.enter_async_context(
-                        self._session.client(
-                            "s3", endpoint_url=self._endpoint_url, config=self._config
-                        )
+                if self._pair is None:
+                    self._pair = await self._open()
+        return self._pair
+
+    async def _open(self) -> tuple[S3Client, S3Client]:
+        async with AsyncExitStack() as stack:  # closes what opened if a later step fails
+            client = await stack.enter_async_context(
+                self._session.client("s3", endpoint_url=self._endpoint_url, config=self._config)
+            )
+            signer = client
+            if self._public_endpoint_url:
+                signer = await stack.enter_async_context(
+                    self._session.client(
+                        "s3", endpoint_url=self._public_endpoint_url, config=self._config
                     )
-                    signer = client
-                    if self._public_endpoint_url:
-                        signer = await stack.enter_async_context(
-                            self._session.client(
-                                "s3", endpoint_url=self._public_endpoint_url, config=self._config
-                            )
-                        )
-                    self._stack, self._client, self._signer = stack, client, signer
-        return self._client, self._signer
+                )
+            self._stack = stack.pop_all()
+        return client, signer
 
     async def _s3(self) -> S3Client:
         return (await self._clients())[0]
 
     async def aclose(self) -> None:
         """Close the HTTP connections (the process is shutting down)."""
-        stack, self._stack, self._client, self._signer = self._stack, None, None, None
+        stack, self._stack, self._pair = self._stack, None, None
         if stack is not None:
             await stack.aclose()
 

@@ -44,6 +44,20 @@ def _require_org(org_id: str) -> str:
     return org_id
 
 
+class OrgScopedSession(Session):
+    """A session whose every transaction is scoped to the organisation in its ``info``."""
+
+
+@event.listens_for(OrgScopedSession, "after_begin")
+def _scope_transaction(
+    session: Session, _transaction: SessionTransaction, connection: Connection
+) -> None:
+    # Runs for every transaction the session begins, including one begun after commit(), so
+    # no statement of a unit of work ever runs unscoped. Listening on the class, once, rather
+    # than on each session: registering a listener per request cost more than its query.
+    connection.execute(SET_ORG, {"org_id": session.info[ORG_SETTING]})
+
+
 class SqlUnitOfWork:
     """``async with uow: …; await uow.commit()`` — leaving without ``commit()`` rolls back.
 
@@ -55,21 +69,18 @@ class SqlUnitOfWork:
         self.org_id = _require_org(org_id)
         # expire_on_commit=False: nothing is read through the ORM, and nothing should be
         # reloaded lazily after the transaction ended.
-        self._session = AsyncSession(database.engine, expire_on_commit=False, autoflush=False)
-        if database.is_postgres:
-            event.listen(self._session.sync_session, "after_begin", self._scope_transaction)
+        self._session = AsyncSession(
+            database.engine,
+            sync_session_class=OrgScopedSession if database.is_postgres else Session,
+            info={ORG_SETTING: self.org_id},
+            expire_on_commit=False,
+            autoflush=False,
+        )
         self._entered = False
         # Typed as the ports: the UnitOfWork protocol's attributes are mutable, hence invariant.
         self.uploads: UploadRepository = SqlUploadRepository(self._session, self.org_id)
         self.assets: AssetRepository = SqlAssetRepository(self._session, self.org_id)
         self.jobs: JobRepository = SqlJobRepository(self._session, self.org_id)
-
-    def _scope_transaction(
-        self, _session: Session, _transaction: SessionTransaction, connection: Connection
-    ) -> None:
-        # Runs for every transaction this session begins, including one begun after commit(),
-        # so no statement of this unit of work ever runs unscoped.
-        connection.execute(SET_ORG, {"org_id": self.org_id})
 
     @property
     def session(self) -> AsyncSession:

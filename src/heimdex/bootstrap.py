@@ -19,6 +19,8 @@ from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
 from heimdex.adapters.media.ffprobe import FfprobeProber
 from heimdex.adapters.media.pyav import PyAVProber
 from heimdex.adapters.media.pyav_thumbnailer import PyAVThumbnailer
+from heimdex.adapters.metrics.measured_media import MeasuredProber, MeasuredThumbnailer
+from heimdex.adapters.metrics.prometheus import PrometheusMetrics
 from heimdex.adapters.offload import run_blocking
 from heimdex.adapters.queue.inprocess import InProcessJobQueue
 from heimdex.adapters.queue.redis import HeimdexStreamBroker, RedisJobQueue, build_redis_broker
@@ -51,6 +53,7 @@ class Services:
     queue: InProcessJobQueue | RedisJobQueue
     tokens: JwtCodec
     signer: UrlSigner
+    metrics: PrometheusMetrics
     probing: ProbeService
     ingest: IngestService
     assets: AssetService
@@ -158,6 +161,9 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
     signer = build_signer(settings)
     storage = build_storage(settings, signer)
     prober = build_prober(settings)
+    metrics = PrometheusMetrics()
+    # The use cases get timed media ports; health checks and shutdown use the adapters as built.
+    measured_prober = MeasuredProber(prober, metrics)
     jobs: JobService
 
     async def run_job(
@@ -178,10 +184,11 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         SqlJobDirectory(database),
         queue,
         storage,
-        thumbnailer,
+        MeasuredThumbnailer(thumbnailer, metrics),
         clock,
         job_policy(settings),
         prober_name=prober.name,
+        metrics=metrics,
     )
     checks: dict[str, HealthCheck] = {
         "database": database,
@@ -201,17 +208,19 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         queue=queue,
         tokens=build_tokens(settings),
         signer=signer,
-        probing=ProbeService(uow, storage, prober),
+        metrics=metrics,
+        probing=ProbeService(uow, storage, measured_prober),
         ingest=IngestService(
             uow,
             storage,
-            prober,
+            measured_prober,
             clock,
             IngestLimits(
                 max_upload_size_bytes=settings.max_upload_size_bytes,
                 upload_url_ttl=timedelta(seconds=settings.upload_url_ttl_seconds),
                 upload_stall=timedelta(seconds=settings.upload_stall_seconds),
             ),
+            metrics=metrics,
         ),
         assets=AssetService(uow, storage),
         idempotency=IdempotencyService(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import structlog
@@ -61,3 +63,11 @@ def _identity(
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
     return logger
+
+
+@contextmanager
+def log_context(**values: str) -> Iterator[None]:
+    """Bind ``values`` (``job_id``, ``asset_id``, …) to every line logged inside the block, by
+    this code or any adapter it calls; the previous values come back afterwards."""
+    with structlog.contextvars.bound_contextvars(**values):
+        yield

@@ -171,3 +171,21 @@ async def test_directory_lists_due_jobs_across_organisations(
     await directory.mark_enqueued(never_enqueued.id, org_a, T0)
     due_after = dict(await directory.due(T0, T0 - timedelta(minutes=2), limit=10_000))
     assert never_enqueued.id not in due_after
+
+
+async def test_directory_counts_active_jobs_across_organisations(
+    uow: SqlUnitOfWorkFactory, directory: SqlJobDirectory
+) -> None:
+    """The queue depth: on PostgreSQL the runtime role, which sees one organisation per
+    transaction, still counts every organisation's queued and running jobs."""
+    before = await directory.active_counts()
+    org_a, org_b = new_org(), new_org()
+    await stored_job(uow, org_a)
+    await stored_job(uow, org_b, next_attempt_at=T0 + timedelta(minutes=5))  # backing off
+    await stored_job(uow, org_b, status=JobStatus.RUNNING, lease_expires_at=T0)
+    for finished in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+        await stored_job(uow, org_a, status=finished)
+    after = await directory.active_counts()
+    assert set(after) == {JobStatus.QUEUED, JobStatus.RUNNING}
+    assert after[JobStatus.QUEUED] - before[JobStatus.QUEUED] == 2
+    assert after[JobStatus.RUNNING] - before[JobStatus.RUNNING] == 1

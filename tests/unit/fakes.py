@@ -38,7 +38,7 @@ from heimdex.domain.model import (
     Upload,
     UploadStatus,
 )
-from heimdex.domain.ports import StoredObject, UploadTarget
+from heimdex.domain.ports import JobOutcome, StoredObject, UploadTarget
 
 
 class FakeClock:
@@ -333,6 +333,13 @@ class FakeJobDirectory:
         job = self._database.tables.jobs[job_id]
         self._database.tables.jobs[job_id] = msgspec.structs.replace(job, enqueued_at=now)
 
+    async def active_counts(self) -> dict[JobStatus, int]:
+        counts = dict.fromkeys((JobStatus.QUEUED, JobStatus.RUNNING), 0)
+        for job in self._database.tables.jobs.values():
+            if job.status in counts:
+                counts[job.status] += 1
+        return counts
+
 
 class FakeQueue:
     """Records ids; ``down`` makes it refuse like a broker outage."""
@@ -401,3 +408,33 @@ class FakeDatabase:
 
     def __call__(self, org_id: str) -> FakeUnitOfWork:
         return FakeUnitOfWork(self, org_id)
+
+
+class FakeMetrics:
+    """Remembers what the use cases reported, in order."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[JobKind, JobOutcome, float]] = []
+        self.received_bytes: list[int] = []
+        self.committed_bytes: list[int] = []
+        self.probes: list[tuple[str, str, float]] = []
+        self.thumbnails: list[tuple[str, str, float]] = []
+
+    def job_finished(self, kind: JobKind, outcome: JobOutcome, seconds: float) -> None:
+        self.jobs.append((kind, outcome, seconds))
+
+    def upload_received(self, size_bytes: int) -> None:
+        self.received_bytes.append(size_bytes)
+
+    def upload_committed(self, size_bytes: int) -> None:
+        self.committed_bytes.append(size_bytes)
+
+    def probe_finished(self, prober: str, outcome: str, seconds: float) -> None:
+        self.probes.append((prober, outcome, seconds))
+
+    def thumbnails_finished(self, thumbnailer: str, outcome: str, seconds: float) -> None:
+        self.thumbnails.append((thumbnailer, outcome, seconds))
+
+    @property
+    def job_outcomes(self) -> list[JobOutcome]:
+        return [outcome for _, outcome, _ in self.jobs]

@@ -25,7 +25,7 @@ from heimdex.domain.errors import (
 )
 from heimdex.domain.model import Principal, UploadStatus
 from heimdex.domain.ports import StoredObject
-from tests.unit.fakes import FakeClock, FakeDatabase, FakeProber, FakeStorage
+from tests.unit.fakes import FakeClock, FakeDatabase, FakeMetrics, FakeProber, FakeStorage
 
 ORG_A = Principal(org_id="org-a")
 ORG_B = Principal(org_id="org-b")
@@ -48,13 +48,20 @@ def storage() -> FakeStorage:
 
 
 @pytest.fixture
-def service(database: FakeDatabase, storage: FakeStorage, clock: FakeClock) -> IngestService:
+def metrics() -> FakeMetrics:
+    return FakeMetrics()
+
+
+@pytest.fixture
+def service(
+    database: FakeDatabase, storage: FakeStorage, clock: FakeClock, metrics: FakeMetrics
+) -> IngestService:
     limits = IngestLimits(
         max_upload_size_bytes=10_000,
         upload_url_ttl=timedelta(hours=1),
         upload_stall=timedelta(minutes=30),
     )
-    return IngestService(database, storage, FakeProber(), clock, limits)
+    return IngestService(database, storage, FakeProber(), clock, limits, metrics=metrics)
 
 
 def request(**overrides: object) -> UploadRequest:
@@ -238,6 +245,26 @@ async def test_a_direct_upload_without_a_declared_sha256_records_the_one_read_ba
     assert asset.sha256 == hashlib.sha256(BODY).hexdigest()
 
 
+async def test_metrics_count_stored_and_committed_bytes_once(
+    service: IngestService, storage: FakeStorage, metrics: FakeMetrics
+) -> None:
+    upload = (await service.init_upload(ORG_A, request(), "http://api")).upload
+    with pytest.raises(LengthMismatch):  # nothing kept: nothing counted
+        await service.receive_upload("org-a", upload.id, body(BODY[:-1]))
+    assert metrics.received_bytes == []
+    await service.receive_upload("org-a", upload.id, body())
+    assert metrics.received_bytes == [len(BODY)]
+    await service.commit_upload(ORG_A, upload.id)
+    await service.commit_upload(ORG_A, upload.id)  # the same asset again: not counted twice
+    assert metrics.committed_bytes == [len(BODY)]
+    # A direct upload to the store never passes through the API: committed, never received.
+    direct = (await service.init_upload(ORG_A, request(), "http://api")).upload
+    storage.objects[direct.key] = BODY
+    await service.commit_upload(ORG_A, direct.id)
+    assert metrics.received_bytes == [len(BODY)]
+    assert metrics.committed_bytes == [len(BODY), len(BODY)]
+
+
 class ChecksumReportingStorage(FakeStorage):
     """A store that reports a checksum on HEAD (as S3 does) and counts full reads."""
 
@@ -266,7 +293,7 @@ async def test_a_wrong_size_or_store_checksum_fails_before_reading_the_object_ba
         upload_url_ttl=timedelta(hours=1),
         upload_stall=timedelta(minutes=30),
     )
-    service = IngestService(database, storage, FakeProber(), clock, limits)
+    service = IngestService(database, storage, FakeProber(), clock, limits, metrics=FakeMetrics())
     sha256 = hashlib.sha256(BODY).hexdigest()
     upload = (await service.init_upload(ORG_A, request(sha256=sha256), "http://api")).upload
     storage.objects[upload.key] = BODY[:10]

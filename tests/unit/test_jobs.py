@@ -10,11 +10,19 @@ import pytest
 from heimdex.application.jobs import JobPolicy, JobService
 from heimdex.domain.errors import DecoderCrashed, InvalidMedia, NotFound, StorageError
 from heimdex.domain.media import MediaInfo
-from heimdex.domain.model import Asset, AssetStatus, JobStatus, Principal, ThumbnailSpec
+from heimdex.domain.model import (
+    Asset,
+    AssetStatus,
+    JobKind,
+    JobStatus,
+    Principal,
+    ThumbnailSpec,
+)
 from tests.unit.fakes import (
     FakeClock,
     FakeDatabase,
     FakeJobDirectory,
+    FakeMetrics,
     FakeQueue,
     FakeStorage,
     FakeThumbnailer,
@@ -31,6 +39,7 @@ class World:
         self.storage = FakeStorage()
         self.queue = FakeQueue()
         self.thumbnailer = FakeThumbnailer()
+        self.metrics = FakeMetrics()
         self.jobs = JobService(
             self.database,
             FakeJobDirectory(self.database),
@@ -40,6 +49,7 @@ class World:
             self.clock,
             JobPolicy(max_attempts=3, lease=timedelta(seconds=60)),
             prober_name="fake",
+            metrics=self.metrics,
         )
 
     async def asset(self) -> Asset:
@@ -187,3 +197,33 @@ async def test_another_orgs_job_and_asset_are_not_found(world: World) -> None:
         await world.jobs.get(other, job.id)
     with pytest.raises(NotFound):
         await world.jobs.request_sidecar(other, asset.id, SPEC)
+
+
+async def test_every_run_reports_its_kind_outcome_and_duration(world: World) -> None:
+    asset = await world.asset()
+    world.thumbnailer.error = StorageError("disk full")
+    job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    await world.jobs.run(job.id)
+    world.clock.advance(seconds=5)
+    world.thumbnailer.error = None
+    await world.jobs.run(job.id)
+    await world.jobs.run(job.id)  # a second delivery of a finished job ran nothing
+    assert world.metrics.job_outcomes == ["retry", "succeeded"]
+    assert all(kind is JobKind.SIDECAR and seconds >= 0 for kind, _, seconds in world.metrics.jobs)
+
+    other = await world.asset()
+    world.thumbnailer.error = InvalidMedia("broken")
+    failed, _ = await world.jobs.request_sidecar(ORG, other.id, SPEC)
+    await world.jobs.run(failed.id)
+    assert world.metrics.job_outcomes == ["retry", "succeeded", "failed"]
+
+
+async def test_the_queue_depth_counts_queued_and_running_jobs(world: World) -> None:
+    assert await world.jobs.queue_depth() == {JobStatus.QUEUED: 0, JobStatus.RUNNING: 0}
+    first, second = await world.asset(), await world.asset()
+    job, _ = await world.jobs.request_sidecar(ORG, first.id, SPEC)
+    await world.jobs.request_sidecar(ORG, second.id, SPEC)
+    async with world.database("org-a") as uow:
+        await uow.jobs.claim(job.id, "w", world.clock.now(), world.clock.now())
+        await uow.commit()
+    assert await world.jobs.queue_depth() == {JobStatus.QUEUED: 1, JobStatus.RUNNING: 1}

@@ -27,8 +27,11 @@ from heimdex.domain.errors import (
     UploadTooLarge,
 )
 from heimdex.domain.model import Asset, AssetStatus, Principal, Upload, UploadStatus
-from heimdex.domain.ports import Clock, Prober, Storage, UnitOfWorkFactory, UploadTarget
+from heimdex.domain.ports import Clock, Metrics, Prober, Storage, UnitOfWorkFactory, UploadTarget
 from heimdex.domain.storage_keys import safe_source_name, upload_key
+from heimdex.logs import get_logger
+
+log = get_logger(__name__)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MEDIA_TYPE = re.compile(r"^(video|audio)/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
@@ -63,12 +66,14 @@ class IngestService:
         prober: Prober,
         clock: Clock,
         limits: IngestLimits,
+        metrics: Metrics,
     ) -> None:
         self._uow = uow
         self._storage = storage
         self._prober = prober
         self._clock = clock
         self._limits = limits
+        self._metrics = metrics
 
     async def init_upload(
         self, principal: Principal, request: UploadRequest, base_url: str
@@ -151,6 +156,8 @@ class IngestService:
         async with self._uow(org_id) as uow:
             await uow.uploads.save(received)
             await uow.commit()
+        self._metrics.upload_received(stored.size_bytes)
+        log.info("upload_received", upload_id=str(upload_id), size_bytes=stored.size_bytes)
         return received
 
     async def _set_status(self, upload: Upload, status: UploadStatus) -> None:
@@ -213,6 +220,13 @@ class IngestService:
             if winner is None:
                 raise
             return winner, False
+        self._metrics.upload_committed(asset.size_bytes)
+        log.info(
+            "asset_committed",
+            asset_id=str(asset.id),
+            upload_id=str(upload.id),
+            size_bytes=asset.size_bytes,
+        )
         return asset, True
 
     async def _verify(self, upload: Upload) -> str:

@@ -9,6 +9,7 @@ to deterministic keys, so a re-run overwrites rather than duplicates.
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 from uuid import UUID
@@ -38,14 +39,16 @@ from heimdex.domain.model import (
 from heimdex.domain.ports import (
     Clock,
     JobDirectory,
+    JobOutcome,
     JobQueue,
+    Metrics,
     Storage,
     Thumbnailer,
     UnitOfWorkFactory,
 )
 from heimdex.domain.sidecar import Generator, ThumbnailRef, build_sidecar, encode_sidecar
 from heimdex.domain.storage_keys import asset_derived_prefix, sidecar_key, thumbnail_key
-from heimdex.logs import get_logger
+from heimdex.logs import get_logger, log_context
 
 log = get_logger(__name__)
 
@@ -78,6 +81,7 @@ class JobService:
         clock: Clock,
         policy: JobPolicy,
         prober_name: str,
+        metrics: Metrics,
     ) -> None:
         self._uow = uow
         self._directory = directory
@@ -86,6 +90,7 @@ class JobService:
         self._thumbnailer = thumbnailer
         self._clock = clock
         self._policy = policy
+        self._metrics = metrics
         self._generator = Generator(
             name="heimdex", version=__version__, prober=prober_name, thumbnailer=thumbnailer.name
         )
@@ -136,6 +141,7 @@ class JobService:
                 msgspec.structs.replace(asset, status=AssetStatus.PROCESSING, updated_at=now)
             )
             await uow.commit()
+        log.info("job_queued", job_id=str(job.id), asset_id=str(asset_id), kind=job.kind.value)
         await self._hand_over(job.id, job.org_id)
         return job, True
 
@@ -170,7 +176,19 @@ class JobService:
         if job is None:
             log.info("job_not_claimable", job_id=str(job_id))
             return
-        log.info("job_started", job_id=str(job_id), attempt=job.attempts, org_id=org_id)
+        # Every line logged while the job runs, here or in an adapter, names the job and asset.
+        with log_context(job_id=str(job.id), asset_id=str(job.asset_id), org_id=job.org_id):
+            await self._run_claimed(job)
+
+    async def _run_claimed(self, job: Job) -> None:
+        log.info(
+            "job_started",
+            job_id=str(job.id),
+            asset_id=str(job.asset_id),
+            attempt=job.attempts,
+            org_id=job.org_id,
+        )
+        started = time.perf_counter()
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._heartbeat, job)
@@ -180,11 +198,14 @@ class JobService:
                     group.cancel_scope.cancel()
         except BaseException as exc:  # every failure is recorded; cancellation re-raised
             with anyio.CancelScope(shield=True):
-                await self._record_failure(job, _unwrap(exc))
+                retry = await self._record_failure(job, _unwrap(exc))
+            outcome: JobOutcome = "retry" if retry else "failed"
+            self._metrics.job_finished(job.kind, outcome, time.perf_counter() - started)
             if not isinstance(_unwrap(exc), Exception):
                 raise
             return
         await self._record_success(job, asset)
+        self._metrics.job_finished(job.kind, "succeeded", time.perf_counter() - started)
 
     async def _heartbeat(self, job: Job) -> None:
         interval = self._policy.lease.total_seconds() / 3
@@ -196,7 +217,7 @@ class JobService:
                 )
                 await uow.commit()
             if not held:
-                log.warning("job_lease_lost", job_id=str(job.id))
+                log.warning("job_lease_lost", job_id=str(job.id), asset_id=str(job.asset_id))
                 return
 
     async def _produce(self, job: Job) -> Asset:
@@ -248,9 +269,12 @@ class JobService:
                         msgspec.structs.replace(current, status=AssetStatus.READY, updated_at=now)
                     )
             await uow.commit()
-        log.info("job_succeeded", job_id=str(job.id), attempt=job.attempts)
+        log.info(
+            "job_succeeded", job_id=str(job.id), asset_id=str(job.asset_id), attempt=job.attempts
+        )
 
-    async def _record_failure(self, job: Job, exc: BaseException) -> None:
+    async def _record_failure(self, job: Job, exc: BaseException) -> bool:
+        """Record the failed run on the row; answers whether the job will be tried again."""
         now = self._clock.now()
         error = JobError(
             code=exc.code if isinstance(exc, HeimdexError) else "internal_error",
@@ -296,10 +320,17 @@ class JobService:
         (log.warning if retry else log.error)(
             "job_retry_scheduled" if retry else "job_failed",
             job_id=str(job.id),
+            asset_id=str(job.asset_id),
             attempt=job.attempts,
             code=error.code,
             error=error.message,
         )
+        return retry
+
+    # -- monitoring -------------------------------------------------------------------------
+    async def queue_depth(self) -> dict[JobStatus, int]:
+        """How many jobs are queued and running, across every organisation."""
+        return await self._directory.active_counts()
 
     # -- sweeping ---------------------------------------------------------------------------
     async def sweep(self, limit: int = 500) -> int:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 from uuid import UUID
 
 import msgspec
@@ -22,6 +22,7 @@ from heimdex.domain.model import (
     AssetPage,
     Job,
     JobKind,
+    JobStatus,
     PageCursor,
     Thumbnail,
     ThumbnailSpec,
@@ -268,6 +269,43 @@ class JobDirectory(Protocol):
         ...
 
     async def mark_enqueued(self, job_id: UUID, org_id: str, now: datetime) -> None: ...
+
+    async def active_counts(self) -> dict[JobStatus, int]:
+        """How many jobs are ``queued`` and ``running`` across every organisation (the queue
+        depth). Counts only: cheap, bounded by the active jobs, never a finished one."""
+        ...
+
+
+JobOutcome = Literal["succeeded", "failed", "retry"]
+
+
+class Metrics(Protocol):
+    """What the use cases report for monitoring; an adapter exports it (Prometheus).
+
+    Every label value comes from a small fixed set (job kinds, outcomes, error codes, adapter
+    names) and never names an organisation, asset or job: series stay few, tenants private.
+    """
+
+    def job_finished(self, kind: JobKind, outcome: JobOutcome, seconds: float) -> None:
+        """One run of a job ended: ``succeeded``, ``failed`` for good, or handed back for a
+        ``retry`` (a transient error, or the worker stopping)."""
+        ...
+
+    def upload_received(self, size_bytes: int) -> None:
+        """The API stored an upload's bytes itself (the PUT to a local upload target)."""
+        ...
+
+    def upload_committed(self, size_bytes: int) -> None:
+        """An upload became an asset, whichever way its bytes reached storage."""
+        ...
+
+    def probe_finished(self, prober: str, outcome: str, seconds: float) -> None:
+        """One probe ended: ``ok`` or the error's stable code (``invalid_media``, …)."""
+        ...
+
+    def thumbnails_finished(self, thumbnailer: str, outcome: str, seconds: float) -> None:
+        """One file's thumbnails were made (``ok``) or failed with the error's code."""
+        ...
 
 
 class UnitOfWork(Protocol):

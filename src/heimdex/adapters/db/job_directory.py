@@ -1,13 +1,14 @@
 """``SqlJobDirectory``: the cross-organisation questions about jobs (which org owns a job id,
-which jobs are due). On PostgreSQL they go through SECURITY DEFINER functions that answer ids
-only (migration 0002), so the runtime role still reads only its own organisation's rows."""
+which jobs are due, how many are queued). On PostgreSQL they go through SECURITY DEFINER functions
+that answer ids or counts only (migrations 0002, 0003), so the runtime role still reads only its
+own organisation's rows."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import and_, or_, select, text, update
+from sqlalchemy import and_, func, or_, select, text, update
 
 from heimdex.adapters.db.engine import Database, database_errors
 from heimdex.adapters.db.tables import metadata
@@ -15,6 +16,7 @@ from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.domain.model import JobStatus
 
 JOBS = metadata.tables["jobs"]
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 class SqlJobDirectory:
@@ -71,3 +73,21 @@ class SqlJobDirectory:
                 .values(enqueued_at=now)
             )
             await uow.commit()
+
+    async def active_counts(self) -> dict[JobStatus, int]:
+        with database_errors():
+            async with self._database.engine.connect() as connection:
+                if self._database.is_postgres:
+                    result = await connection.execute(
+                        text("SELECT status, jobs FROM heimdex_active_job_counts()")
+                    )
+                else:
+                    result = await connection.execute(
+                        select(JOBS.c.status, func.count())
+                        .where(JOBS.c.status.in_([status.value for status in ACTIVE]))
+                        .group_by(JOBS.c.status)
+                    )
+                counts = dict.fromkeys(ACTIVE, 0)
+                for status, count in result.all():
+                    counts[JobStatus(status)] = int(count)
+                return counts

@@ -1,0 +1,1 @@
+"""Metrics adapters: Prometheus exposition and measuring decorators around media ports."""

@@ -75,6 +75,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8000
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+    metrics_token: str | None = None
+    worker_metrics_port: int = 0
 
     @property
     def is_production(self) -> bool:
@@ -175,6 +177,11 @@ def _check(settings: Settings) -> list[str]:
         problems.append("HEIMDEX_JWT_LEEWAY_SECONDS must not be negative")
     if not 0 < settings.port < 65536:
         problems.append(f"HEIMDEX_PORT={settings.port}: must be between 1 and 65535")
+    if not 0 <= settings.worker_metrics_port < 65536:
+        problems.append(
+            f"HEIMDEX_WORKER_METRICS_PORT={settings.worker_metrics_port}: must be between 1 and "
+            "65535 (or 0: off)"
+        )
     if settings.is_production:
         if settings.uses_development_secret:
             problems.append(

@@ -2,17 +2,22 @@
 
 taskiq imports this module in every worker process, so the broker is built here from the
 settings (building it connects to nothing); each process builds its services at start-up, runs
-the periodic sweep, and runs job ids through ``JobService.run``.
+the periodic sweep, and runs job ids through ``JobService.run``. With
+``HEIMDEX_WORKER_METRICS_PORT`` set, process N (taskiq names it ``worker-N``) serves its own
+``/metrics`` on that port + N, since its jobs are counted nowhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
+import re
 from uuid import UUID
 
 from taskiq import Context, TaskiqDepends, TaskiqEvents, TaskiqState
 
+from heimdex.adapters.metrics.exporter import MetricsServer, serve_metrics
 from heimdex.adapters.queue.redis import RUN_JOB_TASK, build_redis_broker
 from heimdex.application.sweeping import sweep_forever
 from heimdex.bootstrap import Services, build
@@ -33,7 +38,27 @@ async def start_services(state: TaskiqState) -> None:
     state.sweeper = asyncio.create_task(
         sweep_forever(services.jobs, settings.sweep_interval_seconds)
     )
+    state.metrics_server = _serve_metrics(services)
     log.info("worker_started", worker_id=services.jobs.worker_id)
+
+
+def worker_index() -> int:
+    """N of taskiq's ``worker-N`` process (restarts keep their N); 0 for any other process."""
+    match = re.fullmatch(r"worker-(\d+)", multiprocessing.current_process().name)
+    return int(match.group(1)) if match else 0
+
+
+def _serve_metrics(services: Services) -> MetricsServer | None:
+    if not settings.worker_metrics_port:
+        return None
+    port = settings.worker_metrics_port + worker_index()
+    try:
+        server = serve_metrics(services.metrics, settings.host, port, settings.metrics_token)
+    except OSError as exc:  # jobs matter more than their metrics: keep working, say it loudly
+        log.error("worker_metrics_unavailable", host=settings.host, port=port, error=str(exc))
+        return None
+    log.info("worker_metrics_serving", host=settings.host, port=server.port)
+    return server
 
 
 @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
@@ -41,6 +66,8 @@ async def stop_services(state: TaskiqState) -> None:
     state.sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await state.sweeper
+    if state.metrics_server is not None:
+        state.metrics_server.close()
     services: Services = state.services
     await services.aclose()
 

@@ -26,6 +26,7 @@ from heimdex.entrypoints.http.idempotency import IdempotencyMiddleware
 from heimdex.entrypoints.http.ingest import IngestController
 from heimdex.entrypoints.http.jobs import JobController, SidecarController
 from heimdex.entrypoints.http.legacy import legacy_metadata
+from heimdex.entrypoints.http.metrics import metrics
 from heimdex.entrypoints.http.problems import EXCEPTION_HANDLERS
 from heimdex.entrypoints.http.request_log import log_request
 from heimdex.entrypoints.http.schemas import sidecar_schema
@@ -40,11 +41,15 @@ _MULTIPART_OVERHEAD = 1024 * 1024
 
 
 class HeimdexApp(Litestar):
-    """Litestar with the request log wrapped around everything, routing errors included."""
+    """Litestar with the request log and metrics wrapped around everything, routing errors
+    included."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
         if scope["type"] == ScopeType.HTTP:
-            await log_request(super().__call__, scope, receive, send)
+            services: Services = self.state.services
+            await log_request(
+                super().__call__, scope, receive, send, services.metrics.request_finished
+            )
         else:
             await super().__call__(scope, receive, send)
 
@@ -109,7 +114,7 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
         request_max_body_size=services.settings.max_upload_size_bytes + _MULTIPART_OVERHEAD,
     )
     app = HeimdexApp(
-        route_handlers=[liveness, v1, uploads, legacy],
+        route_handlers=[liveness, metrics, v1, uploads, legacy],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],

@@ -1,0 +1,47 @@
+"""``GET /metrics``: the process's Prometheus metrics, for a scraper rather than for tenants.
+
+Open by default, like most exporters: it is meant to be reached on the private network only
+(keep it off the public ingress). With ``HEIMDEX_METRICS_TOKEN`` set it answers only a request
+with ``Authorization: Bearer <token>`` (Prometheus' ``authorization`` scrape setting). No label
+carries an organisation, asset or job id, so even an open endpoint tells no tenant's business.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from litestar import Request, Response, get
+
+from heimdex.adapters.metrics.exporter import bearer_matches
+from heimdex.domain.errors import HeimdexError, Unauthenticated
+from heimdex.entrypoints.http.deps import services_from
+from heimdex.logs import get_logger
+
+log = get_logger(__name__)
+
+# The queue depth is counted at scrape time; a slow or absent database must not hold the scrape
+# (Prometheus gives up after 10 s by default), so after this the series is left out instead.
+QUEUE_DEPTH_TIMEOUT_SECONDS = 2.0
+
+
+@get("/metrics", exclude_from_auth=True, include_in_schema=False)
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_from(request.app.state)
+    token = services.settings.metrics_token
+    if token and not bearer_matches(request.headers.get("authorization"), token):
+        raise Unauthenticated("send the metrics token as Authorization: Bearer <token>")
+    counts = None
+    try:
+        with anyio.move_on_after(QUEUE_DEPTH_TIMEOUT_SECONDS) as deadline:
+            counts = await services.jobs.queue_depth()
+        if deadline.cancelled_caught:
+            log.warning("queue_depth_unavailable", error="the database did not answer in time")
+    except (HeimdexError, OSError) as exc:
+        log.warning("queue_depth_unavailable", error=str(exc))
+    services.metrics.set_job_queue_depth(counts)
+    return Response(
+        content=services.metrics.render(),
+        media_type=services.metrics.content_type,
+        headers={"Cache-Control": "no-store"},
+    )

@@ -100,7 +100,7 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_compose_defines_the_stack(services: dict[str, dict[str, Any]]) -> None:
-    assert {"postgres", "redis", "migrate", "api", "worker"} <= set(services)
+    assert {"postgres", "redis", "minio", "bucket", "migrate", "api", "worker"} <= set(services)
 
 
 def test_app_services_share_one_image_built_from_the_containerfile(
@@ -128,10 +128,22 @@ def test_migrate_runs_db_upgrade(services: dict[str, dict[str, Any]]) -> None:
 
 
 @pytest.mark.parametrize("name", ["api", "worker"])
-def test_app_waits_for_migrations_and_redis(services: dict[str, dict[str, Any]], name: str) -> None:
+def test_app_waits_for_migrations_the_bucket_and_redis(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
     deps = _depends_on(services[name])
     assert deps.get("migrate", {}).get("condition") == "service_completed_successfully"
+    assert deps.get("bucket", {}).get("condition") == "service_completed_successfully"
     assert deps.get("redis", {}).get("condition") == "service_healthy"
+
+
+def test_the_bucket_is_made_once_minio_is_healthy(services: dict[str, dict[str, Any]]) -> None:
+    bucket = services["bucket"]
+    assert _depends_on(bucket)["minio"]["condition"] == "service_healthy"
+    script = " ".join(_as_argv(bucket.get("entrypoint")) + _as_argv(bucket.get("command")))
+    name = _environment(services["api"])["HEIMDEX_S3_BUCKET"]
+    assert f"mc mb --ignore-existing store/{name}" in script
+    assert bucket.get("restart") == "no"
 
 
 def test_api_serves_on_all_interfaces_and_publishes_8000(
@@ -168,18 +180,33 @@ def test_worker_can_scale(services: dict[str, dict[str, Any]]) -> None:
     assert not worker.get("ports"), "a fixed host port would stop --scale worker=N"
 
 
-def test_api_and_worker_share_the_data_volume(
-    compose: dict[str, Any], services: dict[str, dict[str, Any]]
-) -> None:
-    def data_mount(name: str) -> str:
-        data_dir = _environment(services[name])["HEIMDEX_DATA_DIR"]
-        mounts = [str(v).split(":") for v in services[name].get("volumes", [])]
-        sources = [m[0] for m in mounts if len(m) >= 2 and m[1] == data_dir]
-        assert sources, f"{name} does not mount a volume on {data_dir}"
-        return sources[0]
+def test_api_and_worker_keep_media_in_minio(services: dict[str, dict[str, Any]]) -> None:
+    for name in ("api", "worker"):
+        env = _environment(services[name])
+        assert env["HEIMDEX_STORAGE_BACKEND"] == "s3"
+        assert env["HEIMDEX_S3_ENDPOINT_URL"] == "http://minio:9000"
+        # Clients reach the store by another name than the containers do: signed for that one.
+        assert env["HEIMDEX_S3_PUBLIC_ENDPOINT_URL"].endswith("http://localhost:9000}")
+        assert env["AWS_ACCESS_KEY_ID"] == services["minio"]["environment"]["MINIO_ROOT_USER"]
+        secret = services["minio"]["environment"]["MINIO_ROOT_PASSWORD"]
+        assert env["AWS_SECRET_ACCESS_KEY"] == secret
+    assert any(str(p).startswith("9000:") for p in services["minio"].get("ports", []))
 
-    assert data_mount("api") == data_mount("worker")
-    assert data_mount("api") in (compose.get("volumes") or {}), "use a named volume"
+
+def test_the_service_and_the_migrations_connect_as_different_roles(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Row-level security binds the service only if it is not the tables' owner (the roles
+    themselves are checked for real in tests/integration/test_compose_postgres_roles.py)."""
+    env = _environment(services["migrate"])
+    runtime = env["HEIMDEX_DATABASE_URL"].split("://", 1)[1].split(":", 1)[0]
+    owner = env["HEIMDEX_MIGRATION_DATABASE_URL"].split("://", 1)[1].split(":", 1)[0]
+    assert runtime != owner
+    mounts = [str(v) for v in services["postgres"].get("volumes", [])]
+    assert any(
+        m.startswith("./deploy/postgres/10-heimdex-roles.sh:/docker-entrypoint-initdb.d/")
+        for m in mounts
+    )
 
 
 def test_app_environment_is_production_on_postgres_and_redis(

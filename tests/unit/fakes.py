@@ -14,6 +14,7 @@ from pathlib import Path
 from uuid import UUID
 
 import msgspec
+import structlog
 
 from heimdex.domain.errors import (
     ChecksumMismatch,
@@ -190,6 +191,16 @@ class _Uploads:
     async def delete(self, upload_id: UUID) -> bool:
         return self._t.uploads.pop(upload_id, None) is not None
 
+    async def delete_abandoned(self, upload_id: UUID, expired_before: datetime) -> Upload | None:
+        upload = await self.get(upload_id)
+        if (
+            upload is None
+            or upload.status is UploadStatus.COMMITTED
+            or upload.expires_at >= expired_before
+        ):
+            return None
+        return self._t.uploads.pop(upload_id)
+
 
 class _Assets:
     def __init__(self, tables: FakeTables, org_id: str) -> None:
@@ -306,6 +317,22 @@ class _Jobs:
         return True
 
 
+class FakeUploadDirectory:
+    def __init__(self, database: FakeDatabase) -> None:
+        self._database = database
+
+    async def abandoned(self, expired_before: datetime, limit: int) -> list[tuple[UUID, str]]:
+        found = sorted(
+            (
+                u
+                for u in self._database.tables.uploads.values()
+                if u.status is not UploadStatus.COMMITTED and u.expires_at < expired_before
+            ),
+            key=lambda u: u.expires_at,
+        )
+        return [(u.id, u.org_id) for u in found[:limit]]
+
+
 class FakeJobDirectory:
     def __init__(self, database: FakeDatabase) -> None:
         self._database = database
@@ -358,18 +385,21 @@ class FakeQueue:
 
 
 class FakeThumbnailer:
-    """Two tiny "thumbnails", or the error it was told to raise."""
+    """Two tiny "thumbnails", or the error it was told to raise. Remembers the log context each
+    call ran in (what a line an adapter logs would carry)."""
 
     name = "fake"
 
     def __init__(self) -> None:
         self.error: Exception | None = None
         self.calls = 0
+        self.log_contexts: list[dict[str, object]] = []
 
     async def thumbnails(
         self, path: Path, media: MediaInfo, spec: ThumbnailSpec
     ) -> list[Thumbnail]:
         self.calls += 1
+        self.log_contexts.append(structlog.contextvars.get_contextvars())
         if self.error is not None:
             raise self.error
         return [

@@ -6,6 +6,8 @@ import uuid
 from datetime import timedelta
 
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from heimdex.application.jobs import JobPolicy, JobService
 from heimdex.domain.errors import DecoderCrashed, InvalidMedia, NotFound, StorageError
@@ -227,3 +229,16 @@ async def test_the_queue_depth_counts_queued_and_running_jobs(world: World) -> N
         await uow.jobs.claim(job.id, "w", world.clock.now(), world.clock.now())
         await uow.commit()
     assert await world.jobs.queue_depth() == {JobStatus.QUEUED: 1, JobStatus.RUNNING: 1}
+
+
+async def test_every_line_a_job_run_logs_names_its_job_and_asset(world: World) -> None:
+    asset = await world.asset()
+    job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    with capture_logs() as logs:
+        await world.jobs.run(job.id)
+    ids = {"job_id": str(job.id), "asset_id": str(asset.id)}
+    assert world.thumbnailer.log_contexts == [ids | {"org_id": "org-a"}]
+    lines = {line["event"]: line for line in logs}
+    for event in ("job_started", "job_succeeded"):
+        assert ids.items() <= lines[event].items(), lines[event]
+    assert structlog.contextvars.get_contextvars() == {}  # unbound after the run

@@ -66,6 +66,8 @@ def test_every_bad_value_is_one_line_naming_its_variable() -> None:
         ({"HEIMDEX_MAX_UPLOAD_SIZE_BYTES": "0"}, "HEIMDEX_MAX_UPLOAD_SIZE_BYTES"),
         ({"HEIMDEX_PORT": "70000"}, "HEIMDEX_PORT"),
         ({"HEIMDEX_PROBE_TIMEOUT_SECONDS": "-1"}, "HEIMDEX_PROBE_TIMEOUT_SECONDS"),
+        ({"HEIMDEX_WORKER_METRICS_PORT": "-1"}, "HEIMDEX_WORKER_METRICS_PORT"),
+        ({"HEIMDEX_WORKER_METRICS_PORT": "65536"}, "HEIMDEX_WORKER_METRICS_PORT"),
     ],
 )
 def test_out_of_range_values_are_refused(variables: dict[str, str], fragment: str) -> None:
@@ -166,3 +168,12 @@ def test_bad_s3_settings_are_refused(variables: dict[str, str], fragment: str) -
 def test_s3_settings_are_not_checked_for_local_storage() -> None:
     settings = load_settings({"HEIMDEX_UPLOAD_URL_TTL_SECONDS": "999999"}, env_file=None)
     assert settings.upload_url_ttl_seconds == 999_999
+
+
+def test_metrics_settings_default_to_an_open_api_endpoint_and_no_worker_port() -> None:
+    settings = load_settings({}, env_file=None)
+    assert (settings.metrics_token, settings.worker_metrics_port) == (None, 0)
+    given = load_settings(
+        {"HEIMDEX_METRICS_TOKEN": "t0ken", "HEIMDEX_WORKER_METRICS_PORT": "9100"}, env_file=None
+    )
+    assert (given.metrics_token, given.worker_metrics_port) == ("t0ken", 9100)

@@ -15,6 +15,7 @@ from heimdex.adapters.db.job_directory import SqlJobDirectory
 from heimdex.adapters.db.migrations import upgrade
 from heimdex.adapters.db.tenancy_report import TenancyCheck, tenancy_report
 from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
+from heimdex.adapters.db.upload_directory import SqlUploadDirectory
 from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
 from heimdex.adapters.media.ffprobe import FfprobeProber
 from heimdex.adapters.media.pyav import PyAVProber
@@ -26,6 +27,7 @@ from heimdex.adapters.queue.inprocess import InProcessJobQueue
 from heimdex.adapters.queue.redis import HeimdexStreamBroker, RedisJobQueue, build_redis_broker
 from heimdex.adapters.storage.local import LocalStorage
 from heimdex.adapters.storage.s3 import S3Storage
+from heimdex.application.abandoned_uploads import AbandonedUploadSweeper
 from heimdex.application.assets import AssetService
 from heimdex.application.health import HealthService
 from heimdex.application.idempotency import IdempotencyService
@@ -33,6 +35,7 @@ from heimdex.application.ingest import IngestLimits, IngestService
 from heimdex.application.jobs import JobPolicy, JobService
 from heimdex.application.probing import ProbeService
 from heimdex.application.sidecars import SidecarService
+from heimdex.application.sweeping import Sweep
 from heimdex.domain.errors import TenancyUnsafe
 from heimdex.domain.ports import HealthCheck, Prober, Storage, Thumbnailer, UrlSigner
 from heimdex.logs import get_logger
@@ -60,7 +63,12 @@ class Services:
     idempotency: IdempotencyService
     jobs: JobService
     sidecars: SidecarService
+    abandoned_uploads: AbandonedUploadSweeper
     health: HealthService
+
+    def sweeps(self) -> tuple[Sweep, ...]:
+        """What the periodic sweep runs: due jobs, then abandoned uploads."""
+        return (self.jobs.sweep, self.abandoned_uploads.sweep)
 
     async def startup(self, *, start_queue: bool = True) -> None:
         if self.database.backend == "sqlite":
@@ -231,5 +239,12 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         ),
         jobs=jobs,
         sidecars=SidecarService(uow, storage, clock, settings.download_url_ttl_seconds),
+        abandoned_uploads=AbandonedUploadSweeper(
+            uow,
+            SqlUploadDirectory(database),
+            storage,
+            clock,
+            grace=timedelta(seconds=settings.upload_abandon_after_seconds),
+        ),
         health=HealthService(checks),
     )

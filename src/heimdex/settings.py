@@ -69,6 +69,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_lease_seconds: int = 60
     job_retry_base_seconds: float = 5.0
     job_redeliver_seconds: float = 120.0
+    upload_abandon_after_seconds: float = 86400.0
     sweep_interval_seconds: float = 5.0
     download_url_ttl_seconds: int = 3600
     host: str = "127.0.0.1"
@@ -158,6 +159,7 @@ def _check(settings: Settings) -> list[str]:
         "job_lease_seconds",
         "job_retry_base_seconds",
         "job_redeliver_seconds",
+        "upload_abandon_after_seconds",
         "sweep_interval_seconds",
         "download_url_ttl_seconds",
         "upload_url_ttl_seconds",

@@ -308,3 +308,33 @@ async def test_a_wrong_size_or_store_checksum_fails_before_reading_the_object_ba
     storage.reported[upload.key] = sha256
     await service.commit_upload(ORG_A, upload.id)
     assert storage.digests == 1
+
+
+async def test_a_slot_swept_while_its_commit_verifies_is_expired_and_makes_no_asset(
+    database: FakeDatabase, clock: FakeClock
+) -> None:
+    """The sweep deletes the row before the object; a commit that had already started finds
+    its slot gone when it records the asset, and records nothing."""
+
+    class SweptDuringDigest(FakeStorage):
+        async def digest(self, key: str) -> StoredObject:
+            stored = await super().digest(key)
+            for upload_id, upload in list(database.tables.uploads.items()):
+                if upload.key == key:
+                    del database.tables.uploads[upload_id]
+            return stored
+
+    limits = IngestLimits(
+        max_upload_size_bytes=10_000,
+        upload_url_ttl=timedelta(hours=1),
+        upload_stall=timedelta(minutes=30),
+    )
+    service = IngestService(
+        database, SweptDuringDigest(), FakeProber(), clock, limits, metrics=FakeMetrics()
+    )
+    upload = (await service.init_upload(ORG_A, request(), "http://api")).upload
+    await service.receive_upload("org-a", upload.id, body())
+
+    with pytest.raises(UploadExpired):
+        await service.commit_upload(ORG_A, upload.id)
+    assert database.tables.assets == {}

@@ -202,6 +202,8 @@ class IngestService:
         )
         try:
             async with self._uow(principal.org_id) as uow:
+                if await uow.uploads.get(upload.id) is None:  # swept while it was verified
+                    raise UploadExpired("the upload slot expired and was removed; upload again")
                 await uow.assets.add(asset)
                 await uow.uploads.save(
                     msgspec.structs.replace(

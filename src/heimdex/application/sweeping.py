@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import anyio
 
-from heimdex.application.jobs import JobService
 from heimdex.domain.errors import HeimdexError
 from heimdex.logs import get_logger
 
 log = get_logger(__name__)
 
+Sweep = Callable[[], Awaitable[int]]
 
-async def sweep_forever(jobs: JobService, interval_seconds: float) -> None:
-    """Sweep every ``interval_seconds`` until cancelled; a failed sweep (database down) is
-    logged and tried again next time, never fatal."""
+
+async def sweep_forever(interval_seconds: float, *sweeps: Sweep) -> None:
+    """Run each sweep every ``interval_seconds`` until cancelled. A sweep that fails (database
+    down) is logged and tried again next time, never fatal, and never stops the others."""
     while True:
-        try:
-            await jobs.sweep()
-        except (HeimdexError, OSError) as exc:
-            log.warning("sweep_failed", error=str(exc))
+        for sweep in sweeps:
+            try:
+                await sweep()
+            except (HeimdexError, OSError) as exc:
+                log.warning(
+                    "sweep_failed", sweep=getattr(sweep, "__qualname__", "?"), error=str(exc)
+                )
         await anyio.sleep(interval_seconds)

@@ -200,6 +200,12 @@ class UploadRepository(Protocol):
 
     async def delete(self, upload_id: UUID) -> bool: ...
 
+    async def delete_abandoned(self, upload_id: UUID, expired_before: datetime) -> Upload | None:
+        """Delete the upload if it is still not committed and its slot expired before
+        ``expired_before``; answers what was deleted. One conditional statement, so a commit
+        racing the sweep either wins (nothing is deleted) or finds its slot gone."""
+        ...
+
 
 class AssetRepository(Protocol):
     """Assets of one organisation (the unit of work's): another org's asset is ``None``."""
@@ -273,6 +279,16 @@ class JobDirectory(Protocol):
     async def active_counts(self) -> dict[JobStatus, int]:
         """How many jobs are ``queued`` and ``running`` across every organisation (the queue
         depth). Counts only: cheap, bounded by the active jobs, never a finished one."""
+        ...
+
+
+class UploadDirectory(Protocol):
+    """The one question about uploads that crosses organisations: which slots were abandoned.
+    Answers ids, never upload contents."""
+
+    async def abandoned(self, expired_before: datetime, limit: int) -> list[tuple[UUID, str]]:
+        """(upload id, org id) of uploads never committed whose slot expired before
+        ``expired_before``, oldest first."""
         ...
 
 

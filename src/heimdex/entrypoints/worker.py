@@ -36,7 +36,7 @@ async def start_services(state: TaskiqState) -> None:
     await services.startup(start_queue=False)  # taskiq has started the broker itself
     state.services = services
     state.sweeper = asyncio.create_task(
-        sweep_forever(services.jobs, settings.sweep_interval_seconds)
+        sweep_forever(settings.sweep_interval_seconds, *services.sweeps())
     )
     state.metrics_server = _serve_metrics(services)
     log.info("worker_started", worker_id=services.jobs.worker_id)

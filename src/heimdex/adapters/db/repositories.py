@@ -187,6 +187,22 @@ class SqlUploadRepository(_OrgRepository):
         )
         return changed == 1
 
+    async def delete_abandoned(self, upload_id: UUID, expired_before: datetime) -> Upload | None:
+        # DELETE … RETURNING (PostgreSQL, SQLite 3.35+): the condition is checked against the
+        # row as it is when the delete takes its lock, so a commit that got there first wins.
+        result = await self._execute(
+            delete(UPLOADS)
+            .where(
+                UPLOADS.c.org_id == self._org_id,
+                UPLOADS.c.id == upload_id,
+                UPLOADS.c.status != UploadStatus.COMMITTED.value,
+                UPLOADS.c.expires_at < expired_before,
+            )
+            .returning(*UPLOADS.c)
+        )
+        row = result.mappings().first()
+        return None if row is None else _upload_from_row(row)
+
     async def _one(self, condition: ColumnElement[bool]) -> Upload | None:
         result = await self._execute(
             select(UPLOADS).where(UPLOADS.c.org_id == self._org_id, condition)

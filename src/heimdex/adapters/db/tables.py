@@ -78,6 +78,10 @@ class UploadRow(UUIDPrimaryKey, Base):
     received_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
 
 
+# The abandoned-upload sweep's question: which slots expired without a commit.
+Index("ix_uploads_status_expires_at", UploadRow.status, UploadRow.expires_at)
+
+
 class AssetRow(UUIDPrimaryKey, Base):
     """A committed asset (``heimdex.domain.model.Asset``).
 

@@ -73,9 +73,10 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
             await services.startup()
         sweeper: asyncio.Task[None] | None = None
         if services.settings.job_queue_backend == "immediate":
-            # In-process jobs: this process also sweeps (outbox, retries, dead leases).
+            # In-process jobs: this process also sweeps (outbox, retries, dead leases, abandoned
+            # uploads); with Redis the workers do.
             sweeper = asyncio.create_task(
-                sweep_forever(services.jobs, services.settings.sweep_interval_seconds)
+                sweep_forever(services.settings.sweep_interval_seconds, *services.sweeps())
             )
         try:
             yield

@@ -133,3 +133,21 @@ async def test_a_committed_upload_is_never_swept_however_old(
     await world.sweeper.sweep()  # may take other tests' leftovers in the shared catalogue
     assert await world.row(upload) is not None
     assert (await storage.digest(upload.key)).sha256 == hashlib.sha256(data).hexdigest()
+
+
+async def test_an_upload_with_an_asset_is_never_swept_whatever_its_status_says(
+    database: Database, storage: Storage, h264_aac_mp4: Path
+) -> None:
+    """Belt and braces: the asset, not the slot's status, is what makes bytes precious."""
+    world = World(database, storage)
+    acme = an_org()
+    upload = await world.slot(acme, h264_aac_mp4.read_bytes(), send=True)
+    await world.ingest.commit_upload(acme, upload.id)
+    async with world.uow(acme.org_id) as uow:
+        await uow.uploads.save(upload)  # back to "received", as an older version might leave it
+        await uow.commit()
+
+    world.clock.advance(days=3650)
+    await world.sweeper.sweep()
+    assert await world.row(upload) is not None
+    assert await storage.stat(upload.key) is not None

@@ -23,7 +23,7 @@ from typing import Any, cast
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.engine import CursorResult, Result, RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -197,6 +197,7 @@ class SqlUploadRepository(_OrgRepository):
                 UPLOADS.c.id == upload_id,
                 UPLOADS.c.status != UploadStatus.COMMITTED.value,
                 UPLOADS.c.expires_at < expired_before,
+                ~exists().where(ASSETS.c.upload_id == UPLOADS.c.id),
             )
             .returning(*UPLOADS.c)
         )

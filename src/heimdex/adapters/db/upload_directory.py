@@ -7,13 +7,14 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import select, text
+from sqlalchemy import exists, select, text
 
 from heimdex.adapters.db.engine import Database, database_errors
 from heimdex.adapters.db.tables import metadata
 from heimdex.domain.model import UploadStatus
 
 UPLOADS = metadata.tables["uploads"]
+ASSETS = metadata.tables["assets"]
 
 
 class SqlUploadDirectory:
@@ -34,6 +35,7 @@ class SqlUploadDirectory:
                         .where(
                             UPLOADS.c.status != UploadStatus.COMMITTED.value,
                             UPLOADS.c.expires_at < expired_before,
+                            ~exists().where(ASSETS.c.upload_id == UPLOADS.c.id),
                         )
                         .order_by(UPLOADS.c.expires_at)
                         .limit(limit)

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 import uvloop
+
+from _local_services import free_port, wait_http
 
 SECRET = "benchmark-secret-that-is-at-least-32-bytes"
 PG = "127.0.0.1:5432"
@@ -93,22 +94,6 @@ async def load(port: int, path: str, token: str | None, clients: int, seconds: f
 
 
 # -- the deployment --------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_http(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=0.5).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer")
 
 
 async def admin(*statements: str) -> None:

@@ -1,14 +1,16 @@
 """Sidecar jobs end to end: one whole job on the embedded default, and jobs per minute with one
 and two `heimdex worker` processes (Redis + PostgreSQL), on a generated 1080p30 10 s clip.
 
-    uv run python benchmarks/sidecar.py [--jobs 40] [--skip-workers]
+    uv run python benchmarks/sidecar.py [--jobs 120] [--skip-workers]
 
 Targets (issue 4): a whole sidecar job on the embedded default under 0.3 s; two workers at least
 1.8x the jobs per minute of one. The jobs are requested once the workers are up and counted
 done from the database. Two workers scale only where one leaves cores idle: a worker runs its
 decode process and its own I/O at once, so on a 2-CPU machine that also runs the API, PostgreSQL
-and Redis, one worker already keeps both CPUs busy and a second only adds contention. The thumbnailers' own figures against the bare PyAV loop and a
-single-pass ffmpeg are in benchmarks/thumbnails.py.
+and Redis, one worker already keeps both CPUs busy and a second only adds contention.
+
+The thumbnailers' own figures against the bare PyAV loop and a single-pass ffmpeg are in
+benchmarks/thumbnails.py.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from _local_services import free_port, wait_http
 from heimdex.application.ingest import UploadRequest
 from heimdex.bootstrap import build
 from heimdex.domain.model import Principal, ThumbnailSpec
@@ -101,24 +103,6 @@ async def embedded_job_seconds(workdir: Path, data: bytes, runs: int) -> list[fl
         return timings
     finally:
         await services.aclose()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_http(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=0.5).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer")
 
 
 def jobs_per_minute(workdir: Path, clip: Path, workers: int, jobs: int) -> float:

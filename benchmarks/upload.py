@@ -17,7 +17,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,16 +27,11 @@ from pathlib import Path
 
 import httpx
 
+from _local_services import free_port
+
 MIB = 1024 * 1024
 CHUNK = MIB
 SECRET = "benchmark-secret-that-is-at-least-32-bytes"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def rss_kib(pid: int, field: str) -> int:

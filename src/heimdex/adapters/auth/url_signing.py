@@ -23,4 +23,7 @@ class HmacUrlSigner:
 
     def verify(self, method: str, path: str, org_id: str, expires: int, signature: str) -> bool:
         """True when the signature is ours for exactly these values (expiry is the caller's)."""
-        return hmac.compare_digest(self._mac(method, path, org_id, expires), signature)
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, i.e. a 500
+        # for any client that sends one), and a signature of ours is ASCII anyway.
+        expected = self._mac(method, path, org_id, expires).encode()
+        return hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape"))

@@ -25,6 +25,7 @@ from heimdex.adapters.metrics.prometheus import PrometheusMetrics
 from heimdex.adapters.offload import run_blocking
 from heimdex.adapters.queue.inprocess import InProcessJobQueue
 from heimdex.adapters.queue.redis import HeimdexStreamBroker, RedisJobQueue, build_redis_broker
+from heimdex.adapters.queue.redis_checks import RedisConfigCheck, redis_config_report
 from heimdex.adapters.storage.local import LocalStorage
 from heimdex.adapters.storage.s3 import S3Storage
 from heimdex.application.abandoned_uploads import AbandonedUploadSweeper
@@ -36,7 +37,7 @@ from heimdex.application.jobs import JobPolicy, JobService
 from heimdex.application.probing import ProbeService
 from heimdex.application.sidecars import SidecarService
 from heimdex.application.sweeping import Sweep
-from heimdex.domain.errors import TenancyUnsafe
+from heimdex.domain.errors import QueueMisconfigured, TenancyUnsafe
 from heimdex.domain.ports import HealthCheck, Prober, Storage, Thumbnailer, UrlSigner
 from heimdex.logs import get_logger
 from heimdex.settings import Settings
@@ -79,19 +80,13 @@ class Services:
             )
         else:
             await self._check_tenancy()
+        if isinstance(self.queue, RedisJobQueue):
+            await check_redis(self.queue.broker, self.settings)
         if start_queue:
             await self.queue.startup()
 
     async def _check_tenancy(self) -> None:
-        """Row-level security must hold for the role we connect as; production refuses to
-        start without it, development says so loudly."""
-        report = await tenancy_report(self.database)
-        for problem in report.problems:
-            log.error("tenancy_unsafe", problem=problem)
-        if report.problems and self.settings.is_production:
-            raise TenancyUnsafe(
-                "refusing to start: " + "; ".join(report.problems) + " (see README, PostgreSQL)"
-            )
+        await check_tenancy(self.database, self.settings)
 
     async def aclose(self) -> None:
         await self.queue.shutdown()
@@ -102,6 +97,51 @@ class Services:
         close_storage = getattr(self.storage, "aclose", None)
         if close_storage is not None:  # S3's HTTP connections
             await close_storage()
+
+
+async def check_tenancy(database: Database, settings: Settings) -> None:
+    """Row-level security must hold for the role we connect as; production refuses to start
+    without it, development says so loudly."""
+    report = await tenancy_report(database)
+    for problem in report.problems:
+        log.error("tenancy_unsafe", problem=problem)
+    if report.problems and settings.is_production:
+        raise TenancyUnsafe(
+            "refusing to start: " + "; ".join(report.problems) + " (see README, PostgreSQL)"
+        )
+
+
+async def check_redis(broker: HeimdexStreamBroker, settings: Settings) -> None:
+    """Redis must keep queued jobs (``noeviction``; results, if any, expire): production
+    refuses to start otherwise, development says so loudly. What cannot be checked (CONFIG
+    disabled on a managed Redis, Redis not up yet) is a warning: jobs wait in their rows."""
+    report = await redis_config_report(broker)
+    for note in report.notes:
+        log.warning("redis_config_unchecked", note=note)
+    for problem in report.problems:
+        log.error("redis_misconfigured", problem=problem)
+    if report.problems and settings.is_production:
+        raise QueueMisconfigured(
+            "refusing to start: " + "; ".join(report.problems) + " (see README, When things fail)"
+        )
+
+
+async def preflight(settings: Settings) -> None:
+    """Start-up's refusals on their own, run by ``heimdex serve`` and ``heimdex worker`` before
+    any server or worker process starts, so that a refusal is one line, not a traceback:
+    PostgreSQL reachable and its row-level security binding us, Redis keeping jobs."""
+    if settings.job_queue_backend == "redis":
+        broker = build_redis_broker(settings.redis_url, queue_name=settings.redis_queue_name)
+        try:
+            await check_redis(broker, settings)
+        finally:
+            await broker.connection_pool.disconnect()
+    database = Database(settings.resolved_database_url)
+    try:
+        if database.is_postgres:
+            await check_tenancy(database, settings)
+    finally:
+        await database.dispose()
 
 
 def build_prober(settings: Settings) -> Prober:
@@ -207,6 +247,8 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
     }
     if database.backend == "postgresql":
         checks["tenancy"] = TenancyCheck(database)
+    if isinstance(queue, RedisJobQueue):
+        checks["queue_config"] = RedisConfigCheck(queue.broker)
     return Services(
         settings=settings,
         database=database,

@@ -19,6 +19,7 @@ import structlog
 from heimdex.domain.errors import (
     ChecksumMismatch,
     Conflict,
+    DatabaseUnavailable,
     InvalidMedia,
     LengthMismatch,
     QueueUnavailable,
@@ -421,6 +422,9 @@ class FakeUnitOfWork:
         self.jobs = _Jobs(self._working, org_id)
 
     async def __aenter__(self) -> FakeUnitOfWork:
+        if self._database.unavailable_for > 0:  # the next N units of work find it down
+            self._database.unavailable_for -= 1
+            raise DatabaseUnavailable("the database is not available: connection refused")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -435,6 +439,7 @@ class FakeDatabase:
 
     def __init__(self) -> None:
         self.tables = FakeTables()
+        self.unavailable_for = 0
 
     def __call__(self, org_id: str) -> FakeUnitOfWork:
         return FakeUnitOfWork(self, org_id)

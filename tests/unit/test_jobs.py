@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import structlog
 from structlog.testing import capture_logs
 
 from heimdex.application.jobs import JobPolicy, JobService
-from heimdex.domain.errors import DecoderCrashed, InvalidMedia, NotFound, StorageError
+from heimdex.domain.errors import (
+    DatabaseUnavailable,
+    DecoderCrashed,
+    InvalidMedia,
+    NotFound,
+    StorageError,
+)
 from heimdex.domain.media import MediaInfo
 from heimdex.domain.model import (
     Asset,
@@ -49,7 +56,11 @@ class World:
             self.storage,
             self.thumbnailer,
             self.clock,
-            JobPolicy(max_attempts=3, lease=timedelta(seconds=60)),
+            JobPolicy(
+                max_attempts=3,
+                lease=timedelta(seconds=60),
+                database_retry=timedelta(milliseconds=5),
+            ),
             prober_name="fake",
             metrics=self.metrics,
         )
@@ -189,6 +200,60 @@ async def test_a_dead_workers_job_is_claimed_again_after_its_lease(world: World)
     await world.jobs.run(job.id)
     done = await world.jobs.get(ORG, job.id)
     assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 2)
+
+
+async def test_a_worker_waits_for_the_database_to_claim_a_job(world: World) -> None:
+    asset = await world.asset()
+    job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    world.database.unavailable_for = 2  # the message arrives while PostgreSQL restarts
+    with capture_logs() as logs:
+        await world.jobs.run(job.id)
+    done = await world.jobs.get(ORG, job.id)
+    assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1)
+    waits = [line for line in logs if line["event"] == "job_waiting_for_database"]
+    assert len(waits) == 2
+
+
+async def test_a_finished_run_waits_for_the_database_to_record_its_outcome(
+    world: World,
+) -> None:
+    asset = await world.asset()
+    job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    produce = world.thumbnailer.thumbnails
+
+    async def database_goes_away_meanwhile(*args: Any) -> Any:
+        world.database.unavailable_for = 3
+        return await produce(*args)
+
+    world.thumbnailer.thumbnails = database_goes_away_meanwhile  # type: ignore[method-assign]
+    await world.jobs.run(job.id)
+    done = await world.jobs.get(ORG, job.id)
+    assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1)  # not thrown away
+    assert world.thumbnailer.calls == 1
+    assert await world.asset_status(asset) is AssetStatus.READY
+
+
+async def test_a_worker_gives_up_waiting_after_one_lease_and_leaves_it_to_the_sweep(
+    world: World,
+) -> None:
+    asset = await world.asset()
+    job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    impatient = JobService(
+        world.database,
+        FakeJobDirectory(world.database),
+        world.queue,
+        world.storage,
+        world.thumbnailer,
+        world.clock,
+        JobPolicy(lease=timedelta(milliseconds=50), database_retry=timedelta(milliseconds=5)),
+        prober_name="fake",
+        metrics=world.metrics,
+    )
+    world.database.unavailable_for = 1000
+    with pytest.raises(DatabaseUnavailable):
+        await impatient.run(job.id)
+    world.database.unavailable_for = 0
+    assert (await world.jobs.get(ORG, job.id)).status is JobStatus.QUEUED  # untouched
 
 
 async def test_another_orgs_job_and_asset_are_not_found(world: World) -> None:

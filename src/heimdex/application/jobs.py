@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import TypeVar
 from uuid import UUID
 
 import anyio
@@ -20,6 +22,7 @@ import msgspec
 from heimdex import __version__
 from heimdex.domain.errors import (
     AssetGone,
+    DatabaseUnavailable,
     HeimdexError,
     InvalidMedia,
     NotFound,
@@ -51,6 +54,8 @@ from heimdex.domain.storage_keys import asset_derived_prefix, sidecar_key, thumb
 from heimdex.logs import get_logger, log_context
 
 log = get_logger(__name__)
+T = TypeVar("T")
+_DATABASE_RETRY_MAX_SECONDS = 5.0
 
 
 class JobPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,6 +66,9 @@ class JobPolicy(msgspec.Struct, frozen=True, kw_only=True):
     # A queued job the queue accepted this long ago without a worker claiming it is handed over
     # again (a lost message); shorter than this is left to the queue.
     redeliver_after: timedelta = timedelta(minutes=2)
+    # A worker that cannot reach the database to claim a job or record its outcome tries again
+    # after this, doubling up to 5 s, for up to one lease; then the sweep's redelivery takes over.
+    database_retry: timedelta = timedelta(seconds=0.5)
 
     def backoff(self, attempts: int) -> timedelta:
         seconds = self.retry_base.total_seconds() * 2 ** max(attempts - 1, 0)
@@ -165,14 +173,20 @@ class JobService:
     async def run(self, job_id: UUID) -> None:
         """Run the job if it is claimable; a second delivery of a live or finished job is a
         no-op. Never raises for the job's own failures: they are recorded on the row."""
-        org_id = await self._directory.org_of(job_id)
+        org_id = await self._once_database_answers(lambda: self._directory.org_of(job_id))
         if org_id is None:
             log.info("job_unknown", job_id=str(job_id))
             return
-        now = self._clock.now()
-        async with self._uow(org_id) as uow:
-            job = await uow.jobs.claim(job_id, self.worker_id, now, now + self._policy.lease)
-            await uow.commit()
+        known_org: str = org_id
+
+        async def claim() -> Job | None:
+            now = self._clock.now()
+            async with self._uow(known_org) as uow:
+                job = await uow.jobs.claim(job_id, self.worker_id, now, now + self._policy.lease)
+                await uow.commit()
+            return job
+
+        job = await self._once_database_answers(claim)
         if job is None:
             log.info("job_not_claimable", job_id=str(job_id))
             return
@@ -197,25 +211,54 @@ class JobService:
                 finally:
                     group.cancel_scope.cancel()
         except BaseException as exc:  # every failure is recorded; cancellation re-raised
+            failure = _unwrap(exc)
             with anyio.CancelScope(shield=True):
-                retry = await self._record_failure(job, _unwrap(exc))
+                if isinstance(failure, Exception):
+                    retry = await self._once_database_answers(
+                        lambda: self._record_failure(job, failure)
+                    )
+                else:  # stopping: one try, never hold up shutdown (the lease hands it over)
+                    retry = await self._record_failure(job, failure)
             outcome: JobOutcome = "retry" if retry else "failed"
             self._metrics.job_finished(job.kind, outcome, time.perf_counter() - started)
             if not isinstance(_unwrap(exc), Exception):
                 raise
             return
-        await self._record_success(job, asset)
+        await self._once_database_answers(lambda: self._record_success(job, asset))
         self._metrics.job_finished(job.kind, "succeeded", time.perf_counter() - started)
+
+    async def _once_database_answers(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """``operation()``; while the database is unavailable, again with back-off for up to one
+        lease. Past that the error stands: the row is unchanged (or its lease runs out) and the
+        sweep hands the job over again once the database is back."""
+        deadline = time.monotonic() + self._policy.lease.total_seconds()
+        delay = self._policy.database_retry.total_seconds()
+        while True:
+            try:
+                return await operation()
+            except DatabaseUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("job_waiting_for_database", error=exc.message, retry_in=delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, _DATABASE_RETRY_MAX_SECONDS)
 
     async def _heartbeat(self, job: Job) -> None:
         interval = self._policy.lease.total_seconds() / 3
         while True:
             await anyio.sleep(interval)
-            async with self._uow(job.org_id) as uow:
-                held = await uow.jobs.heartbeat(
-                    job.id, self.worker_id, self._clock.now() + self._policy.lease, job.progress
-                )
-                await uow.commit()
+            try:
+                async with self._uow(job.org_id) as uow:
+                    held = await uow.jobs.heartbeat(
+                        job.id, self.worker_id, self._clock.now() + self._policy.lease, job.progress
+                    )
+                    await uow.commit()
+            except DatabaseUnavailable as exc:
+                # A database blip must not throw the work away: keep producing and try again at
+                # the next beat. If the lease runs out meanwhile, the claim is another worker's
+                # to take and this run's outcome is recorded only if it still holds it.
+                log.warning("job_heartbeat_failed", job_id=str(job.id), error=exc.message)
+                continue
             if not held:
                 log.warning("job_lease_lost", job_id=str(job.id), asset_id=str(job.asset_id))
                 return

@@ -101,6 +101,14 @@ class QueueUnavailable(HeimdexError):
     title = "The job queue is not available"
 
 
+class QueueMisconfigured(HeimdexError):
+    """Redis is set up so that queued jobs could be lost (an eviction policy other than
+    ``noeviction``, results that never expire)."""
+
+    code = "queue_misconfigured"
+    title = "The job queue's Redis is misconfigured"
+
+
 class DatabaseUnavailable(HeimdexError):
     code = "database_unavailable"
     title = "The database is not available"

@@ -59,10 +59,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         prober=settings.prober,
         legacy=settings.enable_legacy,
     )
+    _preflight(settings)
     uvicorn.run(
         create_app(settings=settings), host=host, port=port, log_config=None, access_log=False
     )
     return 0
+
+
+def _preflight(settings: Settings) -> None:
+    """Start-up's refusals (unsafe tenancy, a Redis that would evict jobs, no database) as one
+    line, before uvicorn or taskiq would turn them into a traceback."""
+    from heimdex.bootstrap import preflight
+
+    asyncio.run(preflight(settings))
 
 
 # -- probe -------------------------------------------------------------------------------------
@@ -169,6 +178,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise CliError("--processes must be at least 1")
     from taskiq.cli.worker.args import WorkerArgs
     from taskiq.cli.worker.run import run_worker
+
+    from heimdex.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    _preflight(settings)
 
     worker_args = WorkerArgs.from_cli(
         [

@@ -21,25 +21,42 @@ from heimdex.adapters.metrics.exporter import MetricsServer, serve_metrics
 from heimdex.adapters.queue.redis import RUN_JOB_TASK, build_redis_broker
 from heimdex.application.sweeping import sweep_forever
 from heimdex.bootstrap import Services, build
+from heimdex.domain.errors import DatabaseUnavailable
 from heimdex.logs import configure_logging, get_logger
 from heimdex.settings import load_settings
 
 settings = load_settings()
 broker = build_redis_broker(settings.redis_url, queue_name=settings.redis_queue_name)
 log = get_logger("heimdex.worker")
+_DATABASE_WAIT_FIRST = 0.5
+_DATABASE_WAIT_MAX = 10.0
 
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
 async def start_services(state: TaskiqState) -> None:
     configure_logging(settings.log_level, settings.log_format)
     services = build(settings, broker=broker)
-    await services.startup(start_queue=False)  # taskiq has started the broker itself
+    await _start_when_database_answers(services)
     state.services = services
     state.sweeper = asyncio.create_task(
         sweep_forever(settings.sweep_interval_seconds, *services.sweeps())
     )
     state.metrics_server = _serve_metrics(services)
     log.info("worker_started", worker_id=services.jobs.worker_id)
+
+
+async def _start_when_database_answers(services: Services) -> None:
+    """A worker process (re)started while PostgreSQL is down waits for it rather than dying
+    and being restarted in a loop; its messages stay unread in the stream meanwhile."""
+    delay = _DATABASE_WAIT_FIRST
+    while True:
+        try:
+            await services.startup(start_queue=False)  # taskiq has started the broker itself
+            return
+        except DatabaseUnavailable as exc:
+            log.warning("waiting_for_database", error=exc.message, retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _DATABASE_WAIT_MAX)
 
 
 def worker_index() -> int:

@@ -9,6 +9,7 @@ from litestar.di import NamedDependency
 from heimdex import __version__
 from heimdex.application.health import HealthReport, HealthService
 from heimdex.entrypoints.http.auth import require_scope
+from heimdex.entrypoints.http.problems import retry_after_headers
 
 
 class Liveness(msgspec.Struct, frozen=True):
@@ -31,8 +32,10 @@ class AdminHealthController(Controller):
         "/",
         summary="Dependency health",
         description="Database, storage, prober and queue, each with its latency. Needs the "
-        "`admin` scope. 503 when any check fails.",
+        "`admin` scope. 503 (with `Retry-After`) when any check fails.",
     )
     async def report(self, health: NamedDependency[HealthService]) -> Response[HealthReport]:
         report = await health.report()
-        return Response(report, status_code=200 if report.ok else 503)
+        if report.ok:
+            return Response(report, status_code=200)
+        return Response(report, status_code=503, headers=retry_after_headers())

@@ -38,9 +38,19 @@ STATUS_BY_ERROR: dict[type[errors.HeimdexError], int] = {
     errors.ThumbnailerUnavailable: 503,
     errors.StorageError: 503,
     errors.QueueUnavailable: 503,
+    errors.QueueMisconfigured: 503,
     errors.DatabaseUnavailable: 503,
     errors.TenancyUnsafe: 503,
 }
+
+# A dependency that comes back by itself (a database or Redis restarting, a store's hiccup): the
+# 503 says when to try again. Misconfiguration (a missing prober, unsafe tenancy) does not.
+RETRY_AFTER_SECONDS = 5
+TRANSIENT_ERRORS: tuple[type[errors.HeimdexError], ...] = (
+    errors.DatabaseUnavailable,
+    errors.QueueUnavailable,
+    errors.StorageError,
+)
 
 CODE_BY_STATUS: dict[int, str] = {
     400: "invalid_request",
@@ -109,6 +119,16 @@ def _auth_headers(status: int) -> dict[str, str] | None:
     return {"WWW-Authenticate": 'Bearer realm="heimdex"'} if status == 401 else None
 
 
+def retry_after_headers() -> dict[str, str]:
+    return {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
+
+def _error_headers(status: int, exc: errors.HeimdexError) -> dict[str, str] | None:
+    if status == 503 and isinstance(exc, TRANSIENT_ERRORS):
+        return retry_after_headers()
+    return _auth_headers(status)
+
+
 def handle_domain_error(
     request: Request[Any, Any, Any], exc: errors.HeimdexError
 ) -> Response[Problem]:
@@ -121,7 +141,7 @@ def handle_domain_error(
         code=exc.code,
         title=exc.title,
         detail=exc.message,
-        headers=_auth_headers(status),
+        headers=_error_headers(status, exc),
     )
 
 

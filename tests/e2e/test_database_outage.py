@@ -1,0 +1,121 @@
+"""PostgreSQL goes away under a running `heimdex serve` and `heimdex worker`, then comes back.
+
+While it is down every route that needs it answers 503 ``database_unavailable`` with a
+``Retry-After`` (never a 500), liveness still answers, and the admin health report names the
+database. Once it is back the very next request works — no restart — and the worker, which
+lived through the outage, runs new jobs. The cluster is the test's own (initdb + pg_ctl), stopped
+with ``pg_ctl stop -m immediate``: connections are cut as in a crash.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.test_walkthrough import commit_upload, poll_job
+from tests.fixtures.postgres_cluster import ThrowawayPostgres
+from tests.fixtures.processes import Heimdex, PrivateRedis
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+
+@pytest.fixture
+def cluster() -> Iterator[ThrowawayPostgres]:
+    cluster = ThrowawayPostgres()
+    try:
+        cluster.create()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, cluster: ThrowawayPostgres) -> Iterator[Heimdex]:
+    redis = PrivateRedis(tmp_path)
+    redis.start()
+    deployment = Heimdex(tmp_path, cluster.runtime_url, redis)
+    deployment.env["HEIMDEX_JOB_REDELIVER_SECONDS"] = "2"
+    try:
+        yield deployment
+    finally:
+        deployment.stop_all()
+        redis.stop()
+
+
+def assert_database_unavailable(response: httpx.Response) -> None:
+    request = f"{response.request.method} {response.request.url.path}"
+    assert response.status_code == 503, (request, response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/problem+json"), request
+    assert response.json()["code"] == "database_unavailable", (request, response.text)
+    assert int(response.headers["retry-after"]) > 0, request
+
+
+def test_a_database_outage_answers_503_with_retry_after_and_recovers_without_restart(
+    deployment: Heimdex, cluster: ThrowawayPostgres, h264_aac_mp4: Path
+) -> None:
+    server = deployment.serve()
+    worker = deployment.worker("worker")
+    token, admin = deployment.token("acme"), deployment.token("ops", "admin")
+    data = h264_aac_mp4.read_bytes()
+    with httpx.Client(
+        base_url=deployment.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as client:
+        asset_id = commit_upload(client, data)
+        first = client.post(f"/v1/assets/{asset_id}/sidecar", json={})
+        assert poll_job(client, first.headers["location"])["status"] == "succeeded"
+        slot = client.post(
+            "/v1/ingest/init",
+            json={"source_name": "b.mp4", "content_type": "video/mp4", "content_length": len(data)},
+        ).json()
+
+        cluster.stop()
+        init = {"source_name": "c.mp4", "content_type": "video/mp4", "content_length": 10}
+        answers = [
+            client.get("/v1/assets"),  # the pool's connections died with the server
+            client.get("/v1/assets"),  # a new connection is refused
+            client.get(f"/v1/assets/{asset_id}"),
+            client.get(f"/v1/assets/{asset_id}/sidecar"),
+            client.get(f"/v1/assets/{asset_id}/thumbnails"),
+            client.get(f"/v1/jobs/{uuid.uuid4()}"),
+            client.post("/v1/ingest/init", json=init),
+            client.post("/v1/ingest/init", json=init, headers={"Idempotency-Key": "k-1"}),
+            client.post("/v1/ingest/commit", json={"upload_id": slot["upload_id"]}),
+            client.post(f"/v1/assets/{asset_id}/sidecar", json={}),
+            client.post(
+                f"/v1/assets/{asset_id}/sidecar", json={}, headers={"Idempotency-Key": "k-2"}
+            ),
+            client.delete(f"/v1/assets/{asset_id}"),
+            httpx.put(slot["upload_url"], content=data, headers=slot["headers"]),
+        ]
+        for answer in answers:
+            assert_database_unavailable(answer)
+        assert client.get("/health").status_code == 200  # liveness needs no database
+        health = client.get("/v1/admin/health", headers={"Authorization": f"Bearer {admin}"})
+        assert health.status_code == 503, health.text
+        assert int(health.headers["retry-after"]) > 0
+        checks = {check["name"]: check for check in health.json()["checks"]}
+        assert checks["database"]["ok"] is False
+        assert checks["queue"]["ok"] is True
+
+        cluster.start()
+        listed = client.get("/v1/assets")  # the first request after it is back works
+        assert listed.status_code == 200, listed.text
+        assert [item["asset_id"] for item in listed.json()["items"]] == [asset_id]
+        health = client.get("/v1/admin/health", headers={"Authorization": f"Bearer {admin}"})
+        assert health.status_code == 200, health.text
+        # The worker lived through it: a new job runs on it.
+        again = client.post(f"/v1/assets/{asset_id}/sidecar", json={"force": True})
+        assert again.status_code == 202, again.text
+        job = poll_job(client, again.headers["location"], seconds=60)
+        assert job["status"] == "succeeded", (job, deployment.logs())
+
+    assert server.poll() is None
+    assert worker.poll() is None
+    logs = deployment.logs()
+    assert '"status": 500' not in logs, logs
+    assert "unhandled_error" not in logs, logs
+    assert "restarted with pid" not in (deployment.workdir / "worker.log").read_text()

@@ -35,7 +35,7 @@ class FileController(Controller):
         org_id: str | None = query.get("org")
         expires: str | None = query.get("expires")
         signature: str | None = query.get("signature")
-        if not (org_id and expires and expires.isdigit() and signature):
+        if not (org_id and expires and expires.isascii() and expires.isdigit() and signature):
             raise InvalidUrlSignature("this URL is not signed; ask for a fresh one")
         if not services.signer.verify("GET", request.url.path, org_id, int(expires), signature):
             raise InvalidUrlSignature("this URL's signature does not match")

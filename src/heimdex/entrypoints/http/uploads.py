@@ -52,7 +52,9 @@ def _org_from_request(request: Request[Any, Any, Any], services: Services) -> st
     org_id: str | None = query.get("org")
     expires: str | None = query.get("expires")
     signature: str | None = query.get("signature")
-    if not (org_id and expires and signature and expires.isdigit() and is_valid_org_id(org_id)):
+    if not (org_id and expires and signature and is_valid_org_id(org_id)):
+        raise InvalidUploadSignature("the upload URL is not signed; use upload_url as issued")
+    if not (expires.isascii() and expires.isdigit()):
         raise InvalidUploadSignature("the upload URL is not signed; use upload_url as issued")
     if not services.signer.verify("PUT", request.url.path, org_id, int(expires), signature):
         raise InvalidUploadSignature("the upload URL's signature does not match")

@@ -14,6 +14,7 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from heimdex.application.assets import MAX_PAGE_SIZE, AssetService, encode_cursor
 from heimdex.domain.media import MediaInfo
+from heimdex.domain import errors
 from heimdex.domain.model import Asset, AssetFilter, AssetStatus, Principal
 
 
@@ -112,6 +113,16 @@ def asset_view(asset: Asset) -> AssetView:
     )
 
 
+def _timestamp(name: str, value: str | None) -> datetime | None:
+    """An RFC 3339 date-time, strictly: a bare number is not read as Unix seconds."""
+    if value is None:
+        return None
+    try:
+        return msgspec.convert(value, datetime, strict=True)
+    except msgspec.ValidationError as exc:
+        raise errors.InvalidInput(f"{name} must be an RFC 3339 date-time") from exc
+
+
 class AssetController(Controller):
     path = "/assets"
     tags = ["assets"]
@@ -131,8 +142,8 @@ class AssetController(Controller):
         max_duration: Annotated[float | None, QueryParameter(ge=0)] = None,
         codec: Annotated[str | None, QueryParameter(max_length=64)] = None,
         min_height: Annotated[int | None, QueryParameter(ge=0)] = None,
-        created_after: Annotated[datetime | None, QueryParameter()] = None,
-        created_before: Annotated[datetime | None, QueryParameter()] = None,
+        created_after: Annotated[str | None, QueryParameter(format="date-time")] = None,
+        created_before: Annotated[str | None, QueryParameter(format="date-time")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE)] = 50,
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
     ) -> AssetList:
@@ -144,8 +155,8 @@ class AssetController(Controller):
                 max_duration=max_duration,
                 codec=codec,
                 min_height=min_height,
-                created_after=created_after,
-                created_before=created_before,
+                created_after=_timestamp("created_after", created_after),
+                created_before=_timestamp("created_before", created_before),
             ),
             limit,
             cursor,

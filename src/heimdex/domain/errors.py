@@ -81,6 +81,34 @@ class UploadTooLarge(HeimdexError):
     title = "The upload is larger than allowed"
 
 
+class LimitExceeded(HeimdexError):
+    """A per-organisation limit refused the request. ``retry_after`` (seconds, in ``extra``)
+    says when trying again can succeed; a quota only freeing space lifts has none."""
+
+    code = "limit_exceeded"
+    title = "A limit of the organisation was reached"
+
+    @property
+    def retry_after(self) -> int | None:
+        value = self.extra.get("retry_after")
+        return int(value) if value is not None else None
+
+
+class RateLimited(LimitExceeded):
+    code = "rate_limited"
+    title = "Too many requests"
+
+
+class JobQuotaExceeded(LimitExceeded):
+    code = "job_quota_exceeded"
+    title = "Too many jobs queued or running"
+
+
+class StorageQuotaExceeded(LimitExceeded):
+    code = "storage_quota_exceeded"
+    title = "The organisation's storage quota is used up"
+
+
 class UnsupportedMediaType(HeimdexError):
     code = "unsupported_media_type"
     title = "The content type is not video or audio"

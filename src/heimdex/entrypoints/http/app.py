@@ -7,11 +7,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar, Router
-from litestar.enums import ScopeType
+from litestar import Litestar, Response, Router
+from litestar.enums import MediaType, ScopeType
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.routes import HTTPRoute
 from litestar.types import Receive, Scope, Send
 
 from heimdex import __version__
@@ -134,7 +135,29 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
         logging_config=None,  # heimdex.logs configures logging; Litestar's default would replace it
     )
     app.state.services = services
+    _answer_options_with_every_method(app)
     return app
+
+
+def _answer_options_with_every_method(app: Litestar) -> None:
+    """Litestar makes a path's OPTIONS handler when the first handler for the path registers,
+    and it keeps listing that route's methods after the next handler rebuilt the route (``GET``
+    and ``DELETE /v1/assets/{id}`` answered ``Allow: DELETE, OPTIONS``): answer every method of
+    the route as it finally is."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or "OPTIONS" not in route.route_handler_map:
+            continue
+        handler, _ = route.route_handler_map["OPTIONS"]
+        if handler.include_in_schema is not False:  # one of ours, not Litestar's default
+            continue
+        allow = ", ".join(sorted(route.methods))
+
+        def options_handler(scope: Scope, allow: str = allow) -> Response[None]:
+            return Response(
+                content=None, status_code=204, headers={"Allow": allow}, media_type=MediaType.TEXT
+            )
+
+        handler._fn = options_handler  # type: ignore[assignment]
 
 
 def create_app_from_environment() -> Litestar:

@@ -8,7 +8,9 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import Scope
 
 from heimdex.domain import errors
 from heimdex.logs import get_logger
@@ -30,6 +32,8 @@ STATUS_BY_ERROR: dict[type[errors.HeimdexError], int] = {
     errors.ChecksumMismatch: 422,
     errors.IdempotencyKeyReused: 422,
     errors.UploadTooLarge: 413,
+    errors.LimitExceeded: 429,
+    errors.StorageQuotaExceeded: 403,
     errors.UnsupportedMediaType: 415,
     errors.InvalidMedia: 422,
     errors.SourceUriForbidden: 422,
@@ -179,7 +183,48 @@ def _title(status: int) -> str:
         return "Error"
 
 
+def handle_limit_exceeded(
+    request: Request[Any, Any, Any], exc: errors.LimitExceeded
+) -> Response[Problem]:
+    """A limit: the problem, ``Retry-After`` (whole seconds) when waiting helps, and the rate
+    limiter's ``RateLimit-*`` headers when it answered them."""
+    response = handle_domain_error(request, exc)
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    for name, value in exc.extra.get("headers", {}).items():
+        response.headers[name] = value
+    return response
+
+
+def request_body_limit(scope: Scope) -> int | None:
+    """The body size the matched route accepts (``request_max_body_size`` on its layers)."""
+    resolve = getattr(scope.get("route_handler"), "resolve_request_max_body_size", None)
+    limit = resolve() if resolve is not None else None
+    return limit if isinstance(limit, int) else None
+
+
+def handle_request_too_large(
+    request: Request[Any, Any, Any], exc: RequestEntityTooLarge
+) -> Response[Problem]:
+    """Litestar's 413 for a body over the route's ``request_max_body_size``, as our problem."""
+    limit = request_body_limit(request.scope)
+    detail = (
+        f"the request body is larger than this route accepts ({limit} bytes)"
+        if limit
+        else "the request body is larger than this route accepts"
+    )
+    return problem_response(
+        request,
+        status=413,
+        code="request_too_large",
+        title="The request body is too large",
+        detail=detail,
+    )
+
+
 EXCEPTION_HANDLERS = {
+    errors.LimitExceeded: handle_limit_exceeded,
+    RequestEntityTooLarge: handle_request_too_large,
     errors.HeimdexError: handle_domain_error,
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,

@@ -10,7 +10,6 @@ with initdb for this test alone, since it creates fixed role names (``heimdex``,
 from __future__ import annotations
 
 import asyncio
-import glob
 import os
 import shutil
 import socket
@@ -27,22 +26,12 @@ import yaml
 from heimdex.adapters.db.engine import Database
 from heimdex.adapters.db.migrations import upgrade
 from heimdex.adapters.db.tenancy_report import tenancy_report
-from tests.requirements import missing, require_binary
+from tests.fixtures.postgres_cluster import server_binary
+from tests.requirements import require_binary
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "deploy/postgres/10-heimdex-roles.sh"
-
-
-def _server_binary(name: str) -> str:
-    """PostgreSQL's server programs live outside PATH on Debian."""
-    found = shutil.which(name) or next(
-        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None
-    )
-    if found is None:
-        missing(f"PostgreSQL's {name} is not installed")
-        raise AssertionError("unreachable")
-    return found
 
 
 def _free_port() -> int:
@@ -55,7 +44,7 @@ def _free_port() -> int:
 @pytest.fixture
 def throwaway_cluster() -> Iterator[int]:
     """A PostgreSQL cluster of this test's own on a free port; answers the port."""
-    initdb, postgres = _server_binary("initdb"), _server_binary("postgres")
+    initdb, postgres = server_binary("initdb"), server_binary("postgres")
     require_binary("psql")
     # The server refuses to run as root: as root, run it as the postgres user.
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []

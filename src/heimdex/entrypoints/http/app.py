@@ -28,6 +28,7 @@ from heimdex.entrypoints.http.ingest import IngestController
 from heimdex.entrypoints.http.jobs import JobController, SidecarController
 from heimdex.entrypoints.http.legacy import legacy_metadata
 from heimdex.entrypoints.http.metrics import metrics
+from heimdex.entrypoints.http.openapi import finalize as finalize_openapi
 from heimdex.entrypoints.http.problems import EXCEPTION_HANDLERS
 from heimdex.entrypoints.http.request_log import log_request
 from heimdex.entrypoints.http.schemas import sidecar_schema
@@ -97,13 +98,13 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
             AssetController,
             SidecarController,
             JobController,
-            FileController,
-            sidecar_schema,
         ],
         # Order matters: the idempotency key is scoped by the authenticated organisation.
         middleware=[DefineMiddleware(BearerAuthMiddleware), IdempotencyMiddleware],
         security=[{"bearer": []}],
     )
+    # Signed URLs and published contracts: no bearer token, so neither auth nor idempotency.
+    public = Router(path="/v1", route_handlers=[FileController, sidecar_schema])
     uploads = Router(
         path="/v1",
         route_handlers=[UploadController],
@@ -116,7 +117,7 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
         request_max_body_size=services.settings.max_upload_size_bytes + _MULTIPART_OVERHEAD,
     )
     app = HeimdexApp(
-        route_handlers=[liveness, metrics, v1, uploads, legacy],
+        route_handlers=[liveness, metrics, v1, public, uploads, legacy],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],
@@ -127,7 +128,12 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
             path="/schema",
             components=Components(
                 security_schemes={
-                    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+                    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),
+                    # The URLs the server hands out (upload_url, thumbnail URLs) carry their own
+                    # signature, with `org` and `expires`, in the query string.
+                    "signedUrl": SecurityScheme(
+                        type="apiKey", name="signature", security_scheme_in="query"
+                    ),
                 }
             ),
         ),
@@ -135,6 +141,7 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
         logging_config=None,  # heimdex.logs configures logging; Litestar's default would replace it
     )
     app.state.services = services
+    finalize_openapi(app.openapi_schema)
     _answer_options_with_every_method(app)
     return app
 

@@ -9,13 +9,33 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, delete, get
 from litestar.di import NamedDependency
+from litestar.openapi.spec import Link
 from litestar.params import FromPath, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from heimdex.application.assets import MAX_PAGE_SIZE, AssetService, encode_cursor
-from heimdex.domain.media import MediaInfo
 from heimdex.domain import errors
+from heimdex.domain.media import MediaInfo
 from heimdex.domain.model import Asset, AssetFilter, AssetStatus, Principal
+from heimdex.entrypoints.http.openapi import (
+    AUTHENTICATED,
+    NOT_FOUND,
+    PARAMETERS,
+    SERVER,
+    documented,
+    raises,
+)
+
+_ASSET_ID = {"asset_id": "$response.body#/asset_id"}
+#: where a client goes from an answer that carries an asset
+ASSET_LINKS = {
+    "getAsset": Link(operation_id="getAsset", parameters=_ASSET_ID),
+    "requestSidecar": Link(operation_id="requestSidecar", parameters=_ASSET_ID),
+    "readSidecar": Link(operation_id="readSidecar", parameters=_ASSET_ID),
+    "listThumbnails": Link(operation_id="listThumbnails", parameters=_ASSET_ID),
+    "probeAsset": Link(operation_id="probeMedia", request_body=_ASSET_ID),
+    "deleteAsset": Link(operation_id="deleteAsset", parameters=_ASSET_ID),
+}
 
 
 class VideoSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -129,6 +149,8 @@ class AssetController(Controller):
 
     @get(
         "/",
+        operation_id="listAssets",
+        **documented(AUTHENTICATED, PARAMETERS, SERVER),
         summary="List assets",
         description="Newest first. Pass `next_cursor` back as `cursor` for the next page. "
         "`codec` matches the video or audio codec; `min_height` the displayed height.",
@@ -166,7 +188,12 @@ class AssetController(Controller):
             next_cursor=encode_cursor(page.next_cursor) if page.next_cursor else None,
         )
 
-    @get("/{asset_id:uuid}", summary="Read an asset")
+    @get(
+        "/{asset_id:uuid}",
+        operation_id="getAsset",
+        **documented(AUTHENTICATED, PARAMETERS, NOT_FOUND, SERVER, links=ASSET_LINKS),
+        summary="Read an asset",
+    )
     async def get_asset(
         self,
         asset_id: FromPath[UUID],
@@ -178,6 +205,15 @@ class AssetController(Controller):
     @delete(
         "/{asset_id:uuid}",
         status_code=HTTP_204_NO_CONTENT,
+        operation_id="deleteAsset",
+        **documented(
+            AUTHENTICATED,
+            PARAMETERS,
+            NOT_FOUND,
+            SERVER,
+            raises(errors.StorageError),
+            idempotent=True,
+        ),
         summary="Delete an asset",
         description="Removes the asset, its source object and every derived file.",
     )

@@ -7,12 +7,21 @@ import time
 from typing import Any
 
 from litestar import Controller, Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 from litestar.response import Stream
 
+from heimdex.domain import errors
 from heimdex.domain.errors import InvalidUrlSignature, NotFound, UrlExpired
 from heimdex.domain.storage_keys import validate_key
 from heimdex.entrypoints.http.deps import services_from
+from heimdex.entrypoints.http.openapi import (
+    PARAMETERS,
+    SERVER,
+    documented,
+    raises,
+    signed_url_parameters,
+)
 
 _MEDIA_TYPES = {"jpg": "image/jpeg", "webp": "image/webp", "json": "application/json"}
 
@@ -24,6 +33,28 @@ class FileController(Controller):
     @get(
         "/{key:path}",
         exclude_from_auth=True,
+        operation_id="fetchFile",
+        security=[{"signedUrl": []}],
+        **documented(
+            PARAMETERS,
+            SERVER,
+            raises(
+                errors.InvalidUrlSignature,
+                errors.UrlExpired,
+                errors.NotFound,
+                errors.InvalidStorageKey,
+                errors.StorageError,
+            ),
+            parameters=signed_url_parameters("GET"),
+            responses={
+                200: ResponseSpec(
+                    data_container=bytes,
+                    media_type="image/jpeg",
+                    description="The file (`image/jpeg`, `image/webp` or `application/json`)",
+                )
+            },
+            also_media_types=["image/webp", "application/json", "application/octet-stream"],
+        ),
         summary="Fetch a derived file by signed URL",
         description="The URLs come from `GET /v1/assets/{asset_id}/thumbnails`; they expire.",
         include_in_schema=True,

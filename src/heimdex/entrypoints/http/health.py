@@ -5,10 +5,13 @@ from __future__ import annotations
 import msgspec
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 
 from heimdex import __version__
 from heimdex.application.health import HealthReport, HealthService
+from heimdex.domain import errors
 from heimdex.entrypoints.http.auth import require_scope
+from heimdex.entrypoints.http.openapi import AUTHENTICATED, SERVER, documented, raises
 from heimdex.entrypoints.http.problems import retry_after_headers
 
 
@@ -30,6 +33,15 @@ class AdminHealthController(Controller):
 
     @get(
         "/",
+        operation_id="adminHealth",
+        **documented(
+            AUTHENTICATED,
+            SERVER,
+            raises(errors.InsufficientScope),
+            responses={
+                503: ResponseSpec(data_container=HealthReport, description="A check failed")
+            },
+        ),
         summary="Dependency health",
         description="Database, storage, prober and queue, each with its latency. Needs the "
         "`admin` scope. 503 (with `Retry-After`) when any check fails.",

@@ -9,16 +9,26 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Link
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from heimdex.application.ingest import IngestService, UploadRequest
 from heimdex.application.probing import ProbeService
 from heimdex.application.tenancy import ensure_same_org
+from heimdex.domain import errors
 from heimdex.domain.errors import InvalidInput
 from heimdex.domain.media import MediaInfo
 from heimdex.domain.model import Principal
-from heimdex.entrypoints.http.assets import AssetView, asset_view
+from heimdex.entrypoints.http.assets import ASSET_LINKS, AssetView, asset_view
+from heimdex.entrypoints.http.openapi import (
+    AUTHENTICATED,
+    JSON_BODY,
+    SERVER,
+    documented,
+    raises,
+)
 from heimdex.entrypoints.http.public_url import public_base_url
 
 OrgId = Annotated[str, msgspec.Meta(max_length=128)] | None
@@ -55,6 +65,11 @@ class ProbeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     org_id: OrgId = None
 
 
+# Probing and committing read the object and run the prober.
+_PROBING = raises(errors.InvalidMedia, errors.NotFound, errors.SourceUriForbidden, family=True)
+_STORAGE = raises(errors.StorageError, errors.ProberUnavailable)
+
+
 class IngestController(Controller):
     path = "/ingest"
     tags = ["ingest"]
@@ -62,6 +77,33 @@ class IngestController(Controller):
     @post(
         "/init",
         status_code=HTTP_201_CREATED,
+        operation_id="initUpload",
+        **documented(
+            AUTHENTICATED,
+            JSON_BODY,
+            SERVER,
+            raises(
+                errors.UploadTooLarge,
+                errors.UnsupportedMediaType,
+                errors.StorageQuotaExceeded,
+                errors.StorageError,
+            ),
+            idempotent=True,
+            links={
+                "receiveUpload": Link(
+                    operation_id="receiveUpload",
+                    parameters={"upload_id": "$response.body#/upload_id"},
+                ),
+                "commitUpload": Link(
+                    operation_id="commitUpload",
+                    request_body={"upload_id": "$response.body#/upload_id"},
+                ),
+                "probeUpload": Link(
+                    operation_id="probeMedia",
+                    request_body={"source_uri": "$response.body#/source_uri"},
+                ),
+            },
+        ),
         summary="Ask for an upload slot",
         description="Validates the declared file (size against HEIMDEX_MAX_UPLOAD_SIZE_BYTES, "
         "type video/* or audio/*) and answers where to send the bytes: `upload_url` with "
@@ -98,6 +140,28 @@ class IngestController(Controller):
 
     @post(
         "/commit",
+        operation_id="commitUpload",
+        **documented(
+            AUTHENTICATED,
+            JSON_BODY,
+            SERVER,
+            _PROBING,
+            _STORAGE,
+            raises(
+                errors.UploadNotReceived,
+                errors.UploadInProgress,
+                errors.UploadExpired,
+                errors.LengthMismatch,
+                errors.ChecksumMismatch,
+            ),
+            idempotent=True,
+            links=ASSET_LINKS,
+            responses={
+                HTTP_200_OK: ResponseSpec(
+                    data_container=AssetView, description="Committed before: the same asset"
+                )
+            },
+        ),
         summary="Make an uploaded file an asset",
         description="Verifies the stored object (present, size, sha256), probes it and answers "
         "the asset: 201 the first time, 200 with the same asset when committed again.",
@@ -119,6 +183,8 @@ class IngestController(Controller):
     @post(
         "/probe",
         status_code=HTTP_200_OK,
+        operation_id="probeMedia",
+        **documented(AUTHENTICATED, JSON_BODY, SERVER, _PROBING, _STORAGE, idempotent=True),
         summary="Probe an upload or asset",
         description="Describes the media of one of your uploads (`source_uri`, exactly as init "
         "issued it) or assets (`asset_id`). Any other `source_uri` answers 422 "

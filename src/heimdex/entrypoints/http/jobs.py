@@ -9,14 +9,37 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Link
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from heimdex.application.jobs import JobService
 from heimdex.application.sidecars import SidecarService, ThumbnailLink
 from heimdex.application.tenancy import ensure_same_org
+from heimdex.domain import errors
 from heimdex.domain.model import Job, JobError, JobStatus, Principal, ThumbnailSpec
+from heimdex.entrypoints.http.openapi import (
+    AUTHENTICATED,
+    JSON_BODY,
+    NOT_FOUND,
+    PARAMETERS,
+    SERVER,
+    documented,
+    raises,
+)
 from heimdex.entrypoints.http.public_url import public_base_url
+
+_JOB_LINKS = {
+    "getJob": Link(operation_id="getJob", parameters={"job_id": "$response.body#/job_id"}),
+    "getAsset": Link(operation_id="getAsset", parameters={"asset_id": "$response.body#/asset_id"}),
+    "readSidecar": Link(
+        operation_id="readSidecar", parameters={"asset_id": "$response.body#/asset_id"}
+    ),
+    "listThumbnails": Link(
+        operation_id="listThumbnails", parameters={"asset_id": "$response.body#/asset_id"}
+    ),
+}
 
 
 class ThumbnailOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -91,7 +114,12 @@ class JobController(Controller):
     path = "/jobs"
     tags = ["jobs"]
 
-    @get("/{job_id:uuid}", summary="Poll a job")
+    @get(
+        "/{job_id:uuid}",
+        operation_id="getJob",
+        **documented(AUTHENTICATED, PARAMETERS, NOT_FOUND, SERVER, links=_JOB_LINKS),
+        summary="Poll a job",
+    )
     async def get_job(
         self,
         job_id: FromPath[UUID],
@@ -108,6 +136,16 @@ class SidecarController(Controller):
     @post(
         "/sidecar",
         status_code=HTTP_202_ACCEPTED,
+        operation_id="requestSidecar",
+        **documented(
+            AUTHENTICATED,
+            JSON_BODY,
+            NOT_FOUND,
+            SERVER,
+            raises(errors.SourceUriForbidden, errors.JobQuotaExceeded),
+            idempotent=True,
+            links=_JOB_LINKS,
+        ),
         summary="Generate the sidecar",
         description="Queues a job that makes thumbnails and the `heimdex.sidecar/v1` document; "
         "answers the job (202, `Location: /v1/jobs/{job_id}`). While one is queued or running, "
@@ -135,6 +173,20 @@ class SidecarController(Controller):
 
     @get(
         "/sidecar",
+        operation_id="readSidecar",
+        **documented(
+            AUTHENTICATED,
+            PARAMETERS,
+            SERVER,
+            raises(errors.NotFound, errors.SidecarNotReady, errors.StorageError),
+            responses={
+                200: ResponseSpec(
+                    data_container=dict[str, Any],
+                    generate_examples=False,
+                    description="The `heimdex.sidecar/v1` document",
+                )
+            },
+        ),
         summary="Read the sidecar",
         description="The `heimdex.sidecar/v1` document (its JSON Schema is at "
         "`/v1/schemas/sidecar/v1`); 404 `sidecar_not_ready` until its job succeeded.",
@@ -150,6 +202,13 @@ class SidecarController(Controller):
 
     @get(
         "/thumbnails",
+        operation_id="listThumbnails",
+        **documented(
+            AUTHENTICATED,
+            PARAMETERS,
+            SERVER,
+            raises(errors.NotFound, errors.SidecarNotReady, errors.StorageError),
+        ),
         summary="List thumbnails",
         description="Each with a signed URL that works without a token until it expires.",
     )

@@ -13,13 +13,16 @@ from typing import IO, TYPE_CHECKING, Any
 from litestar import Request, post
 from litestar.datastructures import State
 from litestar.exceptions import ClientException, InternalServerException
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, RequestBody, Schema
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from heimdex.adapters.offload import run_blocking
+from heimdex.domain import errors
 from heimdex.domain.errors import InvalidInput, NotFound, UploadTooLarge
 from heimdex.domain.media import MediaInfo
 from heimdex.entrypoints.http.deps import services_from
+from heimdex.entrypoints.http.openapi import SERVER, documented, raises
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -93,6 +96,27 @@ class FirstFilePart:
     description="Multipart upload of one file, answered with its media description. "
     "404 unless `HEIMDEX_ENABLE_LEGACY=true`. New clients use `/v1/ingest`.",
     status_code=200,
+    **documented(
+        SERVER,
+        raises(errors.InvalidInput, errors.NotFound, errors.UploadTooLarge),
+        raises(errors.ProberUnavailable),
+        raises(errors.InvalidMedia, family=True),
+        {413: ["request_too_large"]},
+        request_body=RequestBody(
+            required=True,
+            content={
+                "multipart/form-data": OpenAPIMediaType(
+                    schema=Schema(
+                        type=OpenAPIType.OBJECT,
+                        properties={
+                            "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+                        },
+                        required=["file"],
+                    )
+                )
+            },
+        ),
+    ),
 )
 async def legacy_metadata(request: Request[Any, Any, Any], state: State) -> MediaInfo:
     services = services_from(state)

@@ -16,10 +16,19 @@ import msgspec
 from litestar import Controller, Request, put
 from litestar.di import NamedDependency
 from litestar.exceptions import InternalServerException
+from litestar.openapi.spec import (
+    Link,
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIType,
+    RequestBody,
+    Schema,
+)
 from litestar.params import FromPath
 
 from heimdex.application.ingest import IngestService
 from heimdex.bootstrap import Services
+from heimdex.domain import errors
 from heimdex.domain.errors import (
     InvalidUploadSignature,
     LengthMismatch,
@@ -28,6 +37,13 @@ from heimdex.domain.errors import (
 from heimdex.domain.model import Principal, UploadStatus
 from heimdex.domain.storage_keys import is_valid_org_id
 from heimdex.entrypoints.http.deps import services_from
+from heimdex.entrypoints.http.openapi import (
+    PARAMETERS,
+    SERVER,
+    documented,
+    raises,
+    signed_url_parameters,
+)
 
 CHUNK_SIZE = 1024 * 1024
 
@@ -89,6 +105,41 @@ class UploadController(Controller):
     @put(
         "/{upload_id:uuid}",
         exclude_from_auth=True,
+        operation_id="receiveUpload",
+        security=[{"bearer": []}, {"signedUrl": []}],
+        **documented(
+            PARAMETERS,
+            SERVER,
+            raises(
+                errors.Unauthenticated,
+                errors.InvalidUploadSignature,
+                errors.LengthMismatch,
+                errors.NotFound,
+                errors.UploadAlreadyReceived,
+                errors.UploadInProgress,
+                errors.UploadExpired,
+                errors.UploadTooLarge,
+                errors.ChecksumMismatch,
+                errors.StorageError,
+            ),
+            {413: ["request_too_large"]},
+            parameters=signed_url_parameters("PUT"),
+            request_body=RequestBody(
+                required=True,
+                description="The file's bytes, exactly `content_length` of them.",
+                content={
+                    "application/octet-stream": OpenAPIMediaType(
+                        schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+                    )
+                },
+            ),
+            links={
+                "commitUpload": Link(
+                    operation_id="commitUpload",
+                    request_body={"upload_id": "$response.body#/upload_id"},
+                )
+            },
+        ),
         summary="Send an upload's bytes",
         description="The raw file as the body, with the headers init returned. Streams to "
         "storage in constant memory, hashing as it goes; more bytes than declared → 413, fewer → "

@@ -2,13 +2,15 @@
 
 While it is down every route that needs it answers 503 ``database_unavailable`` with a
 ``Retry-After`` (never a 500), liveness still answers, and the admin health report names the
-database. Once it is back the very next request works — no restart — and the worker, which
-lived through the outage, runs new jobs. The cluster is the test's own (initdb + pg_ctl), stopped
+database. Once it is back the very next request works — no restart. The worker lives through
+the outage: a job whose message reaches it meanwhile waits for the database and then runs (once),
+and new jobs run on it afterwards. The cluster is the test's own (initdb + pg_ctl), stopped
 with ``pg_ctl stop -m immediate``: connections are cut as in a crash.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from heimdex.adapters.queue.redis import RedisJobQueue, build_redis_broker
 from tests.e2e.test_walkthrough import commit_upload, poll_job
 from tests.fixtures.postgres_cluster import ThrowawayPostgres
-from tests.fixtures.processes import Heimdex, PrivateRedis
+from tests.fixtures.processes import Heimdex, PrivateRedis, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -46,6 +49,19 @@ def deployment(tmp_path: Path, cluster: ThrowawayPostgres) -> Iterator[Heimdex]:
         redis.stop()
 
 
+async def kick(deployment: Heimdex, job_id: str) -> None:
+    queue = RedisJobQueue(
+        build_redis_broker(
+            deployment.redis.url, queue_name=deployment.env["HEIMDEX_REDIS_QUEUE_NAME"]
+        )
+    )
+    await queue.startup()
+    try:
+        await queue.enqueue(uuid.UUID(job_id))
+    finally:
+        await queue.shutdown()
+
+
 def assert_database_unavailable(response: httpx.Response) -> None:
     request = f"{response.request.method} {response.request.url.path}"
     assert response.status_code == 503, (request, response.status_code, response.text)
@@ -71,8 +87,13 @@ def test_a_database_outage_answers_503_with_retry_after_and_recovers_without_res
             "/v1/ingest/init",
             json={"source_name": "b.mp4", "content_type": "video/mp4", "content_length": len(data)},
         ).json()
+        # A job accepted while Redis is down waits in its row (the outbox) for the sweep.
+        deployment.redis.stop()
+        waiting = client.post(f"/v1/assets/{asset_id}/sidecar", json={"force": True})
+        assert waiting.status_code == 202, waiting.text
 
         cluster.stop()
+        deployment.redis.start()
         init = {"source_name": "c.mp4", "content_type": "video/mp4", "content_length": 10}
         answers = [
             client.get("/v1/assets"),  # the pool's connections died with the server
@@ -101,12 +122,23 @@ def test_a_database_outage_answers_503_with_retry_after_and_recovers_without_res
         assert checks["database"]["ok"] is False
         assert checks["queue"]["ok"] is True
 
+        # Its message reaches the worker while the database is still down (as a sweep elsewhere
+        # would send it): the worker waits for the database instead of dropping it.
+        asyncio.run(kick(deployment, waiting.json()["job_id"]))
+        wait_until(
+            lambda: "job_waiting_for_database" in (deployment.workdir / "worker.log").read_text(),
+            15,
+            "the worker did not wait for the database",
+        )
+
         cluster.start()
         listed = client.get("/v1/assets")  # the first request after it is back works
         assert listed.status_code == 200, listed.text
         assert [item["asset_id"] for item in listed.json()["items"]] == [asset_id]
         health = client.get("/v1/admin/health", headers={"Authorization": f"Bearer {admin}"})
         assert health.status_code == 200, health.text
+        job = poll_job(client, waiting.headers["location"], seconds=60)
+        assert (job["status"], job["attempts"]) == ("succeeded", 1), (job, deployment.logs())
         # The worker lived through it: a new job runs on it.
         again = client.post(f"/v1/assets/{asset_id}/sidecar", json={"force": True})
         assert again.status_code == 202, again.text

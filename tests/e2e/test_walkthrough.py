@@ -166,7 +166,7 @@ def test_a_job_accepted_while_redis_is_down_runs_once_it_is_back(
 ) -> None:
     deployment = heimdex_deployment
     deployment.serve()
-    deployment.worker("worker")
+    worker = deployment.worker("worker")
     token = deployment.token("acme")
     data = h264_aac_mp4.read_bytes()
     with httpx.Client(
@@ -188,3 +188,8 @@ def test_a_job_accepted_while_redis_is_down_runs_once_it_is_back(
         deployment.redis.start()
         job = poll_job(client, accepted.headers["location"])
         assert job["status"] == "succeeded", (job["error"], deployment.logs()[-3000:])
+    # The same worker process ran it: it lost its connection and found its way back.
+    assert worker.poll() is None
+    worker_log = (deployment.workdir / "worker.log").read_text()
+    assert '"queue_connection_lost"' in worker_log
+    assert "restarted with pid" not in worker_log

@@ -189,6 +189,15 @@ class _Uploads:
     async def save(self, upload: Upload) -> None:
         self._t.uploads[upload.id] = upload
 
+    async def reserved_bytes(self, now: datetime) -> int:
+        return sum(
+            u.content_length
+            for u in self._t.uploads.values()
+            if u.org_id == self._org
+            and u.status is not UploadStatus.COMMITTED
+            and (u.expires_at > now or u.status is UploadStatus.RECEIVED)
+        )
+
     async def delete(self, upload_id: UUID) -> bool:
         return self._t.uploads.pop(upload_id, None) is not None
 
@@ -225,6 +234,9 @@ class _Assets:
             ),
             None,
         )
+
+    async def total_size(self) -> int:
+        return sum(a.size_bytes for a in self._t.assets.values() if a.org_id == self._org)
 
     async def list(
         self, filters: AssetFilter, *, limit: int, after: PageCursor | None
@@ -272,6 +284,9 @@ class _Jobs:
             if j.org_id == self._org and j.asset_id == asset_id and j.kind == kind
         ]
         return max(mine, key=lambda j: j.created_at, default=None)
+
+    async def count_active(self) -> int:
+        return sum(1 for j in self._t.jobs.values() if j.org_id == self._org and j.is_active)
 
     async def claim(
         self, job_id: UUID, owner: str, now: datetime, lease_until: datetime

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 import anyio
@@ -19,6 +19,7 @@ from heimdex.domain.errors import (
     NotFound,
     SourceNotFound,
     SourceUriForbidden,
+    StorageQuotaExceeded,
     UnsupportedMediaType,
     UploadAlreadyReceived,
     UploadExpired,
@@ -27,7 +28,15 @@ from heimdex.domain.errors import (
     UploadTooLarge,
 )
 from heimdex.domain.model import Asset, AssetStatus, Principal, Upload, UploadStatus
-from heimdex.domain.ports import Clock, Metrics, Prober, Storage, UnitOfWorkFactory, UploadTarget
+from heimdex.domain.ports import (
+    Clock,
+    Metrics,
+    Prober,
+    Storage,
+    UnitOfWork,
+    UnitOfWorkFactory,
+    UploadTarget,
+)
 from heimdex.domain.storage_keys import safe_source_name, upload_key
 from heimdex.logs import get_logger
 
@@ -53,6 +62,8 @@ class IngestLimits(msgspec.Struct, frozen=True, kw_only=True):
     max_upload_size_bytes: int
     upload_url_ttl: timedelta
     upload_stall: timedelta
+    #: bytes an organisation may hold: its assets plus the uploads it may still send; 0: no quota
+    storage_quota_bytes: int = 0
 
 
 class IngestService:
@@ -111,10 +122,25 @@ class IngestService:
             updated_at=now,
         )
         async with self._uow(principal.org_id) as uow:
+            await self._check_storage_quota(uow, request.content_length, now)
             await uow.uploads.add(upload)
             await uow.commit()
         target = await self._storage.upload_target(upload, base_url)
         return IssuedUpload(upload=upload, target=target)
+
+    async def _check_storage_quota(self, uow: UnitOfWork, declared: int, now: datetime) -> None:
+        """The organisation's committed assets, the slots it may still fill and this one must fit
+        the quota. Checked in the slot's own transaction; two inits racing may both pass, so
+        the quota can be overshot by what is in flight at once (it is a budget, not a fence)."""
+        quota = self._limits.storage_quota_bytes
+        if quota <= 0:
+            return
+        used = await uow.assets.total_size() + await uow.uploads.reserved_bytes(now)
+        if used + declared > quota:
+            raise StorageQuotaExceeded(
+                f"this upload ({declared} bytes) does not fit the storage quota: {used} of "
+                f"{quota} bytes are used by assets and open uploads; delete assets to make room"
+            )
 
     async def receive_upload(
         self, org_id: str, upload_id: UUID, chunks: AsyncIterable[bytes]

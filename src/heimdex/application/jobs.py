@@ -25,6 +25,7 @@ from heimdex.domain.errors import (
     DatabaseUnavailable,
     HeimdexError,
     InvalidMedia,
+    JobQuotaExceeded,
     NotFound,
     QueueUnavailable,
     SourceUriForbidden,
@@ -47,6 +48,7 @@ from heimdex.domain.ports import (
     Metrics,
     Storage,
     Thumbnailer,
+    UnitOfWork,
     UnitOfWorkFactory,
 )
 from heimdex.domain.sidecar import Generator, ThumbnailRef, build_sidecar, encode_sidecar
@@ -66,6 +68,10 @@ class JobPolicy(msgspec.Struct, frozen=True, kw_only=True):
     # A queued job the queue accepted this long ago without a worker claiming it is handed over
     # again (a lost message); shorter than this is left to the queue.
     redeliver_after: timedelta = timedelta(minutes=2)
+    # Jobs one organisation may have queued or running at once; 0: no limit. A request over it
+    # is told to come back after ``quota_retry_after``.
+    max_active_per_org: int = 0
+    quota_retry_after: timedelta = timedelta(seconds=5)
     # A worker that cannot reach the database to claim a job or record its outcome tries again
     # after this, doubling up to 5 s, for up to one lease; then the sweep's redelivery takes over.
     database_retry: timedelta = timedelta(seconds=0.5)
@@ -128,6 +134,7 @@ class JobService:
                 latest.is_active or (latest.status is JobStatus.SUCCEEDED and not force)
             ):
                 return latest, False
+            await self._check_job_quota(uow)
             job = Job(
                 id=uuid.uuid4(),
                 org_id=principal.org_id,
@@ -152,6 +159,18 @@ class JobService:
         log.info("job_queued", job_id=str(job.id), asset_id=str(asset_id), kind=job.kind.value)
         await self._hand_over(job.id, job.org_id)
         return job, True
+
+    async def _check_job_quota(self, uow: UnitOfWork) -> None:
+        limit = self._policy.max_active_per_org
+        if limit <= 0:
+            return
+        active = await uow.jobs.count_active()
+        if active >= limit:
+            raise JobQuotaExceeded(
+                f"{active} jobs are queued or running, the most this organisation may have at "
+                "once; try again when one has finished",
+                retry_after=max(1, int(self._policy.quota_retry_after.total_seconds())),
+            )
 
     async def _hand_over(self, job_id: UUID, org_id: str) -> None:
         """Give the id to the queue; a broker outage is the sweep's to repair, not the client's."""

@@ -28,6 +28,7 @@ from heimdex.domain.model import (
     ThumbnailSpec,
     Upload,
 )
+from heimdex.domain.rate_limit import RateDecision
 
 
 class Clock(Protocol):
@@ -196,6 +197,11 @@ class UploadRepository(Protocol):
         ``stale_before``) to ``uploading``; ``False`` when another state holds it."""
         ...
 
+    async def reserved_bytes(self, now: datetime) -> int:
+        """Declared sizes of the slots not committed yet that still hold or may still receive
+        bytes: not expired at ``now``, or already received (the storage quota's pending part)."""
+        ...
+
     async def save(self, upload: Upload) -> None: ...
 
     async def delete(self, upload_id: UUID) -> bool: ...
@@ -217,6 +223,10 @@ class AssetRepository(Protocol):
     async def get(self, asset_id: UUID) -> Asset | None: ...
 
     async def get_by_upload(self, upload_id: UUID) -> Asset | None: ...
+
+    async def total_size(self) -> int:
+        """Sum of the organisation's assets' sizes in bytes (the storage quota's stored part)."""
+        ...
 
     async def list(
         self, filters: AssetFilter, *, limit: int, after: PageCursor | None
@@ -240,6 +250,10 @@ class JobRepository(Protocol):
 
     async def latest_for_asset(self, asset_id: UUID, kind: JobKind) -> Job | None:
         """The newest job of this kind for the asset, whatever its status."""
+        ...
+
+    async def count_active(self) -> int:
+        """How many of the organisation's jobs are ``queued`` or ``running``."""
         ...
 
     async def claim(
@@ -293,6 +307,15 @@ class UploadDirectory(Protocol):
 
 
 JobOutcome = Literal["succeeded", "failed", "retry"]
+
+
+class RateLimiter(Protocol):
+    """Per-key token buckets (``heimdex.domain.rate_limit``); the key is an organisation."""
+
+    async def acquire(self, key: str) -> RateDecision:
+        """Take one token from ``key``'s bucket. Never raises for its own failures: a limiter
+        that cannot answer (its store is down) allows the request rather than stopping the API."""
+        ...
 
 
 class Metrics(Protocol):

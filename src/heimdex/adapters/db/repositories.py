@@ -169,6 +169,19 @@ class SqlUploadRepository(_OrgRepository):
         )
         return changed == 1
 
+    async def reserved_bytes(self, now: datetime) -> int:
+        result = await self._execute(
+            select(func.coalesce(func.sum(UPLOADS.c.content_length), 0)).where(
+                UPLOADS.c.org_id == self._org_id,
+                UPLOADS.c.status != UploadStatus.COMMITTED.value,
+                or_(
+                    UPLOADS.c.expires_at > now,
+                    UPLOADS.c.status == UploadStatus.RECEIVED.value,
+                ),
+            )
+        )
+        return int(result.scalar_one())
+
     async def save(self, upload: Upload) -> None:
         self._own(upload.org_id, "the upload")
         values = _upload_values(upload)
@@ -304,6 +317,14 @@ class SqlAssetRepository(_OrgRepository):
 
     async def get_by_upload(self, upload_id: UUID) -> Asset | None:
         return await self._one(ASSETS.c.upload_id == upload_id)
+
+    async def total_size(self) -> int:
+        result = await self._execute(
+            select(func.coalesce(func.sum(ASSETS.c.size_bytes), 0)).where(
+                ASSETS.c.org_id == self._org_id
+            )
+        )
+        return int(result.scalar_one())
 
     async def list(
         self, filters: AssetFilter, *, limit: int, after: PageCursor | None
@@ -455,6 +476,17 @@ class SqlJobRepository(_OrgRepository):
         )
         row = result.mappings().first()
         return None if row is None else _job_from_row(row)
+
+    async def count_active(self) -> int:
+        result = await self._execute(
+            select(func.count())
+            .select_from(JOBS)
+            .where(
+                JOBS.c.org_id == self._org_id,
+                JOBS.c.status.in_((JobStatus.QUEUED.value, JobStatus.RUNNING.value)),
+            )
+        )
+        return int(result.scalar_one())
 
     async def claim(
         self, job_id: UUID, owner: str, now: datetime, lease_until: datetime

@@ -26,6 +26,8 @@ from heimdex.adapters.offload import run_blocking
 from heimdex.adapters.queue.inprocess import InProcessJobQueue
 from heimdex.adapters.queue.redis import HeimdexStreamBroker, RedisJobQueue, build_redis_broker
 from heimdex.adapters.queue.redis_checks import RedisConfigCheck, redis_config_report
+from heimdex.adapters.ratelimit.memory import InProcessRateLimiter
+from heimdex.adapters.ratelimit.redis import RedisRateLimiter
 from heimdex.adapters.storage.local import LocalStorage
 from heimdex.adapters.storage.s3 import S3Storage
 from heimdex.application.abandoned_uploads import AbandonedUploadSweeper
@@ -39,6 +41,7 @@ from heimdex.application.sidecars import SidecarService
 from heimdex.application.sweeping import Sweep
 from heimdex.domain.errors import QueueMisconfigured, TenancyUnsafe
 from heimdex.domain.ports import HealthCheck, Prober, Storage, Thumbnailer, UrlSigner
+from heimdex.domain.rate_limit import RatePolicy
 from heimdex.logs import get_logger
 from heimdex.settings import Settings
 
@@ -66,6 +69,8 @@ class Services:
     sidecars: SidecarService
     abandoned_uploads: AbandonedUploadSweeper
     health: HealthService
+    #: per-organisation request buckets; ``None`` when ``HEIMDEX_RATE_LIMIT_PER_SECOND`` is 0
+    rate_limiter: InProcessRateLimiter | RedisRateLimiter | None = None
 
     def sweeps(self) -> tuple[Sweep, ...]:
         """What the periodic sweep runs: due jobs, then abandoned uploads."""
@@ -90,6 +95,8 @@ class Services:
 
     async def aclose(self) -> None:
         await self.queue.shutdown()
+        if self.rate_limiter is not None:
+            await self.rate_limiter.aclose()
         await self.database.dispose()
         close = getattr(self.thumbnailer, "close", None)
         if close is not None:  # the PyAV thumbnailer's decode pool
@@ -195,7 +202,21 @@ def job_policy(settings: Settings) -> JobPolicy:
         lease=timedelta(seconds=settings.job_lease_seconds),
         retry_base=timedelta(seconds=settings.job_retry_base_seconds),
         redeliver_after=timedelta(seconds=settings.job_redeliver_seconds),
+        max_active_per_org=settings.org_max_active_jobs,
     )
+
+
+def build_rate_limiter(settings: Settings) -> InProcessRateLimiter | RedisRateLimiter | None:
+    """Buckets in this process, or in Redis shared by every API process (see the README's
+    *Limits*); none when the rate is 0."""
+    if settings.rate_limit_per_second <= 0:
+        return None
+    policy = RatePolicy(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
+    if settings.resolved_rate_limit_backend == "redis":
+        return RedisRateLimiter(
+            settings.redis_url, policy, prefix=f"{settings.redis_queue_name}:ratelimit:"
+        )
+    return InProcessRateLimiter(policy)
 
 
 def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Services:
@@ -269,6 +290,7 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
                 max_upload_size_bytes=settings.max_upload_size_bytes,
                 upload_url_ttl=timedelta(seconds=settings.upload_url_ttl_seconds),
                 upload_stall=timedelta(seconds=settings.upload_stall_seconds),
+                storage_quota_bytes=settings.org_storage_quota_bytes,
             ),
             metrics=metrics,
         ),
@@ -289,4 +311,5 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
             grace=timedelta(seconds=settings.upload_abandon_after_seconds),
         ),
         health=HealthService(checks),
+        rate_limiter=build_rate_limiter(settings),
     )

@@ -52,6 +52,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     jwt_leeway_seconds: float = 30.0
     max_upload_size_bytes: int = 536_870_912
+    max_json_body_bytes: int = 65_536
+    rate_limit_per_second: float = 0.0
+    rate_limit_burst: int = 60
+    rate_limit_backend: Literal["auto", "memory", "redis"] = "auto"
+    org_storage_quota_bytes: int = 0
+    org_max_active_jobs: int = 0
     upload_url_ttl_seconds: int = 3600
     upload_stall_seconds: int = 3600
     public_url: str | None = None
@@ -100,6 +106,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def uses_development_secret(self) -> bool:
         return self.jwt_secret == DEVELOPMENT_SECRET
+
+    @property
+    def resolved_rate_limit_backend(self) -> Literal["memory", "redis"]:
+        """``auto``: shared buckets in Redis when the API runs beside Redis-fed workers (and so,
+        likely, as several processes), in-process ones on the embedded default."""
+        if self.rate_limit_backend != "auto":
+            return self.rate_limit_backend
+        return "redis" if self.job_queue_backend == "redis" else "memory"
 
 
 def _env_name(field: str) -> str:
@@ -166,9 +180,14 @@ def _check(settings: Settings) -> list[str]:
         "upload_stall_seconds",
         "idempotency_ttl_seconds",
         "idempotency_lease_seconds",
+        "max_json_body_bytes",
+        "rate_limit_burst",
     ):
         if getattr(settings, name) <= 0:
             problems.append(f"{_env_name(name)} must be positive")
+    for name in ("rate_limit_per_second", "org_storage_quota_bytes", "org_max_active_jobs"):
+        if getattr(settings, name) < 0:
+            problems.append(f"{_env_name(name)} must not be negative (0: no limit)")
     if settings.public_url is not None and not settings.public_url.startswith(
         ("http://", "https://")
     ):

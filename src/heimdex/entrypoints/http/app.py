@@ -30,6 +30,7 @@ from heimdex.entrypoints.http.legacy import legacy_metadata
 from heimdex.entrypoints.http.metrics import metrics
 from heimdex.entrypoints.http.openapi import finalize as finalize_openapi
 from heimdex.entrypoints.http.problems import EXCEPTION_HANDLERS
+from heimdex.entrypoints.http.rate_limit import RateLimitMiddleware
 from heimdex.entrypoints.http.request_log import log_request
 from heimdex.entrypoints.http.schemas import sidecar_schema
 from heimdex.entrypoints.http.uploads import UploadController
@@ -99,8 +100,13 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
             SidecarController,
             JobController,
         ],
-        # Order matters: the idempotency key is scoped by the authenticated organisation.
-        middleware=[DefineMiddleware(BearerAuthMiddleware), IdempotencyMiddleware],
+        # Order matters: the idempotency key and the rate limit are the authenticated
+        # organisation's; a replayed answer still counts against the rate.
+        middleware=[
+            DefineMiddleware(BearerAuthMiddleware),
+            RateLimitMiddleware,
+            IdempotencyMiddleware,
+        ],
         security=[{"bearer": []}],
     )
     # Signed URLs and published contracts: no bearer token, so neither auth nor idempotency.
@@ -120,6 +126,9 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
         route_handlers=[liveness, metrics, v1, public, uploads, legacy],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        # Every route's body cap: JSON documents are small. The upload PUT and the legacy
+        # upload set their own above.
+        request_max_body_size=services.settings.max_json_body_bytes,
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="Heimdex",

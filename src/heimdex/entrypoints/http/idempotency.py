@@ -15,9 +15,9 @@ from heimdex.application.idempotency import fingerprint, validate_key
 from heimdex.domain.idempotency import ClaimOutcome, IdempotencyScope, StoredResponse
 from heimdex.entrypoints.http.auth import current_principal_from_scope
 from heimdex.entrypoints.http.deps import services_from
+from heimdex.entrypoints.http.problems import request_body_limit
 
 HEADER = b"idempotency-key"
-MAX_BODY_BYTES = 1024 * 1024  # POST bodies here are small JSON documents
 _KEPT_HEADERS = frozenset({"content-type", "location"})
 
 
@@ -28,14 +28,16 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive, limit: int | None) -> bytes:
+    """The whole body, refused past the route's ``request_max_body_size`` (413) as the handler
+    itself would: JSON documents here are small (``HEIMDEX_MAX_JSON_BODY_BYTES``)."""
     body = bytearray()
     while True:
         message = await receive()
         if message["type"] != "http.request":
             return bytes(body)
         body += message.get("body", b"")
-        if len(body) > MAX_BODY_BYTES:
+        if limit is not None and len(body) > limit:
             raise RequestEntityTooLarge
         if not message.get("more_body", False):
             return bytes(body)
@@ -65,7 +67,7 @@ class IdempotencyMiddleware:
             return
         key = validate_key(raw_key)
         principal = current_principal_from_scope(scope)
-        body = await _read_body(receive)
+        body = await _read_body(receive, request_body_limit(scope))
         idempotency = services_from(scope["app"].state).idempotency
         claim_scope = IdempotencyScope(
             org_id=principal.org_id,

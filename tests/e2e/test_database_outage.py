@@ -15,13 +15,17 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from heimdex.adapters.queue.redis import RedisJobQueue, build_redis_broker
+from heimdex.bootstrap import build
+from heimdex.settings import Settings
 from tests.e2e.test_walkthrough import commit_upload, poll_job
 from tests.fixtures.postgres_cluster import ThrowawayPostgres
-from tests.fixtures.processes import Heimdex, PrivateRedis, wait_until
+from tests.fixtures.processes import SECRET, Heimdex, PrivateRedis, free_port, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -151,3 +155,31 @@ def test_a_database_outage_answers_503_with_retry_after_and_recovers_without_res
     assert '"status": 500' not in logs, logs
     assert "unhandled_error" not in logs, logs
     assert "restarted with pid" not in (deployment.workdir / "worker.log").read_text()
+
+
+async def test_a_worker_process_started_while_the_database_is_down_waits_for_it(
+    cluster: ThrowawayPostgres, tmp_path: Path
+) -> None:
+    # Imported here: the worker module builds its broker from the environment when imported.
+    from heimdex.entrypoints.worker import start_when_database_answers
+
+    cluster.stop()
+    services = build(
+        Settings(
+            data_dir=tmp_path / "data",
+            jwt_secret=SECRET,
+            database_url=cluster.runtime_url,
+            job_queue_backend="redis",
+            redis_url=f"redis://127.0.0.1:{free_port()}/0",  # down too: only a warning
+        )
+    )
+    try:
+        with capture_logs() as logs:
+            starting = asyncio.create_task(start_when_database_answers(services))
+            await asyncio.sleep(1.5)
+            assert not starting.done()  # neither started nor dead: waiting
+            assert any(line["event"] == "waiting_for_database" for line in logs)
+            await anyio.to_thread.run_sync(cluster.start)
+            await asyncio.wait_for(starting, 30)
+    finally:
+        await services.aclose()

@@ -36,7 +36,7 @@ _DATABASE_WAIT_MAX = 10.0
 async def start_services(state: TaskiqState) -> None:
     configure_logging(settings.log_level, settings.log_format)
     services = build(settings, broker=broker)
-    await _start_when_database_answers(services)
+    await start_when_database_answers(services)
     state.services = services
     state.sweeper = asyncio.create_task(
         sweep_forever(settings.sweep_interval_seconds, *services.sweeps())
@@ -45,7 +45,7 @@ async def start_services(state: TaskiqState) -> None:
     log.info("worker_started", worker_id=services.jobs.worker_id)
 
 
-async def _start_when_database_answers(services: Services) -> None:
+async def start_when_database_answers(services: Services) -> None:
     """A worker process (re)started while PostgreSQL is down waits for it rather than dying
     and being restarted in a loop; its messages stay unread in the stream meanwhile."""
     delay = _DATABASE_WAIT_FIRST

@@ -22,6 +22,7 @@ from heimdex.domain.model import (
     UploadStatus,
 )
 from heimdex.domain.rate_limit import BucketState, RatePolicy, take
+from heimdex.settings import SettingsError, load_settings
 from tests.unit.fakes import (
     FakeClock,
     FakeDatabase,
@@ -201,3 +202,35 @@ async def test_the_job_quota_counts_queued_and_running_jobs_of_the_org() -> None
         await uow.commit()
     _, created = await jobs.request_sidecar(ORG_A, assets[2].id, ThumbnailSpec())
     assert created
+
+
+# -- settings ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("HEIMDEX_MAX_JSON_BODY_BYTES", "0"),
+        ("HEIMDEX_RATE_LIMIT_BURST", "0"),
+        ("HEIMDEX_RATE_LIMIT_PER_SECOND", "-1"),
+        ("HEIMDEX_ORG_STORAGE_QUOTA_BYTES", "-5"),
+        ("HEIMDEX_ORG_MAX_ACTIVE_JOBS", "-1"),
+        ("HEIMDEX_RATE_LIMIT_BACKEND", "memcached"),
+    ],
+)
+def test_a_bad_limit_setting_names_its_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings({variable: value}, env_file=None)
+    assert any(variable in problem for problem in refused.value.problems)
+
+
+def test_limits_are_off_by_default_and_auto_follows_the_job_queue() -> None:
+    settings = load_settings({}, env_file=None)
+    assert (settings.rate_limit_per_second, settings.max_json_body_bytes) == (0.0, 65_536)
+    assert (settings.org_storage_quota_bytes, settings.org_max_active_jobs) == (0, 0)
+    assert settings.resolved_rate_limit_backend == "memory"
+    redis = load_settings({"HEIMDEX_JOB_QUEUE_BACKEND": "redis"}, env_file=None)
+    assert redis.resolved_rate_limit_backend == "redis"
+    pinned = load_settings(
+        {"HEIMDEX_JOB_QUEUE_BACKEND": "redis", "HEIMDEX_RATE_LIMIT_BACKEND": "memory"},
+        env_file=None,
+    )
+    assert pinned.resolved_rate_limit_backend == "memory"

@@ -10,9 +10,11 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
+from structlog.testing import capture_logs
 
 from heimdex.adapters.db.engine import Database
 from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
+from heimdex.domain.errors import DatabaseUnavailable
 from heimdex.settings import Settings
 from tests.fixtures.app import TokenFactory, bearer, ingest_file
 
@@ -150,3 +152,31 @@ async def count_uploads(settings: Settings, org_id: str) -> int:
             return int(result.scalar_one())
     finally:
         await database.dispose()
+
+
+async def test_an_answer_whose_record_the_database_lost_still_reaches_the_client(
+    client: AsyncTestClient[Litestar],
+    make_token: TokenFactory,
+    org_a: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database goes away after the handler answered but before the answer is stored: the
+    client keeps its answer (no error after the response started), the claim stays until its
+    lease frees it."""
+    idempotency = client.app.state.services.idempotency
+
+    async def database_gone(*_: Any) -> None:
+        raise DatabaseUnavailable("the database is not available: connection reset")
+
+    monkeypatch.setattr(idempotency, "finish", database_gone)
+    token = make_token(org_a)
+    with capture_logs() as logs:
+        first = await client.post(INIT, json=BODY, headers=keyed(token, "k-lost"))
+    assert first.status_code == 201, first.text
+    assert [line["event"] for line in logs if line["log_level"] == "warning"] == [
+        "idempotency_answer_not_recorded"
+    ]
+    monkeypatch.undo()
+    again = await client.post(INIT, json=BODY, headers=keyed(token, "k-lost"))
+    assert again.status_code == 409
+    assert again.json()["code"] == "idempotency_key_in_flight"

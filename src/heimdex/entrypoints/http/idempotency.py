@@ -12,10 +12,14 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ASGIApp, HTTPRequestEvent, Message, Receive, ReceiveMessage, Scope, Send
 
 from heimdex.application.idempotency import fingerprint, validate_key
+from heimdex.domain.errors import DatabaseUnavailable
 from heimdex.domain.idempotency import ClaimOutcome, IdempotencyScope, StoredResponse
 from heimdex.entrypoints.http.auth import current_principal_from_scope
 from heimdex.entrypoints.http.deps import services_from
 from heimdex.entrypoints.http.problems import request_body_limit
+from heimdex.logs import get_logger
+
+log = get_logger(__name__)
 
 HEADER = b"idempotency-key"
 _KEPT_HEADERS = frozenset({"content-type", "location"})
@@ -117,6 +121,13 @@ class IdempotencyMiddleware:
         if status is None:
             await idempotency.abandon(claim_scope)
             return
-        await idempotency.finish(
-            claim_scope, StoredResponse(status=status, headers=headers, body=b"".join(chunks))
-        )
+        try:
+            await idempotency.finish(
+                claim_scope, StoredResponse(status=status, headers=headers, body=b"".join(chunks))
+            )
+        except DatabaseUnavailable as exc:
+            # The answer is already with the client; only its record is lost (the database
+            # went away meanwhile). The claim is freed after its lease, like a dead request's.
+            log.warning(
+                "idempotency_answer_not_recorded", route=claim_scope.route, error=exc.message
+            )

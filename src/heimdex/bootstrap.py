@@ -18,6 +18,7 @@ from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.adapters.db.upload_directory import SqlUploadDirectory
 from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
 from heimdex.adapters.media.ffprobe import FfprobeProber
+from heimdex.adapters.media.limits import DecodeLimits
 from heimdex.adapters.media.pyav import PyAVProber
 from heimdex.adapters.media.pyav_thumbnailer import PyAVThumbnailer
 from heimdex.adapters.metrics.measured_media import MeasuredProber, MeasuredThumbnailer
@@ -106,6 +107,18 @@ class Services:
             await close_storage()
 
 
+def decode_limits(settings: Settings) -> DecodeLimits:
+    """What every decoding process runs under: the decode pool and ffprobe/ffmpeg runs."""
+    return DecodeLimits(
+        memory_bytes=settings.decode_memory_limit_bytes,
+        cpu_seconds=settings.decode_cpu_limit_seconds,
+        file_size_bytes=settings.decode_file_size_limit_bytes,
+        niceness=settings.decode_niceness,
+        max_pixels=settings.decode_max_pixels,
+        max_streams=settings.decode_max_streams,
+    )
+
+
 async def check_tenancy(database: Database, settings: Settings) -> None:
     """Row-level security must hold for the role we connect as; production refuses to start
     without it, development says so loudly."""
@@ -153,8 +166,12 @@ async def preflight(settings: Settings) -> None:
 
 def build_prober(settings: Settings) -> Prober:
     if settings.prober == "ffprobe":
-        return FfprobeProber(binary=settings.ffprobe_path, timeout=settings.probe_timeout_seconds)
-    return PyAVProber(timeout=settings.probe_timeout_seconds)
+        return FfprobeProber(
+            binary=settings.ffprobe_path,
+            timeout=settings.probe_timeout_seconds,
+            limits=decode_limits(settings),
+        )
+    return PyAVProber(timeout=settings.probe_timeout_seconds, limits=decode_limits(settings))
 
 
 def build_signer(settings: Settings) -> UrlSigner:
@@ -190,9 +207,12 @@ def build_thumbnailer(settings: Settings) -> Thumbnailer:
             binary=settings.ffmpeg_path,
             timeout=settings.thumbnail_timeout_seconds,
             concurrency=settings.decode_workers,
+            limits=decode_limits(settings),
         )
     return PyAVThumbnailer(
-        workers=settings.decode_workers, timeout=settings.thumbnail_timeout_seconds
+        workers=settings.decode_workers,
+        timeout=settings.thumbnail_timeout_seconds,
+        limits=decode_limits(settings),
     )
 
 

@@ -71,6 +71,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ffmpeg_path: str = "ffmpeg"
     thumbnail_timeout_seconds: float = 60.0
     decode_workers: int = 2
+    decode_memory_limit_bytes: int = 4 << 30
+    decode_cpu_limit_seconds: int = 120
+    decode_file_size_limit_bytes: int = 16 << 20
+    decode_niceness: int = 10
+    decode_max_pixels: int = 8192 * 8192
+    decode_max_streams: int = 256
     job_max_attempts: int = 3
     job_lease_seconds: int = 60
     job_retry_base_seconds: float = 5.0
@@ -194,6 +200,19 @@ def _check(settings: Settings) -> list[str]:
         problems.append(f"HEIMDEX_PUBLIC_URL={settings.public_url!r}: must start with http(s)://")
     if settings.probe_timeout_seconds <= 0:
         problems.append("HEIMDEX_PROBE_TIMEOUT_SECONDS must be positive")
+    for name in (
+        "decode_memory_limit_bytes",
+        "decode_cpu_limit_seconds",
+        "decode_file_size_limit_bytes",
+        "decode_max_pixels",
+        "decode_max_streams",
+    ):
+        if getattr(settings, name) < 0:
+            problems.append(f"{_env_name(name)} must not be negative (0: no limit)")
+    if not 0 <= settings.decode_niceness <= 19:
+        problems.append(
+            f"HEIMDEX_DECODE_NICENESS={settings.decode_niceness}: must be between 0 and 19"
+        )
     if settings.jwt_leeway_seconds < 0:
         problems.append("HEIMDEX_JWT_LEEWAY_SECONDS must not be negative")
     if not 0 < settings.port < 65536:

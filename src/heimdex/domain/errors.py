@@ -251,3 +251,41 @@ class ThumbnailerUnavailable(HeimdexError):
 
     code = "thumbnailer_unavailable"
     title = "The thumbnailer is unavailable"
+
+
+class MediaTooLarge(InvalidMedia):
+    """A video frame larger than the decoders may allocate (``HEIMDEX_DECODE_MAX_PIXELS``): a
+    tiny file declaring a huge picture is a decompression bomb, refused before any decoding."""
+
+    code = "media_too_large"
+    title = "The media's frames are larger than allowed"
+
+
+class DecodeLimitExceeded(InvalidMedia):
+    """Decoding this file hit one of the decode processes' resource limits. A property of the
+    file, not of the moment: a job fails at once rather than retrying."""
+
+    code = "decode_limit_exceeded"
+    title = "Decoding the file exceeded a resource limit"
+
+
+class DecodeMemoryExceeded(DecodeLimitExceeded):
+    code = "decode_memory_exceeded"
+    title = "Decoding the file needed more memory than allowed"
+
+
+class DecodeCpuExceeded(DecodeLimitExceeded):
+    code = "decode_cpu_exceeded"
+    title = "Decoding the file needed more CPU time than allowed"
+
+
+class DecodeFileSizeExceeded(DecodeLimitExceeded):
+    code = "decode_file_size_exceeded"
+    title = "The decoder tried to write a file larger than allowed"
+
+
+class TooManyStreams(InvalidMedia):
+    """More streams than a file may have (``HEIMDEX_DECODE_MAX_STREAMS``)."""
+
+    code = "too_many_streams"
+    title = "The media has more streams than allowed"

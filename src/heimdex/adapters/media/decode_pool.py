@@ -13,12 +13,20 @@ call. A call that outlives its timeout, or whose caller is cancelled, has its wo
 
 Workers are forked from a ``forkserver`` that has imported the decoding modules once (``spawn``
 where there is no forkserver), never from the multi-threaded calling process itself.
+
+Each worker runs under :class:`~heimdex.adapters.media.limits.DecodeLimits`, set by the worker
+itself when it starts (memory, file size, priority) and before each call (a fresh CPU budget:
+the worker is reused, and ``RLIMIT_CPU`` counts the process's whole life). A call that runs out
+of memory (``MemoryError``) or writes too large a file (``EFBIG``) fails with its own code and
+the worker carries on; one that runs out of CPU time is ended by the kernel (``SIGXCPU``) and
+fails with ``decode_cpu_exceeded`` rather than ``decoder_crashed``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import multiprocessing
 import multiprocessing.context
 import os
@@ -31,8 +39,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
+from heimdex.adapters.media.limits import DecodeLimits
 from heimdex.adapters.offload import run_blocking
-from heimdex.domain.errors import DecoderCrashed, ThumbnailerUnavailable
+from heimdex.domain.errors import DecoderCrashed, HeimdexError, ThumbnailerUnavailable
 
 T = TypeVar("T")
 
@@ -66,6 +75,12 @@ class _Worker:
                 return f"killed by {signal.Signals(-code).name}"
         return f"exit status {code}"
 
+    def killed_by(self, number: int) -> bool:
+        """Whether the (exited) process was ended by signal ``number``."""
+        with contextlib.suppress(ValueError):  # closed
+            return self.process.exitcode == -number
+        return False
+
     def kill(self) -> None:
         """Kill and reap: no zombie, no descriptor left open."""
         with contextlib.suppress(OSError, ValueError):  # gone already, or closed
@@ -87,9 +102,10 @@ class _Worker:
         self.conn.close()
 
 
-def _serve(conn: Connection) -> None:
+def _serve(conn: Connection, limits: DecodeLimits) -> None:
     """A worker's life: run each ``(function, args)`` it is sent and send back the outcome."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
+    limits.apply_here()
     conn.send(_READY)
     while True:
         try:
@@ -102,11 +118,24 @@ def _serve(conn: Connection) -> None:
         if task is None:
             return
         func, args = task
+        limits.renew_cpu_budget()
         try:
             outcome: tuple[bool, Any] = (True, func(*args))
         except Exception as exc:
-            outcome = (False, _portable(exc))
+            outcome = (False, _portable(_limit_hit(exc, limits)))
         conn.send(outcome)
+
+
+def _limit_hit(exc: Exception, limits: DecodeLimits) -> Exception:
+    """The limit error an exception stands for (the allocator refused, a file grew too large),
+    or the exception itself."""
+    if isinstance(exc, HeimdexError):
+        return exc
+    if isinstance(exc, MemoryError) and limits.memory_bytes:
+        return limits.memory_exceeded()
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG and limits.file_size_bytes:
+        return limits.file_size_exceeded()
+    return exc
 
 
 def _portable(exc: Exception) -> Exception:
@@ -142,10 +171,13 @@ class DecodePool:
     :meth:`start`) and stop with :meth:`close`.
     """
 
-    def __init__(self, size: int = 2, *, preload: Sequence[str] = ()) -> None:
+    def __init__(
+        self, size: int = 2, *, preload: Sequence[str] = (), limits: DecodeLimits | None = None
+    ) -> None:
         if size < 1:
             raise ValueError("a decode pool needs at least one worker")
         self.size = size
+        self.limits = limits if limits is not None else DecodeLimits()
         self._context = _context(preload)
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
@@ -250,7 +282,7 @@ class DecodePool:
     def _start(self) -> _Worker:
         parent, child = self._context.Pipe()
         process = self._context.Process(
-            target=_serve, args=(child,), name="heimdex-decode", daemon=True
+            target=_serve, args=(child, self.limits), name="heimdex-decode", daemon=True
         )
         try:
             process.start()
@@ -313,7 +345,10 @@ class DecodePool:
                 raise _WorkerDied from exc
         except _WorkerDied:
             description = await run_blocking(worker.exit_description)  # waits for the exit
+            out_of_cpu = worker.killed_by(signal.SIGXCPU)
             await run_blocking(worker.kill)
+            if out_of_cpu:
+                raise self.limits.cpu_exceeded() from None
             raise DecoderCrashed(f"the decoder crashed ({description})") from None
         except BaseException:  # cancelled (timed out): the work is not wanted, nor its worker
             worker.kill()

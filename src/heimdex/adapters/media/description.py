@@ -111,6 +111,11 @@ def describe(
     described = [_stream(facts) for facts in streams]
     if not any(s.kind in ("video", "audio") for s in described):
         raise InvalidMedia(f"{name}: no audio or video stream")
+    for stream in described:
+        # FFmpeg leaves the size unknown when the stream declares none it accepts, e.g. an
+        # H.264 sequence header saying 100000x100000: such a stream cannot be shown.
+        if stream.kind == "video" and not (stream.width and stream.height):
+            raise InvalidMedia(f"{name}: video stream {stream.index} has no valid frame size")
     duration = _seconds(duration)
     if _is_mov(format_name):
         # Debian's FFmpeg 5.1 takes an MP4's duration from the movie header (mvhd); PyAV's 8.1

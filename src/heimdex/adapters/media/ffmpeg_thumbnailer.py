@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from typing import TypeVar
 
 from heimdex.adapters.media.allowlist import FFPROBE_PROTOCOLS, format_whitelist
 from heimdex.adapters.media.description import regular_file_size
+from heimdex.adapters.media.limits import DecodeLimits
 from heimdex.adapters.media.thumbnail_plan import (
     EPSILON,
     JPEG_QSCALE,
@@ -92,7 +94,8 @@ class FfmpegThumbnailer:
 
     A run longer than ``timeout`` seconds is killed with its whole process group
     (``ThumbnailTimeout``); one that dies by a signal is ``DecoderCrashed``; ffmpeg's own
-    complaint is in every other error. ``snap`` as for the PyAV thumbnailer.
+    complaint is in every other error. ``snap`` as for the PyAV thumbnailer. Each run is
+    under ``limits`` (memory, CPU, file size, priority, ``max_pixels``).
     """
 
     name = "ffmpeg"
@@ -104,8 +107,10 @@ class FfmpegThumbnailer:
         *,
         concurrency: int = 2,
         snap: float = SNAP_SECONDS,
+        limits: DecodeLimits | None = None,
     ) -> None:
         self._binary = binary
+        self._limits = limits if limits is not None else DecodeLimits()
         self._timeout = timeout
         self._concurrency = max(1, concurrency)
         self._snap = snap
@@ -116,6 +121,7 @@ class FfmpegThumbnailer:
         plan = plan_thumbnails(path.name, media, spec, snap=self._snap)
         if plan is None:
             return []
+        self._limits.check_media(path.name, media)
         # A FIFO or a directory never reaches ffmpeg; ``file:`` and an absolute path: a name
         # starting with "-" is never an option, a name with a colon never another protocol.
         run = _Run(self, "file:" + await run_blocking(_local_file, path), path.name, plan)
@@ -143,11 +149,14 @@ class FfmpegThumbnailer:
     async def _run(
         self, args: Sequence[str], *, limit: float, what: str
     ) -> tuple[int, bytes, bytes]:
-        """Run ffmpeg; kill its process group if it outlives ``limit`` seconds."""
+        """Run ffmpeg under the decode limits; kill its process group if it outlives ``limit``
+        seconds."""
+        binary = shutil.which(self._binary)
+        if binary is None:  # found here: behind nice/prlimit it would be their exit status
+            raise ThumbnailerUnavailable(f"cannot run {self._binary}: not found or not executable")
         try:
             process = await asyncio.create_subprocess_exec(
-                self._binary,
-                *args,
+                *self._limits.argv(binary, args),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -230,7 +239,7 @@ class _Run:
         args += ["-f", plan.demuxer]
         if plan.demuxer == "mov":  # a demuxer option: other demuxers refuse it as unknown
             args += ["-enable_drefs", "0"]
-        args += ["-noautorotate"]
+        args += ["-noautorotate", *self._owner._limits.decoder_arguments()]
         if not accurate:
             args += ["-noaccurate_seek"]
         args += ["-ss", position, "-i", self._url, "-map", f"0:{plan.stream_index}"]
@@ -240,6 +249,9 @@ class _Run:
             args, limit=self._owner._timeout, what=self._name
         )
         log = stderr.decode(errors="replace")
+        hit = self._owner._limits.hit_by_subprocess(self._name, returncode, log)
+        if hit is not None:
+            raise hit
         if returncode < 0:
             name = _signal_name(-returncode)
             raise DecoderCrashed(f"{self._name}: ffmpeg was killed by {name}{self._said(log)}")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +20,7 @@ from heimdex.adapters.media.description import (
     describe,
     regular_file_size,
 )
+from heimdex.adapters.media.limits import DecodeLimits
 from heimdex.adapters.offload import run_blocking
 from heimdex.domain.errors import InvalidMedia, ProberUnavailable, ProbeTimeout
 from heimdex.domain.media import MediaInfo
@@ -101,13 +103,17 @@ class FfprobeProber:
 
     Only local regular files are opened, through the demuxer allow-list; a run longer than
     ``timeout`` seconds is killed with its whole process group and reported as ``ProbeTimeout``.
+    Each run is under ``limits`` (memory, CPU, file size, priority, ``max_pixels``).
     """
 
     name = "ffprobe"
 
-    def __init__(self, binary: str = "ffprobe", timeout: float = 30.0) -> None:
+    def __init__(
+        self, binary: str = "ffprobe", timeout: float = 30.0, *, limits: DecodeLimits | None = None
+    ) -> None:
         self._binary = binary
         self._timeout = timeout
+        self._limits = limits if limits is not None else DecodeLimits()
         self._pixel_depths: dict[str, int] | None = None
 
     async def probe(self, path: Path) -> MediaInfo:
@@ -122,6 +128,7 @@ class FfprobeProber:
             format_whitelist(),
             "-enable_drefs",
             "0",
+            *self._limits.decoder_arguments(),
             "-show_format",
             "-show_streams",
             "-show_chapters",
@@ -132,6 +139,10 @@ class FfprobeProber:
             what=path.name,
         )
         if returncode != 0:
+            said = stderr.decode(errors="replace")
+            hit = self._limits.hit_by_subprocess(path.name, returncode, said)
+            if hit is not None:
+                raise hit
             raise InvalidMedia(f"{path.name}: {_error_text(stderr, url)}")
         try:
             output = msgspec.json.decode(stdout.decode(errors="replace"), type=_Output)
@@ -141,7 +152,7 @@ class FfprobeProber:
             raise InvalidMedia(f"{path.name}: ffprobe found no container")
         depths = await self._depths()
         fmt = output.format
-        return describe(
+        media = describe(
             name=path.name,
             format_name=fmt.format_name,
             duration=_float(fmt.duration),
@@ -158,6 +169,8 @@ class FfprobeProber:
                 for c in output.chapters
             ],
         )
+        self._limits.check_media(path.name, media)
+        return media
 
     async def check(self) -> None:
         returncode, stdout, stderr = await self._run(
@@ -188,11 +201,14 @@ class FfprobeProber:
         return self._pixel_depths
 
     async def _run(self, *args: str, limit: float, what: str) -> tuple[int, bytes, bytes]:
-        """Run ffprobe with ``args``; kill its process group if it outlives ``limit`` seconds."""
+        """Run ffprobe with ``args`` under the decode limits; kill its process group if it
+        outlives ``limit`` seconds."""
+        binary = shutil.which(self._binary)
+        if binary is None:  # found here: behind nice/prlimit it would be their exit status
+            raise ProberUnavailable(f"cannot run {self._binary}: not found or not executable")
         try:
             process = await asyncio.create_subprocess_exec(
-                self._binary,
-                *args,
+                *self._limits.argv(binary, args),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

@@ -24,6 +24,7 @@ from heimdex.adapters.media.description import (
     describe,
     regular_file_size,
 )
+from heimdex.adapters.media.limits import DecodeLimits
 from heimdex.adapters.offload import run_blocking
 from heimdex.domain.errors import InvalidMedia, ProberUnavailable, ProbeTimeout
 from heimdex.domain.media import MediaInfo
@@ -119,8 +120,12 @@ class PyAVProber:
 
     name = "pyav"
 
-    def __init__(self, timeout: float = 30.0) -> None:
+    def __init__(self, timeout: float = 30.0, *, limits: DecodeLimits | None = None) -> None:
+        """Of ``limits``, ``max_pixels`` (larger frames are neither decoded nor accepted) and
+        ``max_streams`` apply: in-process, no rlimit can; the one keyframe decoded per video
+        stream is bounded by ``max_pixels``."""
         self._timeout = timeout
+        self._limits = limits if limits is not None else DecodeLimits()
 
     async def probe(self, path: Path) -> MediaInfo:
         return await run_blocking(self._probe, path)
@@ -141,11 +146,12 @@ class PyAVProber:
             with av.open(
                 "file:" + os.path.abspath(path),
                 mode="r",
+                options=self._limits.decoder_options(),  # codec options, for every decoder
                 container_options=OPEN_OPTIONS,
                 timeout=self._timeout,
                 metadata_errors="replace",
             ) as container:
-                return _describe(container, path, size, deadline)
+                media = _describe(container, path, size, deadline)
         except (av.error.ExitError, _DeadlinePassed):  # open, read or decoding ran out of time
             raise ProbeTimeout(
                 f"{path.name}: probing took longer than {self._timeout:g} s"
@@ -154,6 +160,8 @@ class PyAVProber:
             raise InvalidMedia(f"{path.name}: {exc.strerror or exc}") from None
         except (ValueError, UnicodeError, EOFError) as exc:
             raise InvalidMedia(f"{path.name}: {exc}") from None
+        self._limits.check_media(path.name, media)
+        return media
 
 
 def _describe(container: Any, path: Path, size: int, deadline: float) -> MediaInfo:

@@ -31,6 +31,7 @@ import av.filter
 
 from heimdex.adapters.media.decode_pool import DecodePool
 from heimdex.adapters.media.description import regular_file_size
+from heimdex.adapters.media.limits import DecodeLimits
 from heimdex.adapters.media.pyav import OPEN_OPTIONS
 from heimdex.adapters.media.thumbnail_plan import (
     EPSILON,
@@ -44,6 +45,7 @@ from heimdex.adapters.media.thumbnail_plan import (
 )
 from heimdex.adapters.offload import run_blocking
 from heimdex.domain.errors import (
+    DecodeLimitExceeded,
     DecoderCrashed,
     InvalidMedia,
     ThumbnailerUnavailable,
@@ -87,9 +89,13 @@ class PyAVThumbnailer:
         *,
         pool: DecodePool | None = None,
         snap: float = SNAP_SECONDS,
+        limits: DecodeLimits | None = None,
     ) -> None:
+        """``limits`` for the pool this thumbnailer starts; a ``pool`` passed in has its own."""
         self._owns_pool = pool is None
-        self._pool = pool if pool is not None else DecodePool(workers, preload=[__name__])
+        if pool is None:
+            pool = DecodePool(workers, preload=[__name__], limits=limits)
+        self._pool = pool
         self._timeout = timeout
         self._snap = snap
 
@@ -102,9 +108,13 @@ class PyAVThumbnailer:
         location = await run_blocking(local_file, path)
         try:
             async with asyncio.timeout(self._timeout):  # expiry kills the worker
-                return await self._pool.run(render, location, path.name, plan)
-        except DecoderCrashed as exc:
-            raise DecoderCrashed(f"{path.name}: {exc.message}") from None
+                return await self._pool.run(
+                    render, location, path.name, plan, self._pool.limits.max_pixels
+                )
+        except (DecoderCrashed, DecodeLimitExceeded) as exc:
+            if exc.message.startswith(f"{path.name}: "):
+                raise
+            raise type(exc)(f"{path.name}: {exc.message}") from None
         except TimeoutError:
             raise ThumbnailTimeout(
                 f"{path.name}: making thumbnails took longer than {self._timeout:g} s"
@@ -143,18 +153,23 @@ def capabilities_missing() -> list[str]:
     return missing
 
 
-def render(path: str, name: str, plan: ThumbnailPlan) -> list[Thumbnail]:
-    """The thumbnails of ``plan`` from the file at ``path`` (``name`` is for messages)."""
+def render(path: str, name: str, plan: ThumbnailPlan, max_pixels: int = 0) -> list[Thumbnail]:
+    """The thumbnails of ``plan`` from the file at ``path`` (``name`` is for messages); no
+    frame over ``max_pixels`` (0: FFmpeg's own bound) is decoded."""
+    limits = DecodeLimits(max_pixels=max_pixels)
     try:
         with av.open(
             "file:" + path,
             mode="r",
             format=plan.demuxer,
+            options=limits.decoder_options(),  # codec options: every decoder it opens
             container_options=OPEN_OPTIONS,
             timeout=_IO_TIMEOUT,
             metadata_errors="replace",
         ) as container:
-            return _Renderer(container, name, plan).thumbnails()
+            return _Renderer(container, name, plan, limits).thumbnails()
+    except MemoryError:  # FFmpeg's ENOMEM too: the decode pool names the limit
+        raise
     except av.error.ExitError:  # FFmpeg's I/O timeout: a read that stalled
         raise ThumbnailTimeout(f"{name}: reading the file timed out") from None
     except av.error.FFmpegError as exc:
@@ -173,7 +188,9 @@ class _Shot:
 
 
 class _Renderer:
-    def __init__(self, container: Any, name: str, plan: ThumbnailPlan) -> None:
+    def __init__(
+        self, container: Any, name: str, plan: ThumbnailPlan, limits: DecodeLimits
+    ) -> None:
         streams = container.streams
         if plan.stream_index >= len(streams) or streams[plan.stream_index].type != "video":
             raise InvalidMedia(f"{name}: the video stream is not where the prober saw it")
@@ -184,6 +201,8 @@ class _Renderer:
         self._decoder = self._stream.codec_context
         if self._decoder is None or self._stream.time_base is None:
             raise InvalidMedia(f"{name}: the video stream cannot be decoded")
+        # The frame size the file declares now, whatever the prober saw.
+        limits.check_frame(name, self._decoder.width, self._decoder.height)
         self._time_base: Fraction = self._stream.time_base
         start = container.start_time
         self._origin = Fraction(start, 1_000_000) if start is not None else Fraction(0)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from heimdex.bootstrap import decode_limits
 from heimdex.settings import SettingsError, load_settings, unknown_variables
 
 
@@ -68,6 +69,10 @@ def test_every_bad_value_is_one_line_naming_its_variable() -> None:
         ({"HEIMDEX_PROBE_TIMEOUT_SECONDS": "-1"}, "HEIMDEX_PROBE_TIMEOUT_SECONDS"),
         ({"HEIMDEX_WORKER_METRICS_PORT": "-1"}, "HEIMDEX_WORKER_METRICS_PORT"),
         ({"HEIMDEX_WORKER_METRICS_PORT": "65536"}, "HEIMDEX_WORKER_METRICS_PORT"),
+        ({"HEIMDEX_DECODE_MEMORY_LIMIT_BYTES": "-1"}, "HEIMDEX_DECODE_MEMORY_LIMIT_BYTES"),
+        ({"HEIMDEX_DECODE_CPU_LIMIT_SECONDS": "-1"}, "HEIMDEX_DECODE_CPU_LIMIT_SECONDS"),
+        ({"HEIMDEX_DECODE_MAX_PIXELS": "-1"}, "HEIMDEX_DECODE_MAX_PIXELS"),
+        ({"HEIMDEX_DECODE_NICENESS": "20"}, "HEIMDEX_DECODE_NICENESS"),
     ],
 )
 def test_out_of_range_values_are_refused(variables: dict[str, str], fragment: str) -> None:
@@ -177,3 +182,21 @@ def test_metrics_settings_default_to_an_open_api_endpoint_and_no_worker_port() -
         {"HEIMDEX_METRICS_TOKEN": "t0ken", "HEIMDEX_WORKER_METRICS_PORT": "9100"}, env_file=None
     )
     assert (given.metrics_token, given.worker_metrics_port) == ("t0ken", 9100)
+
+
+def test_decode_limits_are_read_and_reach_the_adapters() -> None:
+    settings = load_settings(
+        {
+            "HEIMDEX_DECODE_MEMORY_LIMIT_BYTES": "0",
+            "HEIMDEX_DECODE_CPU_LIMIT_SECONDS": "30",
+            "HEIMDEX_DECODE_FILE_SIZE_LIMIT_BYTES": "1024",
+            "HEIMDEX_DECODE_NICENESS": "0",
+            "HEIMDEX_DECODE_MAX_PIXELS": "2073600",
+            "HEIMDEX_DECODE_MAX_STREAMS": "8",
+        },
+        env_file=None,
+    )
+    limits = decode_limits(settings)
+    assert (limits.memory_bytes, limits.cpu_seconds, limits.file_size_bytes) == (0, 30, 1024)
+    assert (limits.niceness, limits.max_pixels, limits.max_streams) == (0, 2073600, 8)
+    assert decode_limits(load_settings({}, env_file=None)).max_pixels == 8192 * 8192

@@ -434,3 +434,27 @@ def test_org_b_resources_answer_404_to_org_a(org_b: dict[str, str]) -> None:
         ]
     assert [a.status_code for a in answers] == [404, 404, 404, 404]
     assert all(a.json()["code"] == "not_found" for a in answers)
+
+
+def test_the_leak_check_flags_an_org_b_id_it_was_not_sent(org_b: dict[str, str]) -> None:
+    """The custom check can fail: an id of B's in an answer is a leak unless the request
+    carried it (a problem's ``instance`` echoes the path)."""
+
+    class Answer:
+        def __init__(self, text: str, headers: dict[str, str]) -> None:
+            self.text = text
+            self.headers = headers
+
+    class Sent:
+        def __init__(self, path_parameters: dict[str, str] | None = None) -> None:
+            self.path_parameters = path_parameters
+            self.query = None
+            self.body = None
+
+    asset = org_b["asset_id"]
+    with pytest.raises(AssertionError, match=asset):
+        no_org_b_ids(None, Answer(f'{{"items": [{{"asset_id": "{asset}"}}]}}', {}), Sent())
+    with pytest.raises(AssertionError, match=ORG_B):
+        no_org_b_ids(None, Answer("{}", {"Location": f"/v1/x/{ORG_B}"}), Sent())
+    echoed = Answer(f'{{"instance": "/v1/assets/{asset}"}}', {})
+    assert no_org_b_ids(None, echoed, Sent({"asset_id": asset})) is None

@@ -18,7 +18,17 @@ data accepted, auth not ignored, a missing required header refused, unsupported 
   conformance check also proves every problem ``code`` a route answers is declared.
 
 Stateful runs follow the links the served document carries: init → PUT upload → commit →
-sidecar → job (and asset reads, probe, delete) with ``as_state_machine()``.
+sidecar → job (and asset reads, probe, delete) with ``as_state_machine()``; about one init in
+four declares a real clip, and a PUT into that slot sends it, so scenarios get past the upload.
+The document's links are what drive them (schemathesis' own dependency inference is off: it
+takes a body's ``org_id`` for a reference to a resource nothing creates). The app's state
+outlives a scenario, so only Hypothesis' generate phase runs (no shrinking) and a suite cut
+short by a replay that took another branch (``FlakyStrategyDefinition``) goes on under the
+next seed. ``test_the_links_lead_from_init_to_a_finished_job`` walks the same links once,
+deterministically, to a succeeded job, its sidecar and thumbnails.
+
+The module owns the app's services (started once, closed at the end) because the schemathesis
+plugin ends an ASGI app's lifespan after every test.
 
 Auth: an ``@schema.auth()`` provider sends an org-A bearer token with the ``admin`` scope on
 every operation that declares security; the PUT upload takes either that token or the URL's

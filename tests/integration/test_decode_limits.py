@@ -19,6 +19,8 @@ from heimdex.adapters.media.decode_pool import DecodePool
 from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
 from heimdex.adapters.media.ffprobe import FfprobeProber
 from heimdex.adapters.media.limits import DecodeLimits
+from heimdex.adapters.media.pyav import PyAVProber
+from heimdex.adapters.media.pyav_thumbnailer import PyAVThumbnailer
 from heimdex.domain.errors import (
     DecodeCpuExceeded,
     DecodeFileSizeExceeded,
@@ -29,6 +31,8 @@ from heimdex.domain.errors import (
 )
 from heimdex.domain.media import MediaInfo, StreamInfo
 from heimdex.domain.model import ThumbnailSpec
+from tests.fixtures.media import MediaFactory
+from tests.integration.test_hostile_media import declaring_frame
 from tests.requirements import require_binary
 
 WORKER_MODULE = "tests.integration.test_decode_limits"
@@ -205,3 +209,37 @@ def test_a_frame_or_stream_count_over_the_limit_is_refused() -> None:
         DecodeLimits(max_streams=2).check_media("many.mkv", media(*[video(8, 8)] * 3))
     assert too_many.value.code == "too_many_streams"
     assert isinstance(too_many.value, InvalidMedia)  # a job fails at once, no retry
+
+
+def peak_rss_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+async def test_without_max_pixels_the_memory_limit_still_holds_a_frame_bomb(
+    media_factory: MediaFactory, tmp_path: Path
+) -> None:
+    """A 16000x16000 H.264 frame with ``max_pixels`` off: the worker's address space stops
+    it, the call fails as media, and the worker lives on. Without the limit the same call
+    peaked at 1.33 GB resident and took 6.9 s here; with it, 0.6 GB and 0.3 s."""
+    small = media_factory(
+        "limits_small.h264",
+        *("-f", "lavfi", "-i", "testsrc2=size=64x64:rate=25:duration=1"),
+        *("-c:v", "libx264", "-profile:v", "baseline", "-preset", "ultrafast"),
+        *("-pix_fmt", "yuv420p", "-f", "h264"),
+    )
+    media = await PyAVProber().probe(small)
+    bomb = declaring_frame(small, tmp_path / "bomb.h264", 16_000, 16_000)
+    limit = 768 << 20
+    pool = DecodePool(
+        1, preload=[WORKER_MODULE], limits=DecodeLimits(memory_bytes=limit, max_pixels=0)
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(InvalidMedia):
+            await PyAVThumbnailer(pool=pool, timeout=20).thumbnails(
+                bomb, media, ThumbnailSpec(count=1)
+            )
+        assert time.monotonic() - started < 5
+        assert await pool.run(peak_rss_kib) * 1024 < limit
+    finally:
+        await pool.close()

@@ -105,7 +105,7 @@ def _resize_sps(nal: bytes, width: int, height: int) -> bytes:
     return nal[:1] + _escape(bytes(int(body[i : i + 8], 2) for i in range(0, len(body), 8)))
 
 
-def _declaring(source: Path, target: Path, width: int, height: int) -> Path:
+def declaring_frame(source: Path, target: Path, width: int, height: int) -> Path:
     start_code = b"\x00\x00\x00\x01"
     units = source.read_bytes().split(start_code)
     units = [_resize_sps(u, width, height) if u and u[0] & 0x1F == 7 else u for u in units]
@@ -167,10 +167,10 @@ def hostile(
     # FFmpeg's own bound refuses this one. The next one only max_pixels stops: without it,
     # ffprobe alone takes ≈ 9 s and 1.3 GB resident on it (ffmpeg: 2 GB for one frame).
     files["frame_100000x100000"] = Hostile(
-        _declaring(small_h264, hostile_dir / "huge.mp4", 100_000, 100_000), small_h264
+        declaring_frame(small_h264, hostile_dir / "huge.mp4", 100_000, 100_000), small_h264
     )
     files["frame_16000x16000"] = Hostile(
-        _declaring(small_h264, hostile_dir / "bomb.mp4", 16_000, 16_000), small_h264
+        declaring_frame(small_h264, hostile_dir / "bomb.mp4", 16_000, 16_000), small_h264
     )
     files["zero_bytes"] = Hostile(hostile_dir / "zero.mp4", h264_aac_mp4)
     files["zero_bytes"].path.write_bytes(b"")

@@ -468,3 +468,17 @@ def test_the_leak_check_flags_an_org_b_id_it_was_not_sent(org_b: dict[str, str])
         no_org_b_ids(None, Answer("{}", {"Location": f"/v1/x/{ORG_B}"}), Sent())
     echoed = Answer(f'{{"instance": "/v1/assets/{asset}"}}', {})
     assert no_org_b_ids(None, echoed, Sent({"asset_id": asset})) is None
+
+
+def test_the_served_document_is_valid_and_its_links_resolve() -> None:
+    schema.validate()  # raises on a document that is not valid OpenAPI
+    targets = {
+        link["operationId"]
+        for item in DOC["paths"].values()
+        for operation in item.values()
+        if isinstance(operation, dict)
+        for response in operation.get("responses", {}).values()
+        for link in response.get("links", {}).values()
+    }
+    assert {"receiveUpload", "commitUpload", "requestSidecar", "getJob"} <= targets
+    assert targets <= set(OPERATIONS), targets - set(OPERATIONS)

@@ -118,6 +118,8 @@ async def test_put_refuses_a_tampered_or_missing_signature(
         {**query, "org": "org-b"},
         {**query, "expires": str(int(query["expires"]) + 3600)},
         {k: v for k, v in query.items() if k != "signature"},
+        {**query, "expires": "²"},  # a digit to str.isdigit, not to int()
+        {**query, "expires": "9" * 5000},  # past int()'s digit limit
     ):
         response = await client.put(
             f"{url.path}?{urlencode(tampered)}", content=b"x", headers=init["headers"]

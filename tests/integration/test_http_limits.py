@@ -166,6 +166,8 @@ async def test_requests_without_a_token_or_bearer_route_spend_no_tokens(
     for _ in range(5):
         assert (await client.get("/v1/assets")).status_code == 401
         assert (await client.get("/v1/schemas/sidecar/v1")).status_code == 200
+        # OPTIONS skips authentication: it must not meet the limiter as an anonymous 401.
+        assert (await client.options("/v1/assets")).status_code == 204
     token = make_token(org_a)
     for _ in range(3):
         assert (await client.get("/v1/assets", headers=bearer(token))).status_code == 200

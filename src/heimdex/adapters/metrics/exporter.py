@@ -23,7 +23,9 @@ StartResponse = Callable[..., Any]
 def bearer_matches(header: str | None, token: str) -> bool:
     """Whether an ``Authorization`` header carries the bearer ``token`` (constant time)."""
     scheme, _, given = (header or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+    given_bytes = given.strip().encode("utf-8", "surrogateescape")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, token.encode())
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):

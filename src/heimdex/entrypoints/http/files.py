@@ -22,6 +22,7 @@ from heimdex.entrypoints.http.openapi import (
     raises,
     signed_url_parameters,
 )
+from heimdex.entrypoints.http.signed_urls import is_epoch_seconds
 
 _MEDIA_TYPES = {"jpg": "image/jpeg", "webp": "image/webp", "json": "application/json"}
 
@@ -66,7 +67,7 @@ class FileController(Controller):
         org_id: str | None = query.get("org")
         expires: str | None = query.get("expires")
         signature: str | None = query.get("signature")
-        if not (org_id and expires and expires.isascii() and expires.isdigit() and signature):
+        if not (org_id and expires and signature and is_epoch_seconds(expires)):
             raise InvalidUrlSignature("this URL is not signed; ask for a fresh one")
         if not services.signer.verify("GET", request.url.path, org_id, int(expires), signature):
             raise InvalidUrlSignature("this URL's signature does not match")

@@ -31,7 +31,9 @@ class RateLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limiter = services_from(scope["app"].state).rate_limiter
-        if scope["type"] != ScopeType.HTTP or limiter is None:
+        # No principal: a request the auth middleware lets through unauthenticated (OPTIONS,
+        # say) is not a tenant's to count; the handler refuses what needs a token.
+        if scope["type"] != ScopeType.HTTP or limiter is None or scope.get("user") is None:
             await self.app(scope, receive, send)
             return
         principal = current_principal_from_scope(scope)

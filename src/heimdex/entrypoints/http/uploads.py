@@ -44,6 +44,7 @@ from heimdex.entrypoints.http.openapi import (
     raises,
     signed_url_parameters,
 )
+from heimdex.entrypoints.http.signed_urls import is_epoch_seconds
 
 CHUNK_SIZE = 1024 * 1024
 
@@ -70,7 +71,7 @@ def _org_from_request(request: Request[Any, Any, Any], services: Services) -> st
     signature: str | None = query.get("signature")
     if not (org_id and expires and signature and is_valid_org_id(org_id)):
         raise InvalidUploadSignature("the upload URL is not signed; use upload_url as issued")
-    if not (expires.isascii() and expires.isdigit()):
+    if not is_epoch_seconds(expires):
         raise InvalidUploadSignature("the upload URL is not signed; use upload_url as issued")
     if not services.signer.verify("PUT", request.url.path, org_id, int(expires), signature):
         raise InvalidUploadSignature("the upload URL's signature does not match")

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import msgspec
 import pytest
 
 from heimdex.application.ingest import IngestLimits, IngestService, UploadRequest
@@ -336,5 +337,19 @@ async def test_a_slot_swept_while_its_commit_verifies_is_expired_and_makes_no_as
     await service.receive_upload("org-a", upload.id, body())
 
     with pytest.raises(UploadExpired):
+        await service.commit_upload(ORG_A, upload.id)
+    assert database.tables.assets == {}
+
+
+async def test_commit_waits_for_a_put_still_running(
+    service: IngestService, database: FakeDatabase
+) -> None:
+    upload = (await service.init_upload(ORG_A, request(), "http://api")).upload
+    await service.receive_upload("org-a", upload.id, body())
+    database.tables.uploads[upload.id] = msgspec.structs.replace(
+        database.tables.uploads[upload.id], status=UploadStatus.UPLOADING
+    )  # as it is between the file landing and the PUT recording it
+
+    with pytest.raises(UploadInProgress):
         await service.commit_upload(ORG_A, upload.id)
     assert database.tables.assets == {}

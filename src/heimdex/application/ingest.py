@@ -207,6 +207,10 @@ class IngestService:
             existing = await uow.assets.get_by_upload(upload_id)
             if existing is not None:
                 return existing, False
+            if upload.status is UploadStatus.UPLOADING:
+                # Its PUT is still running: committing now could verify the whole file and
+                # then have that PUT's last write turn the committed slot back to received.
+                raise UploadInProgress("the upload is still arriving; commit once its PUT answered")
         sha256 = await self._verify(upload)
         async with self._storage.local_path(upload.key) as path:
             media = await self._prober.probe(path)

@@ -205,11 +205,6 @@ def _named(name: str, text: str) -> str:
     return f"{name}: {text}" if name else text
 
 
-NO_LIMITS = DecodeLimits(
-    memory_bytes=0, cpu_seconds=0, file_size_bytes=0, niceness=0, max_pixels=0, max_streams=0
-)
-
-
 def _allowed(kind: int, value: int) -> int:
     """``value`` (0: none) within the hard limit this process already has — an unprivileged
     process cannot raise it, and its children inherit it."""

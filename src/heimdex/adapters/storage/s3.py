@@ -34,6 +34,7 @@ from heimdex.domain.errors import (
 from heimdex.domain.model import Upload
 from heimdex.domain.ports import StoredObject, UploadTarget
 from heimdex.domain.storage_keys import validate_key
+from heimdex.logs import get_logger
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
@@ -50,6 +51,8 @@ _DELETE_BATCH = 1000  # DeleteObjects takes at most this many keys
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 
 AddressingStyle = Literal["auto", "path", "virtual"]
+
+log = get_logger(__name__)
 
 
 class S3Storage:
@@ -381,7 +384,10 @@ def _storage_errors(what: str, *, missing_key: str | None = None) -> Iterator[No
         message = f"{what}: S3 answered {code} {error.get('Message', '')}"
         raise StorageError(message.strip()) from exc
     except (BotoCoreError, OSError) as exc:
-        raise StorageError(f"{what}: {exc}") from exc
+        # The transport's own words name the store's internal address: for the log, not the
+        # client (whose 503 says only what failed).
+        log.warning("storage_unreachable", operation=what, error=str(exc))
+        raise StorageError(f"{what}: the object store did not answer") from exc
 
 
 def _base64_sha256(hex_digest: str) -> str:

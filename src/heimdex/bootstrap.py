@@ -41,7 +41,7 @@ from heimdex.application.probing import ProbeService
 from heimdex.application.sidecars import SidecarService
 from heimdex.application.sweeping import Sweep
 from heimdex.domain.errors import QueueMisconfigured, TenancyUnsafe
-from heimdex.domain.ports import HealthCheck, Prober, Storage, Thumbnailer, UrlSigner
+from heimdex.domain.ports import HealthCheck, Prober, RateLimiter, Storage, Thumbnailer, UrlSigner
 from heimdex.domain.rate_limit import RatePolicy
 from heimdex.logs import get_logger
 from heimdex.settings import Settings
@@ -71,7 +71,7 @@ class Services:
     abandoned_uploads: AbandonedUploadSweeper
     health: HealthService
     #: per-organisation request buckets; ``None`` when ``HEIMDEX_RATE_LIMIT_PER_SECOND`` is 0
-    rate_limiter: InProcessRateLimiter | RedisRateLimiter | None = None
+    rate_limiter: RateLimiter | None = None
 
     def sweeps(self) -> tuple[Sweep, ...]:
         """What the periodic sweep runs: due jobs, then abandoned uploads."""
@@ -226,7 +226,7 @@ def job_policy(settings: Settings) -> JobPolicy:
     )
 
 
-def build_rate_limiter(settings: Settings) -> InProcessRateLimiter | RedisRateLimiter | None:
+def build_rate_limiter(settings: Settings) -> RateLimiter | None:
     """Buckets in this process, or in Redis shared by every API process (see the README's
     *Limits*); none when the rate is 0."""
     if settings.rate_limit_per_second <= 0:

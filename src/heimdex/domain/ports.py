@@ -317,6 +317,10 @@ class RateLimiter(Protocol):
         that cannot answer (its store is down) allows the request rather than stopping the API."""
         ...
 
+    async def aclose(self) -> None:
+        """Release what the limiter holds (connections); called once at shutdown."""
+        ...
+
 
 class Metrics(Protocol):
     """What the use cases report for monitoring; an adapter exports it (Prometheus).

@@ -17,6 +17,9 @@ PRUNE_ABOVE = 10_000
 
 
 class InProcessRateLimiter:
+    """Token buckets in this process's memory: exact and free, but each API process counts on
+    its own (N processes allow N times the rate)."""
+
     def __init__(self, policy: RatePolicy, clock: Callable[[], float] = time.monotonic) -> None:
         self._policy = policy
         self._clock = clock

@@ -47,6 +47,9 @@ return {allowed, left}
 
 
 class RedisRateLimiter:
+    """Token buckets in Redis, shared by every API process: one Lua script per request, on
+    Redis's clock. Lets requests through (and logs) when Redis does not answer in time."""
+
     def __init__(
         self,
         url: str,

@@ -24,12 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from tests.fixtures.app import TokenFactory, bearer, ingest_file, init_upload, put_upload
+from tests.fixtures.app import (
+    TokenFactory,
+    bearer,
+    ingest_file,
+    init_upload,
+    put_upload,
+    wait_for_job,
+)
 from tests.fixtures.frame_bombs import declaring_frame
 from tests.fixtures.media import MediaFactory, atime_is_recorded
 from tests.requirements import require_binary
@@ -162,17 +168,6 @@ def stored(data_dir: Path, upload_id: str) -> Path:
     found = list((data_dir / "storage" / "uploads").glob(f"*/{upload_id}/*"))
     assert len(found) == 1, found
     return found[0]
-
-
-async def wait_for_job(
-    client: AsyncTestClient[Litestar], token: str, location: str, seconds: float = 30
-) -> dict[str, Any]:
-    with anyio.fail_after(seconds):
-        while True:
-            job: dict[str, Any] = (await client.get(location, headers=bearer(token))).json()
-            if job["status"] in ("succeeded", "failed"):
-                return job
-            await anyio.sleep(0.05)
 
 
 async def sidecar_job(

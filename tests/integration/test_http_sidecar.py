@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import anyio
 import jsonschema
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from heimdex.schemas import sidecar_schema_v1
-from tests.fixtures.app import TokenFactory, bearer, ingest_file
+from tests.fixtures.app import TokenFactory, bearer, ingest_file, wait_for_job
 
 SCHEMA = json.loads(sidecar_schema_v1())
 
@@ -22,17 +21,6 @@ SCHEMA = json.loads(sidecar_schema_v1())
 @pytest.fixture
 def settings_overrides(database_url: str) -> dict[str, Any]:
     return {"database_url": database_url, "sweep_interval_seconds": 0.2}
-
-
-async def wait_for_job(
-    client: AsyncTestClient[Litestar], token: str, location: str, seconds: float = 60
-) -> dict[str, Any]:
-    with anyio.fail_after(seconds):
-        while True:
-            job: dict[str, Any] = (await client.get(location, headers=bearer(token))).json()
-            if job["status"] in ("succeeded", "failed"):
-                return job
-            await anyio.sleep(0.05)
 
 
 async def test_sidecar_job_makes_thumbnails_and_a_valid_document(

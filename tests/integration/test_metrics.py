@@ -31,6 +31,7 @@ from tests.fixtures.app import (
     ingest_file,
     init_upload,
     put_upload,
+    wait_for_job,
 )
 from tests.fixtures.db import PostgresCatalogue
 
@@ -70,15 +71,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     ]
     assert len(found) <= 1, (name, labels, found)
     return found[0] if found else 0.0
-
-
-async def wait_for_job(client: AsyncTestClient[Litestar], token: str, location: str) -> None:
-    with anyio.fail_after(60):
-        while True:
-            job = (await client.get(location, headers=bearer(token))).json()
-            if job["status"] in ("succeeded", "failed"):
-                return
-            await anyio.sleep(0.05)
 
 
 async def test_requests_are_counted_by_route_template_and_status(

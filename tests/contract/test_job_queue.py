@@ -45,7 +45,7 @@ class Delivered:
 
 
 async def run_redis_worker(
-    broker: HeimdexStreamBroker, handler: Handler
+    broker: HeimdexStreamBroker, handler: Handler, *, max_async_tasks: int = 10
 ) -> tuple[asyncio.Event, asyncio.Task[None]]:
     """A taskiq receiver for ``broker`` in this process, its task calling ``handler``."""
 
@@ -56,7 +56,7 @@ async def run_redis_worker(
     broker.is_worker_process = True
     await broker.startup()
     finished = asyncio.Event()
-    receiver = Receiver(broker, run_startup=False, max_async_tasks=10)
+    receiver = Receiver(broker, run_startup=False, max_async_tasks=max_async_tasks)
     return finished, asyncio.create_task(receiver.listen(finished))
 
 
@@ -146,6 +146,48 @@ async def test_acknowledged_entries_leave_the_stream(redis: Redis, stream: str) 
         finished.set()
         worker.cancel()
         await broker.shutdown()
+
+
+@pytest.mark.redis
+async def test_a_busy_worker_leaves_waiting_messages_to_an_idle_one(
+    redis: Redis, stream: str
+) -> None:
+    # A backlog, then a worker that can run one job at a time and is stuck in its first. The
+    # rest must stay free for a second worker, not sit read-but-unrun in the busy one's hands
+    # until idle_timeout (10 minutes) lets them go.
+    kicker = build_redis_broker(REDIS_URL, queue_name=stream)
+    await kicker.startup()
+    backlog = [uuid.uuid4() for _ in range(3)]
+    for job_id in backlog:
+        await RedisJobQueue(kicker).enqueue(job_id)
+    await kicker.shutdown()
+    release, busy = asyncio.Event(), Delivered()
+
+    async def stuck(job_id: uuid.UUID) -> None:
+        await busy(job_id)
+        await release.wait()
+
+    busy_broker = build_redis_broker(REDIS_URL, queue_name=stream)
+    busy_finished, busy_worker = await run_redis_worker(busy_broker, stuck, max_async_tasks=1)
+    idle = Delivered()
+    idle_broker = build_redis_broker(REDIS_URL, queue_name=stream)
+    try:
+        await busy.wait_for(1)
+        idle_finished, idle_worker = await run_redis_worker(idle_broker, idle)
+        try:
+            await idle.wait_for(2, seconds=5)
+            assert sorted(busy.ids + idle.ids) == sorted(backlog)
+            release.set()
+            await until_empty(redis, stream)  # every entry acknowledged before shutting down
+        finally:
+            idle_finished.set()
+            idle_worker.cancel()
+    finally:
+        release.set()
+        busy_finished.set()
+        busy_worker.cancel()
+        await busy_broker.shutdown()
+        await idle_broker.shutdown()
 
 
 @pytest.mark.redis

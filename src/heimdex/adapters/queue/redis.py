@@ -12,6 +12,9 @@ whose worker died is delivered again. Its known traps, and what this module does
   second delivery into a no-op (``JobService.run``).
 - A task that raises is acknowledged all the same: retries are the job layer's
   (``next_attempt_at`` + the sweep), never Redis's.
+- ``xreadgroup`` takes up to 100 entries at once by default, and an entry read stays with its
+  reader until ``idle_timeout``: a busy worker would sit on a backlog other workers could run.
+  Each read takes one entry, and only when the worker has a free slot for it.
 - A message that cannot be parsed, or names no task we know, would come back forever: it is
   copied to a bounded dead-letter stream, logged and acknowledged.
 - No result backend: results are never stored, so no result key can outlive its use.
@@ -111,6 +114,7 @@ def build_redis_broker(
         idle_timeout=idle_timeout_ms,
         unacknowledged_lock_timeout=lock_timeout_s,
         xread_block=1000,
+        xread_count=1,  # never hold an entry this worker cannot start now (see above)
         # "0", not "$": a group created after the API kicked jobs still reads them.
         consumer_id="0",
     )

@@ -4,9 +4,9 @@ Run with ``uv run python benchmarks/probe.py [--count N]``. The files (10 s, 60 
 1080p H.264 + AAC) are made once with ffmpeg and cached under ``.cache/bench-media/``.
 
 The bare loop is what PyAV gives for free: ``av.open`` with the same allow-lists, then reading
-the same container, stream and chapter fields, on the calling thread. Targets: PyAVProber within
-1.3x of it (the adapter's own cost — thread hop, mapping, the keyframe decode for rotation — is
-small), and ffprobe at least 8x slower than PyAVProber (a fork and exec per file).
+the same container, stream and chapter fields, in a thread. Targets: PyAVProber within 1.3x of it
+(the adapter's own cost — the round trip to its worker process, mapping, the keyframe decode for
+rotation — is small), and ffprobe at least 8x slower than PyAVProber (a fork and exec per file).
 """
 
 from __future__ import annotations
@@ -100,7 +100,14 @@ def _timed_bare(path: Path) -> float:
 async def measure(path: Path, count: int) -> dict[str, float]:
     """Median seconds per probe. The three take turns, each round starting with the next one, so
     machine noise — and the wake of an ffprobe process — falls on each alike."""
-    ffprobe, pyav = FfprobeProber(), PyAVProber()
+    ffprobe = FfprobeProber()
+    async with PyAVProber(workers=1) as pyav:
+        return await _measure(path, count, ffprobe, pyav)
+
+
+async def _measure(
+    path: Path, count: int, ffprobe: FfprobeProber, pyav: PyAVProber
+) -> dict[str, float]:
 
     async def time_bare() -> float:
         # In a worker thread like the adapter's work (glibc gives threads their own heaps, and

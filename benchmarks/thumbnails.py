@@ -193,9 +193,10 @@ async def run_all(files: list[BenchFile], rounds: int) -> dict[Path, Result]:
     try:
         await pyav.check()  # starts a decode worker
         results = {}
-        for file in files:
-            media = await PyAVProber().probe(file.path)
-            results[file.path] = await measure(file, media, rounds, pyav, ffmpeg)
+        async with PyAVProber(workers=1) as prober:
+            for file in files:
+                media = await prober.probe(file.path)
+                results[file.path] = await measure(file, media, rounds, pyav, ffmpeg)
         return results
     finally:
         await pyav.close()

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.processes",
     "tests.fixtures.s3",
     "tests.fixtures.thumbnail_media",
+    "tests.fixtures.probers",
 ]

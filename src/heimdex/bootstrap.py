@@ -99,9 +99,10 @@ class Services:
         if self.rate_limiter is not None:
             await self.rate_limiter.aclose()
         await self.database.dispose()
-        close = getattr(self.thumbnailer, "close", None)
-        if close is not None:  # the PyAV thumbnailer's decode pool
-            await close()
+        for decoder in (self.prober, self.thumbnailer):
+            close = getattr(decoder, "close", None)
+            if close is not None:  # the PyAV adapters' decode pools
+                await close()
         close_storage = getattr(self.storage, "aclose", None)
         if close_storage is not None:  # S3's HTTP connections
             await close_storage()
@@ -171,7 +172,11 @@ def build_prober(settings: Settings) -> Prober:
             timeout=settings.probe_timeout_seconds,
             limits=decode_limits(settings),
         )
-    return PyAVProber(timeout=settings.probe_timeout_seconds, limits=decode_limits(settings))
+    return PyAVProber(
+        timeout=settings.probe_timeout_seconds,
+        limits=decode_limits(settings),
+        workers=settings.probe_workers,
+    )
 
 
 def build_signer(settings: Settings) -> UrlSigner:

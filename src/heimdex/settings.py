@@ -67,6 +67,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     prober: Literal["pyav", "ffprobe"] = "pyav"
     ffprobe_path: str = "ffprobe"
     probe_timeout_seconds: float = 30.0
+    probe_workers: int = 2
     thumbnailer: Literal["pyav", "ffmpeg"] = "pyav"
     ffmpeg_path: str = "ffmpeg"
     thumbnail_timeout_seconds: float = 60.0
@@ -175,6 +176,7 @@ def _check(settings: Settings) -> list[str]:
     for name in (
         "thumbnail_timeout_seconds",
         "decode_workers",
+        "probe_workers",
         "job_max_attempts",
         "job_lease_seconds",
         "job_retry_base_seconds",

@@ -24,7 +24,6 @@ import pytest
 from heimdex.adapters.media import pyav as pyav_adapter
 from heimdex.adapters.media.allowlist import MEDIA_DEMUXERS, format_whitelist
 from heimdex.adapters.media.ffprobe import FfprobeProber
-from heimdex.adapters.media.pyav import PyAVProber
 from heimdex.domain.errors import InvalidMedia, ProberUnavailable, ProbeTimeout
 from heimdex.domain.media import MediaInfo, display_size, normalise_rotation
 from heimdex.domain.ports import Prober
@@ -35,6 +34,7 @@ from tests.fixtures.media import (
     atime_is_recorded,
     shared_media_names,
 )
+from tests.fixtures.probers import shared_pyav_prober
 from tests.requirements import require_binary
 
 pytestmark = pytest.mark.ffmpeg
@@ -70,7 +70,7 @@ MVHD_SLACK = 0.05
 def make_prober(name: str) -> Prober:
     if name == "ffprobe":
         return FfprobeProber(binary=require_binary("ffprobe"))
-    return PyAVProber()
+    return shared_pyav_prober()
 
 
 @pytest.fixture(params=PROBERS)
@@ -506,7 +506,7 @@ def _state(pid: int) -> str | None:
 
 async def test_a_pyav_probe_out_of_time_is_probe_timeout(h264_aac_mp4: Path) -> None:
     with pytest.raises(ProbeTimeout):
-        await PyAVProber(timeout=1e-9).probe(h264_aac_mp4)
+        await shared_pyav_prober(timeout=1e-9).probe(h264_aac_mp4)
 
 
 async def test_a_missing_ffprobe_is_prober_unavailable(tmp_path: Path, h264_aac_mp4: Path) -> None:

@@ -24,7 +24,6 @@ import pytest
 from heimdex.adapters.media import pyav_thumbnailer
 from heimdex.adapters.media.decode_pool import DecodePool
 from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
-from heimdex.adapters.media.pyav import PyAVProber
 from heimdex.adapters.media.pyav_thumbnailer import PyAVThumbnailer
 from heimdex.adapters.media.thumbnail_plan import (
     SNAP_SECONDS,
@@ -52,6 +51,7 @@ from tests.fixtures.media import (
     read_manifest,
     shared_media_names,
 )
+from tests.fixtures.probers import shared_pyav_prober
 from tests.fixtures.thumbnail_media import (
     QUADRANT_SIZE,
     QUADRANTS,
@@ -96,7 +96,7 @@ def thumbnailer(request: pytest.FixtureRequest, decode_pool: DecodePool) -> Thum
 
 
 async def describe(path: Path) -> MediaInfo:
-    return await PyAVProber().probe(path)
+    return await shared_pyav_prober().probe(path)
 
 
 async def thumbnails_of(
@@ -443,7 +443,7 @@ async def test_pyav_skipping_non_reference_frames_changes_no_picture(
             av.video.frame.PictureType(frame.pict_type).name for frame in container.decode(video=0)
         }
     assert "B" in kinds  # the clip has non-reference frames, or this would prove nothing
-    media = await PyAVProber().probe(long_gop_mp4)
+    media = await shared_pyav_prober().probe(long_gop_mp4)
     plan = plan_thumbnails(long_gop_mp4.name, media, ThumbnailSpec(), snap=SNAP_SECONDS)
     assert plan is not None
 

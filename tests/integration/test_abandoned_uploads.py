@@ -15,13 +15,13 @@ from heimdex.adapters.auth.url_signing import HmacUrlSigner
 from heimdex.adapters.db.engine import Database
 from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.adapters.db.upload_directory import SqlUploadDirectory
-from heimdex.adapters.media.pyav import PyAVProber
 from heimdex.adapters.storage.local import LocalStorage
 from heimdex.application.abandoned_uploads import AbandonedUploadSweeper
 from heimdex.application.ingest import IngestLimits, IngestService, UploadRequest
 from heimdex.domain.errors import NotFound
 from heimdex.domain.model import Principal, Upload
 from heimdex.domain.ports import Storage
+from tests.fixtures.probers import shared_pyav_prober
 from tests.fixtures.s3 import MotoServer, s3_storage
 from tests.unit.fakes import FakeClock, FakeMetrics
 
@@ -54,7 +54,7 @@ class World:
             max_upload_size_bytes=1 << 30, upload_url_ttl=TTL, upload_stall=timedelta(minutes=30)
         )
         self.ingest = IngestService(
-            self.uow, storage, PyAVProber(), self.clock, limits, metrics=FakeMetrics()
+            self.uow, storage, shared_pyav_prober(), self.clock, limits, metrics=FakeMetrics()
         )
         self.sweeper = AbandonedUploadSweeper(
             self.uow, SqlUploadDirectory(database), storage, self.clock, GRACE

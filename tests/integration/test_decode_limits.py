@@ -5,10 +5,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import resource
 import signal
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +22,6 @@ from heimdex.adapters.media.decode_pool import DecodePool
 from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
 from heimdex.adapters.media.ffprobe import FfprobeProber
 from heimdex.adapters.media.limits import DecodeLimits
-from heimdex.adapters.media.pyav import PyAVProber
 from heimdex.adapters.media.pyav_thumbnailer import PyAVThumbnailer
 from heimdex.domain.errors import (
     DecodeCpuExceeded,
@@ -33,6 +35,7 @@ from heimdex.domain.media import MediaInfo, StreamInfo
 from heimdex.domain.model import ThumbnailSpec
 from tests.fixtures.frame_bombs import declaring_frame
 from tests.fixtures.media import MediaFactory
+from tests.fixtures.probers import shared_pyav_prober
 from tests.requirements import require_binary
 
 WORKER_MODULE = "tests.integration.test_decode_limits"
@@ -223,7 +226,7 @@ async def test_without_max_pixels_the_memory_limit_still_holds_a_frame_bomb(
         *("-c:v", "libx264", "-profile:v", "baseline", "-preset", "ultrafast"),
         *("-pix_fmt", "yuv420p", "-f", "h264"),
     )
-    media = await PyAVProber().probe(small)
+    media = await shared_pyav_prober().probe(small)
     bomb = declaring_frame(small, tmp_path / "bomb.h264", 16_000, 16_000)
     limit = 768 << 20
     pool = DecodePool(
@@ -240,3 +243,52 @@ async def test_without_max_pixels_the_memory_limit_still_holds_a_frame_bomb(
         assert time.monotonic() - started < 5
     finally:
         await pool.close()
+
+
+# Probes a file in a fresh interpreter, as the API would, and reports that process's peak memory.
+_PROBE_AND_MEASURE = """
+import asyncio, json, resource, sys
+from pathlib import Path
+from heimdex.adapters.media.limits import DecodeLimits
+from heimdex.adapters.media.pyav import PyAVProber
+
+async def main():
+    limits = DecodeLimits(memory_bytes=768 << 20, max_pixels=0)
+    async with PyAVProber(timeout=30, limits=limits, workers=1) as prober:
+        media = await prober.probe(Path(sys.argv[1]))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
+    print(json.dumps({"width": media.streams[0].width, "peak_bytes": peak}))
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_a_pyav_probe_decodes_outside_the_calling_process(
+    media_factory: MediaFactory, tmp_path: Path
+) -> None:
+    """Probing decodes frames too (FFmpeg's stream analysis). With ``max_pixels`` off, a
+    16000x16000 frame, decoded in the caller's process, took it to 1.2 GB resident (4.9 s,
+    measured); in the probe worker it meets the address-space limit, the probe still describes
+    the file from its headers, and the caller stays small."""
+    small = media_factory(
+        "limits_small.h264",
+        *("-f", "lavfi", "-i", "testsrc2=size=64x64:rate=25:duration=1"),
+        *("-c:v", "libx264", "-profile:v", "baseline", "-preset", "ultrafast"),
+        *("-pix_fmt", "yuv420p", "-f", "h264"),
+    )
+    bomb = declaring_frame(small, tmp_path / "bomb.h264", 16_000, 16_000)
+    script = tmp_path / "probe_and_measure.py"
+    script.write_text(_PROBE_AND_MEASURE)
+
+    done = subprocess.run(
+        [sys.executable, str(script), str(bomb)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["width"] == 16_000
+    assert report["peak_bytes"] < 400 << 20, report

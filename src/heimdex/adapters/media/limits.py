@@ -27,8 +27,7 @@ started races with what it does first. So the limits are set by the child's firs
 coreutils' ``nice`` (both part of every Debian system, ≈ 1 ms each) set them and ``exec`` the
 binary, whose pid, process group and exit status are then the ones we waited for. Where they
 are missing, a few lines of Python (``python -I -S -c``) do the same, at ≈ 20 ms a run. The
-in-process PyAV prober cannot be given rlimits (they would bind the whole API): it decodes
-at most one keyframe per video stream, and ``max_pixels`` bounds that frame.
+PyAV prober and thumbnailer decode in decode-pool workers, which set the limits on themselves.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The ``Prober`` port in-process on PyAV: no fork or exec per file, blocking work in a thread."""
+"""The ``Prober`` port on PyAV, in reused worker processes: no fork or exec per file."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import struct
@@ -18,6 +19,7 @@ import av.stream
 import av.video.format
 
 from heimdex.adapters.media.allowlist import PYAV_PROTOCOLS, format_whitelist
+from heimdex.adapters.media.decode_pool import DecodePool
 from heimdex.adapters.media.description import (
     ChapterFacts,
     StreamFacts,
@@ -25,8 +27,13 @@ from heimdex.adapters.media.description import (
     regular_file_size,
 )
 from heimdex.adapters.media.limits import DecodeLimits
-from heimdex.adapters.offload import run_blocking
-from heimdex.domain.errors import InvalidMedia, ProberUnavailable, ProbeTimeout
+from heimdex.domain.errors import (
+    DecodeLimitExceeded,
+    DecoderCrashed,
+    InvalidMedia,
+    ProberUnavailable,
+    ProbeTimeout,
+)
 from heimdex.domain.media import MediaInfo
 
 
@@ -99,6 +106,9 @@ _COLOR_SPACES = {
 }
 _FIELD_ORDERS = {1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
 
+# A probe's worker is killed this long after the probe's own timeout, which FFmpeg's I/O
+# callback and the keyframe search honour themselves.
+_KILL_GRACE = 2.0
 # Looking for a frame to read the display matrix from: give up after this many packets.
 _ROTATION_PACKET_BUDGET = 500
 
@@ -108,7 +118,15 @@ class _DeadlinePassed(Exception):
 
 
 class PyAVProber:
-    """Probes in-process with PyAV (its bundled FFmpeg), through the same allow-lists as ffprobe.
+    """Probes with PyAV (its bundled FFmpeg), through the same allow-lists as ffprobe, in a
+    :class:`DecodePool` of reused worker processes.
+
+    Opening a file runs FFmpeg's stream analysis, which decodes frames: in the API's own process
+    a decoder crash on a hostile upload (corrupt HEVC, SIGSEGV) would take the API down, a
+    decoder stuck in a loop would hold a thread for ever, and no rlimit could bind it without
+    binding the whole API. In a pool worker the crash fails that probe (``decoder_crashed``),
+    the timeout kills the worker, and the decode limits (memory, CPU, file size, priority)
+    apply — for about 0.2 ms a probe, the round trip to a worker that is already running.
 
     PyAV 18 has no getter for a stream's display matrix (the rotation). Only the MOV/MP4
     demuxer makes one, from the track and movie header matrices, so for those files this
@@ -116,52 +134,98 @@ class PyAVProber:
     small reads, where decoding a frame to see its matrix costs milliseconds (≈40 ms for a 4K
     HEVC keyframe). When the header is laid out in a way that reader does not follow, it
     decodes each video stream's first keyframe instead: the decoder puts the matrix on frames.
+
+    Pass ``pool`` to share one; otherwise the prober starts its own (``workers`` processes,
+    started on first use) and :meth:`close` stops it.
     """
 
     name = "pyav"
 
-    def __init__(self, timeout: float = 30.0, *, limits: DecodeLimits | None = None) -> None:
-        """Of ``limits``, ``max_pixels`` (larger frames are neither decoded nor accepted) and
-        ``max_streams`` apply: in-process, no rlimit can; the one keyframe decoded per video
-        stream is bounded by ``max_pixels``."""
+    def __init__(
+        self,
+        timeout: float = 30.0,
+        *,
+        limits: DecodeLimits | None = None,
+        workers: int = 2,
+        pool: DecodePool | None = None,
+    ) -> None:
         self._timeout = timeout
         self._limits = limits if limits is not None else DecodeLimits()
+        self._owns_pool = pool is None
+        if pool is None:
+            pool = DecodePool(
+                workers, preload=[__name__], limits=self._limits, unavailable=ProberUnavailable
+            )
+        self._pool = pool
 
     async def probe(self, path: Path) -> MediaInfo:
-        return await run_blocking(self._probe, path)
-
-    async def check(self) -> None:
-        await run_blocking(self._check)
-
-    def _check(self) -> None:
-        if not OPEN_OPTIONS["format_whitelist"]:
-            raise ProberUnavailable("PyAV's FFmpeg has none of the allowed demuxers")
-        if not _has_demuxer("mov"):
-            raise ProberUnavailable("PyAV's FFmpeg cannot read MP4")
-
-    def _probe(self, path: Path) -> MediaInfo:
-        size = regular_file_size(path)
-        deadline = time.monotonic() + self._timeout
         try:
-            with av.open(
-                "file:" + os.path.abspath(path),
-                mode="r",
-                options=self._limits.decoder_options(),  # codec options, for every decoder
-                container_options=OPEN_OPTIONS,
-                timeout=self._timeout,
-                metadata_errors="replace",
-            ) as container:
-                media = _describe(container, path, size, deadline)
-        except (av.error.ExitError, _DeadlinePassed):  # open, read or decoding ran out of time
+            # FFmpeg's own I/O timeout ends most stalls inside the worker; this one ends a
+            # decoder that spins without reading, by killing its worker.
+            async with asyncio.timeout(self._timeout + _KILL_GRACE):
+                return await self._pool.run(probe_file, path, self._timeout, self._limits)
+        except (DecoderCrashed, DecodeLimitExceeded) as exc:
+            if exc.message.startswith(f"{path.name}: "):
+                raise
+            raise type(exc)(f"{path.name}: {exc.message}") from None
+        except TimeoutError:
             raise ProbeTimeout(
                 f"{path.name}: probing took longer than {self._timeout:g} s"
             ) from None
-        except av.error.FFmpegError as exc:
-            raise InvalidMedia(f"{path.name}: {exc.strerror or exc}") from None
-        except (ValueError, UnicodeError, EOFError) as exc:
-            raise InvalidMedia(f"{path.name}: {exc}") from None
-        self._limits.check_media(path.name, media)
-        return media
+
+    async def check(self) -> None:
+        async with asyncio.timeout(self._timeout):
+            problem = await self._pool.run(capability_missing)
+        if problem is not None:
+            raise ProberUnavailable(problem)
+
+    async def close(self) -> None:
+        """Stop the worker processes (when this prober started them)."""
+        if self._owns_pool:
+            await self._pool.close()
+
+    async def __aenter__(self) -> PyAVProber:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+# -- in the worker process ----------------------------------------------------------------------
+def capability_missing() -> str | None:
+    """What this FFmpeg lacks to probe anything, or ``None``."""
+    if not OPEN_OPTIONS["format_whitelist"]:
+        return "PyAV's FFmpeg has none of the allowed demuxers"
+    if not _has_demuxer("mov"):
+        return "PyAV's FFmpeg cannot read MP4"
+    return None
+
+
+def probe_file(path: Path, timeout: float, limits: DecodeLimits) -> MediaInfo:
+    """The description of the file at ``path``; ``InvalidMedia`` (or a subclass) when it is not
+    readable media or breaks ``limits``' ``max_pixels``/``max_streams``."""
+    size = regular_file_size(path)
+    deadline = time.monotonic() + timeout
+    try:
+        with av.open(
+            "file:" + os.path.abspath(path),
+            mode="r",
+            options=limits.decoder_options(),  # codec options, for every decoder
+            container_options=OPEN_OPTIONS,
+            timeout=timeout,
+            metadata_errors="replace",
+        ) as container:
+            media = _describe(container, path, size, deadline)
+    except MemoryError:  # FFmpeg's ENOMEM too: the decode pool names the limit
+        raise
+    except (av.error.ExitError, _DeadlinePassed):  # open, read or decoding ran out of time
+        raise ProbeTimeout(f"{path.name}: probing took longer than {timeout:g} s") from None
+    except av.error.FFmpegError as exc:
+        raise InvalidMedia(f"{path.name}: {exc.strerror or exc}") from None
+    except (ValueError, UnicodeError, EOFError) as exc:
+        raise InvalidMedia(f"{path.name}: {exc}") from None
+    limits.check_media(path.name, media)
+    return media
 
 
 def _describe(container: Any, path: Path, size: int, deadline: float) -> MediaInfo:

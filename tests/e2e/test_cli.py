@@ -156,3 +156,20 @@ def test_worker_refuses_the_immediate_backend_in_one_line(tmp_path: Path) -> Non
     assert result.returncode == 2
     assert "HEIMDEX_JOB_QUEUE_BACKEND=redis" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_worker_refuses_metrics_ports_past_65535(tmp_path: Path) -> None:
+    # Process N serves HEIMDEX_WORKER_METRICS_PORT + N: the last of four would be 65536.
+    result = heimdex(
+        "worker",
+        "--processes",
+        "4",
+        cwd=tmp_path,
+        env={
+            "HEIMDEX_JOB_QUEUE_BACKEND": "redis",
+            "HEIMDEX_WORKER_METRICS_PORT": "65533",
+        },
+    )
+    assert result.returncode == 2
+    assert "65536 is past 65535" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

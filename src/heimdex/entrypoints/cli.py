@@ -20,6 +20,7 @@ from heimdex.settings import Settings, SettingsError, load_settings, unknown_var
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+_MAX_PORT = 65535
 
 
 class CliError(Exception):
@@ -176,6 +177,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         )
     if args.processes < 1:
         raise CliError("--processes must be at least 1")
+    last_port = settings.worker_metrics_port + args.processes - 1
+    if settings.worker_metrics_port and last_port > _MAX_PORT:
+        raise CliError(
+            f"HEIMDEX_WORKER_METRICS_PORT={settings.worker_metrics_port} with --processes "
+            f"{args.processes}: process N serves port + N, and {last_port} is past {_MAX_PORT}"
+        )
     from taskiq.cli.worker.args import WorkerArgs
     from taskiq.cli.worker.run import run_worker
 

@@ -3,6 +3,7 @@ moto server). S3-only checks — what a presigned URL binds, memory — are in `
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import anyio
 import pytest
 
 from heimdex.adapters.auth.url_signing import HmacUrlSigner
@@ -24,7 +26,7 @@ from heimdex.domain.errors import (
     UploadTooLarge,
 )
 from heimdex.domain.model import Upload, UploadStatus
-from heimdex.domain.ports import Storage
+from heimdex.domain.ports import Storage, StoredObject
 from tests.fixtures.s3 import MotoServer, s3_storage
 
 SIGNER = HmacUrlSigner("storage-contract-secret-of-32-bytes!")
@@ -47,6 +49,13 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             await store.aclose()
     else:
         raise AssertionError(request.param)
+
+
+def scratch_left(storage: Storage) -> list[Path]:
+    """What an S3 store's temporary copies left in its ``temp_dir`` (local storage makes none)."""
+    if isinstance(storage, S3Storage) and storage.temp_dir.exists():
+        return list(storage.temp_dir.iterdir())
+    return []
 
 
 def pending_upload(key: str = KEY, sha256: str | None = None, length: int = 123) -> Upload:
@@ -170,13 +179,46 @@ async def test_write_stream_enforces_the_expected_sha256(storage: Storage) -> No
     assert stored.sha256 == good
 
 
-async def test_digest_rereads_the_stored_bytes(storage: Storage) -> None:
-    data = os.urandom(3_000_000)
+async def test_local_copy_holds_the_bytes_with_their_size_and_sha256(storage: Storage) -> None:
+    data = os.urandom(3_000_000)  # several read chunks
     await storage.write_bytes(KEY, data)
-    digest = await storage.digest(KEY)
-    assert (digest.size_bytes, digest.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    async with storage.local_copy(KEY) as copy:
+        assert copy.path.read_bytes() == data
+        assert copy.path.name == "clip.mp4"  # the extension stays for the prober
+        assert copy.stored == StoredObject(
+            key=KEY, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
+        )
+
+
+async def test_local_copy_of_a_missing_object_is_source_not_found_and_leaves_nothing(
+    storage: Storage,
+) -> None:
     with pytest.raises(SourceNotFound):
-        await storage.digest("uploads/org-a/none/clip.mp4")
+        async with storage.local_copy("uploads/org-a/none/clip.mp4"):
+            pass
+    assert scratch_left(storage) == []
+
+
+@pytest.mark.parametrize("exit_by", ["return", "error", "cancel"])
+async def test_local_copy_is_removed_however_the_context_exits(
+    storage: Storage, exit_by: str
+) -> None:
+    await storage.write_bytes(KEY, b"bytes")
+    with anyio.CancelScope() as scope:
+        with contextlib.suppress(RuntimeError):
+            async with storage.local_copy(KEY) as copy:
+                assert copy.path.read_bytes() == b"bytes"
+                if exit_by == "error":
+                    raise RuntimeError("the probe failed")
+                if exit_by == "cancel":
+                    scope.cancel()
+                    await anyio.sleep(5)
+    assert scope.cancel_called is (exit_by == "cancel")
+    assert scratch_left(storage) == []
+    if isinstance(storage, S3Storage):  # a temporary copy; local storage hands its own file
+        assert not copy.path.exists()
+    # Whatever happened to the copy, the object itself is whole.
+    assert b"".join([c async for c in storage.read_chunks(KEY)]) == b"bytes"
 
 
 @pytest.mark.parametrize("key", ["../escape", "uploads/../../etc/passwd", "/etc/passwd", ""])
@@ -200,8 +242,9 @@ async def test_a_body_of_many_parts_streams_through_and_back(storage: Storage) -
     stat = await storage.stat(KEY)
     assert stat is not None
     assert stat.size_bytes == len(part) * count
-    digest = await storage.digest(KEY)
-    assert (digest.size_bytes, digest.sha256) == (len(part) * count, whole)
+    async with storage.local_copy(KEY) as copy:
+        assert (copy.stored.size_bytes, copy.stored.sha256) == (len(part) * count, whole)
+        assert copy.path.stat().st_size == len(part) * count
     sizes = [len(c) async for c in storage.read_chunks(KEY)]
     assert sum(sizes) == len(part) * count
     assert max(sizes) <= 1024 * 1024

@@ -23,9 +23,11 @@ import httpx
 import pytest
 
 from heimdex.adapters.storage.s3 import MIN_PART_SIZE, S3Storage, _full_object_sha256
+from heimdex.application.ingest import IngestLimits, IngestService, UploadRequest
 from heimdex.domain.errors import StorageError, UploadTooLarge
-from heimdex.domain.model import Upload, UploadStatus
-from tests.fixtures.s3 import MotoServer, s3_storage
+from heimdex.domain.model import Principal, Upload, UploadStatus
+from tests.fixtures.s3 import MotoServer, s3_session, s3_storage
+from tests.unit.fakes import FakeClock, FakeDatabase, FakeMetrics, FakeProber
 
 KEY = "uploads/org-a/u1/clip.mp4"
 
@@ -103,12 +105,57 @@ async def test_a_client_puts_straight_to_the_bucket_once(store: S3Storage) -> No
     stat = await store.stat(KEY)
     assert stat is not None
     assert stat.size_bytes == len(data)
-    digest = await store.digest(KEY)
-    assert digest.sha256 == hashlib.sha256(data).hexdigest()
+    async with store.local_copy(KEY) as copy:
+        assert copy.stored.sha256 == hashlib.sha256(data).hexdigest()
     # If-None-Match: * — the same URL cannot replace the object once it exists.
     again = await http("PUT", target.url, content=data[::-1], headers=target.headers)
     assert again.status_code == 412, again.text
-    assert (await store.digest(KEY)).sha256 == hashlib.sha256(data).hexdigest()
+    async with store.local_copy(KEY) as copy:
+        assert copy.stored.sha256 == hashlib.sha256(data).hexdigest()
+
+
+async def test_a_commit_reads_the_object_from_the_bucket_once(
+    moto_server: MotoServer, s3_bucket: str, tmp_path: Path
+) -> None:
+    """A HEAD, then one GET whose bytes are hashed and probed: never a second download."""
+    session = s3_session()
+    requests: list[str] = []
+
+    def record(model: Any, **_: Any) -> None:
+        requests.append(model.name)
+
+    session.events.register("before-call.s3", record)  # every S3 request the storage sends
+    storage = s3_storage(moto_server, s3_bucket, tmp_path / "tmp", session=session)
+    prober = FakeProber()
+    limits = IngestLimits(
+        max_upload_size_bytes=1 << 30,
+        upload_url_ttl=timedelta(hours=1),
+        upload_stall=timedelta(minutes=30),
+    )
+    service = IngestService(
+        FakeDatabase(), storage, prober, FakeClock(datetime.now(UTC)), limits, FakeMetrics()
+    )
+    data = os.urandom(3_000_000)  # several read chunks
+    principal = Principal(org_id="org-a")
+    try:
+        issued = await service.init_upload(
+            principal,
+            UploadRequest(
+                source_name="clip.mp4", content_length=len(data), content_type="video/mp4"
+            ),
+            "https://api.example",
+        )
+        put = await http("PUT", issued.target.url, content=data, headers=issued.target.headers)
+        assert put.status_code == 200, put.text
+        requests.clear()
+        asset, created = await service.commit_upload(principal, issued.upload.id)
+    finally:
+        await storage.aclose()
+    assert created
+    assert asset.sha256 == hashlib.sha256(data).hexdigest()
+    assert requests == ["HeadObject", "GetObject"]
+    assert len(prober.probed) == 1
+    assert not prober.probed[0].exists()  # the copy it probed is gone
 
 
 async def test_download_urls_are_presigned_gets_with_the_right_type(store: S3Storage) -> None:
@@ -175,8 +222,9 @@ async def test_memory_stays_bounded_by_a_part_not_the_object(store: S3Storage) -
         await store.write_stream(KEY, body(), expected_size=total)
         write_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.reset_peak()
-        assert (await store.digest(KEY)).size_bytes == total
-        digest_peak = tracemalloc.get_traced_memory()[1]
+        async with store.local_copy(KEY) as copy:
+            assert copy.stored.size_bytes == total
+        checked_copy_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.reset_peak()
         async with store.local_path(KEY) as path:
             assert path.stat().st_size == total
@@ -185,7 +233,7 @@ async def test_memory_stays_bounded_by_a_part_not_the_object(store: S3Storage) -
         tracemalloc.stop()
     # A part and its joined copy are in memory while it is sent; reads hold about a chunk.
     assert write_peak < 3 * MIN_PART_SIZE < total / 2
-    assert digest_peak < total / 4
+    assert checked_copy_peak < total / 4
     assert copy_peak < total / 4
 
 

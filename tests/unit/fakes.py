@@ -40,7 +40,7 @@ from heimdex.domain.model import (
     Upload,
     UploadStatus,
 )
-from heimdex.domain.ports import JobOutcome, StoredObject, UploadTarget
+from heimdex.domain.ports import JobOutcome, LocalCopy, StoredObject, UploadTarget
 
 
 class FakeClock:
@@ -59,6 +59,7 @@ class FakeStorage:
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
+        #: keys handed out as local files (``local_copy`` or ``local_path``), in order
         self.opened: list[str] = []
 
     async def write_stream(
@@ -89,11 +90,16 @@ class FakeStorage:
         data = self.objects.get(key)
         return None if data is None else StoredObject(key=key, size_bytes=len(data))
 
-    async def digest(self, key: str) -> StoredObject:
+    @asynccontextmanager
+    async def local_copy(self, key: str) -> AsyncIterator[LocalCopy]:
         if key not in self.objects:
             raise SourceNotFound(key)
+        self.opened.append(key)
         data = self.objects[key]
-        return StoredObject(key=key, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+        stored = StoredObject(
+            key=key, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
+        )
+        yield LocalCopy(path=Path("/fake") / key, stored=stored)
 
     @asynccontextmanager
     async def local_path(self, key: str) -> AsyncIterator[Path]:

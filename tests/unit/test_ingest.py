@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -25,7 +27,7 @@ from heimdex.domain.errors import (
     UploadTooLarge,
 )
 from heimdex.domain.model import Principal, UploadStatus
-from heimdex.domain.ports import StoredObject
+from heimdex.domain.ports import LocalCopy, StoredObject
 from tests.unit.fakes import FakeClock, FakeDatabase, FakeMetrics, FakeProber, FakeStorage
 
 ORG_A = Principal(org_id="org-a")
@@ -267,22 +269,17 @@ async def test_metrics_count_stored_and_committed_bytes_once(
 
 
 class ChecksumReportingStorage(FakeStorage):
-    """A store that reports a checksum on HEAD (as S3 does) and counts full reads."""
+    """A store that reports a checksum on HEAD (as S3 does); ``opened`` counts full reads."""
 
     def __init__(self) -> None:
         super().__init__()
         self.reported: dict[str, str] = {}
-        self.digests = 0
 
     async def stat(self, key: str) -> StoredObject | None:
         found = await super().stat(key)
         if found is None:
             return None
         return StoredObject(key=key, size_bytes=found.size_bytes, sha256=self.reported.get(key))
-
-    async def digest(self, key: str) -> StoredObject:
-        self.digests += 1
-        return await super().digest(key)
 
 
 async def test_a_wrong_size_or_store_checksum_fails_before_reading_the_object_back(
@@ -304,11 +301,67 @@ async def test_a_wrong_size_or_store_checksum_fails_before_reading_the_object_ba
     storage.reported[upload.key] = "0" * 64
     with pytest.raises(ChecksumMismatch):
         await service.commit_upload(ORG_A, upload.id)
-    assert storage.digests == 0
+    assert storage.opened == []
     # The store's word is never enough: a matching report is still re-hashed.
     storage.reported[upload.key] = sha256
     await service.commit_upload(ORG_A, upload.id)
-    assert storage.digests == 1
+    assert storage.opened == [upload.key]
+
+
+async def test_commit_probes_the_very_copy_it_hashed(
+    database: FakeDatabase, clock: FakeClock
+) -> None:
+    """One read of the object: the file the prober opens is the one whose bytes were checked."""
+
+    class OneRead(FakeStorage):
+        def __init__(self) -> None:
+            super().__init__()
+            self.copies: list[Path] = []
+
+        @asynccontextmanager
+        async def local_copy(self, key: str) -> AsyncIterator[LocalCopy]:
+            async with super().local_copy(key) as copy:
+                self.copies.append(copy.path)
+                yield copy
+
+        def local_path(self, key: str) -> AbstractAsyncContextManager[Path]:
+            raise AssertionError("commit read the object a second time")
+
+    storage, prober = OneRead(), FakeProber()
+    limits = IngestLimits(
+        max_upload_size_bytes=10_000,
+        upload_url_ttl=timedelta(hours=1),
+        upload_stall=timedelta(minutes=30),
+    )
+    service = IngestService(database, storage, prober, clock, limits, metrics=FakeMetrics())
+    upload = (await service.init_upload(ORG_A, request(), "http://api")).upload
+    await service.receive_upload("org-a", upload.id, body())
+    await service.commit_upload(ORG_A, upload.id)
+    assert prober.probed == storage.copies
+    assert len(storage.copies) == 1
+
+
+async def test_an_object_gone_between_head_and_read_is_not_received(
+    database: FakeDatabase, clock: FakeClock
+) -> None:
+    class GoneBeforeRead(FakeStorage):
+        def local_copy(self, key: str) -> AbstractAsyncContextManager[LocalCopy]:
+            del self.objects[key]  # deleted after the HEAD answered
+            return super().local_copy(key)
+
+    limits = IngestLimits(
+        max_upload_size_bytes=10_000,
+        upload_url_ttl=timedelta(hours=1),
+        upload_stall=timedelta(minutes=30),
+    )
+    service = IngestService(
+        database, GoneBeforeRead(), FakeProber(), clock, limits, metrics=FakeMetrics()
+    )
+    upload = (await service.init_upload(ORG_A, request(), "http://api")).upload
+    await service.receive_upload("org-a", upload.id, body())
+    with pytest.raises(UploadNotReceived, match="missing"):
+        await service.commit_upload(ORG_A, upload.id)
+    assert database.tables.assets == {}
 
 
 async def test_a_slot_swept_while_its_commit_verifies_is_expired_and_makes_no_asset(
@@ -317,13 +370,14 @@ async def test_a_slot_swept_while_its_commit_verifies_is_expired_and_makes_no_as
     """The sweep deletes the row before the object; a commit that had already started finds
     its slot gone when it records the asset, and records nothing."""
 
-    class SweptDuringDigest(FakeStorage):
-        async def digest(self, key: str) -> StoredObject:
-            stored = await super().digest(key)
-            for upload_id, upload in list(database.tables.uploads.items()):
-                if upload.key == key:
-                    del database.tables.uploads[upload_id]
-            return stored
+    class SweptDuringRead(FakeStorage):
+        @asynccontextmanager
+        async def local_copy(self, key: str) -> AsyncIterator[LocalCopy]:
+            async with super().local_copy(key) as copy:
+                for upload_id, upload in list(database.tables.uploads.items()):
+                    if upload.key == key:
+                        del database.tables.uploads[upload_id]
+                yield copy
 
     limits = IngestLimits(
         max_upload_size_bytes=10_000,
@@ -331,7 +385,7 @@ async def test_a_slot_swept_while_its_commit_verifies_is_expired_and_makes_no_as
         upload_stall=timedelta(minutes=30),
     )
     service = IngestService(
-        database, SweptDuringDigest(), FakeProber(), clock, limits, metrics=FakeMetrics()
+        database, SweptDuringRead(), FakeProber(), clock, limits, metrics=FakeMetrics()
     )
     upload = (await service.init_upload(ORG_A, request(), "http://api")).upload
     await service.receive_upload("org-a", upload.id, body())

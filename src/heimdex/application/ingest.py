@@ -33,6 +33,7 @@ from heimdex.domain.ports import (
     Metrics,
     Prober,
     Storage,
+    StoredObject,
     UnitOfWork,
     UnitOfWorkFactory,
     UploadTarget,
@@ -211,9 +212,14 @@ class IngestService:
                 # Its PUT is still running: committing now could verify the whole file and
                 # then have that PUT's last write turn the committed slot back to received.
                 raise UploadInProgress("the upload is still arriving; commit once its PUT answered")
-        sha256 = await self._verify(upload)
-        async with self._storage.local_path(upload.key) as path:
-            media = await self._prober.probe(path)
+        await self._check_head(upload)
+        try:
+            # One read of the object: the copy that is hashed is the one probed.
+            async with self._storage.local_copy(upload.key) as copy:
+                sha256 = self._check_copy(upload, copy.stored)
+                media = await self._prober.probe(copy.path)
+        except SourceNotFound as exc:
+            raise UploadNotReceived("the uploaded object is missing; upload it again") from exc
         now = self._clock.now()
         asset = Asset(
             id=uuid.uuid4(),
@@ -261,30 +267,29 @@ class IngestService:
         )
         return asset, True
 
-    async def _verify(self, upload: Upload) -> str:
-        """Check the stored object, cheaply first, then by reading it back: size and sha256
-        must be what was declared (and received, when the bytes came through the API).
+    async def _check_head(self, upload: Upload) -> None:
+        """The cheap check before reading the object: it exists, and neither its size nor a
+        checksum the store reports contradicts what was declared (or received), so a wrong
+        object is refused before gigabytes are read.
 
         A slot still ``pending`` is fine when its object exists: with a store the client sends
         the bytes to directly (a presigned S3 PUT) the API never sees the upload, and what the
-        store holds is the only evidence. Whatever the store says it verified, the bytes are
-        re-hashed here (some S3-compatible stores ignore a declared checksum).
+        store holds is the only evidence.
         """
         head = await self._storage.stat(upload.key)
         if head is None:
             if upload.status in (UploadStatus.RECEIVED, UploadStatus.COMMITTED):
                 raise UploadNotReceived("the uploaded object is missing; upload it again")
             raise UploadNotReceived("upload the file to upload_url before committing")
-        expected = upload.declared_sha256 or upload.received_sha256
-        # Refuse a wrong size or a store-reported checksum before reading gigabytes back.
-        self._compare(head.size_bytes, head.sha256, upload.content_length, expected)
-        try:
-            stored = await self._storage.digest(upload.key)
-        except SourceNotFound as exc:
-            raise UploadNotReceived("the uploaded object is missing; upload it again") from exc
+        self._compare(head.size_bytes, head.sha256, upload.content_length, _expected(upload))
+
+    def _check_copy(self, upload: Upload, stored: StoredObject) -> str:
+        """Size and sha256 of the bytes read back must be what was declared (and received);
+        answers the sha256. Whatever the store says it verified, the bytes are re-hashed here
+        (some S3-compatible stores ignore a declared checksum)."""
         if stored.sha256 is None:
             raise ChecksumMismatch("the stored object's sha256 could not be computed")
-        self._compare(stored.size_bytes, stored.sha256, upload.content_length, expected)
+        self._compare(stored.size_bytes, stored.sha256, upload.content_length, _expected(upload))
         return stored.sha256
 
     @staticmethod
@@ -295,3 +300,8 @@ class IngestService:
             )
         if sha256 is not None and expected is not None and sha256 != expected:
             raise ChecksumMismatch("the stored object's sha256 is not the uploaded one")
+
+
+def _expected(upload: Upload) -> str | None:
+    """The sha256 the stored bytes must have: the declared one, else the one the API received."""
+    return upload.declared_sha256 or upload.received_sha256

@@ -53,6 +53,14 @@ class StoredObject(msgspec.Struct, frozen=True, kw_only=True):
     sha256: str | None = None
 
 
+class LocalCopy(msgspec.Struct, frozen=True, kw_only=True):
+    """An object's bytes in a local file, with the size and sha256 of exactly those bytes."""
+
+    path: Path
+    #: computed from the bytes read into ``path``, never taken from the store's metadata
+    stored: StoredObject
+
+
 class UploadTarget(msgspec.Struct, frozen=True, kw_only=True):
     """Where and how a client sends an upload's bytes: a presigned request."""
 
@@ -100,17 +108,23 @@ class Storage(HealthCheck, Protocol):
         ``None`` when it does not exist. Cheap: a HEAD, never a read of the bytes."""
         ...
 
-    async def digest(self, key: str) -> StoredObject:
-        """Size and sha256 of the stored bytes, read back in full (never trusting metadata).
+    def local_copy(self, key: str) -> AbstractAsyncContextManager[LocalCopy]:
+        """A local file with the object's bytes, and their size and sha256, for as long as the
+        context is open: one read of the object both hashes it and fills the file, so what is
+        checked is exactly what the file holds (never trusting the store's metadata).
 
-        Raises ``SourceNotFound`` when the object does not exist.
+        The file may be the stored object itself (local storage): never write to it. A
+        temporary copy is removed when the context exits, however it exits. Raises
+        ``SourceNotFound`` when the object does not exist.
         """
         ...
 
     def local_path(self, key: str) -> AbstractAsyncContextManager[Path]:
-        """A local file with the object's bytes for as long as the context is open.
+        """A local file with the object's bytes for as long as the context is open, when they
+        need no checking (``local_copy`` hashes them too).
 
-        Raises ``SourceNotFound`` when the object does not exist.
+        The same rules as ``local_copy``: maybe the object itself, a copy removed on exit;
+        raises ``SourceNotFound`` when the object does not exist.
         """
         ...
 

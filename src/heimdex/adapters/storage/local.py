@@ -24,7 +24,7 @@ from heimdex.domain.errors import (
     UploadTooLarge,
 )
 from heimdex.domain.model import Upload
-from heimdex.domain.ports import StoredObject, UploadTarget, UrlSigner
+from heimdex.domain.ports import LocalCopy, StoredObject, UploadTarget, UrlSigner
 from heimdex.domain.storage_keys import validate_key
 
 CHUNK_SIZE = 1024 * 1024
@@ -178,10 +178,12 @@ class LocalStorage:
             return None
         return StoredObject(key=key, size_bytes=info.st_size)
 
-    async def digest(self, key: str) -> StoredObject:
+    @asynccontextmanager
+    async def local_copy(self, key: str) -> AsyncIterator[LocalCopy]:
+        """The stored file itself (no copy to make), hashed by one read of it."""
         path = await run_blocking(self._existing_file, key)
         size, sha256 = await run_blocking(_hash_file, path)
-        return StoredObject(key=key, size_bytes=size, sha256=sha256)
+        yield LocalCopy(path=path, stored=StoredObject(key=key, size_bytes=size, sha256=sha256))
 
     @asynccontextmanager
     async def local_path(self, key: str) -> AsyncIterator[Path]:

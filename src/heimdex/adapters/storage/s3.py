@@ -11,7 +11,7 @@ import base64
 import hashlib
 import shutil
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
@@ -32,7 +32,7 @@ from heimdex.domain.errors import (
     UploadTooLarge,
 )
 from heimdex.domain.model import Upload
-from heimdex.domain.ports import StoredObject, UploadTarget
+from heimdex.domain.ports import LocalCopy, StoredObject, UploadTarget
 from heimdex.domain.storage_keys import validate_key
 from heimdex.logs import get_logger
 
@@ -60,10 +60,11 @@ class S3Storage:
     presigned PUT; derived files are single PUTs, streams over one part become a multipart
     upload completed only once every check passed, so a reader never sees half an object.
 
-    Reads stream: ``local_path`` copies the object to a temporary file chunk by chunk (FFmpeg
-    and PyAV open local files only), ``read_chunks`` and ``digest`` never hold more than a
-    chunk. One client per storage, opened on first use in the running event loop and closed
-    by ``aclose``; credentials come from the standard AWS chain (``AWS_ACCESS_KEY_ID``…,
+    Reads stream: ``local_copy`` and ``local_path`` copy the object to a temporary file chunk
+    by chunk (FFmpeg and PyAV open local files only), ``local_copy`` hashing each chunk on its
+    way (one GET both checks and copies); ``read_chunks`` never holds more than a chunk.
+    One client per storage, opened on first use in the running event loop and closed by
+    ``aclose``; credentials come from the standard AWS chain (``AWS_ACCESS_KEY_ID``…,
     ``AWS_PROFILE``, web identity, instance or container roles).
     """
 
@@ -235,14 +236,6 @@ class S3Storage:
             sha256=_full_object_sha256(head.get("ChecksumSHA256"), head.get("ChecksumType")),
         )
 
-    async def digest(self, key: str) -> StoredObject:
-        digest = hashlib.sha256()
-        size = 0
-        async for chunk in self.read_chunks(key):
-            size += len(chunk)
-            await run_blocking(digest.update, chunk)
-        return StoredObject(key=key, size_bytes=size, sha256=digest.hexdigest())
-
     async def read_chunks(self, key: str) -> AsyncIterator[bytes]:
         """The object's bytes in chunks of about ``CHUNK_SIZE``, streamed from one GET."""
         validate_key(key)
@@ -268,23 +261,43 @@ class S3Storage:
                 body.close()
 
     @asynccontextmanager
+    async def local_copy(self, key: str) -> AsyncIterator[LocalCopy]:
+        """A temporary copy from one GET, each chunk hashed as it is written, removed on exit."""
+        digest = hashlib.sha256()
+        async with self._temporary_copy(key, digest.update) as (path, size):
+            stored = StoredObject(key=key, size_bytes=size, sha256=digest.hexdigest())
+            yield LocalCopy(path=path, stored=stored)
+
+    @asynccontextmanager
     async def local_path(self, key: str) -> AsyncIterator[Path]:
         """A temporary copy of the object, written chunk by chunk, removed on exit."""
+        async with self._temporary_copy(key, None) as (path, _):
+            yield path
+
+    @asynccontextmanager
+    async def _temporary_copy(
+        self, key: str, observe: Callable[[bytes], object] | None
+    ) -> AsyncIterator[tuple[Path, int]]:
+        """The object streamed to a file in a directory of its own under ``temp_dir``, each
+        chunk also handed to ``observe``; answers the path and the bytes written."""
         validate_key(key)
         await run_blocking(self.temp_dir.mkdir, parents=True, exist_ok=True)
         directory = Path(await run_blocking(tempfile.mkdtemp, prefix="s3-", dir=self.temp_dir))
         try:
             # The key's own last segment: a safe name whose extension a prober may look at.
             path = directory / key.rsplit("/", 1)[-1]
+            size = 0
             handle: BinaryIO = await run_blocking(open, path, "xb")
             try:
                 async for chunk in self.read_chunks(key):
-                    await run_blocking(handle.write, chunk)
+                    await run_blocking(_write_and_observe, handle, chunk, observe)
+                    size += len(chunk)
             finally:
                 handle.close()
-            yield path
+            yield path, size
         finally:
-            await run_blocking(shutil.rmtree, directory, ignore_errors=True)
+            with anyio.CancelScope(shield=True):  # remove the copy even when we were cancelled
+                await run_blocking(shutil.rmtree, directory, ignore_errors=True)
 
     # -- deletes ------------------------------------------------------------------------------
     async def delete(self, key: str) -> None:
@@ -388,6 +401,15 @@ def _storage_errors(what: str, *, missing_key: str | None = None) -> Iterator[No
         # client (whose 503 says only what failed).
         log.warning("storage_unreachable", operation=what, error=str(exc))
         raise StorageError(f"{what}: the object store did not answer") from exc
+
+
+def _write_and_observe(
+    handle: BinaryIO, chunk: bytes, observe: Callable[[bytes], object] | None
+) -> None:
+    """One thread hop per chunk for both (file writes and hashlib release the GIL)."""
+    handle.write(chunk)
+    if observe is not None:
+        observe(chunk)
 
 
 def _base64_sha256(hex_digest: str) -> str:

@@ -124,6 +124,7 @@ def test_a_database_outage_answers_503_with_retry_after_and_recovers_without_res
         assert int(health.headers["retry-after"]) > 0
         checks = {check["name"]: check for check in health.json()["checks"]}
         assert checks["database"]["ok"] is False
+        assert checks["database"]["transient"] is True
         assert checks["queue"]["ok"] is True
 
         # Its message reaches the worker while the database is still down (as a sweep elsewhere

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import anyio
 import msgspec
 
+from heimdex.domain.errors import HeimdexError
 from heimdex.domain.ports import HealthCheck
 
 
@@ -16,6 +17,9 @@ class CheckResult(msgspec.Struct, frozen=True, kw_only=True):
     ok: bool
     latency_ms: float
     error: str | None = None
+    #: for a failed check: whether it should pass again by itself (a dependency restarting, no
+    #: answer in time) rather than needing someone to fix the configuration
+    transient: bool | None = None
 
 
 class HealthReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -25,6 +29,11 @@ class HealthReport(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
+
+    @property
+    def transient(self) -> bool:
+        """Every failed check is expected to pass again by itself: worth asking again later."""
+        return all(c.ok or c.transient for c in self.checks)
 
 
 class HealthService:
@@ -40,16 +49,19 @@ class HealthService:
         async def run(name: str, check: HealthCheck) -> None:
             started = time.perf_counter()
             error: str | None = None
+            transient: bool | None = None
             try:
                 with anyio.fail_after(self._timeout):
                     await check.check()
             except TimeoutError:
-                error = f"no answer within {self._timeout:g} s"
+                error, transient = f"no answer within {self._timeout:g} s", True
+            except HeimdexError as exc:
+                error, transient = exc.message, exc.transient
             except Exception as exc:  # a health check reports every failure, never raises
-                error = str(exc) or type(exc).__name__
+                error, transient = str(exc) or type(exc).__name__, False
             latency = round((time.perf_counter() - started) * 1000, 3)
             results[name] = CheckResult(
-                name=name, ok=error is None, latency_ms=latency, error=error
+                name=name, ok=error is None, latency_ms=latency, error=error, transient=transient
             )
 
         async with anyio.create_task_group() as group:

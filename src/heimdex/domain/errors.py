@@ -11,6 +11,9 @@ class HeimdexError(Exception):
 
     code: ClassVar[str] = "heimdex_error"
     title: ClassVar[str] = "Heimdex error"
+    #: A dependency that comes back by itself (a database or Redis restarting, a store's
+    #: hiccup): worth trying again. Misconfiguration and bad input never are.
+    transient: ClassVar[bool] = False
 
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
@@ -117,6 +120,7 @@ class UnsupportedMediaType(HeimdexError):
 class StorageError(HeimdexError):
     code = "storage_error"
     title = "The storage backend failed"
+    transient = True
 
 
 class InvalidStorageKey(HeimdexError):
@@ -127,6 +131,7 @@ class InvalidStorageKey(HeimdexError):
 class QueueUnavailable(HeimdexError):
     code = "queue_unavailable"
     title = "The job queue is not available"
+    transient = True
 
 
 class QueueMisconfigured(HeimdexError):
@@ -140,6 +145,7 @@ class QueueMisconfigured(HeimdexError):
 class DatabaseUnavailable(HeimdexError):
     code = "database_unavailable"
     title = "The database is not available"
+    transient = True
 
 
 class Conflict(HeimdexError):

@@ -112,8 +112,9 @@ class Database:
         return self.backend == "postgresql"
 
     async def check(self) -> None:
-        async with self.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        with database_errors():  # unreachable is DatabaseUnavailable: transient, not a bug
+            async with self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
         await self.engine.dispose()

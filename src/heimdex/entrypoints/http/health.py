@@ -44,10 +44,13 @@ class AdminHealthController(Controller):
         ),
         summary="Dependency health",
         description="Database, storage, prober and queue, each with its latency. Needs the "
-        "`admin` scope. 503 (with `Retry-After`) when any check fails.",
+        "`admin` scope. 503 when any check fails; each failed check says whether it is "
+        "`transient` (a dependency restarting) and, when all of them are, `Retry-After` says "
+        "when to ask again. A misconfiguration gets no `Retry-After`: it needs fixing.",
     )
     async def report(self, health: NamedDependency[HealthService]) -> Response[HealthReport]:
         report = await health.report()
         if report.ok:
             return Response(report, status_code=200)
-        return Response(report, status_code=503, headers=retry_after_headers())
+        headers = retry_after_headers() if report.transient else None
+        return Response(report, status_code=503, headers=headers)

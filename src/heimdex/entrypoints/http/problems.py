@@ -47,14 +47,10 @@ STATUS_BY_ERROR: dict[type[errors.HeimdexError], int] = {
     errors.TenancyUnsafe: 503,
 }
 
-# A dependency that comes back by itself (a database or Redis restarting, a store's hiccup): the
-# 503 says when to try again. Misconfiguration (a missing prober, unsafe tenancy) does not.
+# A 503 for a transient error (``HeimdexError.transient``: a database or Redis restarting, a
+# store's hiccup) says when to try again. Misconfiguration (a missing prober, unsafe tenancy)
+# does not: trying again will not help.
 RETRY_AFTER_SECONDS = 5
-TRANSIENT_ERRORS: tuple[type[errors.HeimdexError], ...] = (
-    errors.DatabaseUnavailable,
-    errors.QueueUnavailable,
-    errors.StorageError,
-)
 
 CODE_BY_STATUS: dict[int, str] = {
     400: "invalid_request",
@@ -128,7 +124,7 @@ def retry_after_headers() -> dict[str, str]:
 
 
 def _error_headers(status: int, exc: errors.HeimdexError) -> dict[str, str] | None:
-    if status == 503 and isinstance(exc, TRANSIENT_ERRORS):
+    if status == 503 and exc.transient:
         return retry_after_headers()
     return _auth_headers(status)
 

@@ -465,6 +465,9 @@ class FakeDatabase:
     def __call__(self, org_id: str) -> FakeUnitOfWork:
         return FakeUnitOfWork(self, org_id)
 
+    async def lock_org(self) -> None:
+        return None  # one event loop, no await between count and add here: nothing to race
+
 
 class FakeMetrics:
     """Remembers what the use cases reported, in order."""

@@ -131,11 +131,12 @@ class IngestService:
 
     async def _check_storage_quota(self, uow: UnitOfWork, declared: int, now: datetime) -> None:
         """The organisation's committed assets, the slots it may still fill and this one must fit
-        the quota. Checked in the slot's own transaction; two inits racing may both pass, so
-        the quota can be overshot by what is in flight at once (it is a budget, not a fence)."""
+        the quota. Checked in the slot's own transaction, under the organisation's lock:
+        two inits racing are counted one after the other, never both against the same room."""
         quota = self._limits.storage_quota_bytes
         if quota <= 0:
             return
+        await uow.lock_org()
         used = await uow.assets.total_size() + await uow.uploads.reserved_bytes(now)
         if used + declared > quota:
             raise StorageQuotaExceeded(

@@ -124,6 +124,9 @@ class JobService:
         job is returned as it is; a finished one too, unless ``force`` asks to re-generate."""
         now = self._clock.now()
         async with self._uow(principal.org_id) as uow:
+            # Held to the commit: two requests for one asset must not both find no active job
+            # and start two, nor two of one organisation both fit its job quota.
+            await uow.lock_org()
             asset = await uow.assets.get(asset_id)
             if asset is None:
                 raise NotFound("no such asset")

@@ -29,6 +29,9 @@ ORG_SETTING = "heimdex.org_id"
 
 # The third argument, ``is_local=true``, is what ``SET LOCAL`` does: undone at COMMIT/ROLLBACK.
 SET_ORG = text(f"SELECT set_config('{ORG_SETTING}', :org_id, true)")
+# A transaction-level advisory lock, one per organisation: released at COMMIT/ROLLBACK, and
+# open to any role (the runtime role included), with no table to lock.
+LOCK_ORG = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 
 
 async def set_org(connection: AsyncConnection, org_id: str) -> None:
@@ -77,6 +80,7 @@ class SqlUnitOfWork:
             autoflush=False,
         )
         self._entered = False
+        self._postgres = database.is_postgres
         # Typed as the ports: the UnitOfWork protocol's attributes are mutable, hence invariant.
         self.uploads: UploadRepository = SqlUploadRepository(self._session, self.org_id)
         self.assets: AssetRepository = SqlAssetRepository(self._session, self.org_id)
@@ -117,6 +121,12 @@ class SqlUnitOfWork:
     async def commit(self) -> None:
         with database_errors():
             await self._session.commit()
+
+    async def lock_org(self) -> None:
+        # SQLite needs none: every transaction begins IMMEDIATE, holding the one write lock.
+        if self._postgres:
+            with database_errors():
+                await self._session.execute(LOCK_ORG, {"key": f"heimdex.org:{self.org_id}"})
 
     async def _close_quietly(self) -> None:
         # Already failing: a close that fails too adds nothing (the pool drops the connection).

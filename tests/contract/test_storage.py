@@ -8,7 +8,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,6 +27,7 @@ from heimdex.domain.errors import (
 )
 from heimdex.domain.model import Upload, UploadStatus
 from heimdex.domain.ports import Storage, StoredObject
+from tests.fixtures.killed_storage import COPIED_KEY, WRITTEN_KEY, kill_mid_work, spec_of
 from tests.fixtures.s3 import MotoServer, s3_storage
 
 SIGNER = HmacUrlSigner("storage-contract-secret-of-32-bytes!")
@@ -300,6 +301,90 @@ async def test_download_urls_differ_per_key(storage: Storage) -> None:
     assert first != second
 
 
+# -- scratch files ------------------------------------------------------------------------------
+def files_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+def age_everything_under(root: Path, age: timedelta) -> None:
+    """As if nothing under ``root`` had been written for ``age`` (files and directories)."""
+    then = (datetime.now(UTC) - age).timestamp()
+    for path in [root, *root.rglob("*")]:
+        os.utime(path, (then, then), follow_symlinks=False)
+
+
+def spec_for(storage: Storage, request: pytest.FixtureRequest) -> dict[str, str]:
+    if isinstance(storage, S3Storage):
+        moto: MotoServer = request.getfixturevalue("moto_server")
+        return spec_of(storage, moto.endpoint_url)
+    return spec_of(storage)
+
+
+async def test_scratch_a_killed_process_left_is_swept_once_old(
+    storage: Storage, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    data = os.urandom(100_000)
+    await storage.write_bytes(COPIED_KEY, data)
+    before = files_under(tmp_path)
+    kill_mid_work(spec_for(storage, request))  # a copy open, a write under way
+    assert files_under(tmp_path) > before, "the killed process left no scratch file to sweep"
+
+    now = datetime.now(UTC)
+    assert await storage.sweep_scratch(now - timedelta(hours=1)) == []  # not old yet
+    age_everything_under(tmp_path, timedelta(days=2))
+    removed = await storage.sweep_scratch(now - timedelta(days=1))
+
+    assert removed, "nothing was swept"
+    for item in removed:
+        assert not Path(item.path).exists()
+        assert Path(item.path).is_relative_to(tmp_path)
+        assert item.modified_at < now - timedelta(days=1)
+    assert sum(item.size_bytes for item in removed) >= len(data)  # at least the copy went
+    assert files_under(tmp_path) == before  # everything it left, and only that
+    assert b"".join([c async for c in storage.read_chunks(COPIED_KEY)]) == data
+    assert await storage.stat(WRITTEN_KEY) is None
+    assert await storage.sweep_scratch(now) == []
+
+
+async def test_scratch_of_a_live_write_and_copy_is_kept(storage: Storage) -> None:
+    data = os.urandom(100_000)
+    await storage.write_bytes(COPIED_KEY, data)
+    more = anyio.Event()
+    asked = anyio.Event()
+
+    async def a_put_in_flight() -> AsyncIterator[bytes]:
+        yield b"first half, "
+        asked.set()
+        await more.wait()
+        yield b"second half"
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(storage.write_stream, WRITTEN_KEY, a_put_in_flight())
+        async with storage.local_copy(COPIED_KEY) as copy:
+            await asked.wait()
+            assert await storage.sweep_scratch(datetime.now(UTC) - timedelta(seconds=30)) == []
+            assert copy.path.read_bytes() == data
+            more.set()
+    assert b"".join([c async for c in storage.read_chunks(WRITTEN_KEY)]) == (
+        b"first half, second half"
+    )
+
+
+async def test_stored_objects_are_never_swept_however_old(storage: Storage, tmp_path: Path) -> None:
+    keys = [
+        COPIED_KEY,
+        "uploads/org-a/u9/.clip.mp4.0123456789abcdef.part",  # an object, whatever its name
+        "derived/org-a/sidecars/a1.json",
+        "derived/org-a/a1/thumbs/0000.jpg",
+    ]
+    for key in keys:
+        await storage.write_bytes(key, key.encode())
+    age_everything_under(tmp_path, timedelta(days=3650))
+    await storage.sweep_scratch(datetime.now(UTC) + timedelta(days=1))  # all scratch is old
+    for key in keys:
+        assert b"".join([c async for c in storage.read_chunks(key)]) == key.encode()
+
+
 # -- local only ---------------------------------------------------------------------------------
 @pytest.fixture
 def local(tmp_path: Path) -> LocalStorage:
@@ -328,6 +413,27 @@ async def test_local_derived_root_keeps_derived_keys_apart(tmp_path: Path) -> No
     await storage.write_bytes("derived/org-a/sidecars/a1.json", b"{}")
     assert (tmp_path / "derived-elsewhere/org-a/sidecars/a1.json").read_bytes() == b"{}"
     assert not (tmp_path / "storage/derived").exists()
+
+
+async def test_local_scratch_is_no_key(local: LocalStorage) -> None:
+    with pytest.raises(InvalidStorageKey):
+        await local.write_bytes(".scratch/clip.mp4.0123.part", b"x")
+    with pytest.raises(InvalidStorageKey):
+        await local.delete(".scratch/clip.mp4.0123.part")
+
+
+async def test_local_scratch_is_swept_under_the_derived_root_too(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "storage", SIGNER, derived_root=tmp_path / "derived")
+    await storage.write_bytes("derived/org-a/sidecars/a1.json", b"{}")
+    await storage.write_bytes(KEY, b"source")  # each base has its own scratch directory
+    left = [tmp_path / "storage/.scratch/clip.mp4.1.part", tmp_path / "derived/.scratch/a1.2.part"]
+    for path in left:
+        path.write_bytes(b"half")
+    age_everything_under(tmp_path, timedelta(days=2))
+    removed = await storage.sweep_scratch(datetime.now(UTC) - timedelta(days=1))
+    assert sorted(Path(r.path) for r in removed) == sorted(left)
+    assert (tmp_path / "derived/org-a/sidecars/a1.json").read_bytes() == b"{}"
+    assert (tmp_path / "storage" / KEY).read_bytes() == b"source"
 
 
 async def test_local_writes_leave_no_temporary_files(local: LocalStorage) -> None:

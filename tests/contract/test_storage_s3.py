@@ -237,6 +237,52 @@ async def test_memory_stays_bounded_by_a_part_not_the_object(store: S3Storage) -
     assert copy_peak < total / 4
 
 
+async def test_the_scratch_sweep_takes_only_the_stores_own_copies(
+    store: S3Storage, tmp_path: Path
+) -> None:
+    """``temp_dir`` is shared (the legacy endpoint streams its uploads there): only the
+    ``s3-…`` directories copies are made in are swept, and a link is never followed."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.mp4").write_bytes(b"not scratch")
+    store.temp_dir.mkdir(parents=True)
+    others = [store.temp_dir / "legacy-abc.upload", store.temp_dir / "s3-but-a-file"]
+    for other in others:
+        other.write_bytes(b"someone else's")
+    (store.temp_dir / "another-tool").mkdir()
+    others.append(store.temp_dir / "another-tool" / "its.tmp")
+    others[-1].write_bytes(b"someone else's")
+    link = store.temp_dir / "s3-a-link"
+    link.symlink_to(elsewhere, target_is_directory=True)
+    left = store.temp_dir / "s3-left-by-a-crash"
+    left.mkdir()
+    (left / "clip.mp4").write_bytes(b"x" * 1000)
+    then = time.time() - 3 * 86400
+    for path in [*others, left, left / "clip.mp4", link, elsewhere, elsewhere / "precious.mp4"]:
+        os.utime(path, (then, then), follow_symlinks=False)
+
+    removed = await store.sweep_scratch(datetime.now(UTC) - timedelta(days=1))
+
+    assert [(Path(r.path), r.size_bytes) for r in removed] == [(left, 1000)]
+    assert not left.exists()
+    assert all(other.exists() for other in others)
+    assert (elsewhere / "precious.mp4").read_bytes() == b"not scratch"
+
+
+async def test_a_copy_written_to_lately_is_kept_however_old_its_directory(
+    store: S3Storage,
+) -> None:
+    """A copy's directory is made when its download starts; the file in it is what a long
+    download keeps writing."""
+    copy = store.temp_dir / "s3-long-download"
+    copy.mkdir(parents=True)
+    (copy / "clip.mp4").write_bytes(b"still arriving")
+    then = time.time() - 3 * 86400
+    os.utime(copy, (then, then))
+    assert await store.sweep_scratch(datetime.now(UTC) - timedelta(days=1)) == []
+    assert (copy / "clip.mp4").exists()
+
+
 async def test_check_fails_on_a_missing_bucket(moto_server: MotoServer, tmp_path: Path) -> None:
     storage = s3_storage(moto_server, "heimdex-no-such-bucket", tmp_path)
     try:

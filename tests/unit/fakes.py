@@ -40,7 +40,7 @@ from heimdex.domain.model import (
     Upload,
     UploadStatus,
 )
-from heimdex.domain.ports import JobOutcome, LocalCopy, StoredObject, UploadTarget
+from heimdex.domain.ports import JobOutcome, LocalCopy, ScratchFile, StoredObject, UploadTarget
 
 
 class FakeClock:
@@ -61,6 +61,8 @@ class FakeStorage:
         self.objects: dict[str, bytes] = {}
         #: keys handed out as local files (``local_copy`` or ``local_path``), in order
         self.opened: list[str] = []
+        #: scratch files a crashed write would have left (the adapters' own are tested for real)
+        self.scratch: list[ScratchFile] = []
 
     async def write_stream(
         self,
@@ -119,6 +121,11 @@ class FakeStorage:
         for k in doomed:
             del self.objects[k]
         return len(doomed)
+
+    async def sweep_scratch(self, modified_before: datetime) -> list[ScratchFile]:
+        removed = [f for f in self.scratch if f.modified_at < modified_before]
+        self.scratch = [f for f in self.scratch if f not in removed]
+        return removed
 
     def uri_for(self, key: str) -> str:
         return "mem://" + key

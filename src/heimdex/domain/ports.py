@@ -61,6 +61,15 @@ class LocalCopy(msgspec.Struct, frozen=True, kw_only=True):
     stored: StoredObject
 
 
+class ScratchFile(msgspec.Struct, frozen=True, kw_only=True):
+    """A storage adapter's own temporary file (or directory of them), as the sweep removed it."""
+
+    path: str
+    size_bytes: int
+    #: when it was last written: a live write or copy keeps this recent
+    modified_at: datetime
+
+
 class UploadTarget(msgspec.Struct, frozen=True, kw_only=True):
     """Where and how a client sends an upload's bytes: a presigned request."""
 
@@ -138,6 +147,17 @@ class Storage(HealthCheck, Protocol):
 
     async def delete_prefix(self, prefix: str) -> int:
         """Remove every object under ``prefix``; answers how many."""
+        ...
+
+    async def sweep_scratch(self, modified_before: datetime) -> list[ScratchFile]:
+        """Remove the adapter's scratch files — writes in flight, temporary copies — last
+        written before ``modified_before``: what a process killed mid-write left behind.
+        Answers what was removed.
+
+        Never a stored object, and never a scratch file written since: a live write keeps
+        touching its file, so the cutoff must lie further back than any running request may
+        leave one untouched. Safe to run from several processes at once.
+        """
         ...
 
     def uri_for(self, key: str) -> str:

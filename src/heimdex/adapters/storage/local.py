@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlencode
@@ -24,17 +26,25 @@ from heimdex.domain.errors import (
     UploadTooLarge,
 )
 from heimdex.domain.model import Upload
-from heimdex.domain.ports import LocalCopy, StoredObject, UploadTarget, UrlSigner
+from heimdex.domain.ports import LocalCopy, ScratchFile, StoredObject, UploadTarget, UrlSigner
 from heimdex.domain.storage_keys import validate_key
+from heimdex.logs import get_logger
 
 CHUNK_SIZE = 1024 * 1024
 _DERIVED = "derived/"
+#: Under each base directory: writes in flight, renamed into place from here. One directory on
+#: the objects' own file system (so the rename is atomic) that the sweep can list without
+#: walking every object.
+SCRATCH_DIR = ".scratch"
+
+log = get_logger(__name__)
 
 
 class LocalStorage:
     """Keys map to paths under ``root``; ``derived/…`` keys under ``derived_root`` when set
-    (the seed's ``HEIMDEX_DERIVED_ROOT``). Writes go to a temporary file beside the target and are
-    renamed into place, so a reader never sees half a file."""
+    (the seed's ``HEIMDEX_DERIVED_ROOT``). Writes go to a temporary file in the base's
+    ``.scratch`` directory and are renamed into place, so a reader never sees half a file; what
+    a killed process leaves there is removed by ``sweep_scratch``."""
 
     def __init__(self, root: Path, signer: UrlSigner, derived_root: Path | None = None) -> None:
         self._signer = signer
@@ -47,9 +57,15 @@ class LocalStorage:
     # -- key <-> path -------------------------------------------------------------------------
     def _base_and_rest(self, key: str) -> tuple[Path, str]:
         validate_key(key)
+        base, rest = self.root, key
         if self.derived_root is not None and key.startswith(_DERIVED):
-            return self.derived_root, key[len(_DERIVED) :]
-        return self.root, key
+            base, rest = self.derived_root, key[len(_DERIVED) :]
+        if rest.split("/", 1)[0] == SCRATCH_DIR:  # scratch files are never objects
+            raise InvalidStorageKey(f"storage key {key!r} is not valid")
+        return base, rest
+
+    def _bases(self) -> list[Path]:
+        return [self.root] if self.derived_root is None else [self.root, self.derived_root]
 
     def path_for(self, key: str) -> Path:
         base, rest = self._base_and_rest(key)
@@ -103,9 +119,11 @@ class LocalStorage:
         expected_size: int | None = None,
         expected_sha256: str | None = None,
     ) -> StoredObject:
-        target = self.path_for(key)
-        await run_blocking(target.parent.mkdir, parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        base, rest = self._base_and_rest(key)
+        target = base / rest
+        scratch = base / SCRATCH_DIR
+        await run_blocking(_make_directories, target.parent, scratch)
+        temp = scratch / f"{target.name}.{uuid.uuid4().hex}.part"
         digest = hashlib.sha256()
         size = 0
         handle: BinaryIO = await run_blocking(open, temp, "xb")
@@ -225,6 +243,16 @@ class LocalStorage:
                 shutil.rmtree(path)
         return count
 
+    # -- scratch ------------------------------------------------------------------------------
+    async def sweep_scratch(self, modified_before: datetime) -> list[ScratchFile]:
+        """Remove the files in each base's ``.scratch`` directory last written before
+        ``modified_before``; objects live outside it and are never looked at."""
+        cutoff = modified_before.timestamp()
+        removed: list[ScratchFile] = []
+        for base in self._bases():
+            removed += await run_blocking(_sweep_files, base / SCRATCH_DIR, cutoff)
+        return removed
+
     # -- health -------------------------------------------------------------------------------
     async def check(self) -> None:
         await run_blocking(self._check)
@@ -243,6 +271,40 @@ def _single(exc: Exception) -> Exception:
     while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
+
+
+def _make_directories(*directories: Path) -> None:
+    for directory in directories:
+        directory.mkdir(parents=True, exist_ok=True)
+
+
+def _sweep_files(directory: Path, cutoff: float) -> list[ScratchFile]:
+    """Unlink the regular files directly in ``directory`` whose mtime is before ``cutoff``."""
+    try:
+        with os.scandir(directory) as listing:
+            entries = list(listing)
+    except FileNotFoundError:
+        return []
+    removed: list[ScratchFile] = []
+    for entry in entries:
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode) or info.st_mtime >= cutoff:
+                continue
+            os.unlink(entry.path)
+        except FileNotFoundError:  # finished meanwhile, or another process swept it first
+            continue
+        except OSError as exc:  # one file we may not remove must not keep the rest
+            log.warning("scratch_not_removed", path=entry.path, error=str(exc))
+            continue
+        removed.append(
+            ScratchFile(
+                path=entry.path,
+                size_bytes=info.st_size,
+                modified_at=datetime.fromtimestamp(info.st_mtime, UTC),
+            )
+        )
+    return removed
 
 
 def _hash_file(path: Path) -> tuple[int, str]:

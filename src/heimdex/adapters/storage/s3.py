@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import shutil
+import stat
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
@@ -32,7 +35,7 @@ from heimdex.domain.errors import (
     UploadTooLarge,
 )
 from heimdex.domain.model import Upload
-from heimdex.domain.ports import LocalCopy, StoredObject, UploadTarget
+from heimdex.domain.ports import LocalCopy, ScratchFile, StoredObject, UploadTarget
 from heimdex.domain.storage_keys import validate_key
 from heimdex.logs import get_logger
 
@@ -49,6 +52,9 @@ MIN_PART_SIZE = 5 * 1024 * 1024  # S3's floor for every part but the last
 MAX_PARTS = 10_000  # S3's ceiling
 _DELETE_BATCH = 1000  # DeleteObjects takes at most this many keys
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+#: Each temporary copy is a directory ``s3-…`` of its own under ``temp_dir``; the sweep takes
+#: only those, never what others keep beside them (the legacy endpoint's uploads).
+_COPY_PREFIX = "s3-"
 
 AddressingStyle = Literal["auto", "path", "virtual"]
 
@@ -282,7 +288,9 @@ class S3Storage:
         chunk also handed to ``observe``; answers the path and the bytes written."""
         validate_key(key)
         await run_blocking(self.temp_dir.mkdir, parents=True, exist_ok=True)
-        directory = Path(await run_blocking(tempfile.mkdtemp, prefix="s3-", dir=self.temp_dir))
+        directory = Path(
+            await run_blocking(tempfile.mkdtemp, prefix=_COPY_PREFIX, dir=self.temp_dir)
+        )
         try:
             # The key's own last segment: a safe name whose extension a prober may look at.
             path = directory / key.rsplit("/", 1)[-1]
@@ -298,6 +306,13 @@ class S3Storage:
         finally:
             with anyio.CancelScope(shield=True):  # remove the copy even when we were cancelled
                 await run_blocking(shutil.rmtree, directory, ignore_errors=True)
+
+    # -- scratch ------------------------------------------------------------------------------
+    async def sweep_scratch(self, modified_before: datetime) -> list[ScratchFile]:
+        """Remove the temporary copies under ``temp_dir`` that nothing in them was written to
+        since ``modified_before``. The bucket is never touched: a write in flight holds its
+        parts in memory and in S3 (a lifecycle rule reaps abandoned multipart uploads)."""
+        return await run_blocking(_sweep_copies, self.temp_dir, modified_before.timestamp())
 
     # -- deletes ------------------------------------------------------------------------------
     async def delete(self, key: str) -> None:
@@ -401,6 +416,51 @@ def _storage_errors(what: str, *, missing_key: str | None = None) -> Iterator[No
         # client (whose 503 says only what failed).
         log.warning("storage_unreachable", operation=what, error=str(exc))
         raise StorageError(f"{what}: the object store did not answer") from exc
+
+
+def _sweep_copies(temp_dir: Path, cutoff: float) -> list[ScratchFile]:
+    try:
+        with os.scandir(temp_dir) as listing:
+            copies = [
+                Path(entry.path)
+                for entry in listing
+                if entry.name.startswith(_COPY_PREFIX) and entry.is_dir(follow_symlinks=False)
+            ]
+    except FileNotFoundError:
+        return []
+    removed: list[ScratchFile] = []
+    for directory in copies:
+        try:
+            newest, size = _newest_write_and_size(directory)
+            if newest >= cutoff:
+                continue
+            shutil.rmtree(directory)
+        except FileNotFoundError:  # removed meanwhile (its copy ended, or another sweep)
+            continue
+        except OSError as exc:  # one copy we may not remove must not keep the rest
+            log.warning("scratch_not_removed", path=str(directory), error=str(exc))
+            continue
+        removed.append(
+            ScratchFile(
+                path=str(directory),
+                size_bytes=size,
+                modified_at=datetime.fromtimestamp(newest, UTC),
+            )
+        )
+    return removed
+
+
+def _newest_write_and_size(directory: Path) -> tuple[float, int]:
+    """The latest mtime of the directory and everything in it, and its files' bytes."""
+    newest = directory.lstat().st_mtime
+    size = 0
+    for parent, names, files in os.walk(directory):
+        for name in names + files:
+            info = os.lstat(os.path.join(parent, name))
+            newest = max(newest, info.st_mtime)
+            if stat.S_ISREG(info.st_mode):
+                size += info.st_size
+    return newest, size
 
 
 def _write_and_observe(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -120,6 +121,20 @@ async def test_check_passes_while_running(queue_and_delivered: tuple[Any, Delive
     await queue.check()
 
 
+async def test_a_queue_whose_ids_were_all_run_holds_nothing_old(
+    queue_and_delivered: tuple[Any, Delivered],
+) -> None:
+    queue, delivered = queue_and_delivered
+    assert await queue.oldest_waiting() is None
+    for _ in range(3):
+        await queue.enqueue(uuid.uuid4())
+    await delivered.wait_for(3)
+    with anyio.fail_after(5):
+        # Acknowledged just after the handler returns: poll the queue itself.
+        while await queue.oldest_waiting() is not None:  # noqa: ASYNC110
+            await anyio.sleep(0.02)
+
+
 async def test_an_unstarted_in_process_queue_refuses_work() -> None:
     queue = InProcessJobQueue(Delivered())
     with pytest.raises(QueueUnavailable):
@@ -146,6 +161,36 @@ async def test_acknowledged_entries_leave_the_stream(redis: Redis, stream: str) 
         finished.set()
         worker.cancel()
         await broker.shutdown()
+
+
+@pytest.mark.redis
+async def test_the_oldest_waiting_message_is_the_first_one_no_worker_took(
+    redis: Redis, stream: str
+) -> None:
+    broker = build_redis_broker(REDIS_URL, queue_name=stream)
+    await broker.startup()
+    queue = RedisJobQueue(broker)
+    try:
+        before = datetime.now(UTC)
+        await queue.enqueue(uuid.uuid4())
+        await anyio.sleep(0.05)
+        await queue.enqueue(uuid.uuid4())
+        oldest = await queue.oldest_waiting()
+        assert oldest is not None
+        # Redis's clock is this machine's: the first message's time, not the second's.
+        assert before - timedelta(seconds=1) <= oldest <= before + timedelta(milliseconds=40)
+        # A worker takes the first and is still running it: it is still held.
+        await redis.xreadgroup("heimdex-workers", "busy-consumer", {stream: ">"}, count=1)
+        assert await queue.oldest_waiting() == oldest
+    finally:
+        await broker.shutdown()
+
+
+async def test_oldest_waiting_with_redis_down_is_queue_unavailable() -> None:
+    queue = RedisJobQueue(build_redis_broker("redis://127.0.0.1:1/0"))
+    await queue.startup()
+    with pytest.raises(QueueUnavailable):
+        await queue.oldest_waiting()
 
 
 @pytest.mark.redis

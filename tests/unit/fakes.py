@@ -403,11 +403,18 @@ class FakeQueue:
     def __init__(self) -> None:
         self.ids: list[UUID] = []
         self.down = False
+        #: what ``oldest_waiting`` answers: set it to stand for a backlog
+        self.oldest: datetime | None = None
 
     async def enqueue(self, job_id: UUID) -> None:
         if self.down:
             raise QueueUnavailable("down")
         self.ids.append(job_id)
+
+    async def oldest_waiting(self) -> datetime | None:
+        if self.down:
+            raise QueueUnavailable("down")
+        return self.oldest
 
     async def check(self) -> None:
         return None

@@ -154,6 +154,33 @@ async def test_a_broker_outage_still_accepts_and_the_sweep_hands_over_later(
     assert await world.jobs.sweep() == 0  # handed over recently: left to the queue
 
 
+async def test_a_job_waiting_behind_a_backlog_is_not_handed_over_again(world: World) -> None:
+    asset = await world.asset()
+    job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    handed_at = world.clock.now()
+    # The queue still holds a message from before this job's: a backlog the job waits behind.
+    world.queue.oldest = handed_at - timedelta(minutes=1)
+    world.clock.advance(minutes=10)  # long past redeliver_after (2 minutes)
+    assert await world.jobs.sweep() == 0
+    assert world.queue.ids == [job.id]  # no duplicate queued behind the first
+
+    # The backlog has drained past this job's message, yet the job was never claimed: lost.
+    world.queue.oldest = handed_at + timedelta(seconds=1)
+    assert await world.jobs.sweep() == 1
+    assert world.queue.ids == [job.id, job.id]
+
+
+async def test_with_nothing_left_in_the_queue_a_stale_job_is_handed_over(world: World) -> None:
+    asset = await world.asset()
+    job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    world.clock.advance(minutes=1)
+    assert await world.jobs.sweep() == 0  # within redeliver_after: left to the queue
+    world.clock.advance(minutes=2)
+    assert world.queue.oldest is None  # a Redis that restarted empty holds nothing
+    assert await world.jobs.sweep() == 1
+    assert world.queue.ids == [job.id, job.id]
+
+
 async def test_transient_failures_retry_with_back_off_then_fail(world: World) -> None:
     asset = await world.asset()
     world.thumbnailer.error = StorageError("disk full")

@@ -400,9 +400,20 @@ class JobService:
     # -- sweeping ---------------------------------------------------------------------------
     async def sweep(self, limit: int = 500) -> int:
         """Hand every due job to the queue again: never enqueued (broker was down), retries
-        whose back-off ran out, lost messages, and running jobs whose lease expired."""
+        whose back-off ran out, lost messages, and running jobs whose lease expired.
+
+        A message counts as lost when its job has waited ``redeliver_after`` and was handed
+        over before the oldest message the queue still holds: a job behind a long backlog is
+        waiting its turn, and handing it over again would only queue a duplicate."""
         now = self._clock.now()
-        due = await self._directory.due(now, now - self._policy.redeliver_after, limit)
+        cutoff = now - self._policy.redeliver_after
+        try:
+            oldest = await self._queue.oldest_waiting()
+        except (QueueUnavailable, OSError, ConnectionError, TimeoutError):
+            oldest = None  # nothing can be handed over now anyway; the next sweep will see
+        if oldest is not None:
+            cutoff = min(cutoff, oldest)
+        due = await self._directory.due(now, cutoff, limit)
         for job_id, org_id in due:
             await self._hand_over(job_id, org_id)
         if due:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from uuid import UUID
 
 from taskiq import InMemoryBroker
@@ -17,8 +18,11 @@ class InProcessJobQueue:
 
     def __init__(self, handler: JobHandler) -> None:
         self.broker = InMemoryBroker()
+        # Ids kicked and not started yet (the broker runs a bounded number at once), with when.
+        self._waiting: dict[str, datetime] = {}
 
         async def run_job(job_id: str) -> None:
+            self._waiting.pop(job_id, None)
             await handler(UUID(job_id))
 
         self._task = self.broker.register_task(run_job, task_name="heimdex.run_job")
@@ -32,11 +36,21 @@ class InProcessJobQueue:
         if self._started:
             await self.broker.shutdown()
             self._started = False
+            self._waiting.clear()  # gone with the process's memory; the job rows remain
 
     async def enqueue(self, job_id: UUID) -> None:
         if not self._started:
             raise QueueUnavailable("the in-process broker has not been started")
-        await self._task.kiq(str(job_id))
+        key = str(job_id)
+        self._waiting.setdefault(key, datetime.now(UTC))
+        try:
+            await self._task.kiq(key)
+        except BaseException:
+            self._waiting.pop(key, None)
+            raise
+
+    async def oldest_waiting(self) -> datetime | None:
+        return min(self._waiting.values(), default=None)
 
     async def check(self) -> None:
         if not self._started:

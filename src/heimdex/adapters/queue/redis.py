@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from datetime import UTC, datetime
 from uuid import UUID
 
 from redis.asyncio import Redis
@@ -147,6 +148,20 @@ class RedisJobQueue:
         except (SendTaskError, RedisError, OSError) as exc:
             cause = exc.__cause__ or exc  # taskiq wraps the Redis error
             raise QueueUnavailable(f"Redis did not take the job: {cause}") from exc
+
+    async def oldest_waiting(self) -> datetime | None:
+        # Acknowledged entries are deleted (XACK + XDEL), so the stream's first entry is the
+        # oldest one still unread or being run; its id is Redis's clock at XADD, in ms.
+        try:
+            async with Redis(connection_pool=self.broker.connection_pool) as redis:
+                first = await redis.xrange(self.broker.queue_name, count=1)
+        except (RedisError, OSError) as exc:
+            raise QueueUnavailable(f"Redis does not answer: {exc}") from exc
+        entry_id = first[0][0] if first else None
+        if entry_id is None:
+            return None
+        text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        return datetime.fromtimestamp(int(text.split("-")[0]) / 1000, UTC)
 
     async def check(self) -> None:
         try:

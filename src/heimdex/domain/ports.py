@@ -217,9 +217,9 @@ class JobQueue(HealthCheck, Protocol):
     async def oldest_waiting(self) -> datetime | None:
         """When the oldest id the queue still holds (not yet taken by a worker, or taken and not
         yet done, where the queue keeps it till then) was handed to it; ``None`` when it holds
-        none. Ids leave in about the order they came, so a
-        job handed over before that time is not in the queue any more: its message was lost (a
-        Redis that restarted empty). One handed over since may simply be waiting its turn."""
+        none. Ids leave in about the order they came, so a job handed over before that time is
+        not in the queue any more: its message was lost (a Redis that restarted empty). One
+        handed over since may simply be waiting its turn."""
         ...
 
 

@@ -38,6 +38,7 @@ from heimdex.application.idempotency import IdempotencyService
 from heimdex.application.ingest import IngestLimits, IngestService
 from heimdex.application.jobs import JobPolicy, JobService
 from heimdex.application.probing import ProbeService
+from heimdex.application.scratch import ScratchSweeper
 from heimdex.application.sidecars import SidecarService
 from heimdex.application.sweeping import Sweep
 from heimdex.domain.errors import QueueMisconfigured, TenancyUnsafe
@@ -69,13 +70,20 @@ class Services:
     jobs: JobService
     sidecars: SidecarService
     abandoned_uploads: AbandonedUploadSweeper
+    scratch: ScratchSweeper
     health: HealthService
     #: per-organisation request buckets; ``None`` when ``HEIMDEX_RATE_LIMIT_PER_SECOND`` is 0
     rate_limiter: RateLimiter | None = None
 
     def sweeps(self) -> tuple[Sweep, ...]:
-        """What the periodic sweep runs: due jobs, then abandoned uploads."""
-        return (self.jobs.sweep, self.abandoned_uploads.sweep)
+        """What the periodic sweep runs in a process that sweeps for everyone: due jobs,
+        abandoned uploads, then this process's own scratch files."""
+        return (self.jobs.sweep, self.abandoned_uploads.sweep, *self.own_sweeps())
+
+    def own_sweeps(self) -> tuple[Sweep, ...]:
+        """What every process sweeps, whoever sweeps the database: scratch files are on the
+        process's own disk (each container of a deployment has its own)."""
+        return (self.scratch.sweep,)
 
     async def startup(self, *, start_queue: bool = True) -> None:
         if self.database.backend == "sqlite":
@@ -334,6 +342,9 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
             storage,
             clock,
             grace=timedelta(seconds=settings.upload_abandon_after_seconds),
+        ),
+        scratch=ScratchSweeper(
+            storage, clock, max_age=timedelta(seconds=settings.scratch_max_age_seconds)
         ),
         health=HealthService(checks),
         rate_limiter=build_rate_limiter(settings),

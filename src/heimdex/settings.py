@@ -83,6 +83,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_retry_base_seconds: float = 5.0
     job_redeliver_seconds: float = 120.0
     upload_abandon_after_seconds: float = 86400.0
+    scratch_max_age_seconds: float = 86400.0
     sweep_interval_seconds: float = 5.0
     download_url_ttl_seconds: int = 3600
     host: str = "127.0.0.1"
@@ -182,6 +183,7 @@ def _check(settings: Settings) -> list[str]:
         "job_retry_base_seconds",
         "job_redeliver_seconds",
         "upload_abandon_after_seconds",
+        "scratch_max_age_seconds",
         "sweep_interval_seconds",
         "download_url_ttl_seconds",
         "upload_url_ttl_seconds",
@@ -200,6 +202,17 @@ def _check(settings: Settings) -> list[str]:
         ("http://", "https://")
     ):
         problems.append(f"HEIMDEX_PUBLIC_URL={settings.public_url!r}: must start with http(s)://")
+    if settings.scratch_max_age_seconds < max(
+        settings.upload_stall_seconds,
+        settings.probe_timeout_seconds,
+        settings.thumbnail_timeout_seconds,
+    ):
+        # Never sweep what a running request holds: a PUT counts as alive until it stalls, a
+        # copy being probed or thumbnailed until its timeout; either may write nothing meanwhile.
+        problems.append(
+            "HEIMDEX_SCRATCH_MAX_AGE_SECONDS must be at least HEIMDEX_UPLOAD_STALL_SECONDS, "
+            "HEIMDEX_PROBE_TIMEOUT_SECONDS and HEIMDEX_THUMBNAIL_TIMEOUT_SECONDS"
+        )
     if settings.probe_timeout_seconds <= 0:
         problems.append("HEIMDEX_PROBE_TIMEOUT_SECONDS must be positive")
     for name in (

@@ -73,12 +73,32 @@ def test_every_bad_value_is_one_line_naming_its_variable() -> None:
         ({"HEIMDEX_DECODE_CPU_LIMIT_SECONDS": "-1"}, "HEIMDEX_DECODE_CPU_LIMIT_SECONDS"),
         ({"HEIMDEX_DECODE_MAX_PIXELS": "-1"}, "HEIMDEX_DECODE_MAX_PIXELS"),
         ({"HEIMDEX_DECODE_NICENESS": "20"}, "HEIMDEX_DECODE_NICENESS"),
+        ({"HEIMDEX_SCRATCH_MAX_AGE_SECONDS": "0"}, "HEIMDEX_SCRATCH_MAX_AGE_SECONDS"),
+        # Shorter than a PUT may run, or a copy be probed: live scratch would be swept.
+        ({"HEIMDEX_SCRATCH_MAX_AGE_SECONDS": "3599"}, "at least HEIMDEX_UPLOAD_STALL_SECONDS"),
+        (
+            {
+                "HEIMDEX_SCRATCH_MAX_AGE_SECONDS": "60",
+                "HEIMDEX_UPLOAD_STALL_SECONDS": "60",
+                "HEIMDEX_THUMBNAIL_TIMEOUT_SECONDS": "61",
+            },
+            "HEIMDEX_THUMBNAIL_TIMEOUT_SECONDS",
+        ),
     ],
 )
 def test_out_of_range_values_are_refused(variables: dict[str, str], fragment: str) -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings(variables, env_file=None)
     assert any(fragment in p for p in caught.value.problems)
+
+
+def test_the_scratch_max_age_may_be_as_short_as_the_longest_request() -> None:
+    settings = load_settings(
+        {"HEIMDEX_SCRATCH_MAX_AGE_SECONDS": "600", "HEIMDEX_UPLOAD_STALL_SECONDS": "600"},
+        env_file=None,
+    )
+    assert settings.scratch_max_age_seconds == 600
+    assert load_settings({}, env_file=None).scratch_max_age_seconds == 86400
 
 
 def test_production_refuses_the_development_secret() -> None:

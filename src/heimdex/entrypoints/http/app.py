@@ -74,20 +74,21 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
             )
         if owned:
             await services.startup()
-        sweeper: asyncio.Task[None] | None = None
-        if services.settings.job_queue_backend == "immediate":
-            # In-process jobs: this process also sweeps (outbox, retries, dead leases, abandoned
-            # uploads); with Redis the workers do.
-            sweeper = asyncio.create_task(
-                sweep_forever(services.settings.sweep_interval_seconds, *services.sweeps())
+        # In-process jobs: this process also sweeps the database (outbox, retries, dead leases,
+        # abandoned uploads); with Redis the workers do. Its own scratch files it always sweeps.
+        immediate = services.settings.job_queue_backend == "immediate"
+        sweeper = asyncio.create_task(
+            sweep_forever(
+                services.settings.sweep_interval_seconds,
+                *(services.sweeps() if immediate else services.own_sweeps()),
             )
+        )
         try:
             yield
         finally:
-            if sweeper is not None:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             if owned:
                 await services.aclose()
 

@@ -120,3 +120,13 @@ async def test_openapi_document_is_served_and_declares_bearer_auth(
     assert "/v1/ingest/probe" in document["paths"]
     assert "/health" in document["paths"]
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+async def test_openapi_lists_only_problem_codes_a_client_can_get(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    # decode_limit_exceeded names a family; what is raised is one of its members.
+    document = (await client.get("/schema/openapi.json")).text
+    assert '"decode_memory_exceeded"' in document
+    assert '"decode_cpu_exceeded"' in document
+    assert '"decode_limit_exceeded"' not in document

@@ -28,7 +28,7 @@ from litestar.openapi.spec import (
     Schema,
 )
 
-from heimdex.domain.errors import HeimdexError
+from heimdex.domain.errors import DecodeLimitExceeded, HeimdexError
 from heimdex.domain.idempotency import MAX_KEY_LENGTH
 from heimdex.entrypoints.http.problems import PROBLEM_JSON, STATUS_BY_ERROR, Problem
 
@@ -112,13 +112,19 @@ def signed_url_parameters(method: str) -> list[Parameter]:
     ]
 
 
+# Families that are only ever raised as one of their subclasses: their own code never reaches a
+# client, so no response lists it.
+_RAISED_ONLY_AS_SUBCLASSES: frozenset[type[HeimdexError]] = frozenset({DecodeLimitExceeded})
+
+
 def raises(*error_types: type[HeimdexError], family: bool = False) -> Problems:
     """The problems these domain errors become (with every subclass's code when ``family``)."""
     found: dict[int, list[str]] = {}
     pending = list(error_types)
     while pending:
         error_type = pending.pop(0)
-        found.setdefault(_status_of(error_type), []).append(error_type.code)
+        if error_type not in _RAISED_ONLY_AS_SUBCLASSES:
+            found.setdefault(_status_of(error_type), []).append(error_type.code)
         if family:
             pending.extend(error_type.__subclasses__())
     return found

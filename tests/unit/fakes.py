@@ -468,6 +468,9 @@ class FakeUnitOfWork:
     async def commit(self) -> None:
         self._database.tables = copy.deepcopy(self._working)
 
+    async def lock_org(self) -> None:
+        return None  # one event loop, no await between count and add here: nothing to race
+
 
 class FakeDatabase:
     """A ``UnitOfWorkFactory``: each unit of work sees a copy and publishes it on commit."""
@@ -478,9 +481,6 @@ class FakeDatabase:
 
     def __call__(self, org_id: str) -> FakeUnitOfWork:
         return FakeUnitOfWork(self, org_id)
-
-    async def lock_org(self) -> None:
-        return None  # one event loop, no await between count and add here: nothing to race
 
 
 class FakeMetrics:

@@ -410,16 +410,16 @@ class UnitOfWork(Protocol):
 
     async def commit(self) -> None: ...
 
-
-class UnitOfWorkFactory(Protocol):
-    def __call__(self, org_id: str) -> UnitOfWork: ...
-
     async def lock_org(self) -> None:
         """Hold the organisation's lock until this unit of work ends. Requests that read and
         then write on what they read — count for a quota, then add; look for an asset's active
         job, then start one — run one after another, so no two can both see room for one more
         or both find no job and start two."""
         ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self, org_id: str) -> UnitOfWork: ...
 
 
 class IdempotencyStore(Protocol):

@@ -18,6 +18,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 
 from heimdex.adapters.metrics.exporter import serve_metrics
 from heimdex.adapters.metrics.prometheus import PrometheusMetrics
@@ -34,9 +35,12 @@ from tests.fixtures.app import (
     wait_for_job,
 )
 from tests.fixtures.db import PostgresCatalogue
+from tests.requirements import require_port
 
 # A port nothing listens on: with the Redis backend and no Redis, jobs stay queued in their rows.
 NO_REDIS = "redis://127.0.0.1:9/0"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+AGE = "heimdex_job_queue_oldest_message_age_seconds"
 METRICS_TOKEN = "scrape-token-of-at-least-some-length"
 
 
@@ -276,3 +280,54 @@ async def test_a_worker_serves_its_metrics_on_a_port_of_its_own(token: str | Non
             assert (await anyio.to_thread.run_sync(fetch, f"{url}/metrics", "guess"))[0] == 401
     finally:
         server.close()
+
+
+# -- the oldest queued message's age --------------------------------------------------------------
+async def test_the_oldest_message_age_grows_while_no_worker_takes_jobs(
+    data_dir: Path, sqlite_url: str, org_a: str, h264_aac_mp4: Path
+) -> None:
+    require_port("127.0.0.1", 6379, "Redis")
+    stream = f"heimdex:test:{uuid.uuid4().hex[:10]}"
+    no_workers = Settings(
+        data_dir=data_dir,
+        jwt_secret=TEST_SECRET,
+        database_url=sqlite_url,
+        job_queue_backend="redis",
+        redis_url=REDIS_URL,
+        redis_queue_name=stream,
+    )
+    try:
+        async with AsyncTestClient(app=create_app(settings=no_workers)) as client:
+            assert value(await scrape(client), AGE) == 0  # nothing queued yet
+            token = jwt.encode({"org_id": org_a}, TEST_SECRET, algorithm="HS256")
+            asset = await ingest_file(client, token, h264_aac_mp4)
+            accepted = await client.post(
+                f"/v1/assets/{asset['asset_id']}/sidecar", json={}, headers=bearer(token)
+            )
+            assert accepted.status_code == 202, accepted.text
+            await anyio.sleep(1.2)
+            first = value(await scrape(client), AGE)
+            await anyio.sleep(0.5)
+            second = value(await scrape(client), AGE)
+        assert 1.0 <= first < 30
+        assert second >= first + 0.4
+    finally:
+        redis = Redis.from_url(REDIS_URL)
+        await redis.delete(stream)
+        await redis.aclose()
+
+
+async def test_without_an_answer_from_redis_the_age_is_left_out(
+    data_dir: Path, sqlite_url: str
+) -> None:
+    unreachable = Settings(
+        data_dir=data_dir,
+        jwt_secret=TEST_SECRET,
+        database_url=sqlite_url,
+        job_queue_backend="redis",
+        redis_url=NO_REDIS,
+    )
+    async with AsyncTestClient(app=create_app(settings=unreachable)) as client:
+        samples = await scrape(client)
+    assert not [name for name, _, _ in samples if name == AGE]
+    assert value(samples, "heimdex_job_queue_depth", status="queued") == 0  # the rest is there

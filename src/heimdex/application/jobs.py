@@ -397,6 +397,15 @@ class JobService:
         """How many jobs are queued and running, across every organisation."""
         return await self._directory.active_counts()
 
+    async def oldest_message_age(self) -> float:
+        """Seconds the oldest message the queue still holds has waited (0 when it holds none).
+        Growing without bound means no worker is taking jobs: all dead, or overwhelmed.
+        Raises ``QueueUnavailable`` when the queue cannot say."""
+        oldest = await self._queue.oldest_waiting()
+        if oldest is None:
+            return 0.0
+        return max((self._clock.now() - oldest).total_seconds(), 0.0)
+
     # -- sweeping ---------------------------------------------------------------------------
     async def sweep(self, limit: int = 500) -> int:
         """Hand every due job to the queue again: never enqueued (broker was down), retries

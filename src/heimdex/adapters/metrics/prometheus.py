@@ -78,6 +78,13 @@ class PrometheusMetrics:
             ["status"],
             registry=self.registry,
         )
+        self._oldest_message_age = Gauge(
+            "heimdex_job_queue_oldest_message_age_seconds",
+            "How long the oldest job message the queue still holds has waited (0: none). "
+            "Growing means no worker is taking jobs: alert on it.",
+            registry=self.registry,
+        )
+        self._oldest_message_age_known = True
         self._probe_seconds = Histogram(
             "heimdex_probe_duration_seconds",
             "One probe of a media file, by prober and outcome (ok or the error code).",
@@ -139,6 +146,20 @@ class PrometheusMetrics:
             return
         for status in QUEUE_STATUSES:
             self._queue_depth.labels(status=status.value).set(counts.get(status, 0))
+
+    def set_oldest_message_age(self, seconds: float | None) -> None:
+        """The oldest queued message's age as just read; ``None`` (the queue did not answer)
+        leaves the series out of the next scrape, so a stale age never passes for a current
+        one."""
+        if seconds is None:
+            if self._oldest_message_age_known:
+                self.registry.unregister(self._oldest_message_age)
+                self._oldest_message_age_known = False
+            return
+        if not self._oldest_message_age_known:
+            self.registry.register(self._oldest_message_age)
+            self._oldest_message_age_known = True
+        self._oldest_message_age.set(seconds)
 
     def render(self) -> bytes:
         """The registry in Prometheus' text format."""

@@ -20,8 +20,9 @@ from heimdex.logs import get_logger
 
 log = get_logger(__name__)
 
-# The queue depth is counted at scrape time; a slow or absent database must not hold the scrape
-# (Prometheus gives up after 10 s by default), so after this the series is left out instead.
+# The queue depth and the oldest message's age are read at scrape time; a slow or absent database
+# or Redis must not hold the scrape (Prometheus gives up after 10 s by default), so after this
+# the series is left out instead.
 QUEUE_DEPTH_TIMEOUT_SECONDS = 2.0
 
 
@@ -40,6 +41,15 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     except (HeimdexError, OSError) as exc:
         log.warning("queue_depth_unavailable", error=str(exc))
     services.metrics.set_job_queue_depth(counts)
+    age = None
+    try:
+        with anyio.move_on_after(QUEUE_DEPTH_TIMEOUT_SECONDS) as deadline:
+            age = await services.jobs.oldest_message_age()
+        if deadline.cancelled_caught:
+            log.warning("queue_age_unavailable", error="the queue did not answer in time")
+    except (HeimdexError, OSError) as exc:
+        log.warning("queue_age_unavailable", error=str(exc))
+    services.metrics.set_oldest_message_age(age)
     return Response(
         content=services.metrics.render(),
         media_type=services.metrics.content_type,

@@ -84,3 +84,25 @@ def test_the_pool_leaves_its_pipes_blocking(
             await pool.close()
 
     run_on_loop(scenario())
+
+
+def test_a_calls_time_limit_does_not_count_its_wait_for_a_worker() -> None:
+    """Behind a call that takes its worker for a second, a call limited to half a second that
+    needs only a tenth still succeeds: a probe or thumbnail run queued behind others under load
+    must not be taken for a hostile file. Past its own limit, a call is still ended."""
+
+    async def scenario() -> None:
+        pool = DecodePool(1, preload=[WORKER_MODULE])
+        try:
+            busy = asyncio.ensure_future(pool.run(answer_later, 1.0, 1))
+            await asyncio.sleep(0.2)  # let it take the only worker
+            queued = await pool.run(answer_later, 0.1, 2, call_seconds=0.5)
+            assert queued == 2
+            assert await busy == 1
+            with pytest.raises(TimeoutError):
+                await pool.run(answer_later, 5.0, 3, call_seconds=0.3)
+            assert await pool.run(answer_later, 0.0, 4) == 4  # a fresh worker
+        finally:
+            await pool.close()
+
+    asyncio.run(scenario())

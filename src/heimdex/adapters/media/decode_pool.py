@@ -225,11 +225,19 @@ class DecodePool:
         self._waiters = deque()
         self._closed = False
 
-    async def run(self, func: Callable[..., T], *args: Any) -> T:
-        """``func(*args)`` in a worker process; its exceptions are re-raised here."""
+    async def run(self, func: Callable[..., T], *args: Any, call_seconds: float | None = None) -> T:
+        """``func(*args)`` in a worker process; its exceptions are re-raised here.
+
+        ``call_seconds`` bounds the call itself, not the wait for a free worker (which an
+        ``asyncio.timeout`` around ``run`` would include): under load, or behind files that
+        take their full time, a call must not be charged for its queue — a probe or a thumbnail
+        run that times out is taken for a hostile file. A call past it has its worker killed
+        and raises ``TimeoutError``.
+        """
         worker = await self._acquire()
         try:
-            ok, value = await self._call(worker, func, args)
+            async with asyncio.timeout(call_seconds):
+                ok, value = await self._call(worker, func, args)
         except BaseException:
             self._release(None)  # the worker is gone or killed: its slot is free again
             raise

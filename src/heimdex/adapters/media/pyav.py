@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import struct
@@ -162,8 +161,13 @@ class PyAVProber:
         try:
             # FFmpeg's own I/O timeout ends most stalls inside the worker; this one ends a
             # decoder that spins without reading, by killing its worker.
-            async with asyncio.timeout(self._timeout + _KILL_GRACE):
-                return await self._pool.run(probe_file, path, self._timeout, self._limits)
+            return await self._pool.run(
+                probe_file,
+                path,
+                self._timeout,
+                self._limits,
+                call_seconds=self._timeout + _KILL_GRACE,
+            )
         except (DecoderCrashed, DecodeLimitExceeded) as exc:
             if exc.message.startswith(f"{path.name}: "):
                 raise
@@ -174,8 +178,7 @@ class PyAVProber:
             ) from None
 
     async def check(self) -> None:
-        async with asyncio.timeout(self._timeout):
-            problem = await self._pool.run(capability_missing)
+        problem = await self._pool.run(capability_missing, call_seconds=self._timeout)
         if problem is not None:
             raise ProberUnavailable(problem)
 

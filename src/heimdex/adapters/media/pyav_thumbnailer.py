@@ -17,7 +17,6 @@ encoder; a dull frame is replaced by the next keyframe that is not.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -107,10 +106,15 @@ class PyAVThumbnailer:
             return []
         location = await run_blocking(local_file, path)
         try:
-            async with asyncio.timeout(self._timeout):  # expiry kills the worker
-                return await self._pool.run(
-                    render, location, path.name, plan, self._pool.limits.max_pixels
-                )
+            # The time runs from when a worker takes the file, not while it waits for one.
+            return await self._pool.run(
+                render,
+                location,
+                path.name,
+                plan,
+                self._pool.limits.max_pixels,
+                call_seconds=self._timeout,
+            )
         except (DecoderCrashed, DecodeLimitExceeded) as exc:
             if exc.message.startswith(f"{path.name}: "):
                 raise
@@ -121,8 +125,7 @@ class PyAVThumbnailer:
             ) from None
 
     async def check(self) -> None:
-        async with asyncio.timeout(self._timeout):
-            missing = await self._pool.run(capabilities_missing)
+        missing = await self._pool.run(capabilities_missing, call_seconds=self._timeout)
         if missing:
             raise ThumbnailerUnavailable("PyAV's FFmpeg lacks " + ", ".join(missing))
 

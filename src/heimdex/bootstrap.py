@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
@@ -41,7 +42,7 @@ from heimdex.application.probing import ProbeService
 from heimdex.application.scratch import ScratchSweeper
 from heimdex.application.sidecars import SidecarService
 from heimdex.application.sweeping import Sweep
-from heimdex.domain.errors import QueueMisconfigured, TenancyUnsafe
+from heimdex.domain.errors import HeimdexError, QueueMisconfigured, TenancyUnsafe
 from heimdex.domain.ports import HealthCheck, Prober, RateLimiter, Storage, Thumbnailer, UrlSigner
 from heimdex.domain.rate_limit import RatePolicy
 from heimdex.logs import get_logger
@@ -98,6 +99,25 @@ class Services:
             await check_redis(self.queue.broker, self.settings)
         if start_queue:
             await self.queue.startup()
+
+    async def warm_decoders(self, *, probing: bool = True) -> None:
+        """Start the decode processes now rather than on the first probe or job: a fresh one
+        imports FFmpeg, which takes seconds on a small machine. A failure is logged, not
+        raised: the first real call starts them again, or says why it cannot."""
+        started = time.perf_counter()
+        # The prober first: a commit waits on it, a job can wait a little.
+        parts: dict[str, object] = {"prober": self.prober} if probing else {}
+        parts["thumbnailer"] = self.thumbnailer
+        for name, part in parts.items():
+            warm = getattr(part, "warm", None)  # the PyAV adapters; subprocess ones need none
+            if warm is None:
+                continue
+            try:
+                await warm()
+            except HeimdexError as exc:
+                log.warning("decoders_not_warmed", part=name, error=exc.message)
+                return
+        log.info("decoders_warm", seconds=round(time.perf_counter() - started, 3))
 
     async def _check_tenancy(self) -> None:
         await check_tenancy(self.database, self.settings)

@@ -62,7 +62,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     _preflight(settings)
     uvicorn.run(
-        create_app(settings=settings), host=host, port=port, log_config=None, access_log=False
+        create_app(settings=settings, warm_decoders=True),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
     )
     return 0
 

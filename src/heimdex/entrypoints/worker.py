@@ -42,6 +42,8 @@ async def start_services(state: TaskiqState) -> None:
         sweep_forever(settings.sweep_interval_seconds, *services.sweeps())
     )
     state.metrics_server = _serve_metrics(services)
+    # Workers never probe; their first job should not wait for the decode processes to start.
+    state.warming = asyncio.create_task(services.warm_decoders(probing=False))
     log.info("worker_started", worker_id=services.jobs.worker_id)
 
 
@@ -80,9 +82,10 @@ def _serve_metrics(services: Services) -> MetricsServer | None:
 
 @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
 async def stop_services(state: TaskiqState) -> None:
-    state.sweeper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await state.sweeper
+    for task in (state.sweeper, state.warming):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     if state.metrics_server is not None:
         state.metrics_server.close()
     services: Services = state.services

@@ -247,6 +247,12 @@ class DecodePool:
         result: T = value
         return result
 
+    @property
+    def started(self) -> int:
+        """Worker processes started and not ended (idle or running a call)."""
+        with self._lock:
+            return self.size - self._free
+
     async def start(self) -> None:
         """Start every worker now rather than on first use (warm-up, health check)."""
         started: list[_Worker] = []

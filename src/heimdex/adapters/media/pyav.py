@@ -182,6 +182,14 @@ class PyAVProber:
         if problem is not None:
             raise ProberUnavailable(problem)
 
+    async def warm(self) -> None:
+        """Start the worker processes now, so the first probe does not wait for them."""
+        await self._pool.start()
+
+    @property
+    def pool(self) -> DecodePool:
+        return self._pool
+
     async def close(self) -> None:
         """Stop the worker processes (when this prober started them)."""
         if self._owns_pool:

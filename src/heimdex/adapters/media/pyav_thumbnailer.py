@@ -129,6 +129,14 @@ class PyAVThumbnailer:
         if missing:
             raise ThumbnailerUnavailable("PyAV's FFmpeg lacks " + ", ".join(missing))
 
+    async def warm(self) -> None:
+        """Start the worker processes now, so the first file does not wait for them."""
+        await self._pool.start()
+
+    @property
+    def pool(self) -> DecodePool:
+        return self._pool
+
     async def close(self) -> None:
         """Stop the worker processes (when this thumbnailer started them)."""
         if self._owns_pool:

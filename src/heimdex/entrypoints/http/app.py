@@ -57,9 +57,16 @@ class HeimdexApp(Litestar):
             await super().__call__(scope, receive, send)
 
 
-def create_app(services: Services | None = None, settings: Settings | None = None) -> Litestar:
+def create_app(
+    services: Services | None = None,
+    settings: Settings | None = None,
+    *,
+    warm_decoders: bool = False,
+) -> Litestar:
     """Build the app. Given ``services`` the caller owns them; otherwise they are built from
-    ``settings`` (or the environment) and closed when the app shuts down."""
+    ``settings`` (or the environment) and closed when the app shuts down. ``warm_decoders``
+    starts the decode processes in the background as the app starts (``heimdex serve``), so
+    the first commit or job does not wait seconds for them."""
     owned = services is None
     if services is None:
         services = build(settings or load_settings())
@@ -74,6 +81,7 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
             )
         if owned:
             await services.startup()
+        warming = asyncio.create_task(services.warm_decoders()) if warm_decoders else None
         # In-process jobs: this process also sweeps the database (outbox, retries, dead leases,
         # abandoned uploads); with Redis the workers do. Its own scratch files it always sweeps.
         immediate = services.settings.job_queue_backend == "immediate"
@@ -86,9 +94,11 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, warming):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if owned:
                 await services.aclose()
 

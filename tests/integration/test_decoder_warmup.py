@@ -1,0 +1,45 @@
+"""`heimdex serve` starts its decode processes as it starts, so the first commit and the first
+job do not wait seconds for a fresh process to import FFmpeg; other apps (tests, embedding)
+start them on first use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+from litestar.testing import AsyncTestClient
+
+from heimdex.adapters.media.pyav import PyAVProber
+from heimdex.adapters.media.pyav_thumbnailer import PyAVThumbnailer
+from heimdex.bootstrap import Services
+from heimdex.entrypoints.http.app import create_app
+from heimdex.settings import Settings
+from tests.fixtures.app import TEST_SECRET
+
+
+def decoders(services: Services) -> tuple[PyAVProber, PyAVThumbnailer]:
+    assert isinstance(services.prober, PyAVProber)
+    assert isinstance(services.thumbnailer, PyAVThumbnailer)
+    return services.prober, services.thumbnailer
+
+
+async def test_a_warmed_app_starts_its_decode_processes_in_the_background(
+    data_dir: Path,
+) -> None:
+    settings = Settings(data_dir=data_dir, jwt_secret=TEST_SECRET, probe_workers=1)
+    app = create_app(settings=settings, warm_decoders=True)
+    prober, thumbnailer = decoders(app.state.services)
+    async with AsyncTestClient(app=app) as client:
+        assert (await client.get("/health")).status_code == 200  # serving while they start
+        with anyio.fail_after(60):
+            while prober.pool.started < 1 or thumbnailer.pool.started < 2:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+
+
+async def test_an_app_not_asked_to_warm_starts_none_until_used(data_dir: Path) -> None:
+    app = create_app(settings=Settings(data_dir=data_dir, jwt_secret=TEST_SECRET))
+    prober, thumbnailer = decoders(app.state.services)
+    async with AsyncTestClient(app=app) as client:
+        assert (await client.get("/health")).status_code == 200
+        await anyio.sleep(0.5)
+        assert (prober.pool.started, thumbnailer.pool.started) == (0, 0)

@@ -78,13 +78,15 @@ class PrometheusMetrics:
             ["status"],
             registry=self.registry,
         )
+        # Registered once first read (the API's scrape): a worker's own endpoint, which never
+        # reads it, must not export a 0 that looks like an empty queue.
         self._oldest_message_age = Gauge(
             "heimdex_job_queue_oldest_message_age_seconds",
             "How long the oldest job message the queue still holds has waited (0: none). "
             "Growing means no worker is taking jobs: alert on it.",
-            registry=self.registry,
+            registry=None,
         )
-        self._oldest_message_age_known = True
+        self._oldest_message_age_known = False
         self._probe_seconds = Histogram(
             "heimdex_probe_duration_seconds",
             "One probe of a media file, by prober and outcome (ok or the error code).",

@@ -30,6 +30,7 @@ from heimdex.adapters.queue.redis import HeimdexStreamBroker, RedisJobQueue, bui
 from heimdex.adapters.queue.redis_checks import RedisConfigCheck, redis_config_report
 from heimdex.adapters.ratelimit.memory import InProcessRateLimiter
 from heimdex.adapters.ratelimit.redis import RedisRateLimiter
+from heimdex.adapters.request_bodies import RequestBodyFiles
 from heimdex.adapters.storage.local import LocalStorage
 from heimdex.adapters.storage.s3 import S3Storage
 from heimdex.application.abandoned_uploads import AbandonedUploadSweeper
@@ -72,6 +73,8 @@ class Services:
     sidecars: SidecarService
     abandoned_uploads: AbandonedUploadSweeper
     scratch: ScratchSweeper
+    #: where the legacy endpoint spools request bodies (swept with the scratch files)
+    request_bodies: RequestBodyFiles
     health: HealthService
     #: per-organisation request buckets; ``None`` when ``HEIMDEX_RATE_LIMIT_PER_SECOND`` is 0
     rate_limiter: RateLimiter | None = None
@@ -283,6 +286,7 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
     signer = build_signer(settings)
     storage = build_storage(settings, signer)
     prober = build_prober(settings)
+    request_bodies = RequestBodyFiles(settings.data_dir / "tmp")
     metrics = PrometheusMetrics()
     # The use cases get timed media ports; health checks and shutdown use the adapters as built.
     measured_prober = MeasuredProber(prober, metrics)
@@ -364,8 +368,12 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
             grace=timedelta(seconds=settings.upload_abandon_after_seconds),
         ),
         scratch=ScratchSweeper(
-            storage, clock, max_age=timedelta(seconds=settings.scratch_max_age_seconds)
+            storage,
+            clock,
+            max_age=timedelta(seconds=settings.scratch_max_age_seconds),
+            also=[request_bodies],
         ),
+        request_bodies=request_bodies,
         health=HealthService(checks),
         rate_limiter=build_rate_limiter(settings),
     )

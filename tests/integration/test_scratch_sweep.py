@@ -68,3 +68,25 @@ async def test_the_api_sweeps_its_own_scratch(
         values["redis_url"] = redis.url
     await serve_until_swept(Settings(**values), old)
     assert fresh.read_bytes() == b"still arriving"
+
+
+async def test_the_api_sweeps_request_bodies_a_killed_process_spooled(tmp_path: Path) -> None:
+    """The legacy endpoint spools each upload to <data>/tmp; a process killed mid-request
+    leaves it there. Only those old spool files go: a fresh one, and anything else in tmp
+    (an S3 copy's directory, an operator's file), stay."""
+    data_dir = tmp_path / "data"
+    spool = data_dir / "tmp"
+    spool.mkdir(parents=True)
+    old, fresh = spool / "body-abc123.upload", spool / "body-def456.upload"
+    unrelated, copy_dir = spool / "notes.txt", spool / "s3-xyz"
+    for path in (old, fresh, unrelated):
+        path.write_bytes(b"spooled")
+    copy_dir.mkdir()
+    then = time.time() - 2 * 86400
+    for path in (old, unrelated, copy_dir):
+        os.utime(path, (then, then))
+    settings = Settings(data_dir=data_dir, jwt_secret=TEST_SECRET, sweep_interval_seconds=0.05)
+    await serve_until_swept(settings, old)
+    assert fresh.exists()
+    assert unrelated.exists()
+    assert copy_dir.is_dir()

@@ -9,25 +9,38 @@ the machine that holds them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
-from heimdex.domain.ports import Clock, Storage
+from heimdex.domain.ports import Clock, ScratchArea, ScratchFile
 from heimdex.logs import get_logger
 
 log = get_logger(__name__)
 
 
 class ScratchSweeper:
-    """Removes the storage's scratch files not written to for longer than ``max_age``."""
+    """Removes the scratch files of ``area`` (the storage) and of ``also`` (other areas of this
+    process: the legacy endpoint's request bodies) not written to for longer than
+    ``max_age``."""
 
-    def __init__(self, storage: Storage, clock: Clock, max_age: timedelta) -> None:
-        self._storage = storage
+    def __init__(
+        self,
+        area: ScratchArea,
+        clock: Clock,
+        max_age: timedelta,
+        *,
+        also: Sequence[ScratchArea] = (),
+    ) -> None:
+        self._areas = [area, *also]
         self._clock = clock
         self._max_age = max_age
 
     async def sweep(self) -> int:
         """Remove what is old enough; answers how many files (or copy directories) went."""
-        removed = await self._storage.sweep_scratch(self._clock.now() - self._max_age)
+        cutoff = self._clock.now() - self._max_age
+        removed: list[ScratchFile] = []
+        for area in self._areas:
+            removed += await area.sweep_scratch(cutoff)
         for item in removed:
             log.info(
                 "scratch_removed",

@@ -62,7 +62,7 @@ class LocalCopy(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ScratchFile(msgspec.Struct, frozen=True, kw_only=True):
-    """A storage adapter's own temporary file (or directory of them), as the sweep removed it."""
+    """A temporary file (or directory of them) a process left, as the sweep removed it."""
 
     path: str
     size_bytes: int
@@ -86,7 +86,23 @@ class UrlSigner(Protocol):
     def verify(self, method: str, path: str, org_id: str, expires: int, signature: str) -> bool: ...
 
 
-class Storage(HealthCheck, Protocol):
+class ScratchArea(Protocol):
+    """Where a process keeps temporary files while it works: the storage adapters' writes in
+    flight and copies, the legacy endpoint's request bodies."""
+
+    async def sweep_scratch(self, modified_before: datetime) -> list[ScratchFile]:
+        """Remove the area's scratch files — writes in flight, temporary copies — last
+        written before ``modified_before``: what a process killed mid-write left behind.
+        Answers what was removed.
+
+        Never a stored object, and never a scratch file written since: a live write keeps
+        touching its file, so the cutoff must lie further back than any running request may
+        leave one untouched. Safe to run from several processes at once.
+        """
+        ...
+
+
+class Storage(HealthCheck, ScratchArea, Protocol):
     """Object storage addressed by keys from ``heimdex.domain.storage_keys``.
 
     Writes are atomic: a reader sees the whole object or nothing.
@@ -147,17 +163,6 @@ class Storage(HealthCheck, Protocol):
 
     async def delete_prefix(self, prefix: str) -> int:
         """Remove every object under ``prefix``; answers how many."""
-        ...
-
-    async def sweep_scratch(self, modified_before: datetime) -> list[ScratchFile]:
-        """Remove the adapter's scratch files — writes in flight, temporary copies — last
-        written before ``modified_before``: what a process killed mid-write left behind.
-        Answers what was removed.
-
-        Never a stored object, and never a scratch file written since: a live write keeps
-        touching its file, so the cutoff must lie further back than any running request may
-        leave one untouched. Safe to run from several processes at once.
-        """
         ...
 
     def uri_for(self, key: str) -> str:

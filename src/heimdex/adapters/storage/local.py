@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import stat
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlencode
@@ -17,6 +16,7 @@ from urllib.parse import urlencode
 import anyio
 
 from heimdex.adapters.offload import run_blocking
+from heimdex.adapters.scratch_files import sweep_old_files
 from heimdex.domain.errors import (
     ChecksumMismatch,
     InvalidStorageKey,
@@ -28,7 +28,6 @@ from heimdex.domain.errors import (
 from heimdex.domain.model import Upload
 from heimdex.domain.ports import LocalCopy, ScratchFile, StoredObject, UploadTarget, UrlSigner
 from heimdex.domain.storage_keys import validate_key
-from heimdex.logs import get_logger
 
 CHUNK_SIZE = 1024 * 1024
 _DERIVED = "derived/"
@@ -36,8 +35,6 @@ _DERIVED = "derived/"
 #: the objects' own file system (so the rename is atomic) that the sweep can list without
 #: walking every object.
 SCRATCH_DIR = ".scratch"
-
-log = get_logger(__name__)
 
 
 class LocalStorage:
@@ -250,7 +247,7 @@ class LocalStorage:
         cutoff = modified_before.timestamp()
         removed: list[ScratchFile] = []
         for base in self._bases():
-            removed += await run_blocking(_sweep_files, base / SCRATCH_DIR, cutoff)
+            removed += await run_blocking(sweep_old_files, base / SCRATCH_DIR, cutoff)
         return removed
 
     # -- health -------------------------------------------------------------------------------
@@ -276,35 +273,6 @@ def _single(exc: Exception) -> Exception:
 def _make_directories(*directories: Path) -> None:
     for directory in directories:
         directory.mkdir(parents=True, exist_ok=True)
-
-
-def _sweep_files(directory: Path, cutoff: float) -> list[ScratchFile]:
-    """Unlink the regular files directly in ``directory`` whose mtime is before ``cutoff``."""
-    try:
-        with os.scandir(directory) as listing:
-            entries = list(listing)
-    except FileNotFoundError:
-        return []
-    removed: list[ScratchFile] = []
-    for entry in entries:
-        try:
-            info = entry.stat(follow_symlinks=False)
-            if not stat.S_ISREG(info.st_mode) or info.st_mtime >= cutoff:
-                continue
-            os.unlink(entry.path)
-        except FileNotFoundError:  # finished meanwhile, or another process swept it first
-            continue
-        except OSError as exc:  # one file we may not remove must not keep the rest
-            log.warning("scratch_not_removed", path=entry.path, error=str(exc))
-            continue
-        removed.append(
-            ScratchFile(
-                path=entry.path,
-                size_bytes=info.st_size,
-                modified_at=datetime.fromtimestamp(info.st_mtime, UTC),
-            )
-        )
-    return removed
 
 
 def _hash_file(path: Path) -> tuple[int, str]:

@@ -6,7 +6,6 @@ first file part is written to a temporary file (never held in memory), probed, t
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -127,9 +126,7 @@ async def legacy_metadata(request: Request[Any, Any, Any], state: State) -> Medi
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise InvalidInput("send the file as multipart/form-data")
-    temp_dir = settings.data_dir / "tmp"
-    temp_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=temp_dir, prefix="legacy-", suffix=".upload") as handle:
+    with await run_blocking(services.request_bodies.spool) as handle:
         sink = FirstFilePart(handle, settings.max_upload_size_bytes)
         await _stream_into(request, MultipartParser(boundary, callbacks=sink.callbacks()))
         if not sink.complete:

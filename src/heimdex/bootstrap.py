@@ -103,14 +103,15 @@ class Services:
         if start_queue:
             await self.queue.startup()
 
-    async def warm_decoders(self, *, probing: bool = True) -> None:
-        """Start the decode processes now rather than on the first probe or job: a fresh one
-        imports FFmpeg, which takes seconds on a small machine. A failure is logged, not
-        raised: the first real call starts them again, or says why it cannot."""
+    async def warm_decoders(self, *, probing: bool, thumbnails: bool) -> None:
+        """Start the decode processes this process will use now rather than on the first probe
+        or job: a fresh one imports FFmpeg, which takes seconds on a small machine. A failure
+        is logged, not raised: the first real call starts them again, or says why it cannot."""
         started = time.perf_counter()
         # The prober first: a commit waits on it, a job can wait a little.
         parts: dict[str, object] = {"prober": self.prober} if probing else {}
-        parts["thumbnailer"] = self.thumbnailer
+        if thumbnails:
+            parts["thumbnailer"] = self.thumbnailer
         for name, part in parts.items():
             warm = getattr(part, "warm", None)  # the PyAV adapters; subprocess ones need none
             if warm is None:

@@ -43,3 +43,22 @@ async def test_an_app_not_asked_to_warm_starts_none_until_used(data_dir: Path) -
         assert (await client.get("/health")).status_code == 200
         await anyio.sleep(0.5)
         assert (prober.pool.started, thumbnailer.pool.started) == (0, 0)
+
+
+async def test_an_api_whose_jobs_run_on_workers_warms_only_its_prober(data_dir: Path) -> None:
+    settings = Settings(
+        data_dir=data_dir,
+        jwt_secret=TEST_SECRET,
+        probe_workers=1,
+        job_queue_backend="redis",
+        redis_url="redis://127.0.0.1:9/0",  # nothing listens: the API starts all the same
+    )
+    app = create_app(settings=settings, warm_decoders=True)
+    prober, thumbnailer = decoders(app.state.services)
+    async with AsyncTestClient(app=app) as client:
+        assert (await client.get("/health")).status_code == 200
+        with anyio.fail_after(60):
+            while prober.pool.started < 1:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        await anyio.sleep(0.3)
+        assert thumbnailer.pool.started == 0  # workers make the thumbnails, not the API

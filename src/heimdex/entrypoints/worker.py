@@ -43,7 +43,7 @@ async def start_services(state: TaskiqState) -> None:
     )
     state.metrics_server = _serve_metrics(services)
     # Workers never probe; their first job should not wait for the decode processes to start.
-    state.warming = asyncio.create_task(services.warm_decoders(probing=False))
+    state.warming = asyncio.create_task(services.warm_decoders(probing=False, thumbnails=True))
     log.info("worker_started", worker_id=services.jobs.worker_id)
 
 

@@ -81,7 +81,17 @@ def create_app(
             )
         if owned:
             await services.startup()
-        warming = asyncio.create_task(services.warm_decoders()) if warm_decoders else None
+        # The API always probes; it makes thumbnails only when it runs the jobs itself.
+        warming = (
+            asyncio.create_task(
+                services.warm_decoders(
+                    probing=True,
+                    thumbnails=services.settings.job_queue_backend == "immediate",
+                )
+            )
+            if warm_decoders
+            else None
+        )
         # In-process jobs: this process also sweeps the database (outbox, retries, dead leases,
         # abandoned uploads); with Redis the workers do. Its own scratch files it always sweeps.
         immediate = services.settings.job_queue_backend == "immediate"

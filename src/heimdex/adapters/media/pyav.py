@@ -26,9 +26,8 @@ from heimdex.adapters.media.description import (
     regular_file_size,
 )
 from heimdex.adapters.media.limits import DecodeLimits
+from heimdex.adapters.media.pooled_decoder import PooledDecoder
 from heimdex.domain.errors import (
-    DecodeLimitExceeded,
-    DecoderCrashed,
     InvalidMedia,
     ProberUnavailable,
     ProbeTimeout,
@@ -116,7 +115,7 @@ class _DeadlinePassed(Exception):
     """Looking for keyframes took longer than the probe's timeout."""
 
 
-class PyAVProber:
+class PyAVProber(PooledDecoder):
     """Probes with PyAV (its bundled FFmpeg), through the same allow-lists as ffprobe, in a
     :class:`DecodePool` of reused worker processes.
 
@@ -150,28 +149,26 @@ class PyAVProber:
     ) -> None:
         self._timeout = timeout
         self._limits = limits if limits is not None else DecodeLimits()
-        self._owns_pool = pool is None
-        if pool is None:
-            pool = DecodePool(
-                workers, preload=[__name__], limits=self._limits, unavailable=ProberUnavailable
-            )
-        self._pool = pool
+        super().__init__(
+            pool,
+            workers=workers,
+            preload=[__name__],
+            limits=self._limits,
+            unavailable=ProberUnavailable,
+        )
 
     async def probe(self, path: Path) -> MediaInfo:
         try:
             # FFmpeg's own I/O timeout ends most stalls inside the worker; this one ends a
             # decoder that spins without reading, by killing its worker.
-            return await self._pool.run(
+            return await self._run_on(
+                path.name,
                 probe_file,
                 path,
                 self._timeout,
                 self._limits,
                 call_seconds=self._timeout + _KILL_GRACE,
             )
-        except (DecoderCrashed, DecodeLimitExceeded) as exc:
-            if exc.message.startswith(f"{path.name}: "):
-                raise
-            raise type(exc)(f"{path.name}: {exc.message}") from None
         except TimeoutError:
             raise ProbeTimeout(
                 f"{path.name}: probing took longer than {self._timeout:g} s"
@@ -181,25 +178,6 @@ class PyAVProber:
         problem = await self._pool.run(capability_missing, call_seconds=self._timeout)
         if problem is not None:
             raise ProberUnavailable(problem)
-
-    async def warm(self) -> None:
-        """Start the worker processes now, so the first probe does not wait for them."""
-        await self._pool.start()
-
-    @property
-    def pool(self) -> DecodePool:
-        return self._pool
-
-    async def close(self) -> None:
-        """Stop the worker processes (when this prober started them)."""
-        if self._owns_pool:
-            await self._pool.close()
-
-    async def __aenter__(self) -> PyAVProber:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
 
 # -- in the worker process ----------------------------------------------------------------------

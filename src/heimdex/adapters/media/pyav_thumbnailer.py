@@ -31,6 +31,7 @@ import av.filter
 from heimdex.adapters.media.decode_pool import DecodePool
 from heimdex.adapters.media.description import regular_file_size
 from heimdex.adapters.media.limits import DecodeLimits
+from heimdex.adapters.media.pooled_decoder import PooledDecoder
 from heimdex.adapters.media.pyav import OPEN_OPTIONS
 from heimdex.adapters.media.thumbnail_plan import (
     EPSILON,
@@ -44,8 +45,6 @@ from heimdex.adapters.media.thumbnail_plan import (
 )
 from heimdex.adapters.offload import run_blocking
 from heimdex.domain.errors import (
-    DecodeLimitExceeded,
-    DecoderCrashed,
     InvalidMedia,
     ThumbnailerUnavailable,
     ThumbnailTimeout,
@@ -70,7 +69,7 @@ _ENCODER_TIME_BASE = Fraction(1, 1)
 _FILTERS = ("scale", "format", "lutrgb", "colorchannelmixer", "setparams", "transpose")
 
 
-class PyAVThumbnailer:
+class PyAVThumbnailer(PooledDecoder):
     """Thumbnails with PyAV in ``workers`` reused processes, ``timeout`` seconds per file.
 
     ``snap``: a keyframe at most this many seconds before a target (or half the spacing of the
@@ -91,10 +90,13 @@ class PyAVThumbnailer:
         limits: DecodeLimits | None = None,
     ) -> None:
         """``limits`` for the pool this thumbnailer starts; a ``pool`` passed in has its own."""
-        self._owns_pool = pool is None
-        if pool is None:
-            pool = DecodePool(workers, preload=[__name__], limits=limits)
-        self._pool = pool
+        super().__init__(
+            pool,
+            workers=workers,
+            preload=[__name__],
+            limits=limits,
+            unavailable=ThumbnailerUnavailable,
+        )
         self._timeout = timeout
         self._snap = snap
 
@@ -107,7 +109,8 @@ class PyAVThumbnailer:
         location = await run_blocking(local_file, path)
         try:
             # The time runs from when a worker takes the file, not while it waits for one.
-            return await self._pool.run(
+            return await self._run_on(
+                path.name,
                 render,
                 location,
                 path.name,
@@ -115,10 +118,6 @@ class PyAVThumbnailer:
                 self._pool.limits.max_pixels,
                 call_seconds=self._timeout,
             )
-        except (DecoderCrashed, DecodeLimitExceeded) as exc:
-            if exc.message.startswith(f"{path.name}: "):
-                raise
-            raise type(exc)(f"{path.name}: {exc.message}") from None
         except TimeoutError:
             raise ThumbnailTimeout(
                 f"{path.name}: making thumbnails took longer than {self._timeout:g} s"
@@ -128,19 +127,6 @@ class PyAVThumbnailer:
         missing = await self._pool.run(capabilities_missing, call_seconds=self._timeout)
         if missing:
             raise ThumbnailerUnavailable("PyAV's FFmpeg lacks " + ", ".join(missing))
-
-    async def warm(self) -> None:
-        """Start the worker processes now, so the first file does not wait for them."""
-        await self._pool.start()
-
-    @property
-    def pool(self) -> DecodePool:
-        return self._pool
-
-    async def close(self) -> None:
-        """Stop the worker processes (when this thumbnailer started them)."""
-        if self._owns_pool:
-            await self._pool.close()
 
 
 def local_file(path: Path) -> str:

@@ -8,7 +8,8 @@ carries an organisation, asset or job id, so even an open endpoint tells no tena
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 from litestar import Request, Response, get
@@ -19,6 +20,7 @@ from heimdex.entrypoints.http.deps import services_from
 from heimdex.logs import get_logger
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 # The queue depth and the oldest message's age are read at scrape time; a slow or absent database
 # or Redis must not hold the scrape (Prometheus gives up after 10 s by default), so after this
@@ -32,26 +34,26 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     token = services.settings.metrics_token
     if token and not bearer_matches(request.headers.get("authorization"), token):
         raise Unauthenticated("send the metrics token as Authorization: Bearer <token>")
-    counts = None
-    try:
-        with anyio.move_on_after(QUEUE_DEPTH_TIMEOUT_SECONDS) as deadline:
-            counts = await services.jobs.queue_depth()
-        if deadline.cancelled_caught:
-            log.warning("queue_depth_unavailable", error="the database did not answer in time")
-    except (HeimdexError, OSError) as exc:
-        log.warning("queue_depth_unavailable", error=str(exc))
-    services.metrics.set_job_queue_depth(counts)
-    age = None
-    try:
-        with anyio.move_on_after(QUEUE_DEPTH_TIMEOUT_SECONDS) as deadline:
-            age = await services.jobs.oldest_message_age()
-        if deadline.cancelled_caught:
-            log.warning("queue_age_unavailable", error="the queue did not answer in time")
-    except (HeimdexError, OSError) as exc:
-        log.warning("queue_age_unavailable", error=str(exc))
-    services.metrics.set_oldest_message_age(age)
+    services.metrics.set_job_queue_depth(
+        await _read_in_time(services.jobs.queue_depth, "queue_depth_unavailable", "the database")
+    )
+    services.metrics.set_oldest_message_age(
+        await _read_in_time(services.jobs.oldest_message_age, "queue_age_unavailable", "the queue")
+    )
     return Response(
         content=services.metrics.render(),
         media_type=services.metrics.content_type,
         headers={"Cache-Control": "no-store"},
     )
+
+
+async def _read_in_time(read: Callable[[], Awaitable[T]], event: str, source: str) -> T | None:
+    """``read()``, or ``None`` (logged as ``event``) when ``source`` fails or is too slow."""
+    try:
+        with anyio.move_on_after(QUEUE_DEPTH_TIMEOUT_SECONDS):
+            return await read()
+        # Past the block without returning: the deadline cancelled the read.
+        log.warning(event, error=f"{source} did not answer in time")
+    except (HeimdexError, OSError) as exc:
+        log.warning(event, error=str(exc))
+    return None

@@ -36,15 +36,6 @@ def lru_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     redis.stop()
 
 
-@pytest.fixture
-def good_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    redis = PrivateRedis(tmp_path / "good")
-    redis.workdir.mkdir()
-    redis.start()
-    yield redis
-    redis.stop()
-
-
 def environment(tmp_path: Path, redis_url: str, env: str) -> dict[str, str]:
     values = {k: v for k, v in os.environ.items() if not k.startswith("HEIMDEX_")}
     values.update(
@@ -81,10 +72,10 @@ def test_production_refuses_to_start_on_a_redis_that_evicts(
 
 
 def test_production_starts_on_a_noeviction_redis_and_health_reports_it(
-    tmp_path: Path, good_redis: PrivateRedis
+    tmp_path: Path, private_redis: PrivateRedis
 ) -> None:
     port = free_port()
-    env = environment(tmp_path, good_redis.url, "production")
+    env = environment(tmp_path, private_redis.url, "production")
     with (tmp_path / "serve.log").open("wb") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "heimdex", "serve", "--port", str(port)],

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +17,6 @@ from heimdex.entrypoints.http.app import create_app
 from heimdex.settings import Settings
 from tests.fixtures.app import TEST_SECRET
 from tests.fixtures.processes import PrivateRedis
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    redis = PrivateRedis(tmp_path / "redis")
-    redis.workdir.mkdir()
-    redis.start()
-    yield redis
-    redis.stop()
 
 
 def scratch_files(data_dir: Path) -> tuple[Path, Path]:

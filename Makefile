@@ -1,8 +1,9 @@
 # Heimdex — the front door.
 #
-#   make install   sync the locked environment (.venv) with uv
-#   make run       serve the API on the embedded default (SQLite, local storage, in-process jobs)
-#   make test      run the test suite
+#   make install   sync the locked environment (.venv) with uv, development tools included
+#   make run       serve the API on the embedded default (SQLite, local storage, in-process jobs);
+#                  installs only what the service runs (no test or lint tools)
+#   make test      run the test suite (installs the development group first)
 #   make help      list every target
 #
 # Only Python 3.11+ and make are needed: when uv is missing, the `uv` target installs it from PyPI
@@ -33,8 +34,10 @@ UV = $(eval UV := $(or $(shell $(FIND_UV)),uv))$(UV)
 endif
 
 UV_RUN = $(UV) run --locked
+# The service alone: `uv run` would otherwise add the development group it syncs by default.
+UV_RUN_SERVICE = $(UV) run --locked --no-dev
 
-.PHONY: help uv install run test lint format typecheck migrate bench image clean
+.PHONY: help uv install install-runtime run test lint format typecheck migrate bench image clean
 
 help: ## list the targets
 	@echo "Heimdex — make targets:"
@@ -67,11 +70,14 @@ else
 	echo "uv: $$found ($$("$$found" --version))"
 endif
 
-install: uv ## sync the locked environment: uv sync --locked
+install: uv ## sync the locked environment with the development tools: uv sync --locked
 	$(UV) sync --locked
 
-run: install ## serve the API on the embedded default (HOST=… PORT=… to override)
-	$(UV_RUN) heimdex serve $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
+install-runtime: uv ## install only what the service runs: uv sync --locked --no-dev --inexact
+	$(UV) sync --locked --no-dev --inexact
+
+run: install-runtime ## serve the API on the embedded default (HOST=… PORT=… to override)
+	$(UV_RUN_SERVICE) heimdex serve $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 test: install ## run the test suite (PYTEST_ARGS=… to pass options)
 	$(UV_RUN) pytest $(PYTEST_ARGS)
@@ -89,8 +95,8 @@ format: install ## format the code and apply safe lint fixes
 typecheck: install ## mypy --strict over src/heimdex
 	$(UV_RUN) mypy
 
-migrate: install ## apply the database migrations: heimdex db upgrade
-	$(UV_RUN) heimdex db upgrade
+migrate: install-runtime ## apply the database migrations: heimdex db upgrade
+	$(UV_RUN_SERVICE) heimdex db upgrade
 
 bench: install ## run every benchmarks/*.py (files starting with _ are helpers)
 	@shopt -s nullglob; ran=0; \

@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -488,3 +489,34 @@ def test_make_run_passes_host_and_port(tmp_path: Path) -> None:
     assert re.search(r"heimdex serve --host 0\.0\.0\.0 --port 9001\s*$", out, flags=re.MULTILINE)
     plain = _dry_run(tmp_path, "run")
     assert re.search(r"heimdex serve\s*$", plain, flags=re.MULTILINE)
+
+
+def test_make_run_installs_and_runs_only_the_runtime_dependencies(tmp_path: Path) -> None:
+    out = _dry_run(tmp_path, "run")
+    sync = next(line for line in out.splitlines() if "sync --locked" in line)
+    serve = next(line for line in out.splitlines() if "heimdex serve" in line)
+    # `uv run` syncs the development group by default: both steps must leave it out.
+    assert "--no-dev" in sync, sync
+    assert "--no-dev" in serve, serve
+    # Inexact, so `make run` after `make test` does not uninstall the test tools again.
+    assert "--inexact" in sync, sync
+
+
+def test_make_test_installs_the_development_group(tmp_path: Path) -> None:
+    out = _dry_run(tmp_path, "test")
+    sync = next(line for line in out.splitlines() if "sync --locked" in line)
+    assert "--no-dev" not in sync, sync
+
+
+def test_runtime_dependencies_name_no_development_tool() -> None:
+    project = tomllib.loads(_read("pyproject.toml"))
+    runtime = {
+        re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0].lower()
+        for spec in project["project"]["dependencies"]
+    }
+    dev = {
+        re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0].lower()
+        for spec in project["dependency-groups"]["dev"]
+    }
+    assert {"pytest", "mypy", "ruff", "moto", "schemathesis"} <= dev
+    assert not runtime & dev, f"in both the runtime and the dev group: {sorted(runtime & dev)}"

@@ -45,8 +45,8 @@ Exclusions and loosened expectations, each for a reason:
   size over ``HEIMDEX_MAX_UPLOAD_SIZE_BYTES`` or a type that is not video/audio; 422 for bytes
   that are not media, a ``source_uri`` that is not the caller's, or an ``Idempotency-Key``
   reused with another body.
-- ``POST /metadata`` (legacy) is off in this app (``HEIMDEX_ENABLE_LEGACY=false``): it answers
-  404 to everything, which is what is checked.
+- ``POST /metadata`` (legacy) is off in this app (``HEIMDEX_ENABLE_LEGACY=false``), so the
+  document does not list it and it is not exercised.
 """
 
 from __future__ import annotations

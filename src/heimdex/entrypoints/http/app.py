@@ -18,6 +18,7 @@ from litestar.types import Receive, Scope, Send
 from heimdex import __version__
 from heimdex.application.sweeping import sweep_forever
 from heimdex.bootstrap import Services, build
+from heimdex.entrypoints.http.api_docs import SWAGGER, docs_assets, docs_page
 from heimdex.entrypoints.http.assets import AssetController
 from heimdex.entrypoints.http.auth import BearerAuthMiddleware
 from heimdex.entrypoints.http.deps import DEPENDENCIES
@@ -138,13 +139,20 @@ def create_app(
         # Room for the declared length, so our own check answers first and precisely.
         request_max_body_size=services.settings.max_upload_size_bytes + 1,
     )
-    legacy = Router(
-        path="/",
-        route_handlers=[legacy_metadata],
-        request_max_body_size=services.settings.max_upload_size_bytes + _MULTIPART_OVERHEAD,
+    # Off, the legacy route does not exist at all: it answers 404 and the document omits it.
+    legacy = (
+        [
+            Router(
+                path="/",
+                route_handlers=[legacy_metadata],
+                request_max_body_size=services.settings.max_upload_size_bytes + _MULTIPART_OVERHEAD,
+            )
+        ]
+        if services.settings.enable_legacy
+        else []
     )
     app = HeimdexApp(
-        route_handlers=[liveness, metrics, v1, public, uploads, legacy],
+        route_handlers=[liveness, metrics, docs_page, docs_assets(), v1, public, uploads, *legacy],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         # Every route's body cap: JSON documents are small. The upload PUT and the legacy
@@ -156,6 +164,7 @@ def create_app(
             version=__version__,
             description="Video ingest: direct uploads, probing, thumbnails and JSON sidecars.",
             path="/schema",
+            render_plugins=[SWAGGER],
             components=Components(
                 security_schemes={
                     "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),

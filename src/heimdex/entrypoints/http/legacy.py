@@ -18,7 +18,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from heimdex.adapters.offload import run_blocking
 from heimdex.domain import errors
-from heimdex.domain.errors import InvalidInput, NotFound, UploadTooLarge
+from heimdex.domain.errors import InvalidInput, UploadTooLarge
 from heimdex.domain.media import MediaInfo
 from heimdex.entrypoints.http.deps import services_from
 from heimdex.entrypoints.http.openapi import SERVER, documented, raises
@@ -93,11 +93,11 @@ class FirstFilePart:
     tags=["legacy"],
     summary="Legacy upload-and-probe",
     description="Multipart upload of one file, answered with its media description. "
-    "404 unless `HEIMDEX_ENABLE_LEGACY=true`. New clients use `/v1/ingest`.",
+    "Served only with `HEIMDEX_ENABLE_LEGACY=true`. New clients use `/v1/ingest`.",
     status_code=200,
     **documented(
         SERVER,
-        raises(errors.InvalidInput, errors.NotFound, errors.UploadTooLarge),
+        raises(errors.InvalidInput, errors.UploadTooLarge),
         raises(errors.ProberUnavailable),
         raises(errors.InvalidMedia, family=True),
         {413: ["request_too_large"]},
@@ -120,8 +120,6 @@ class FirstFilePart:
 async def legacy_metadata(request: Request[Any, Any, Any], state: State) -> MediaInfo:
     services = services_from(state)
     settings = services.settings
-    if not settings.enable_legacy:
-        raise NotFound("the legacy /metadata endpoint is disabled (HEIMDEX_ENABLE_LEGACY)")
     content_type, params = parse_options_header(request.headers.get("content-type"))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:

@@ -17,6 +17,7 @@ import msgspec
 from litestar.enums import ParamType
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
+    Example,
     Link,
     OpenAPI,
     OpenAPIMediaType,
@@ -27,9 +28,11 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
+from litestar.openapi.spec.base import BaseSchemaObject
 
 from heimdex.domain.errors import DecodeLimitExceeded, HeimdexError
 from heimdex.domain.idempotency import MAX_KEY_LENGTH
+from heimdex.entrypoints.http.openapi_examples import OPERATIONS, problem_example
 from heimdex.entrypoints.http.problems import PROBLEM_JSON, STATUS_BY_ERROR, Problem
 
 # status -> the problem codes a route may answer with it
@@ -85,13 +88,68 @@ def _strict_structs() -> dict[str, type[msgspec.Struct]]:
 
 def finalize(document: OpenAPI) -> OpenAPI:
     """What Litestar's generator leaves out: a body that refuses unknown fields says so
-    (``additionalProperties: false``), so a client — or a fuzzer — knows extras are refused."""
+    (``additionalProperties: false``), so a client — or a fuzzer — knows extras are refused;
+    and every operation shows an example request, answer and problem."""
     strict = _strict_structs()
     schemas = document.components.schemas if document.components else None
     for name, component in (schemas or {}).items():
         if name in strict and isinstance(component, Schema):
             component.additional_properties = False
+    for path, item in (document.paths or {}).items():
+        for method in ("get", "put", "post", "delete", "patch", "head"):
+            operation = getattr(item, method, None)
+            if isinstance(operation, Operation):
+                _add_examples(path, operation)
     return document
+
+
+def _add_examples(path: str, operation: Operation) -> None:
+    request, answers = OPERATIONS.get(operation.operation_id or "", (None, {}))
+    body = operation.request_body
+    if request is not None and isinstance(body, RequestBody):
+        _set_example(body.content.get("application/json"), request)
+    for status, response in (operation.responses or {}).items():
+        if not isinstance(response, OpenAPIResponse) or not response.content:
+            continue
+        if status in answers:
+            for media_type, media in response.content.items():
+                if "json" in media_type:
+                    _set_example(media, answers[status])
+        elif status.isdigit() and PROBLEM_JSON in response.content:
+            media = response.content[PROBLEM_JSON]
+            media.examples = {
+                code: Example(
+                    summary=code, value=AsWritten(problem_example(int(status), code, path))
+                )
+                for code in _codes_of(media.schema)
+            }
+
+
+def _set_example(media: OpenAPIMediaType | None, value: Any) -> None:
+    if media is not None:
+        media.examples = {
+            "example": Example(summary="from the walkthrough", value=AsWritten(value))
+        }
+
+
+@dataclass
+class AsWritten(BaseSchemaObject):
+    """An example value rendered exactly as written: Litestar drops every ``None`` inside its
+    spec objects, which would take the ``null`` fields out of an example answer."""
+
+    value: Any
+
+    def to_schema(self) -> dict[str, Any]:
+        return self.value  # type: ignore[no-any-return]
+
+
+def _codes_of(schema: object) -> list[str]:
+    """The ``code`` enum a problem schema was narrowed to (see ``DocumentedOperation``)."""
+    for part in getattr(schema, "all_of", None) or []:
+        code = (getattr(part, "properties", None) or {}).get("code")
+        if isinstance(code, Schema) and code.enum:
+            return [str(value) for value in code.enum]
+    return []
 
 
 def signed_url_parameters(method: str) -> list[Parameter]:

@@ -1,0 +1,273 @@
+"""Examples for the OpenAPI document: one request and one answer per operation, taken from a real
+run of the walkthrough (ids and signatures replaced by stable ones).
+
+``tests/integration/test_http_api_docs.py`` validates every example against the schema it sits
+beside, so an example cannot drift from what the route answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ORG = "acme"
+ASSET_ID = "c332fb7a-b768-45d7-8b41-b041b05d7bd5"
+UPLOAD_ID = "b2a83591-2952-4707-8d5e-3c1634d2a7a5"
+JOB_ID = "31d339bb-b203-4e0d-9a98-58b635e3b81d"
+SHA256 = "ba1e0860f3d95c555ef9b69d49f9c55afad92226cfa4a5b21eb6b045bc1e43ae"
+SIGNED = f"org={ORG}&expires=1796142022&signature=16bcd485d9addbe594e52cf373e33192e3a0237a"
+SOURCE_URI = f"file:///srv/heimdex/data/storage/uploads/{ORG}/{UPLOAD_ID}/clip.mp4"
+CREATED = "2026-12-01T15:20:16.005823Z"
+
+_VIDEO_SUMMARY: dict[str, Any] = {
+    "codec": "h264",
+    "width": 320,
+    "height": 240,
+    "display_width": 320,
+    "display_height": 240,
+    "rotation": 0,
+    "frame_rate": 25.0,
+    "hdr": False,
+}
+
+ASSET: dict[str, Any] = {
+    "asset_id": ASSET_ID,
+    "upload_id": UPLOAD_ID,
+    "status": "committed",
+    "source_name": "clip.mp4",
+    "source_uri": SOURCE_URI,
+    "size_bytes": 178530,
+    "sha256": SHA256,
+    "content_type": "video/mp4",
+    "media": {
+        "format_name": "mov,mp4,m4a,3gp,3g2,mj2",
+        "duration": 4.0,
+        "bit_rate": 357060,
+        "video": _VIDEO_SUMMARY,
+        "audio": {"codec": "aac", "channels": 1, "sample_rate": 44100},
+        "stream_count": 2,
+    },
+    "created_at": CREATED,
+    "updated_at": CREATED,
+    "links": {"self": f"/v1/assets/{ASSET_ID}"},
+}
+
+_VIDEO_STREAM: dict[str, Any] = {
+    "index": 0,
+    "kind": "video",
+    "codec": "h264",
+    "profile": "High",
+    "bit_rate": 277704,
+    "duration": 4.0,
+    "language": "und",
+    "title": None,
+    "tags": {"language": "und", "handler_name": "VideoHandler"},
+    "width": 320,
+    "height": 240,
+    "rotation": 0,
+    "display_width": 320,
+    "display_height": 240,
+    "display_aspect_ratio": "4:3",
+    "frame_rate": 25.0,
+    "pix_fmt": "yuv420p",
+    "bit_depth": 8,
+    "color": {"range": None, "space": None, "transfer": None, "primaries": None},
+    "hdr": False,
+    "field_order": "progressive",
+    "channels": None,
+    "channel_layout": None,
+    "sample_rate": None,
+}
+
+_AUDIO_STREAM: dict[str, Any] = {
+    **dict.fromkeys(_VIDEO_STREAM),
+    "index": 1,
+    "kind": "audio",
+    "codec": "aac",
+    "profile": "LC",
+    "bit_rate": 69432,
+    "duration": 4.0,
+    "language": "und",
+    "tags": {"language": "und", "handler_name": "SoundHandler"},
+    "channels": 1,
+    "channel_layout": "mono",
+    "sample_rate": 44100,
+}
+
+MEDIA_INFO: dict[str, Any] = {
+    "format_name": "mov,mp4,m4a,3gp,3g2,mj2",
+    "duration": 4.0,
+    "bit_rate": 357060,
+    "size_bytes": 178530,
+    "tags": {"major_brand": "isom", "encoder": "Lavf59.27.100"},
+    "streams": [_VIDEO_STREAM, _AUDIO_STREAM],
+    "chapters": [],
+}
+
+JOB: dict[str, Any] = {
+    "job_id": JOB_ID,
+    "kind": "sidecar",
+    "status": "succeeded",
+    "asset_id": ASSET_ID,
+    "progress": 1.0,
+    "attempts": 1,
+    "max_attempts": 3,
+    "error": None,
+    "next_attempt_at": None,
+    "created_at": "2026-12-01T15:20:16.036750Z",
+    "updated_at": "2026-12-01T15:20:16.158081Z",
+    "started_at": "2026-12-01T15:20:16.054725Z",
+    "finished_at": "2026-12-01T15:20:16.158081Z",
+    "thumbnails": {"count": 10, "width": 320, "format": "jpg"},
+    "links": {
+        "self": f"/v1/jobs/{JOB_ID}",
+        "asset": f"/v1/assets/{ASSET_ID}",
+        "sidecar": f"/v1/assets/{ASSET_ID}/sidecar",
+        "thumbnails": f"/v1/assets/{ASSET_ID}/thumbnails",
+    },
+}
+
+_QUEUED_JOB: dict[str, Any] = {
+    **JOB,
+    "status": "queued",
+    "progress": 0.0,
+    "attempts": 0,
+    "updated_at": JOB["created_at"],
+    "started_at": None,
+    "finished_at": None,
+}
+
+
+def _thumbnail(index: int) -> dict[str, Any]:
+    key = f"derived/{ORG}/{ASSET_ID}/thumbs/{index:04d}.jpg"
+    return {
+        "index": index,
+        "time": round(0.2 + 0.4 * index, 3),
+        "width": 320,
+        "height": 240,
+        "url": f"https://heimdex.example.com/v1/files/{key}?{SIGNED}",
+    }
+
+
+SIDECAR: dict[str, Any] = {
+    "schema": "heimdex.sidecar/v1",
+    "asset_id": ASSET_ID,
+    "org_id": ORG,
+    "source": {
+        "name": "clip.mp4",
+        "bytes": 178530,
+        "sha256": SHA256,
+        "content_type": "video/mp4",
+    },
+    "container": {
+        "format_name": "mov,mp4,m4a,3gp,3g2,mj2",
+        "duration": 4.0,
+        "bit_rate": 357060,
+        "tags": {"major_brand": "isom"},
+    },
+    "streams": [_VIDEO_STREAM, _AUDIO_STREAM],
+    "chapters": [],
+    "media": MEDIA_INFO,
+    "thumbnails": [
+        {
+            "index": index,
+            "time": round(0.2 + 0.4 * index, 3),
+            "key": f"derived/{ORG}/{ASSET_ID}/thumbs/{index:04d}.jpg",
+            "width": 320,
+            "height": 240,
+            "format": "jpg",
+        }
+        for index in range(3)
+    ],
+    "generator": {"name": "heimdex", "version": "0.1.0", "prober": "pyav", "thumbnailer": "pyav"},
+}
+
+#: operationId -> (request body example or None, {success status: answer example})
+OPERATIONS: dict[str, tuple[Any, dict[str, Any]]] = {
+    "HealthLiveness": (None, {"200": {"status": "ok", "version": "0.1.0"}}),
+    "adminHealth": (
+        None,
+        {
+            "200": {
+                "status": "ok",
+                "checks": [
+                    {
+                        "name": name,
+                        "ok": True,
+                        "latency_ms": 1.6,
+                        "error": None,
+                        "transient": None,
+                    }
+                    for name in ("database", "storage", "prober", "queue", "thumbnailer")
+                ],
+            }
+        },
+    ),
+    "initUpload": (
+        {
+            "source_name": "clip.mp4",
+            "content_length": 178530,
+            "content_type": "video/mp4",
+            "sha256": SHA256,
+        },
+        {
+            "201": {
+                "upload_id": UPLOAD_ID,
+                "upload_url": f"https://heimdex.example.com/v1/uploads/{UPLOAD_ID}?{SIGNED}",
+                "method": "PUT",
+                "headers": {"Content-Type": "video/mp4", "Content-Length": "178530"},
+                "expires_at": "2026-12-01T16:20:08.192989Z",
+                "source_uri": SOURCE_URI,
+                "source_name": "clip.mp4",
+            }
+        },
+    ),
+    "receiveUpload": (
+        None,
+        {
+            "200": {
+                "upload_id": UPLOAD_ID,
+                "status": "received",
+                "size_bytes": 178530,
+                "sha256": SHA256,
+                "received_at": "2026-12-01T15:20:08.243290Z",
+            }
+        },
+    ),
+    "commitUpload": ({"upload_id": UPLOAD_ID}, {"201": ASSET, "200": ASSET}),
+    "probeMedia": ({"asset_id": ASSET_ID}, {"200": MEDIA_INFO}),
+    "getAsset": (None, {"200": ASSET}),
+    "listAssets": (None, {"200": {"items": [ASSET], "next_cursor": None}}),
+    "listThumbnails": (None, {"200": {"items": [_thumbnail(i) for i in range(3)]}}),
+    "readSidecar": (None, {"200": SIDECAR}),
+    "requestSidecar": (
+        {"thumbnails": {"count": 10, "width": 320, "format": "jpg"}},
+        {"202": _QUEUED_JOB},
+    ),
+    "getJob": (None, {"200": JOB}),
+    "V1SchemasSidecarSidecarSchema": (
+        None,
+        {
+            "200": {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "$id": "https://heimdex.dev/schemas/sidecar/v1",
+                "title": "Heimdex sidecar v1",
+                "type": "object",
+            }
+        },
+    ),
+    "MetadataLegacyMetadata": (None, {"200": MEDIA_INFO}),
+}
+
+
+def problem_example(status: int, code: str, path: str) -> dict[str, Any]:
+    """What a problem answer with ``code`` looks like (the title and detail are illustrative)."""
+    title = code.replace("_", " ").capitalize()
+    return {
+        "type": f"urn:heimdex:problem:{code}",
+        "title": title,
+        "status": status,
+        "code": code,
+        "detail": f"{title} (an example; the detail says what happened)",
+        "instance": path,
+        "request_id": "0cc3852ae498468d8b68a43b39870f0a",
+    }

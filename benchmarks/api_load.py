@@ -3,7 +3,7 @@ against `heimdex serve` on PostgreSQL, beside a bare Litestar endpoint in the sa
 
     uv run python benchmarks/api_load.py [--clients 32] [--seconds 5] [--rounds 3]
 
-The database is set up as in production (README, "PostgreSQL roles"): migrated by an owner
+The database is set up as in production (docs/deployment.md, "PostgreSQL"): migrated by an owner
 role, served by a runtime role under row-level security, so every request pays for its
 transaction and its `SET heimdex.org_id`. The reference, `benchmarks/_bare_app.py`, is Litestar
 on the same uvicorn set-up answering a job-sized JSON with no auth, no database, no logging.

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Run once by the postgres image on an empty data directory (docker-entrypoint-initdb.d):
-# the roles the README's "PostgreSQL" section asks for. The service connects as a role that is
+# the roles docs/deployment.md ("PostgreSQL") asks for. The service connects as a role that is
 # not the owner, not a superuser and has no BYPASSRLS, so row-level security binds it; Heimdex
 # refuses to start in production otherwise.
 set -eu

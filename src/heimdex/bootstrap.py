@@ -160,7 +160,9 @@ async def check_tenancy(database: Database, settings: Settings) -> None:
         log.error("tenancy_unsafe", problem=problem)
     if report.problems and settings.is_production:
         raise TenancyUnsafe(
-            "refusing to start: " + "; ".join(report.problems) + " (see README, PostgreSQL)"
+            "refusing to start: "
+            + "; ".join(report.problems)
+            + " (see docs/deployment.md, PostgreSQL)"
         )
 
 
@@ -175,7 +177,9 @@ async def check_redis(broker: HeimdexStreamBroker, settings: Settings) -> None:
         log.error("redis_misconfigured", problem=problem)
     if report.problems and settings.is_production:
         raise QueueMisconfigured(
-            "refusing to start: " + "; ".join(report.problems) + " (see README, When things fail)"
+            "refusing to start: "
+            + "; ".join(report.problems)
+            + " (see docs/operations.md, When things fail)"
         )
 
 
@@ -264,7 +268,7 @@ def job_policy(settings: Settings) -> JobPolicy:
 
 
 def build_rate_limiter(settings: Settings) -> RateLimiter | None:
-    """Buckets in this process, or in Redis shared by every API process (see the README's
+    """Buckets in this process, or in Redis shared by every API process (see docs/security.md,
     *Limits*); none when the rate is 0."""
     if settings.rate_limit_per_second <= 0:
         return None

@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="heimdex",
         description="Heimdex turns raw video into structured, queryable metadata. Configuration "
-        "comes from HEIMDEX_* environment variables and a .env file (see README).",
+        "comes from HEIMDEX_* environment variables and a .env file (see docs/configuration.md).",
     )
     parser.add_argument("--version", action="version", version=f"heimdex {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

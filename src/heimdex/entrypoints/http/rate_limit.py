@@ -3,7 +3,7 @@
 Each request takes a token from its organisation's bucket (``RateLimiter``). Allowed answers
 carry ``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset``; a refusal is 429
 ``rate_limited`` with ``Retry-After`` in whole seconds. Which routes are limited, and why the
-others are not, is in the README's *Limits*.
+others are not, is in docs/security.md (*Limits*).
 """
 
 from __future__ import annotations

@@ -84,6 +84,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_redeliver_seconds: float = 120.0
     upload_abandon_after_seconds: float = 86400.0
     scratch_max_age_seconds: float = 86400.0
+    derived_sweep_interval_seconds: float = 3600.0
     sweep_interval_seconds: float = 5.0
     download_url_ttl_seconds: int = 3600
     host: str = "127.0.0.1"
@@ -184,6 +185,7 @@ def _check(settings: Settings) -> list[str]:
         "job_redeliver_seconds",
         "upload_abandon_after_seconds",
         "scratch_max_age_seconds",
+        "derived_sweep_interval_seconds",
         "sweep_interval_seconds",
         "download_url_ttl_seconds",
         "upload_url_ttl_seconds",

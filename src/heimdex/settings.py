@@ -254,7 +254,7 @@ def _check(settings: Settings) -> list[str]:
     return problems
 
 
-_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # fullmatch: "$" passes a "\n"
 # SigV4 presigned URLs live at most seven days.
 MAX_PRESIGNED_URL_SECONDS = 7 * 24 * 3600
 
@@ -263,7 +263,7 @@ def _check_s3(settings: Settings) -> list[str]:
     problems: list[str] = []
     if not settings.s3_bucket:
         problems.append("HEIMDEX_S3_BUCKET is required when HEIMDEX_STORAGE_BACKEND=s3")
-    elif not _S3_BUCKET.match(settings.s3_bucket) or ".." in settings.s3_bucket:
+    elif not _S3_BUCKET.fullmatch(settings.s3_bucket) or ".." in settings.s3_bucket:
         problems.append(
             f"HEIMDEX_S3_BUCKET={settings.s3_bucket!r}: not a valid bucket name "
             "(3-63 lowercase letters, digits, dots and hyphens)"

@@ -204,7 +204,12 @@ async def test_init_limits(
     assert response.status_code == 201
     assert response.json()["source_name"] == "passwd"
     assert "/etc/passwd" not in response.json()["source_uri"].split("/uploads/")[0]
-    for bad in ({**base, "content_length": 0}, {**base, "sha256": "xyz"}, {"content_length": 1}):
+    for bad in (
+        {**base, "content_length": 0},
+        {**base, "sha256": "xyz"},
+        {**base, "sha256": "ab" * 32 + "\n"},  # "$" alone would let the newline through
+        {"content_length": 1},
+    ):
         response = await client.post("/v1/ingest/init", json=bad, headers=bearer(token))
         assert response.status_code == 400, bad
 

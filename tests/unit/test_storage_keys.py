@@ -57,7 +57,7 @@ def test_valid_org_ids(org: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "org", ["", "../x", "a/b", ".hidden", "a..b", "x" * 129, "a b"]
+    "org", ["", "../x", "a/b", ".hidden", "a..b", "x" * 129, "a b", "org-a\n", "org-a\r\n"]
 )
 def test_invalid_org_ids_never_become_keys(org: str) -> None:
     assert not is_valid_org_id(org)

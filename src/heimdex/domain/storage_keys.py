@@ -15,7 +15,8 @@ from uuid import UUID
 
 from heimdex.domain.errors import InvalidStorageKey
 
-_ORG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Used with ``fullmatch``: ``match`` with ``$`` accepts a trailing newline ("org-a\n").
+_ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._ -]+")
 _MAX_NAME_LENGTH = 120
 THUMBNAIL_FORMATS = frozenset({"jpg", "webp"})
@@ -23,7 +24,7 @@ THUMBNAIL_FORMATS = frozenset({"jpg", "webp"})
 
 def is_valid_org_id(org_id: str) -> bool:
     """Org ids become path segments, so they are restricted to a safe alphabet."""
-    return bool(_ORG_ID.match(org_id)) and ".." not in org_id
+    return bool(_ORG_ID.fullmatch(org_id)) and ".." not in org_id
 
 
 def _org_segment(org_id: str) -> str:

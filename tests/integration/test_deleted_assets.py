@@ -335,3 +335,11 @@ async def test_old_signed_urls_answer_404_once_the_asset_is_deleted_mid_job(
     # A file that outlived its asset (a job killed before its clean-up) is not served either.
     await storage.write_bytes(thumbnail_key(org_id, asset_id, 0, "jpg"), b"\xff\xd8\xffold")
     assert (await client.get(f"{urls[0].path}?{urls[0].query}")).status_code == 404
+    # ... and the app's periodic sweep removes it (run on the app's own event loop).
+    services = app.state.services
+    assert services.derived_files.sweep in services.sweeps()
+    swept = await anyio.to_thread.run_sync(
+        client.blocking_portal.call, services.derived_files.sweep_now
+    )
+    assert swept == 1
+    assert await storage.stat(thumbnail_key(org_id, asset_id, 0, "jpg")) is None

@@ -35,6 +35,7 @@ from heimdex.adapters.storage.local import LocalStorage
 from heimdex.adapters.storage.s3 import S3Storage
 from heimdex.application.abandoned_uploads import AbandonedUploadSweeper
 from heimdex.application.assets import AssetService
+from heimdex.application.derived_files import DerivedFileSweeper
 from heimdex.application.health import HealthService
 from heimdex.application.idempotency import IdempotencyService
 from heimdex.application.ingest import IngestLimits, IngestService
@@ -72,6 +73,8 @@ class Services:
     jobs: JobService
     sidecars: SidecarService
     abandoned_uploads: AbandonedUploadSweeper
+    #: thumbnails and sidecars of assets that are gone
+    derived_files: DerivedFileSweeper
     scratch: ScratchSweeper
     #: where the legacy endpoint spools request bodies (swept with the scratch files)
     request_bodies: RequestBodyFiles
@@ -81,8 +84,14 @@ class Services:
 
     def sweeps(self) -> tuple[Sweep, ...]:
         """What the periodic sweep runs in a process that sweeps for everyone: due jobs,
-        abandoned uploads, then this process's own scratch files."""
-        return (self.jobs.sweep, self.abandoned_uploads.sweep, *self.own_sweeps())
+        abandoned uploads, derived files of deleted assets, then this process's own scratch
+        files."""
+        return (
+            self.jobs.sweep,
+            self.abandoned_uploads.sweep,
+            self.derived_files.sweep,
+            *self.own_sweeps(),
+        )
 
     def own_sweeps(self) -> tuple[Sweep, ...]:
         """What every process sweeps, whoever sweeps the database: scratch files are on the
@@ -371,6 +380,9 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
             storage,
             clock,
             grace=timedelta(seconds=settings.upload_abandon_after_seconds),
+        ),
+        derived_files=DerivedFileSweeper(
+            uow, storage, every=timedelta(seconds=settings.derived_sweep_interval_seconds)
         ),
         scratch=ScratchSweeper(
             storage,

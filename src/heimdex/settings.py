@@ -84,6 +84,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_redeliver_seconds: float = 120.0
     upload_abandon_after_seconds: float = 86400.0
     scratch_max_age_seconds: float = 86400.0
+    derived_sweep_interval_seconds: float = 3600.0
     sweep_interval_seconds: float = 5.0
     download_url_ttl_seconds: int = 3600
     host: str = "127.0.0.1"
@@ -184,6 +185,7 @@ def _check(settings: Settings) -> list[str]:
         "job_redeliver_seconds",
         "upload_abandon_after_seconds",
         "scratch_max_age_seconds",
+        "derived_sweep_interval_seconds",
         "sweep_interval_seconds",
         "download_url_ttl_seconds",
         "upload_url_ttl_seconds",
@@ -252,7 +254,7 @@ def _check(settings: Settings) -> list[str]:
     return problems
 
 
-_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # fullmatch: "$" passes a "\n"
 # SigV4 presigned URLs live at most seven days.
 MAX_PRESIGNED_URL_SECONDS = 7 * 24 * 3600
 
@@ -261,7 +263,7 @@ def _check_s3(settings: Settings) -> list[str]:
     problems: list[str] = []
     if not settings.s3_bucket:
         problems.append("HEIMDEX_S3_BUCKET is required when HEIMDEX_STORAGE_BACKEND=s3")
-    elif not _S3_BUCKET.match(settings.s3_bucket) or ".." in settings.s3_bucket:
+    elif not _S3_BUCKET.fullmatch(settings.s3_bucket) or ".." in settings.s3_bucket:
         problems.append(
             f"HEIMDEX_S3_BUCKET={settings.s3_bucket!r}: not a valid bucket name "
             "(3-63 lowercase letters, digits, dots and hyphens)"

@@ -481,6 +481,21 @@ async def test_delete_removes_the_asset_its_jobs_and_then_its_upload(
         assert not await unit.assets.delete(asset.id)
 
 
+async def test_existing_answers_which_ids_are_the_organisations_assets(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    org, other = new_org(), new_org()
+    mine = [await stored_asset(uow, org) for _ in range(2)]
+    theirs = await stored_asset(uow, other)
+    never = uuid.uuid4()
+    async with uow(org) as unit:
+        asked = [mine[0].id, mine[1].id, theirs.id, never]
+        assert await unit.assets.existing(asked) == {mine[0].id, mine[1].id}
+        assert await unit.assets.existing([]) == set()
+        await unit.assets.delete(mine[1].id)
+        assert await unit.assets.existing(asked) == {mine[0].id}
+
+
 async def test_leaving_without_commit_rolls_back(uow: SqlUnitOfWorkFactory) -> None:
     org = new_org()
     upload = make_upload(org)

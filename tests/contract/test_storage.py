@@ -139,6 +139,36 @@ async def test_delete_and_delete_prefix(storage: Storage) -> None:
     assert await storage.stat(KEY) is None
 
 
+async def names(storage: Storage, prefix: str) -> list[str]:
+    return sorted([name async for name in storage.list_names(prefix)])
+
+
+async def test_list_names_lists_one_level_like_ls(storage: Storage) -> None:
+    for key in (
+        "derived/org-a/a1/thumbs/0000.jpg",
+        "derived/org-a/a1/thumbs/0001.jpg",
+        "derived/org-a/sidecars/a1.json",
+        "derived/org-b/x.json",
+        KEY,
+    ):
+        await storage.write_bytes(key, b"x")
+    assert await names(storage, "derived/") == ["org-a/", "org-b/"]
+    assert await names(storage, "derived/org-a/") == ["a1/", "sidecars/"]
+    assert await names(storage, "derived/org-a/sidecars/") == ["a1.json"]
+    assert await names(storage, "derived/org-b/") == ["x.json"]
+    assert await names(storage, "derived/org-c/") == []
+    await storage.delete_prefix("derived/org-a/a1/")
+    assert await names(storage, "derived/org-a/") == ["sidecars/"]
+
+
+async def test_list_names_never_shows_scratch_files(tmp_path: Path) -> None:
+    # A derived root of its own keeps its own .scratch directory at the top of it.
+    storage = LocalStorage(tmp_path / "storage", SIGNER, derived_root=tmp_path / "derived")
+    await storage.write_bytes("derived/org-a/a1/thumbs/0000.jpg", b"x")
+    (tmp_path / "derived" / ".scratch" / "left.part").write_bytes(b"half")
+    assert await names(storage, "derived/") == ["org-a/"]
+
+
 async def test_uris_are_distinct_per_key(storage: Storage) -> None:
     assert storage.uri_for(KEY) != storage.uri_for(KEY + "x")
     assert KEY in storage.uri_for(KEY)

@@ -6,7 +6,7 @@ its schema — valid and invalid data — with a fixed seed (``derandomize``) an
 examples per operation, and every response goes through all of schemathesis' default checks:
 no 5xx, status codes, content types, headers and bodies as declared, invalid data rejected, valid
 data accepted, auth not ignored, a missing required header refused, unsupported methods answered
-405, use-after-free and resource availability (stateful). Two more checks of our own:
+405, use-after-free and resource availability (stateful). Three more checks of our own:
 
 - ``no_org_b_ids``: every answer to organisation A is searched (status line aside: body and
   headers) for the ids of organisation B's upload, asset and job, made before the run through
@@ -14,6 +14,8 @@ data accepted, auth not ignored, a missing required header refused, unsupported 
   problem's ``instance`` is the request path); anything else is a leak. ``map_path_parameters``
   and ``map_body`` hooks aim a share of the generated requests at B's ids, so the check is
   exercised on the answers that would leak if tenancy broke.
+- ``safe_headers``: every answer says ``X-Content-Type-Options: nosniff`` and carries one
+  ``Cache-Control``: ``no-store``, or ``private, max-age=…`` for a signed file.
 - problem responses are narrowed in the document to their status and codes, so the schema
   conformance check also proves every problem ``code`` a route answers is declared.
 
@@ -287,6 +289,20 @@ def no_org_b_ids(ctx: Any, response: Any, case: Any) -> bool | None:
     return None
 
 
+@schemathesis.check
+def safe_headers(ctx: Any, response: Any, case: Any) -> bool | None:
+    """No answer may be sniffed as another type, nor kept by a cache it was not meant for."""
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    if headers.get("x-content-type-options") not in ("nosniff", ["nosniff"]):
+        raise AssertionError("the answer lacks X-Content-Type-Options: nosniff")
+    cache = headers.get("cache-control")
+    cache = cache[0] if isinstance(cache, list) and len(cache) == 1 else cache
+    signed_file = case.operation.label == "GET /v1/files/{key}" and response.status_code == 200
+    if cache != "no-store" and not (signed_file and str(cache).startswith("private, max-age=")):
+        raise AssertionError(f"the answer says Cache-Control: {cache!r}, not no-store")
+    return None
+
+
 _SETTINGS = settings(
     max_examples=MAX_EXAMPLES,
     derandomize=True,
@@ -299,7 +315,7 @@ _SETTINGS = settings(
 @schema.parametrize()
 @_SETTINGS
 def test_every_operation_conforms(case: Any) -> None:
-    case.call_and_validate(additional_checks=[no_org_b_ids])
+    case.call_and_validate(additional_checks=[no_org_b_ids, safe_headers])
 
 
 class Workflow(schema.as_state_machine()):  # type: ignore[misc]
@@ -341,7 +357,9 @@ class Workflow(schema.as_state_machine()):  # type: ignore[misc]
             self.clip_slots.add(response.json()["upload_id"])
 
     def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
-        super().validate_response(response, case, additional_checks=[no_org_b_ids], **kwargs)
+        super().validate_response(
+            response, case, additional_checks=[no_org_b_ids, safe_headers], **kwargs
+        )
 
 
 def test_workflows_along_the_links(org_b: dict[str, str]) -> None:
@@ -399,7 +417,7 @@ def test_the_links_lead_from_init_to_a_finished_job(org_b: dict[str, str]) -> No
     def call(label: str, **kwargs: Any) -> Any:
         method, path = label.split(" ", 1)
         case = schema[path][method].Case(headers=headers, **kwargs)
-        return case.call_and_validate(additional_checks=[no_org_b_ids])
+        return case.call_and_validate(additional_checks=[no_org_b_ids, safe_headers])
 
     clip = CLIP["bytes"]
     init = call(
@@ -468,6 +486,26 @@ def test_the_leak_check_flags_an_org_b_id_it_was_not_sent(org_b: dict[str, str])
         no_org_b_ids(None, Answer("{}", {"Location": f"/v1/x/{ORG_B}"}), Sent())
     echoed = Answer(f'{{"instance": "/v1/assets/{asset}"}}', {})
     assert no_org_b_ids(None, echoed, Sent({"asset_id": asset})) is None
+
+
+def test_the_header_check_flags_a_sniffable_or_cacheable_answer() -> None:
+    class Answer:
+        def __init__(self, headers: dict[str, list[str]]) -> None:
+            self.headers = headers
+            self.status_code = 200
+
+    class Case:
+        class operation:  # stands for schemathesis' attribute
+            label = "GET /v1/assets"
+
+    nosniff = {"X-Content-Type-Options": ["nosniff"]}
+    with pytest.raises(AssertionError, match="nosniff"):
+        safe_headers(None, Answer({"Cache-Control": ["no-store"]}), Case())
+    with pytest.raises(AssertionError, match="Cache-Control"):
+        safe_headers(None, Answer({**nosniff, "Cache-Control": ["private, max-age=60"]}), Case())
+    with pytest.raises(AssertionError, match="Cache-Control"):
+        safe_headers(None, Answer(nosniff), Case())
+    assert safe_headers(None, Answer({**nosniff, "Cache-Control": ["no-store"]}), Case()) is None
 
 
 def test_the_served_document_is_valid_and_its_links_resolve() -> None:

@@ -167,6 +167,24 @@ async def test_upload_size_failures_keep_nothing(
     assert second.json()["code"] == "upload_already_received"
 
 
+async def test_a_put_with_content_range_is_refused_not_stored_as_the_whole_file(
+    client: AsyncTestClient[Litestar],
+    make_token: TokenFactory,
+    settings: Settings,
+    h264_aac_mp4: Path,
+    org_a: str,
+) -> None:
+    data = h264_aac_mp4.read_bytes()
+    init = await init_upload(client, make_token(org_a), h264_aac_mp4)
+    for content_range in (f"bytes 0-{len(data) - 1}/{len(data)}", f"bytes 0-{len(data) - 1}/*"):
+        headers = {**init["headers"], "Content-Range": content_range}
+        response = await client.put(init["upload_url"], content=data, headers=headers)
+        assert response.status_code == 400, response.text  # RFC 9110 §14.5
+        assert response.json()["code"] == "content_range_unsupported"
+        assert stored_files(settings) == []
+    assert (await put_upload(client, init, data)).status_code == 200  # the slot is untouched
+
+
 async def test_checksum_mismatch_keeps_nothing(
     client: AsyncTestClient[Litestar],
     make_token: TokenFactory,
@@ -204,7 +222,12 @@ async def test_init_limits(
     assert response.status_code == 201
     assert response.json()["source_name"] == "passwd"
     assert "/etc/passwd" not in response.json()["source_uri"].split("/uploads/")[0]
-    for bad in ({**base, "content_length": 0}, {**base, "sha256": "xyz"}, {"content_length": 1}):
+    for bad in (
+        {**base, "content_length": 0},
+        {**base, "sha256": "xyz"},
+        {**base, "sha256": "ab" * 32 + "\n"},  # "$" alone would let the newline through
+        {"content_length": 1},
+    ):
         response = await client.post("/v1/ingest/init", json=bad, headers=bearer(token))
         assert response.status_code == 400, bad
 

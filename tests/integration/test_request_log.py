@@ -9,8 +9,10 @@ import pytest
 import structlog
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from litestar.types import Message, Receive, Scope, Send
 from structlog.testing import capture_logs
 
+from heimdex.entrypoints.http.request_log import log_request
 from heimdex.logs import configure_logging, get_logger
 from tests.fixtures.app import TokenFactory, bearer
 
@@ -50,3 +52,30 @@ def test_json_lines_when_asked(capfd: pytest.CaptureFixture[str]) -> None:
     finally:
         logging.getLogger().handlers.clear()
         structlog.reset_defaults()
+
+
+async def test_a_request_id_is_taken_only_when_all_of_it_is_sane() -> None:
+    # Below the HTTP parser: what reaches the app as a header value is taken whole or not at all.
+    sent: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    for given in (b"req-1\n", b"req-1\r\nx"):
+        sent.clear()
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/",
+            "headers": [(b"x-request-id", given)],
+        }
+        await log_request(app, scope, receive, send)  # type: ignore[arg-type]
+        (answered,) = [v for k, v in sent[0]["headers"] if k == b"x-request-id"]
+        assert answered != given
+        assert len(answered) == 32

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -112,6 +112,11 @@ class FakeStorage:
 
     async def read_chunks(self, key: str) -> AsyncIterator[bytes]:
         yield self.objects[key]
+
+    async def list_names(self, prefix: str) -> AsyncIterator[str]:
+        below = [k[len(prefix) :] for k in self.objects if k.startswith(prefix)]
+        for name in sorted({n.split("/", 1)[0] + ("/" if "/" in n else "") for n in below}):
+            yield name
 
     async def delete(self, key: str) -> None:
         self.objects.pop(key, None)
@@ -274,6 +279,9 @@ class _Assets:
 
     async def delete(self, asset_id: UUID) -> bool:
         return self._t.assets.pop(asset_id, None) is not None
+
+    async def existing(self, asset_ids: Sequence[UUID]) -> set[UUID]:
+        return {i for i in asset_ids if await self.get(i) is not None}
 
 
 class _Jobs:

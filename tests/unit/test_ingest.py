@@ -407,3 +407,8 @@ async def test_commit_waits_for_a_put_still_running(
     with pytest.raises(UploadInProgress):
         await service.commit_upload(ORG_A, upload.id)
     assert database.tables.assets == {}
+
+
+async def test_a_sha256_with_a_trailing_newline_is_refused(service: IngestService) -> None:
+    with pytest.raises(InvalidInput):  # "$" in a match() lets "…\n" through
+        await service.init_upload(ORG_A, request(sha256="ab" * 32 + "\n"), "http://api")

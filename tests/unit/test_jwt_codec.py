@@ -50,6 +50,7 @@ def test_accepts_the_oauth_space_separated_scope_claim() -> None:
         (encode({"sub": "u1"}), "no org_id"),
         (encode({"org_id": ""}), "empty org_id"),
         (encode({"org_id": "../etc"}), "org_id not usable"),
+        (encode({"org_id": "acme\n"}), "org_id with a trailing newline (another tenant)"),
         (encode({"org_id": 42}), "org_id not a string"),
         (encode({"org_id": "acme"}, algorithm="HS512"), "another algorithm"),
         ("not-a-jwt", "garbage"),

@@ -6,7 +6,11 @@ import pytest
 
 from heimdex.domain.errors import InvalidStorageKey
 from heimdex.domain.storage_keys import (
+    asset_of_derived_key,
+    asset_of_derived_name,
+    asset_of_sidecar_name,
     is_valid_org_id,
+    org_of_derived_name,
     safe_source_name,
     sidecar_key,
     thumbnail_key,
@@ -52,7 +56,9 @@ def test_valid_org_ids(org: str) -> None:
     assert is_valid_org_id(org)
 
 
-@pytest.mark.parametrize("org", ["", "../x", "a/b", ".hidden", "a..b", "x" * 129, "a b"])
+@pytest.mark.parametrize(
+    "org", ["", "../x", "a/b", ".hidden", "a..b", "x" * 129, "a b", "org-a\n", "org-a\r\n"]
+)
 def test_invalid_org_ids_never_become_keys(org: str) -> None:
     assert not is_valid_org_id(org)
     with pytest.raises(InvalidStorageKey):
@@ -68,3 +74,29 @@ def test_keys_that_could_escape_are_refused(key: str) -> None:
 def test_thumbnail_formats_are_limited() -> None:
     with pytest.raises(InvalidStorageKey):
         thumbnail_key("acme", ASSET, 0, "svg")
+
+
+def test_derived_keys_name_their_asset() -> None:
+    assert asset_of_derived_key("acme", thumbnail_key("acme", ASSET, 3, "jpg")) == ASSET
+    assert asset_of_derived_key("acme", sidecar_key("acme", ASSET)) == ASSET
+    assert asset_of_derived_key("other", thumbnail_key("acme", ASSET, 3, "jpg")) is None
+    lettered = UUID("abcdef00-0000-4000-8000-000000000001")
+    for key in (
+        f"derived/acme/{str(lettered).upper()}/thumbs/0000.jpg",  # another spelling
+        f"derived/acme/sidecars/{ASSET}.json/x",
+        f"derived/acme/sidecars/{ASSET}.txt",
+        f"derived/acme/{ASSET}",
+        f"uploads/acme/{ASSET}/clip.mp4",
+    ):
+        assert asset_of_derived_key("acme", key) is None, key
+
+
+def test_listed_derived_names() -> None:
+    assert org_of_derived_name("acme/") == "acme"
+    assert org_of_derived_name("acme") is None
+    assert org_of_derived_name(".scratch/") is None
+    assert asset_of_derived_name(f"{ASSET}/") == ASSET
+    assert asset_of_derived_name("sidecars/") is None
+    assert asset_of_derived_name(f"{ASSET}") is None
+    assert asset_of_sidecar_name(f"{ASSET}.json") == ASSET
+    assert asset_of_sidecar_name(f"{ASSET}.json.part") is None

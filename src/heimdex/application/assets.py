@@ -77,9 +77,13 @@ class AssetService:
     async def delete(self, principal: Principal, asset_id: UUID) -> None:
         """Remove the asset, its upload slot, its source object and everything derived from it.
 
-        Rows go first: a crash in between leaves orphaned files, never rows pointing at nothing.
+        Rows go first: a crash in between leaves orphaned files (the derived-files sweep's),
+        never rows pointing at nothing. Under the organisation's lock, like a job recording its
+        outcome: a job that finishes after this commit finds the asset gone and removes what it
+        wrote; one that finished before wrote nothing the removal below misses.
         """
         async with self._uow(principal.org_id) as uow:
+            await uow.lock_org()
             asset = await uow.assets.get(asset_id)
             if asset is None:
                 raise NotFound("no such asset")

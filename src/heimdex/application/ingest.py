@@ -43,8 +43,9 @@ from heimdex.logs import get_logger
 
 log = get_logger(__name__)
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_MEDIA_TYPE = re.compile(r"^(video|audio)/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+# Used with ``fullmatch``: ``match`` with ``$`` also accepts a trailing newline.
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_MEDIA_TYPE = re.compile(r"(video|audio)/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 
 
 class UploadRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,12 +98,12 @@ class IngestService:
                 f"{self._limits.max_upload_size_bytes} bytes"
             )
         content_type = request.content_type.strip().lower()
-        if not _MEDIA_TYPE.match(content_type):
+        if not _MEDIA_TYPE.fullmatch(content_type):
             raise UnsupportedMediaType(
                 f"content_type {request.content_type!r} is not video/* or audio/*"
             )
         sha256 = request.sha256.lower() if request.sha256 else None
-        if sha256 is not None and not _SHA256.match(sha256):
+        if sha256 is not None and not _SHA256.fullmatch(sha256):
             raise InvalidInput("sha256 must be 64 hexadecimal characters")
         now = self._clock.now()
         upload_id = uuid.uuid4()

@@ -246,8 +246,9 @@ class JobService:
             if not isinstance(_unwrap(exc), Exception):
                 raise
             return
-        await self._once_database_answers(lambda: self._record_success(job, asset))
-        self._metrics.job_finished(job.kind, "succeeded", time.perf_counter() - started)
+        kept = await self._once_database_answers(lambda: self._record_success(job, asset))
+        finished: JobOutcome = "succeeded" if kept else "failed"
+        self._metrics.job_finished(job.kind, finished, time.perf_counter() - started)
 
     async def _once_database_answers(self, operation: Callable[[], Awaitable[T]]) -> T:
         """``operation()``; while the database is unavailable, again with back-off for up to one
@@ -314,7 +315,9 @@ class JobService:
         )
         return asset
 
-    async def _record_success(self, job: Job, asset: Asset) -> None:
+    async def _record_success(self, job: Job, asset: Asset) -> bool:
+        """Record the run's success, unless its asset was deleted while it ran: then what it
+        wrote is removed and the answer is ``False``."""
         now = self._clock.now()
         done = msgspec.structs.replace(
             job,
@@ -327,15 +330,41 @@ class JobService:
             updated_at=now,
         )
         async with self._uow(job.org_id) as uow:
-            if await uow.jobs.finish(done, self.worker_id):
-                current = await uow.assets.get(asset.id)
-                if current is not None:
-                    await uow.assets.save(
-                        msgspec.structs.replace(current, status=AssetStatus.READY, updated_at=now)
-                    )
+            # The delete holds this lock too, and removes files only after it committed: the
+            # asset is either gone now (so this run removes what it wrote, below) or stays
+            # until this commits (so its delete comes later and removes everything).
+            await uow.lock_org()
+            current = await uow.assets.get(asset.id)
+            if current is not None and await uow.jobs.finish(done, self.worker_id):
+                await uow.assets.save(
+                    msgspec.structs.replace(current, status=AssetStatus.READY, updated_at=now)
+                )
             await uow.commit()
+        if current is None:
+            await self._discard_outputs(job)
+            return False
         log.info(
             "job_succeeded", job_id=str(job.id), asset_id=str(job.asset_id), attempt=job.attempts
+        )
+        return True
+
+    async def _discard_outputs(self, job: Job) -> None:
+        """Remove what runs of the job wrote for an asset that was deleted: its thumbnails and
+        sidecar must not outlive it. A failure here leaves them to the derived-files sweep."""
+        try:
+            removed = await self._storage.delete_prefix(
+                asset_derived_prefix(job.org_id, job.asset_id)
+            )
+            await self._storage.delete(sidecar_key(job.org_id, job.asset_id))
+        except (HeimdexError, OSError) as exc:
+            log.warning("job_outputs_not_discarded", job_id=str(job.id), error=str(exc))
+            return
+        log.warning(
+            "job_outputs_discarded",
+            job_id=str(job.id),
+            asset_id=str(job.asset_id),
+            reason="the asset was deleted while the job ran",
+            thumbnails=removed,
         )
 
     async def _record_failure(self, job: Job, exc: BaseException) -> bool:
@@ -375,13 +404,19 @@ class JobService:
                 updated_at=now,
             )
         async with self._uow(job.org_id) as uow:
-            if await uow.jobs.finish(outcome, self.worker_id) and not retry:
-                current = await uow.assets.get(job.asset_id)
-                if current is not None:
-                    await uow.assets.save(
-                        msgspec.structs.replace(current, status=AssetStatus.FAILED, updated_at=now)
-                    )
+            if not interrupted:  # as in _record_success: a delete is before or after this
+                await uow.lock_org()
+            current = await uow.assets.get(job.asset_id)
+            if await uow.jobs.finish(outcome, self.worker_id) and not retry and current:
+                await uow.assets.save(
+                    msgspec.structs.replace(current, status=AssetStatus.FAILED, updated_at=now)
+                )
             await uow.commit()
+        if current is None and not interrupted:
+            # Its row went with the asset: nothing to retry. A run that failed part-way may
+            # have written some outputs.
+            await self._discard_outputs(job)
+            retry = False
         (log.warning if retry else log.error)(
             "job_retry_scheduled" if retry else "job_failed",
             job_id=str(job.id),

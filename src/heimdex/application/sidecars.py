@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from uuid import UUID
 
 import msgspec
 
 from heimdex.domain.errors import NotFound, SidecarNotReady, SourceNotFound
 from heimdex.domain.model import Asset, Principal
-from heimdex.domain.ports import Clock, Storage, UnitOfWorkFactory
+from heimdex.domain.ports import Clock, Storage, StoredObject, UnitOfWorkFactory
 from heimdex.domain.sidecar import SidecarDocument
-from heimdex.domain.storage_keys import sidecar_key
+from heimdex.domain.storage_keys import asset_of_derived_key, sidecar_key
 
 
 class ThumbnailLink(msgspec.Struct, frozen=True, kw_only=True):
@@ -68,3 +69,17 @@ class SidecarService:
             )
             for item in document.thumbnails
         ]
+
+    async def signed_file(self, org_id: str, key: str) -> tuple[StoredObject, AsyncIterator[bytes]]:
+        """A derived file (thumbnail, sidecar) of ``org_id`` that a signed URL names, and its
+        bytes. Only while its asset exists: the URLs of a deleted asset answer ``NotFound``
+        even for a file that outlived it (a job still writing, or killed before clean-up)."""
+        asset_id = asset_of_derived_key(org_id, key)
+        if asset_id is None:
+            raise NotFound("no such file")
+        async with self._uow(org_id) as uow:
+            asset = await uow.assets.get(asset_id)
+        stored = None if asset is None else await self._storage.stat(key)
+        if stored is None:
+            raise NotFound("no such file")
+        return stored, self._storage.read_chunks(key)

@@ -183,6 +183,14 @@ class LengthMismatch(HeimdexError):
     title = "The body is shorter than the declared content length"
 
 
+class PartialUploadUnsupported(InvalidInput):
+    """A PUT with ``Content-Range``: a part of the file, which this server would otherwise store
+    as the whole of it (RFC 9110 §14.5: such a PUT must then be refused with 400)."""
+
+    code = "content_range_unsupported"
+    title = "Partial uploads (Content-Range) are not supported"
+
+
 class ChecksumMismatch(HeimdexError):
     code = "checksum_mismatch"
     title = "The body's sha256 is not the declared one"

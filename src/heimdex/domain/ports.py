@@ -157,6 +157,12 @@ class Storage(HealthCheck, ScratchArea, Protocol):
         """The object's bytes in fixed-size chunks."""
         ...
 
+    def list_names(self, prefix: str) -> AsyncIterator[str]:
+        """What lies directly under ``prefix`` (which ends in ``/``), one level deep, like
+        ``ls``: each object's last segment, and each deeper level once, as its segment with
+        a ``/`` after it. In no promised order; nothing when nothing is there."""
+        ...
+
     async def delete(self, key: str) -> None:
         """Remove one object; missing is fine."""
         ...
@@ -284,6 +290,11 @@ class AssetRepository(Protocol):
     async def save(self, asset: Asset) -> None: ...
 
     async def delete(self, asset_id: UUID) -> bool: ...
+
+    async def existing(self, asset_ids: Sequence[UUID]) -> set[UUID]:
+        """Which of ``asset_ids`` are the organisation's assets (the others are gone, or
+        were never its own)."""
+        ...
 
 
 class JobRepository(Protocol):

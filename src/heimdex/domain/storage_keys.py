@@ -15,7 +15,8 @@ from uuid import UUID
 
 from heimdex.domain.errors import InvalidStorageKey
 
-_ORG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Used with ``fullmatch``: ``match`` with ``$`` accepts a trailing newline ("org-a\n").
+_ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._ -]+")
 _MAX_NAME_LENGTH = 120
 THUMBNAIL_FORMATS = frozenset({"jpg", "webp"})
@@ -23,7 +24,7 @@ THUMBNAIL_FORMATS = frozenset({"jpg", "webp"})
 
 def is_valid_org_id(org_id: str) -> bool:
     """Org ids become path segments, so they are restricted to a safe alphabet."""
-    return bool(_ORG_ID.match(org_id)) and ".." not in org_id
+    return bool(_ORG_ID.fullmatch(org_id)) and ".." not in org_id
 
 
 def _org_segment(org_id: str) -> str:
@@ -55,12 +56,21 @@ def upload_key(org_id: str, upload_id: UUID, source_name: str) -> str:
     return f"{uploads_prefix(org_id)}{upload_id}/{safe_source_name(source_name)}"
 
 
+DERIVED_ROOT = "derived/"
+_SIDECARS = "sidecars/"
+_SIDECAR_SUFFIX = ".json"
+
+
 def derived_prefix(org_id: str) -> str:
-    return f"derived/{_org_segment(org_id)}/"
+    return f"{DERIVED_ROOT}{_org_segment(org_id)}/"
+
+
+def sidecars_prefix(org_id: str) -> str:
+    return f"{derived_prefix(org_id)}{_SIDECARS}"
 
 
 def sidecar_key(org_id: str, asset_id: UUID) -> str:
-    return f"{derived_prefix(org_id)}sidecars/{asset_id}.json"
+    return f"{sidecars_prefix(org_id)}{asset_id}{_SIDECAR_SUFFIX}"
 
 
 def asset_derived_prefix(org_id: str, asset_id: UUID) -> str:
@@ -73,6 +83,52 @@ def thumbnail_key(org_id: str, asset_id: UUID, index: int, fmt: str) -> str:
             f"thumbnail format {fmt!r} is not one of {sorted(THUMBNAIL_FORMATS)}"
         )
     return f"{asset_derived_prefix(org_id, asset_id)}thumbs/{index:04d}.{fmt}"
+
+
+def org_of_derived_name(name: str) -> str | None:
+    """The organisation a name listed under ``DERIVED_ROOT`` (``"{org_id}/"``) stands for."""
+    org_id = name.removesuffix("/")
+    return org_id if name.endswith("/") and is_valid_org_id(org_id) else None
+
+
+def asset_of_derived_name(name: str) -> UUID | None:
+    """The asset a name listed under ``derived_prefix`` (``"{asset_id}/"``) stands for."""
+    return _canonical_uuid(name.removesuffix("/")) if name.endswith("/") else None
+
+
+def asset_of_sidecar_name(name: str) -> UUID | None:
+    """The asset a name listed under ``sidecars_prefix`` (``"{asset_id}.json"``) stands for."""
+    if not name.endswith(_SIDECAR_SUFFIX):
+        return None
+    return _canonical_uuid(name.removesuffix(_SIDECAR_SUFFIX))
+
+
+def asset_of_derived_key(org_id: str, key: str) -> UUID | None:
+    """The asset a key of ``org_id``'s derived files (a thumbnail, the sidecar) belongs to;
+    ``None`` for a key that is no derived file of that organisation."""
+    try:
+        prefix = derived_prefix(org_id)
+    except InvalidStorageKey:
+        return None
+    if not key.startswith(prefix):
+        return None
+    rest = key[len(prefix) :]
+    first, slash, tail = rest.partition("/")
+    if not slash:
+        return None
+    if first + slash == _SIDECARS:
+        return None if "/" in tail else asset_of_sidecar_name(tail)
+    return asset_of_derived_name(first + slash)
+
+
+def _canonical_uuid(text: str) -> UUID | None:
+    """The UUID ``text`` spells as this module writes it (lower-case, hyphenated), else
+    ``None``: another spelling is another key, never the same asset."""
+    try:
+        value = UUID(text)
+    except ValueError:
+        return None
+    return value if str(value) == text else None
 
 
 def validate_key(key: str) -> str:

@@ -18,6 +18,7 @@ Rows never leave this module: callers get domain structs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
@@ -373,6 +374,16 @@ class SqlAssetRepository(_OrgRepository):
             delete(ASSETS).where(ASSETS.c.org_id == self._org_id, ASSETS.c.id == asset_id)
         )
         return changed == 1
+
+    async def existing(self, asset_ids: Sequence[UUID]) -> set[UUID]:
+        if not asset_ids:
+            return set()
+        result = await self._execute(
+            select(ASSETS.c.id).where(
+                ASSETS.c.org_id == self._org_id, ASSETS.c.id.in_(list(asset_ids))
+            )
+        )
+        return {UUID(str(value)) for value in result.scalars()}
 
     async def _one(self, condition: ColumnElement[bool]) -> Asset | None:
         result = await self._execute(

@@ -213,6 +213,16 @@ class LocalStorage:
         finally:
             handle.close()
 
+    async def list_names(self, prefix: str) -> AsyncIterator[str]:
+        """The directory's entries: files as their names, directories as ``name/``. The
+        scratch directory and anything reached through a symlink are never listed."""
+        if not prefix.endswith("/"):
+            raise InvalidStorageKey(f"{prefix!r} is not a prefix ending in '/'")
+        base, rest = self._base_and_rest(prefix)
+        directory = base / rest
+        for name in await run_blocking(_list_directory, directory, directory == base):
+            yield name
+
     # -- deletes ------------------------------------------------------------------------------
     async def delete(self, key: str) -> None:
         await run_blocking(self.path_for(key).unlink, missing_ok=True)
@@ -268,6 +278,23 @@ def _single(exc: Exception) -> Exception:
     while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
+
+
+def _list_directory(directory: Path, is_base: bool) -> list[str]:
+    try:
+        with os.scandir(directory) as listing:
+            entries = list(listing)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    names: list[str] = []
+    for entry in entries:
+        if is_base and entry.name == SCRATCH_DIR:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            names.append(entry.name + "/")
+        elif entry.is_file(follow_symlinks=False):
+            names.append(entry.name)
+    return names
 
 
 def _make_directories(*directories: Path) -> None:

@@ -314,6 +314,21 @@ class S3Storage:
         parts in memory and in S3 (a lifecycle rule reaps abandoned multipart uploads)."""
         return await run_blocking(_sweep_copies, self.temp_dir, modified_before.timestamp())
 
+    async def list_names(self, prefix: str) -> AsyncIterator[str]:
+        """One ``/``-delimited listing of ``prefix``, page by page: common prefixes are the
+        deeper levels, contents the objects."""
+        if not prefix.endswith("/"):
+            raise StorageError(f"{prefix!r} is not a prefix ending in '/'")
+        validate_key(prefix)
+        client = await self._s3()
+        with _storage_errors(f"listing {prefix!r}"):
+            paginator = client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                for common in page.get("CommonPrefixes", []):
+                    yield common["Prefix"][len(prefix) :]
+                for item in page.get("Contents", []):
+                    yield item["Key"][len(prefix) :]
+
     # -- deletes ------------------------------------------------------------------------------
     async def delete(self, key: str) -> None:
         validate_key(key)

@@ -34,6 +34,7 @@ from heimdex.entrypoints.http.problems import EXCEPTION_HANDLERS
 from heimdex.entrypoints.http.rate_limit import RateLimitMiddleware
 from heimdex.entrypoints.http.request_log import log_request
 from heimdex.entrypoints.http.schemas import sidecar_schema
+from heimdex.entrypoints.http.security_headers import with_security_headers
 from heimdex.entrypoints.http.uploads import UploadController
 from heimdex.logs import configure_logging, get_logger
 from heimdex.settings import Settings, load_settings
@@ -45,14 +46,18 @@ _MULTIPART_OVERHEAD = 1024 * 1024
 
 
 class HeimdexApp(Litestar):
-    """Litestar with the request log and metrics wrapped around everything, routing errors
-    included."""
+    """Litestar with the request log, metrics and security headers wrapped around everything,
+    routing errors included."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
         if scope["type"] == ScopeType.HTTP:
             services: Services = self.state.services
             await log_request(
-                super().__call__, scope, receive, send, services.metrics.request_finished
+                with_security_headers(super().__call__),
+                scope,
+                receive,
+                send,
+                services.metrics.request_finished,
             )
         else:
             await super().__call__(scope, receive, send)

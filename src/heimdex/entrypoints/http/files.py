@@ -12,7 +12,7 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from heimdex.domain import errors
-from heimdex.domain.errors import InvalidUrlSignature, NotFound, UrlExpired
+from heimdex.domain.errors import InvalidUrlSignature, UrlExpired
 from heimdex.domain.storage_keys import validate_key
 from heimdex.entrypoints.http.deps import services_from
 from heimdex.entrypoints.http.openapi import (
@@ -74,17 +74,15 @@ class FileController(Controller):
         if int(expires) <= time.time():
             raise UrlExpired("this URL has expired; ask for a fresh one")
         validate_key(key)
-        if not key.startswith(f"derived/{org_id}/"):
-            raise NotFound("no such file")
-        stat = await services.storage.stat(key)
-        if stat is None:
-            raise NotFound("no such file")
+        stored, chunks = await services.sidecars.signed_file(org_id, key)
         media_type = _MEDIA_TYPES.get(key.rsplit(".", 1)[-1], "application/octet-stream")
+        # A browser may keep it for as long as the URL is valid, never a shared cache.
+        max_age = max(int(expires) - int(time.time()), 0)
         return Stream(
-            services.storage.read_chunks(key),
+            chunks,
             media_type=media_type,
             headers={
-                "Content-Length": str(stat.size_bytes),
-                "Cache-Control": "private, max-age=300",
+                "Content-Length": str(stored.size_bytes),
+                "Cache-Control": f"private, max-age={max_age}",
             },
         )

@@ -32,7 +32,9 @@ from heimdex.entrypoints.http.openapi import (
 from heimdex.entrypoints.http.public_url import public_base_url
 
 OrgId = Annotated[str, msgspec.Meta(max_length=128)] | None
-Sha256 = Annotated[str, msgspec.Meta(pattern="^[0-9a-fA-F]{64}$")]
+# msgspec searches for the pattern, where "$" also matches before a final "\n": the length
+# bound makes it a whole match.
+Sha256 = Annotated[str, msgspec.Meta(pattern="^[0-9a-fA-F]{64}$", min_length=64, max_length=64)]
 
 
 class InitRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -17,7 +17,7 @@ from heimdex.domain.model import Principal
 from heimdex.logs import get_logger
 
 log = get_logger("heimdex.request")
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # fullmatch: "$" passes a "\n"
 
 # (method, route template or None when no route matched, status, seconds)
 RequestObserver = Callable[[str, str | None, int, float], None]
@@ -27,7 +27,7 @@ def _request_id(scope: HTTPScope) -> str:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
             candidate = value.decode("latin-1")
-            if _SANE_REQUEST_ID.match(candidate):
+            if _SANE_REQUEST_ID.fullmatch(candidate):
                 return candidate
     return uuid.uuid4().hex
 

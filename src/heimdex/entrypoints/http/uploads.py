@@ -32,6 +32,7 @@ from heimdex.domain import errors
 from heimdex.domain.errors import (
     InvalidUploadSignature,
     LengthMismatch,
+    PartialUploadUnsupported,
     UploadExpired,
 )
 from heimdex.domain.model import Principal, UploadStatus
@@ -115,6 +116,7 @@ class UploadController(Controller):
                 errors.Unauthenticated,
                 errors.InvalidUploadSignature,
                 errors.LengthMismatch,
+                errors.PartialUploadUnsupported,
                 errors.NotFound,
                 errors.UploadAlreadyReceived,
                 errors.UploadInProgress,
@@ -144,7 +146,8 @@ class UploadController(Controller):
         summary="Send an upload's bytes",
         description="The raw file as the body, with the headers init returned. Streams to "
         "storage in constant memory, hashing as it goes; more bytes than declared → 413, fewer → "
-        "400 `length_mismatch`, another sha256 → 422 `checksum_mismatch`; nothing is kept on "
+        "400 `length_mismatch`, a `Content-Range` (a part of the file) → 400 "
+        "`content_range_unsupported`, another sha256 → 422 `checksum_mismatch`; nothing is kept on "
         "failure. 410 after expiry, 409 once the slot holds its file.",
     )
     async def receive(
@@ -156,6 +159,8 @@ class UploadController(Controller):
         services = services_from(request.app.state)
         org_id = _org_from_request(request, services)
         request.scope["user"] = Principal(org_id=org_id)  # for the request log line
+        if "content-range" in request.headers:  # until resumable uploads exist
+            raise PartialUploadUnsupported("send the whole file in one PUT, without Content-Range")
         upload = await ingest.receive_upload(org_id, upload_id, _fixed_chunks(request))
         return UploadReceipt(
             upload_id=upload.id,

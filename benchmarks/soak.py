@@ -309,7 +309,8 @@ def report(
     print(f"jobs lost: {len(lost)}")
     print(f"jobs duplicated: {len(duplicated)}")
     print(f"succeeded jobs missing outputs: {missing_outputs}, with extra outputs: {extra_outputs}")
-    print(f"leftover partial files: {len(leftovers)}")
+    named = [str(path.relative_to(derived.parents[1])) for path in leftovers[:5]]
+    print(f"leftover partial files: {len(leftovers)}{' ' + str(named) if named else ''}")
     ok = not (lost or duplicated or missing_outputs or extra_outputs or leftovers or outside)
     print("verdict:", "OK" if ok else "PROBLEMS FOUND")
 

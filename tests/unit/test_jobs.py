@@ -131,9 +131,10 @@ async def test_a_second_delivery_is_a_no_op(world: World) -> None:
 async def test_organisations_take_turns_whatever_order_the_messages_come_in(
     world: World,
 ) -> None:
-    backlog = [
-        (await world.jobs.request_sidecar(ORG, (await world.asset()).id, SPEC))[0] for _ in range(3)
-    ]
+    backlog = []
+    for _ in range(3):  # a second apart: within an organisation, the oldest job goes first
+        backlog.append((await world.jobs.request_sidecar(ORG, (await world.asset()).id, SPEC))[0])
+        world.clock.advance(seconds=1)
     other = Principal(org_id="org-b")
     world.clock.advance(seconds=1)
     late, _ = await world.jobs.request_sidecar(other, (await world.asset("org-b")).id, SPEC)

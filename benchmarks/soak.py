@@ -5,8 +5,9 @@
 `heimdex serve` and two `heimdex worker` processes run on a PostgreSQL cluster of the soak's own
 (initdb on a free port, so it can be stopped the hard way) and a private redis-server. Each
 client loops over the README walkthrough: init → PUT → commit → request a sidecar → poll the
-job → read the sidecar → list the thumbnails, retrying a step the way a client should (on 503
-after its Retry-After, on a refused connection). Three faults are injected, one after another:
+job → read the sidecar → list the thumbnails (clients of two organisations, so jobs take turns),
+retrying a step the way a client should (on 503 after its Retry-After, on a refused
+connection). Three faults are injected, one after another:
 
 1. a worker is SIGKILLed (with its decode processes) and a fresh one started;
 2. Redis is restarted *empty* (no persistence): every queued message is lost;
@@ -207,11 +208,16 @@ def main() -> None:
         )
         deployment.serve()
         workers = [deployment.worker("worker-1"), deployment.worker("worker-2")]
-        token = deployment.token("soak")
+        # Two organisations, so workers take turns between them (and spend messages on each
+        # other's jobs) throughout the faults.
+        tokens = [deployment.token("soak-a"), deployment.token("soak-b")]
         data = make_clip(workdir)
 
         stop = threading.Event()
-        clients = [Client(deployment.base_url, token, data, tally) for _ in range(args.clients)]
+        clients = [
+            Client(deployment.base_url, tokens[i % len(tokens)], data, tally)
+            for i in range(args.clients)
+        ]
         threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in clients]
         started = time.monotonic()
         for thread in threads:
@@ -303,7 +309,8 @@ def report(
     print(f"jobs lost: {len(lost)}")
     print(f"jobs duplicated: {len(duplicated)}")
     print(f"succeeded jobs missing outputs: {missing_outputs}, with extra outputs: {extra_outputs}")
-    print(f"leftover partial files: {len(leftovers)}")
+    named = [str(path.relative_to(derived.parents[1])) for path in leftovers[:5]]
+    print(f"leftover partial files: {len(leftovers)}{' ' + str(named) if named else ''}")
     ok = not (lost or duplicated or missing_outputs or extra_outputs or leftovers or outside)
     print("verdict:", "OK" if ok else "PROBLEMS FOUND")
 

@@ -317,7 +317,9 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
             broker or build_redis_broker(settings.redis_url, queue_name=settings.redis_queue_name)
         )
     else:
-        queue = InProcessJobQueue(run_job)
+        # As many jobs at once as the decoder can work on: more would wait inside it, where
+        # organisations cannot take turns (``JobService.run``).
+        queue = InProcessJobQueue(run_job, concurrency=settings.decode_workers)
     thumbnailer = build_thumbnailer(settings)
     jobs = JobService(
         uow,

@@ -143,6 +143,36 @@ async def test_an_unstarted_in_process_queue_refuses_work() -> None:
         await queue.check()
 
 
+async def test_the_in_process_queue_runs_at_most_its_concurrency_and_holds_the_rest() -> None:
+    # The jobs a slot cannot start yet wait in the queue, where the handler picks whose turn
+    # it is (JobService.run), not inside the decoder; they count as waiting until started.
+    release, running = asyncio.Event(), Delivered()
+
+    async def held(job_id: uuid.UUID) -> None:
+        await running(job_id)
+        await release.wait()
+
+    queue = InProcessJobQueue(held, concurrency=2)
+    await queue.startup()
+    try:
+        ids = [uuid.uuid4() for _ in range(5)]
+        before = datetime.now(UTC)
+        for job_id in ids:
+            await queue.enqueue(job_id)
+        await running.wait_for(2)
+        await anyio.sleep(0.05)  # room for a third to start, were it allowed to
+        assert running.ids == ids[:2]  # first come, first started
+        oldest = await queue.oldest_waiting()
+        assert oldest is not None
+        assert oldest >= before
+        release.set()
+        await running.wait_for(5)
+        assert running.ids == ids
+    finally:
+        release.set()
+        await queue.shutdown()
+
+
 # -- Redis specifics ------------------------------------------------------------------------------
 
 

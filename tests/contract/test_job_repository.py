@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -15,6 +18,7 @@ from heimdex.adapters.db.job_directory import SqlJobDirectory
 from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.domain.model import Job, JobKind, JobStatus, ThumbnailSpec
 from tests.contract.test_repositories import T0, make_job, new_org, stored_asset
+from tests.fixtures.db import PostgresCatalogue
 
 
 @pytest.fixture
@@ -189,3 +193,102 @@ async def test_directory_counts_active_jobs_across_organisations(
     assert set(after) == {JobStatus.QUEUED, JobStatus.RUNNING}
     assert after[JobStatus.QUEUED] - before[JobStatus.QUEUED] == 2
     assert after[JobStatus.RUNNING] - before[JobStatus.RUNNING] == 1
+
+
+# -- whose turn it is -----------------------------------------------------------------------------
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def private_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database of the test's own: the turn is taken across every organisation, so
+    other tests' jobs must not be in it."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        shutil.copyfile(template, tmp_path / "turns.db")
+        return f"sqlite+aiosqlite:///{tmp_path / 'turns.db'}"
+    catalogue: PostgresCatalogue = request.getfixturevalue("private_postgres_catalogue")
+    return catalogue.runtime_url
+
+
+@pytest.fixture
+async def private_database(private_database_url: str) -> AsyncIterator[Database]:
+    database = Database(private_database_url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+async def test_the_turn_is_the_organisation_with_the_fewest_jobs_running(
+    private_database: Database,
+) -> None:
+    uow, directory = SqlUnitOfWorkFactory(private_database), SqlJobDirectory(private_database)
+    busy, waiting = new_org(), new_org()
+    await stored_job(
+        uow,
+        busy,
+        status=JobStatus.RUNNING,
+        lease_expires_at=T0 + timedelta(minutes=1),
+        started_at=T0 - timedelta(seconds=5),
+    )
+    for minutes in (30, 20, 10):  # a backlog older than the other organisation's job
+        await stored_job(uow, busy, created_at=T0 - timedelta(minutes=minutes))
+    late = await stored_job(uow, waiting, enqueued_at=T0, started_at=None)
+    turn = await directory.next_in_turn(T0, prefer_org=busy)
+    assert turn is not None
+    assert (turn.job_id, turn.org_id, turn.enqueued_at) == (late.id, waiting, T0)
+
+
+async def test_among_equals_the_turn_is_the_organisation_served_longest_ago(
+    private_database: Database,
+) -> None:
+    # One worker slot: nobody is running when it picks, so who ran last decides.
+    uow, directory = SqlUnitOfWorkFactory(private_database), SqlJobDirectory(private_database)
+    served, never_served, served_long_ago = new_org(), new_org(), new_org()
+    await stored_job(uow, served, status=JobStatus.SUCCEEDED, started_at=T0)
+    oldest = await stored_job(uow, served, created_at=T0 - timedelta(hours=1))
+    await stored_job(
+        uow, served_long_ago, status=JobStatus.SUCCEEDED, started_at=T0 - timedelta(hours=2)
+    )
+    long_ago_next = await stored_job(uow, served_long_ago)
+    first_ever = await stored_job(uow, never_served, created_at=T0 + timedelta(seconds=1))
+    picks = []
+    for second in range(2, 6):
+        now = T0 + timedelta(seconds=second)
+        turn = await directory.next_in_turn(now, prefer_org=served)
+        if turn is None:
+            break
+        picks.append(turn.job_id)
+        async with uow(turn.org_id) as work:  # as the one slot would: claim it, run it, finish
+            claimed = await work.jobs.claim(turn.job_id, "w", now, now + timedelta(minutes=1))
+            assert claimed is not None
+            done = msgspec.structs.replace(claimed, status=JobStatus.SUCCEEDED)
+            assert await work.jobs.finish(done, "w")
+            await work.commit()
+    assert picks == [first_ever.id, long_ago_next.id, oldest.id]
+
+
+async def test_the_turn_prefers_the_messages_organisation_then_its_oldest_job(
+    private_database: Database,
+) -> None:
+    uow, directory = SqlUnitOfWorkFactory(private_database), SqlJobDirectory(private_database)
+    mine, other = new_org(), new_org()
+    await stored_job(uow, other, created_at=T0 - timedelta(hours=1))
+    await stored_job(uow, mine, created_at=T0 - timedelta(minutes=1))
+    first = await stored_job(uow, mine, created_at=T0 - timedelta(minutes=2))
+    turn = await directory.next_in_turn(T0, prefer_org=mine)
+    assert turn is not None
+    assert (turn.job_id, turn.enqueued_at) == (first.id, None)
+
+
+async def test_the_turn_is_a_claimable_job_only(private_database: Database) -> None:
+    uow, directory = SqlUnitOfWorkFactory(private_database), SqlJobDirectory(private_database)
+    org = new_org()
+    await stored_job(uow, org, next_attempt_at=T0 + timedelta(minutes=5))  # backing off
+    await stored_job(uow, org, status=JobStatus.RUNNING, lease_expires_at=T0 + timedelta(minutes=1))
+    await stored_job(uow, org, status=JobStatus.SUCCEEDED)
+    assert await directory.next_in_turn(T0, prefer_org=org) is None
+    orphan = await stored_job(
+        uow, org, status=JobStatus.RUNNING, lease_expires_at=T0 - timedelta(seconds=1)
+    )
+    turn = await directory.next_in_turn(T0, prefer_org=org)
+    assert turn is not None
+    assert turn.job_id == orphan.id  # its worker died: claimable again

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -40,7 +41,14 @@ from heimdex.domain.model import (
     Upload,
     UploadStatus,
 )
-from heimdex.domain.ports import JobOutcome, LocalCopy, ScratchFile, StoredObject, UploadTarget
+from heimdex.domain.ports import (
+    JobInTurn,
+    JobOutcome,
+    LocalCopy,
+    ScratchFile,
+    StoredObject,
+    UploadTarget,
+)
 
 
 class FakeClock:
@@ -393,7 +401,42 @@ class FakeJobDirectory:
                 due.append((job.id, job.org_id))
         return due[:limit]
 
-    async def mark_enqueued(self, job_id: UUID, org_id: str, now: datetime) -> None:
+    async def next_in_turn(self, now: datetime, prefer_org: str) -> JobInTurn | None:
+        jobs = self._database.tables.jobs.values()
+        running = Counter(
+            j.org_id
+            for j in jobs
+            if j.status is JobStatus.RUNNING and (j.lease_expires_at or now) >= now
+        )
+        claimable = [
+            j
+            for j in jobs
+            if (
+                j.status is JobStatus.QUEUED
+                and (j.next_attempt_at is None or j.next_attempt_at <= now)
+            )
+            or (j.status is JobStatus.RUNNING and (j.lease_expires_at or now) < now)
+        ]
+        if not claimable:
+            return None
+        never = datetime.min.replace(tzinfo=UTC)
+        last_started: dict[str, datetime] = {}
+        for j in jobs:
+            if j.started_at is not None:
+                last_started[j.org_id] = max(last_started.get(j.org_id, never), j.started_at)
+        pick = min(
+            claimable,
+            key=lambda j: (
+                running[j.org_id],
+                last_started.get(j.org_id, never),
+                j.org_id != prefer_org,
+                j.created_at,
+                str(j.id),
+            ),
+        )
+        return JobInTurn(job_id=pick.id, org_id=pick.org_id, enqueued_at=pick.enqueued_at)
+
+    async def mark_enqueued(self, job_id: UUID, org_id: str, now: datetime | None) -> None:
         job = self._database.tables.jobs[job_id]
         self._database.tables.jobs[job_id] = msgspec.structs.replace(job, enqueued_at=now)
 

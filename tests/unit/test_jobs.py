@@ -65,14 +65,14 @@ class World:
             metrics=self.metrics,
         )
 
-    async def asset(self) -> Asset:
+    async def asset(self, org_id: str = "org-a") -> Asset:
         now = self.clock.now()
         asset_id = uuid.uuid4()
         asset = Asset(
             id=asset_id,
-            org_id="org-a",
+            org_id=org_id,
             upload_id=uuid.uuid4(),
-            key=f"uploads/org-a/{asset_id}/clip.mp4",
+            key=f"uploads/{org_id}/{asset_id}/clip.mp4",
             source_uri="mem://clip",
             source_name="clip.mp4",
             size_bytes=3,
@@ -83,7 +83,7 @@ class World:
             created_at=now,
             updated_at=now,
         )
-        async with self.database("org-a") as uow:
+        async with self.database(org_id) as uow:
             await uow.assets.add(asset)
             await uow.commit()
         await self.storage.write_bytes(asset.key, b"abc")
@@ -126,6 +126,37 @@ async def test_a_second_delivery_is_a_no_op(world: World) -> None:
     await world.jobs.run(job.id)
     assert world.thumbnailer.calls == 1
     assert (await world.jobs.get(ORG, job.id)).attempts == 1
+
+
+async def test_organisations_take_turns_whatever_order_the_messages_come_in(
+    world: World,
+) -> None:
+    backlog = []
+    for _ in range(3):  # a second apart: within an organisation, the oldest job goes first
+        backlog.append((await world.jobs.request_sidecar(ORG, (await world.asset()).id, SPEC))[0])
+        world.clock.advance(seconds=1)
+    other = Principal(org_id="org-b")
+    world.clock.advance(seconds=1)
+    late, _ = await world.jobs.request_sidecar(other, (await world.asset("org-b")).id, SPEC)
+    assert world.queue.ids == [job.id for job in [*backlog, late]]  # first in, first out
+    late_handed_over = (await world.jobs.get(other, late.id)).enqueued_at
+    assert late_handed_over is not None
+
+    await world.jobs.run(backlog[0].id)  # nobody ran yet: the message's own job
+    world.clock.advance(seconds=1)
+    await world.jobs.run(backlog[1].id)  # org-a was served, org-b never: org-b's turn
+    assert (await world.jobs.get(other, late.id)).status is JobStatus.SUCCEEDED
+    waiting = await world.jobs.get(ORG, backlog[1].id)
+    assert waiting.status is JobStatus.QUEUED
+    # The spent message passes its place on: the job now waits where org-b's message stands,
+    # so the sweep does not count its message as lost.
+    assert waiting.enqueued_at == late_handed_over
+    for message in (backlog[2].id, late.id):  # the rest run, each message one job
+        world.clock.advance(seconds=1)
+        await world.jobs.run(message)
+    for job in backlog:
+        assert (await world.jobs.get(ORG, job.id)).status is JobStatus.SUCCEEDED
+    assert world.thumbnailer.calls == 4
 
 
 async def test_requests_return_the_live_or_finished_job_until_forced(world: World) -> None:

@@ -5,6 +5,10 @@ the queue; if the queue is down the sweep hands it over later. Delivery is at le
 worker claims the row with a conditional update under a lease, so a second delivery of a live
 job is a no-op, and a job whose worker died is claimed again once its lease runs out. Outputs go
 to deterministic keys, so a re-run overwrites rather than duplicates.
+
+Organisations take turns: the queue is first in, first out, but a worker slot that takes a
+message runs the claimable job of the organisation with the fewest jobs running
+(``JobDirectory.next_in_turn``), so one organisation's backlog cannot hold up another's job.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ from heimdex.logs import get_logger, log_context
 log = get_logger(__name__)
 T = TypeVar("T")
 _DATABASE_RETRY_MAX_SECONDS = 5.0
+# Picks a slot tries before it runs its message's own job (if that is claimable).
+_TURN_ATTEMPTS = 3
 
 
 class JobPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -193,28 +199,49 @@ class JobService:
 
     # -- running ----------------------------------------------------------------------------
     async def run(self, job_id: UUID) -> None:
-        """Run the job if it is claimable; a second delivery of a live or finished job is a
-        no-op. Never raises for the job's own failures: they are recorded on the row."""
+        """Run the job in turn for this message: the claimable job of the organisation with
+        the fewest jobs running, which is this one when no other organisation waits longer for
+        its turn. A second delivery of a live or finished job runs another job in turn, or
+        nothing. Never raises for the job's own failures: they are recorded on the row."""
         org_id = await self._once_database_answers(lambda: self._directory.org_of(job_id))
         if org_id is None:
             log.info("job_unknown", job_id=str(job_id))
             return
         known_org: str = org_id
-
-        async def claim() -> Job | None:
-            now = self._clock.now()
-            async with self._uow(known_org) as uow:
-                job = await uow.jobs.claim(job_id, self.worker_id, now, now + self._policy.lease)
-                await uow.commit()
-            return job
-
-        job = await self._once_database_answers(claim)
+        job = await self._once_database_answers(lambda: self._claim_in_turn(job_id, known_org))
         if job is None:
             log.info("job_not_claimable", job_id=str(job_id))
             return
         # Every line logged while the job runs, here or in an adapter, names the job and asset.
         with log_context(job_id=str(job.id), asset_id=str(job.asset_id), org_id=job.org_id):
             await self._run_claimed(job)
+
+    async def _claim_in_turn(self, job_id: UUID, org_id: str) -> Job | None:
+        """Claim the job whose turn it is, which need not be the message's own: the queue hands
+        out messages first in, first out, and organisations take turns here instead. A message
+        spent on another job passes its place in the queue to its own job (the other job's
+        hand-over time), so that one's message still stands and the sweep's count of lost
+        messages stays true; its own job runs when another message finds it in turn."""
+        for _ in range(_TURN_ATTEMPTS):  # another slot may claim the pick first: pick again
+            turn = await self._directory.next_in_turn(self._clock.now(), org_id)
+            if turn is None or turn.job_id == job_id:
+                break
+            job = await self._claim(turn.job_id, turn.org_id)
+            if job is not None:
+                try:
+                    await self._directory.mark_enqueued(job_id, org_id, turn.enqueued_at)
+                except DatabaseUnavailable as exc:  # the claim stands: at worst, a redelivery
+                    log.warning("job_turn_not_recorded", job_id=str(job_id), error=exc.message)
+                log.debug("job_taken_in_turn", job_id=str(job.id), message_job_id=str(job_id))
+                return job
+        return await self._claim(job_id, org_id)
+
+    async def _claim(self, job_id: UUID, org_id: str) -> Job | None:
+        now = self._clock.now()
+        async with self._uow(org_id) as uow:
+            job = await uow.jobs.claim(job_id, self.worker_id, now, now + self._policy.lease)
+            await uow.commit()
+        return job
 
     async def _run_claimed(self, job: Job) -> None:
         log.info(

@@ -333,6 +333,14 @@ class JobRepository(Protocol):
         ...
 
 
+class JobInTurn(msgspec.Struct, frozen=True, kw_only=True):
+    """A job picked to run next, and when its own message was handed to the queue."""
+
+    job_id: UUID
+    org_id: str
+    enqueued_at: datetime | None
+
+
 class JobDirectory(Protocol):
     """The few questions about jobs that cross organisations: a worker only gets a job id, and
     the sweep looks at every organisation's due jobs. Answers ids, never job contents."""
@@ -346,7 +354,17 @@ class JobDirectory(Protocol):
         ``enqueued_before``, and of running jobs whose lease expired."""
         ...
 
-    async def mark_enqueued(self, job_id: UUID, org_id: str, now: datetime) -> None: ...
+    async def mark_enqueued(self, job_id: UUID, org_id: str, now: datetime | None) -> None:
+        """Record when the job's id was handed to the queue (``None``: it holds no message for
+        it, so the sweep hands it over)."""
+        ...
+
+    async def next_in_turn(self, now: datetime, prefer_org: str) -> JobInTurn | None:
+        """The claimable job (queued and due, or running with an expired lease) a free worker
+        slot should run next, so that organisations take turns: one of the organisation with
+        the fewest jobs running; among those tied ``prefer_org`` (the organisation whose message
+        the slot holds), then the oldest job. ``None`` when no job is claimable."""
+        ...
 
     async def active_counts(self) -> dict[JobStatus, int]:
         """How many jobs are ``queued`` and ``running`` across every organisation (the queue

@@ -156,6 +156,8 @@ class JobRow(UUIDPrimaryKey, Base):
 
 # The sweep's question: which jobs are due, across organisations.
 Index("ix_jobs_status_next_attempt", JobRow.status, JobRow.next_attempt_at)
+# Whose turn it is: when each organisation's latest job started.
+Index("ix_jobs_org_id_started_at", JobRow.org_id, JobRow.started_at)
 
 
 class IdempotencyRecordRow(UUIDPrimaryKey, Base):

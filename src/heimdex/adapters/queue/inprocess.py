@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from uuid import UUID
@@ -14,16 +15,25 @@ JobHandler = Callable[[UUID], Awaitable[None]]
 
 
 class InProcessJobQueue:
-    """Runs each job id through ``handler`` in the same process, as a background task."""
+    """Runs each job id through ``handler`` in the same process, as a background task, at most
+    ``concurrency`` at once; the rest wait for a free slot in the order they came (the handler
+    picks which organisation's job a slot runs)."""
 
-    def __init__(self, handler: JobHandler) -> None:
+    def __init__(self, handler: JobHandler, *, concurrency: int = 2) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self.broker = InMemoryBroker()
-        # Ids kicked and not started yet (the broker runs a bounded number at once), with when.
+        # Ids kicked and not started yet, with when.
         self._waiting: dict[str, datetime] = {}
+        # The broker starts every kicked task at once: without slots, every job of a backlog
+        # would claim its row at once and wait inside the decoder, first come first served,
+        # where no turn can be taken. asyncio.Semaphore wakes its waiters in order.
+        self._slots = asyncio.Semaphore(concurrency)
 
         async def run_job(job_id: str) -> None:
-            self._waiting.pop(job_id, None)
-            await handler(UUID(job_id))
+            async with self._slots:
+                self._waiting.pop(job_id, None)
+                await handler(UUID(job_id))
 
         self._task = self.broker.register_task(run_job, task_name="heimdex.run_job")
         self._started = False

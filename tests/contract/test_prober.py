@@ -584,6 +584,27 @@ async def test_an_mp4_with_too_many_metadata_items_is_refused(
         await prober.probe(bomb)
 
 
+@pytest.fixture(scope="session")
+def ffmpeg_tagged_mkv(media_factory: MediaFactory, media_dir: Path) -> Path:
+    """5,000 tags written by ffmpeg itself, which puts Tags after the clusters (found through
+    the SeekHead or by walking past the clusters)."""
+    metadata = media_dir / "5000_tags.ffmetadata"
+    metadata.write_text(";FFMETADATA1\n" + "".join(f"k{i}=v{i}\n" for i in range(5000)))
+    return media_factory(
+        "ffmpeg_tagged.mkv",
+        *("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000:duration=1"),
+        *("-f", "ffmetadata", "-i", str(metadata), "-map", "0:a", "-map_metadata", "1"),
+        *("-c:a", "pcm_s16le"),
+    )
+
+
+async def test_an_ffmpeg_written_file_with_too_many_tags_is_refused(
+    prober: Prober, ffmpeg_tagged_mkv: Path
+) -> None:
+    with pytest.raises(MetadataTooLarge):
+        await prober.probe(ffmpeg_tagged_mkv)
+
+
 async def test_the_budget_is_a_setting(few_tags_mkv: Path, tag_bomb_mkv: Path) -> None:
     """Below the file's five tags the small file is refused too; with the budget off (0) the
     pre-scan lets a file through (FFmpeg then judges it)."""

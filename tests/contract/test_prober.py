@@ -605,6 +605,23 @@ async def test_an_ffmpeg_written_file_with_too_many_tags_is_refused(
         await prober.probe(ffmpeg_tagged_mkv)
 
 
+@pytest.fixture(scope="session")
+def tagged_flac(media_factory: MediaFactory, media_dir: Path) -> Path:
+    """FLAC with 5,000 Vorbis comments, written by ffmpeg."""
+    metadata = media_dir / "flac_tags.ffmetadata"
+    metadata.write_text(";FFMETADATA1\n" + "".join(f"k{i}=v{i}\n" for i in range(5000)))
+    return media_factory(
+        "tagged.flac",
+        *("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000:duration=1"),
+        *("-f", "ffmetadata", "-i", str(metadata), "-map", "0:a", "-map_metadata", "1"),
+    )
+
+
+async def test_a_flac_with_too_many_comments_is_refused(prober: Prober, tagged_flac: Path) -> None:
+    with pytest.raises(MetadataTooLarge):
+        await prober.probe(tagged_flac)
+
+
 async def test_the_budget_is_a_setting(few_tags_mkv: Path, tag_bomb_mkv: Path) -> None:
     """Below the file's five tags the small file is refused too; with the budget off (0) the
     pre-scan lets a file through (FFmpeg then judges it)."""

@@ -53,6 +53,11 @@ _MATROSKA_ENTRIES = frozenset({_SIMPLE_TAG, _CHAPTER_ATOM})
 # Bounds on the walk itself: past them it stops and answers what it counted.
 _MAX_ELEMENTS = 100_000
 _MAX_SEEK_HEAD_BYTES = 1 << 20
+# Most bytes of one Tags/Chapters element read to count its entries (with the bytes budget
+# off): counting stops there.
+_MAX_ELEMENT_READ = 64 << 20
+# The walk reads headers of a few bytes at scattered offsets: a small buffer, not 8 KiB each.
+_READ_BUFFER = 1024
 _FLAC_VORBIS_COMMENT = 4
 _FLAC_MAX_BLOCKS = 1_000
 
@@ -95,7 +100,7 @@ def check_metadata(path: Path, budget: MetadataBudget) -> None:
         return
     count = _Count(budget)
     try:
-        with open(path, "rb") as file:
+        with open(path, "rb", buffering=_READ_BUFFER) as file:
             size = file.seek(0, 2)
             file.seek(0)
             head = file.read(12)
@@ -243,13 +248,13 @@ def _children(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int
 
 def _matroska_metadata(file: BinaryIO, start: int, length: int, end: int, count: _Count) -> None:
     """Count the entries of one Tags or Chapters element (its size is its bytes)."""
-    if length == _UNKNOWN:
-        length = end - start
+    if length == _UNKNOWN or start + length > end:
+        length = end - start  # what the file holds, not what a header claims
     count.bytes += length
     if count.over:
         raise _Over
     file.seek(start)
-    data = file.read(length)
+    data = file.read(min(length, _MAX_ELEMENT_READ))
     stack = [(0, len(data))]
     while stack:
         first, last = stack.pop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -40,6 +41,7 @@ from heimdex.application.health import HealthService
 from heimdex.application.idempotency import IdempotencyService
 from heimdex.application.ingest import IngestLimits, IngestService
 from heimdex.application.jobs import JobPolicy, JobService
+from heimdex.application.probe_gate import ProbeSlots
 from heimdex.application.probing import ProbeService
 from heimdex.application.scratch import ScratchSweeper
 from heimdex.application.sidecars import SidecarService
@@ -158,6 +160,8 @@ def decode_limits(settings: Settings) -> DecodeLimits:
         niceness=settings.decode_niceness,
         max_pixels=settings.decode_max_pixels,
         max_streams=settings.decode_max_streams,
+        max_metadata_entries=settings.decode_max_metadata_entries,
+        max_metadata_bytes=settings.decode_max_metadata_bytes,
     )
 
 
@@ -221,6 +225,16 @@ def build_prober(settings: Settings) -> Prober:
         timeout=settings.probe_timeout_seconds,
         limits=decode_limits(settings),
         workers=settings.probe_workers,
+        worker_wait_seconds=settings.probe_worker_wait_seconds,
+    )
+
+
+def build_probe_slots(settings: Settings) -> ProbeSlots:
+    """Each organisation's concurrent probes in this API process (``heimdex serve`` runs one)."""
+    return ProbeSlots(
+        per_org=settings.probe_max_per_org,
+        wait_seconds=settings.probe_wait_seconds,
+        retry_after=math.ceil(max(settings.probe_wait_seconds, 1.0)),
     )
 
 
@@ -304,6 +318,7 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
     metrics = PrometheusMetrics()
     # The use cases get timed media ports; health checks and shutdown use the adapters as built.
     measured_prober = MeasuredProber(prober, metrics)
+    probe_slots = build_probe_slots(settings)
     jobs: JobService
 
     async def run_job(
@@ -353,7 +368,7 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         tokens=build_tokens(settings),
         signer=signer,
         metrics=metrics,
-        probing=ProbeService(uow, storage, measured_prober),
+        probing=ProbeService(uow, storage, measured_prober, probe_slots),
         ingest=IngestService(
             uow,
             storage,
@@ -366,6 +381,7 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
                 storage_quota_bytes=settings.org_storage_quota_bytes,
             ),
             metrics=metrics,
+            slots=probe_slots,
         ),
         assets=AssetService(uow, storage),
         idempotency=IdempotencyService(

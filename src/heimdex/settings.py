@@ -68,6 +68,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ffprobe_path: str = "ffprobe"
     probe_timeout_seconds: float = 30.0
     probe_workers: int = 2
+    probe_worker_wait_seconds: float = 10.0
+    probe_max_per_org: int = 1
+    probe_wait_seconds: float = 5.0
     thumbnailer: Literal["pyav", "ffmpeg"] = "pyav"
     ffmpeg_path: str = "ffmpeg"
     thumbnail_timeout_seconds: float = 60.0
@@ -78,6 +81,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     decode_niceness: int = 10
     decode_max_pixels: int = 8192 * 8192
     decode_max_streams: int = 256
+    decode_max_metadata_entries: int = 4096
+    decode_max_metadata_bytes: int = 16 << 20
     job_max_attempts: int = 3
     job_lease_seconds: int = 60
     job_retry_base_seconds: float = 5.0
@@ -179,6 +184,7 @@ def _check(settings: Settings) -> list[str]:
         "thumbnail_timeout_seconds",
         "decode_workers",
         "probe_workers",
+        "probe_worker_wait_seconds",
         "job_max_attempts",
         "job_lease_seconds",
         "job_retry_base_seconds",
@@ -197,7 +203,12 @@ def _check(settings: Settings) -> list[str]:
     ):
         if getattr(settings, name) <= 0:
             problems.append(f"{_env_name(name)} must be positive")
-    for name in ("rate_limit_per_second", "org_storage_quota_bytes", "org_max_active_jobs"):
+    for name in (
+        "rate_limit_per_second",
+        "org_storage_quota_bytes",
+        "org_max_active_jobs",
+        "probe_max_per_org",
+    ):
         if getattr(settings, name) < 0:
             problems.append(f"{_env_name(name)} must not be negative (0: no limit)")
     if settings.public_url is not None and not settings.public_url.startswith(
@@ -217,12 +228,16 @@ def _check(settings: Settings) -> list[str]:
         )
     if settings.probe_timeout_seconds <= 0:
         problems.append("HEIMDEX_PROBE_TIMEOUT_SECONDS must be positive")
+    if settings.probe_wait_seconds < 0:
+        problems.append("HEIMDEX_PROBE_WAIT_SECONDS must not be negative (0: do not wait)")
     for name in (
         "decode_memory_limit_bytes",
         "decode_cpu_limit_seconds",
         "decode_file_size_limit_bytes",
         "decode_max_pixels",
         "decode_max_streams",
+        "decode_max_metadata_entries",
+        "decode_max_metadata_bytes",
     ):
         if getattr(settings, name) < 0:
             problems.append(f"{_env_name(name)} must not be negative (0: no limit)")

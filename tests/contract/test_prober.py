@@ -24,7 +24,9 @@ import pytest
 from heimdex.adapters.media import pyav as pyav_adapter
 from heimdex.adapters.media.allowlist import MEDIA_DEMUXERS, format_whitelist
 from heimdex.adapters.media.ffprobe import FfprobeProber
-from heimdex.domain.errors import InvalidMedia, ProberUnavailable, ProbeTimeout
+from heimdex.adapters.media.limits import DecodeLimits
+from heimdex.adapters.media.metadata_budget import MetadataBudget, check_metadata
+from heimdex.domain.errors import InvalidMedia, MetadataTooLarge, ProberUnavailable, ProbeTimeout
 from heimdex.domain.media import MediaInfo, display_size, normalise_rotation
 from heimdex.domain.ports import Prober
 from tests.fixtures.media import (
@@ -34,6 +36,7 @@ from tests.fixtures.media import (
     atime_is_recorded,
     shared_media_names,
 )
+from tests.fixtures.metadata_bombs import add_mp4_metadata, write_matroska_with_tags
 from tests.fixtures.probers import shared_pyav_prober
 from tests.requirements import require_binary
 
@@ -523,6 +526,118 @@ async def test_check_passes_when_the_prober_works(prober: Prober) -> None:
 
 
 # -- the allow-list ----------------------------------------------------------------------------
+# -- metadata bombs ----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tag_bomb_mkv(media_dir: Path) -> Path:
+    """40,000 Matroska tags: seconds of FFmpeg CPU if parsed (see metadata_bombs.py)."""
+    return write_matroska_with_tags(media_dir / "tag_bomb.mkv", 40_000)
+
+
+@pytest.fixture(scope="session")
+def few_tags_mkv(media_dir: Path) -> Path:
+    """The same file with five tags: the normal probe to compare with."""
+    return write_matroska_with_tags(media_dir / "few_tags.mkv", 5)
+
+
+async def _timed_probe(prober: Prober, path: Path) -> tuple[float, MediaInfo | Exception]:
+    """Wall time and CPU time of this process and its children, and the outcome."""
+    started = time.perf_counter()
+    try:
+        outcome: MediaInfo | Exception = await prober.probe(path)
+    except InvalidMedia as exc:
+        outcome = exc
+    return time.perf_counter() - started, outcome
+
+
+async def test_a_tag_bomb_is_refused_before_ffmpeg_parses_it(
+    prober: Prober, tag_bomb_mkv: Path, few_tags_mkv: Path
+) -> None:
+    """40,000 tags cost FFmpeg ≈ 6 s of CPU; the budget refuses the file from its structure in
+    about the time a normal probe takes (a generous ratio, measured in this run)."""
+    await prober.probe(few_tags_mkv)  # warm: a worker started, ffprobe's pages cached
+    normal, described = await _timed_probe(prober, few_tags_mkv)
+    assert isinstance(described, MediaInfo)
+    assert described.tags  # a few tags are fine
+    refused, outcome = await _timed_probe(prober, tag_bomb_mkv)
+    assert isinstance(outcome, MetadataTooLarge), outcome
+    assert outcome.code == "metadata_too_large"
+    assert refused < max(20 * normal, 1.0), (refused, normal)
+
+
+@pytest.fixture(scope="session")
+def moov_last_m4a(media_factory: MediaFactory) -> Path:
+    """AAC in MP4 with its ``moov`` last (no faststart), so a box can be added to it."""
+    return media_factory(
+        "moov_last.m4a",
+        *("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=1"),
+        *("-c:a", "aac", "-f", "mp4"),
+    )
+
+
+async def test_an_mp4_with_too_many_metadata_items_is_refused(
+    prober: Prober, moov_last_m4a: Path, tmp_path: Path
+) -> None:
+    bomb = add_mp4_metadata(moov_last_m4a, tmp_path / "udta_bomb.m4a", 5_000)
+    within = add_mp4_metadata(moov_last_m4a, tmp_path / "udta_ok.m4a", 20)
+    assert (await prober.probe(within)).format_name == "mov,mp4,m4a,3gp,3g2,mj2"
+    with pytest.raises(MetadataTooLarge):
+        await prober.probe(bomb)
+
+
+@pytest.fixture(scope="session")
+def ffmpeg_tagged_mkv(media_factory: MediaFactory, media_dir: Path) -> Path:
+    """5,000 tags written by ffmpeg itself, which puts Tags after the clusters (found through
+    the SeekHead or by walking past the clusters)."""
+    metadata = media_dir / "5000_tags.ffmetadata"
+    metadata.write_text(";FFMETADATA1\n" + "".join(f"k{i}=v{i}\n" for i in range(5000)))
+    return media_factory(
+        "ffmpeg_tagged.mkv",
+        *("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000:duration=1"),
+        *("-f", "ffmetadata", "-i", str(metadata), "-map", "0:a", "-map_metadata", "1"),
+        *("-c:a", "pcm_s16le"),
+    )
+
+
+async def test_an_ffmpeg_written_file_with_too_many_tags_is_refused(
+    prober: Prober, ffmpeg_tagged_mkv: Path
+) -> None:
+    with pytest.raises(MetadataTooLarge):
+        await prober.probe(ffmpeg_tagged_mkv)
+
+
+@pytest.fixture(scope="session")
+def tagged_flac(media_factory: MediaFactory, media_dir: Path) -> Path:
+    """FLAC with 5,000 Vorbis comments, written by ffmpeg."""
+    metadata = media_dir / "flac_tags.ffmetadata"
+    metadata.write_text(";FFMETADATA1\n" + "".join(f"k{i}=v{i}\n" for i in range(5000)))
+    return media_factory(
+        "tagged.flac",
+        *("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000:duration=1"),
+        *("-f", "ffmetadata", "-i", str(metadata), "-map", "0:a", "-map_metadata", "1"),
+    )
+
+
+async def test_a_flac_with_too_many_comments_is_refused(prober: Prober, tagged_flac: Path) -> None:
+    with pytest.raises(MetadataTooLarge):
+        await prober.probe(tagged_flac)
+
+
+async def test_the_budget_is_a_setting(few_tags_mkv: Path, tag_bomb_mkv: Path) -> None:
+    """Below the file's five tags the small file is refused too; with the budget off (0) the
+    pre-scan lets a file through (FFmpeg then judges it)."""
+    tight = FfprobeProber(
+        binary=require_binary("ffprobe"), limits=DecodeLimits(max_metadata_entries=4)
+    )
+    with pytest.raises(MetadataTooLarge):
+        await tight.probe(few_tags_mkv)
+    by_bytes = FfprobeProber(
+        binary=require_binary("ffprobe"), limits=DecodeLimits(max_metadata_bytes=1000)
+    )
+    with pytest.raises(MetadataTooLarge):
+        await by_bytes.probe(tag_bomb_mkv)
+    check_metadata(tag_bomb_mkv, MetadataBudget(entries=0, bytes=0))  # off: no refusal
+
+
 def test_every_allowed_demuxer_exists_in_both_ffmpegs_and_no_playlist_format_is_allowed() -> None:
     ffprobe = require_binary("ffprobe")
     listing = subprocess.run(

@@ -36,6 +36,7 @@ from heimdex.domain.errors import (
     DecoderCrashed,
     InvalidInput,
     InvalidMedia,
+    MetadataTooLarge,
     ThumbnailerUnavailable,
     ThumbnailTimeout,
 )
@@ -51,6 +52,7 @@ from tests.fixtures.media import (
     read_manifest,
     shared_media_names,
 )
+from tests.fixtures.metadata_bombs import write_matroska_with_tags
 from tests.fixtures.probers import shared_pyav_prober
 from tests.fixtures.thumbnail_media import (
     QUADRANT_SIZE,
@@ -566,6 +568,16 @@ async def test_playlists_are_refused_and_what_they_name_is_never_opened(
     assert watch.opened == 0, "the thumbnailer opened a file the upload names"
     if atime_works:  # else the FIFO alone is the proof
         assert sentinel_file.stat().st_atime == pytest.approx(past, abs=1)
+
+
+async def test_a_tag_bomb_is_refused_before_ffmpeg_parses_it(
+    thumbnailer: Thumbnailer, tmp_path: Path
+) -> None:
+    """A stored file replaced by one with 40,000 tags (seconds of FFmpeg CPU per open, and
+    the ffmpeg thumbnailer opens it once per picture) fails at once with its code."""
+    bomb = write_matroska_with_tags(tmp_path / "tag_bomb.mkv", 40_000)
+    with pytest.raises(MetadataTooLarge):
+        await thumbnailer.thumbnails(bomb, claimed_video(bomb, "matroska,webm"), ThumbnailSpec())
 
 
 async def test_a_fifo_is_refused_at_once(thumbnailer: Thumbnailer, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 import uvloop
 
 from heimdex.adapters.media.decode_pool import DecodePool
-from heimdex.domain.errors import DecoderCrashed
+from heimdex.domain.errors import DecoderCrashed, DecodersBusy
 from tests.fixtures.thumbnail_media import answer_later, large_answer, segfault
 
 WORKER_MODULE = "heimdex.adapters.media.pyav_thumbnailer"
@@ -102,6 +102,34 @@ def test_a_calls_time_limit_does_not_count_its_wait_for_a_worker() -> None:
             with pytest.raises(TimeoutError):
                 await pool.run(answer_later, 5.0, 3, call_seconds=0.3)
             assert await pool.run(answer_later, 0.0, 4) == 4  # a fresh worker
+        finally:
+            await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_wait_for_a_worker_is_bounded() -> None:
+    """Behind a call that holds the only worker, a call does not queue for ever: past the pool's
+    ``wait_seconds`` it fails with the transient ``decoders_busy``, long before the busy call
+    ends, and the pool serves the next call normally once a worker is free."""
+
+    async def scenario() -> None:
+        pool = DecodePool(1, preload=[WORKER_MODULE], wait_seconds=0.3)
+        try:
+            busy = asyncio.ensure_future(pool.run(answer_later, 3.0, 1))
+            await asyncio.sleep(0.2)  # let it take the only worker
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(DecodersBusy) as caught:
+                await pool.run(answer_later, 0.0, 2)
+            waited = loop.time() - started
+            assert caught.value.code == "decoders_busy"
+            assert caught.value.transient
+            assert waited < 2.0  # the busy call still holds its worker for seconds
+            assert not busy.done()
+            assert await busy == 1
+            assert await pool.run(answer_later, 0.0, 3) == 3
+            assert pool.started == 1  # the given-up wait left no slot or worker behind
         finally:
             await pool.close()
 

@@ -7,7 +7,8 @@ import pytest
 
 from heimdex.application.probing import ProbeService
 from heimdex.domain.errors import InvalidMedia, NotFound, SourceUriForbidden
-from heimdex.domain.model import Principal, Upload, UploadStatus
+from heimdex.domain.media import MediaInfo
+from heimdex.domain.model import Asset, AssetStatus, Principal, Upload, UploadStatus
 from tests.unit.fakes import FakeDatabase, FakeProber, FakeStorage
 
 ORG_A = Principal(org_id="org-a")
@@ -110,3 +111,31 @@ async def test_invalid_media_propagates_with_its_code(
 async def test_an_unknown_asset_is_not_found(service: ProbeService) -> None:
     with pytest.raises(NotFound):
         await service.probe_asset(ORG_A, uuid.uuid4())
+
+
+async def test_an_asset_answers_its_stored_description_without_probing(
+    service: ProbeService, database: FakeDatabase, storage: FakeStorage, prober: FakeProber
+) -> None:
+    own = await stored(database, storage, upload("org-a", "clip.mp4"))
+    media = MediaInfo(format_name="matroska,webm", duration=2.0, bit_rate=None, size_bytes=1)
+    asset = Asset(
+        id=uuid.uuid4(),
+        org_id="org-a",
+        upload_id=own.id,
+        key=own.key,
+        source_uri=own.source_uri,
+        source_name=own.source_name,
+        size_bytes=1,
+        sha256="0" * 64,
+        content_type="video/mp4",
+        status=AssetStatus.COMMITTED,
+        media=media,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+    async with database("org-a") as uow:
+        await uow.assets.add(asset)
+        await uow.commit()
+    assert await service.probe_asset(ORG_A, asset.id) == media
+    assert prober.probed == []
+    assert storage.opened == []

@@ -26,3 +26,13 @@ def test_every_error_maps_to_a_deliberate_status(cls: type[errors.HeimdexError])
 def test_codes_are_unique() -> None:
     codes = [cls.code for cls in ALL_ERRORS]
     assert len(codes) == len(set(codes))
+
+
+def test_busy_probes_say_when_to_come_back() -> None:
+    """An organisation past its probe slots is a 429 limit; every prober process busy is a
+    transient 503 (the handlers add ``Retry-After`` to both)."""
+    assert status_for(errors.ProbeBusy("x", retry_after=5)) == 429
+    assert isinstance(errors.ProbeBusy("x"), errors.LimitExceeded)
+    assert status_for(errors.DecodersBusy("x")) == 503
+    assert errors.DecodersBusy.transient
+    assert status_for(errors.MetadataTooLarge("x")) == 422

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from heimdex.bootstrap import decode_limits
+from heimdex.adapters.media.pyav import PyAVProber
+from heimdex.bootstrap import build_prober, decode_limits
 from heimdex.settings import SettingsError, load_settings, unknown_variables
 
 
@@ -73,6 +74,11 @@ def test_every_bad_value_is_one_line_naming_its_variable() -> None:
         ({"HEIMDEX_DECODE_CPU_LIMIT_SECONDS": "-1"}, "HEIMDEX_DECODE_CPU_LIMIT_SECONDS"),
         ({"HEIMDEX_DECODE_MAX_PIXELS": "-1"}, "HEIMDEX_DECODE_MAX_PIXELS"),
         ({"HEIMDEX_DECODE_NICENESS": "20"}, "HEIMDEX_DECODE_NICENESS"),
+        ({"HEIMDEX_DECODE_MAX_METADATA_ENTRIES": "-1"}, "HEIMDEX_DECODE_MAX_METADATA_ENTRIES"),
+        ({"HEIMDEX_DECODE_MAX_METADATA_BYTES": "-1"}, "HEIMDEX_DECODE_MAX_METADATA_BYTES"),
+        ({"HEIMDEX_PROBE_MAX_PER_ORG": "-1"}, "HEIMDEX_PROBE_MAX_PER_ORG"),
+        ({"HEIMDEX_PROBE_WAIT_SECONDS": "-1"}, "HEIMDEX_PROBE_WAIT_SECONDS"),
+        ({"HEIMDEX_PROBE_WORKER_WAIT_SECONDS": "0"}, "HEIMDEX_PROBE_WORKER_WAIT_SECONDS"),
         ({"HEIMDEX_SCRATCH_MAX_AGE_SECONDS": "0"}, "HEIMDEX_SCRATCH_MAX_AGE_SECONDS"),
         # Shorter than a PUT may run, or a copy be probed: live scratch would be swept.
         ({"HEIMDEX_SCRATCH_MAX_AGE_SECONDS": "3599"}, "at least HEIMDEX_UPLOAD_STALL_SECONDS"),
@@ -220,3 +226,21 @@ def test_decode_limits_are_read_and_reach_the_adapters() -> None:
     assert (limits.memory_bytes, limits.cpu_seconds, limits.file_size_bytes) == (0, 30, 1024)
     assert (limits.niceness, limits.max_pixels, limits.max_streams) == (0, 2073600, 8)
     assert decode_limits(load_settings({}, env_file=None)).max_pixels == 8192 * 8192
+
+
+def test_probe_limits_are_read_and_reach_the_adapters() -> None:
+    settings = load_settings(
+        {
+            "HEIMDEX_DECODE_MAX_METADATA_ENTRIES": "100",
+            "HEIMDEX_DECODE_MAX_METADATA_BYTES": "2048",
+            "HEIMDEX_PROBE_WORKER_WAIT_SECONDS": "2.5",
+        },
+        env_file=None,
+    )
+    limits = decode_limits(settings)
+    assert (limits.max_metadata_entries, limits.max_metadata_bytes) == (100, 2048)
+    prober = build_prober(settings)
+    assert isinstance(prober, PyAVProber)
+    assert prober.pool.wait_seconds == 2.5
+    defaults = load_settings({}, env_file=None)
+    assert (defaults.probe_max_per_org, defaults.probe_wait_seconds) == (1, 5.0)

@@ -11,6 +11,7 @@ from uuid import UUID
 import anyio
 import msgspec
 
+from heimdex.application.probe_gate import ProbeSlots, SingleFlight
 from heimdex.domain.errors import (
     ChecksumMismatch,
     Conflict,
@@ -80,13 +81,17 @@ class IngestService:
         clock: Clock,
         limits: IngestLimits,
         metrics: Metrics,
+        slots: ProbeSlots | None = None,
     ) -> None:
+        """``slots``: the organisations' probe slots, shared with ``ProbeService``."""
         self._uow = uow
         self._storage = storage
         self._prober = prober
         self._clock = clock
         self._limits = limits
         self._metrics = metrics
+        self._slots = slots if slots is not None else ProbeSlots(per_org=0, wait_seconds=0)
+        self._commits: SingleFlight[tuple[Asset, bool]] = SingleFlight()
 
     async def init_upload(
         self, principal: Principal, request: UploadRequest, base_url: str
@@ -200,7 +205,10 @@ class IngestService:
         self, principal: Principal, upload_id: UUID, source_uri: str | None = None
     ) -> tuple[Asset, bool]:
         """Verify the stored object, probe it, and make it an asset. Answers the asset and
-        whether it is new: committing the same upload again returns the same asset."""
+        whether it is new: committing the same upload again returns the same asset.
+
+        Commits of one upload arriving together verify and probe it once: the others wait for
+        that commit and answer its asset (or its error) as a repeated commit would."""
         async with self._uow(principal.org_id) as uow:
             upload = await uow.uploads.get(upload_id)
             if upload is None:
@@ -214,12 +222,21 @@ class IngestService:
                 # Its PUT is still running: committing now could verify the whole file and
                 # then have that PUT's last write turn the committed slot back to received.
                 raise UploadInProgress("the upload is still arriving; commit once its PUT answered")
+        (asset, created), ran = await self._commits.run(
+            (principal.org_id, upload_id), lambda: self._verify_and_add(principal, upload)
+        )
+        return asset, created and ran
+
+    async def _verify_and_add(self, principal: Principal, upload: Upload) -> tuple[Asset, bool]:
+        """The commit itself: check and read the object, probe it, add the asset."""
+        upload_id = upload.id
         await self._check_head(upload)
         try:
             # One read of the object: the copy that is hashed is the one probed.
             async with self._storage.local_copy(upload.key) as copy:
                 sha256 = self._check_copy(upload, copy.stored)
-                media = await self._prober.probe(copy.path)
+                async with self._slots.hold(principal.org_id):
+                    media = await self._prober.probe(copy.path)
         except SourceNotFound as exc:
             raise UploadNotReceived("the uploaded object is missing; upload it again") from exc
         now = self._clock.now()

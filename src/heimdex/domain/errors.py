@@ -112,6 +112,15 @@ class StorageQuotaExceeded(LimitExceeded):
     title = "The organisation's storage quota is used up"
 
 
+class ProbeBusy(LimitExceeded):
+    """The organisation already runs as many probes as it may at once
+    (``HEIMDEX_PROBE_MAX_PER_ORG``) and no slot came free within ``HEIMDEX_PROBE_WAIT_SECONDS``.
+    Worth trying again after ``retry_after`` seconds."""
+
+    code = "probe_busy"
+    title = "The organisation's probes are all running"
+
+
 class UnsupportedMediaType(HeimdexError):
     code = "unsupported_media_type"
     title = "The content type is not video or audio"
@@ -265,6 +274,25 @@ class ThumbnailerUnavailable(HeimdexError):
 
     code = "thumbnailer_unavailable"
     title = "The thumbnailer is unavailable"
+
+
+class DecodersBusy(HeimdexError):
+    """Every decode worker stayed busy for longer than a call may wait for one
+    (``HEIMDEX_DECODE_WAIT_SECONDS``): the server is overloaded, not the file at fault."""
+
+    code = "decoders_busy"
+    title = "Every decoder is busy"
+    transient = True
+
+
+class MetadataTooLarge(InvalidMedia):
+    """The file carries more metadata (entries or bytes) than a file may
+    (``HEIMDEX_PROBE_MAX_METADATA_ENTRIES``, ``HEIMDEX_PROBE_MAX_METADATA_BYTES``): FFmpeg's
+    metadata parsing is quadratic, so tens of thousands of tags cost seconds of CPU. Refused
+    from the container's header before FFmpeg parses them."""
+
+    code = "metadata_too_large"
+    title = "The media carries more metadata than allowed"
 
 
 class MediaTooLarge(InvalidMedia):

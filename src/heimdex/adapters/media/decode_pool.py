@@ -42,7 +42,12 @@ from typing import Any, TypeVar
 
 from heimdex.adapters.media.limits import DecodeLimits
 from heimdex.adapters.offload import run_blocking
-from heimdex.domain.errors import DecoderCrashed, HeimdexError, ThumbnailerUnavailable
+from heimdex.domain.errors import (
+    DecoderCrashed,
+    DecodersBusy,
+    HeimdexError,
+    ThumbnailerUnavailable,
+)
 
 T = TypeVar("T")
 
@@ -209,12 +214,21 @@ class DecodePool:
         preload: Sequence[str] = (),
         limits: DecodeLimits | None = None,
         unavailable: type[HeimdexError] = ThumbnailerUnavailable,
+        wait_seconds: float | None = None,
+        busy: type[HeimdexError] = DecodersBusy,
     ) -> None:
         """``unavailable``: the error raised when no worker can run (the pool is closed, a
-        worker cannot start) — the server's fault, named after what the pool serves."""
+        worker cannot start) — the server's fault, named after what the pool serves.
+        ``wait_seconds``: how long a call waits for a busy pool to free a worker before it
+        fails with ``busy`` (a transient error: try again later) instead of queueing behind
+        every call before it; ``None`` waits as long as it takes."""
         if size < 1:
             raise ValueError("a decode pool needs at least one worker")
+        if wait_seconds is not None and wait_seconds <= 0:
+            raise ValueError("a decode pool's wait must be positive (or None)")
         self.size = size
+        self.wait_seconds = wait_seconds
+        self._busy = busy
         self.limits = limits if limits is not None else DecodeLimits()
         self._unavailable = unavailable
         self._context = _context(preload)
@@ -232,7 +246,7 @@ class DecodePool:
         ``asyncio.timeout`` around ``run`` would include): under load, or behind files that
         take their full time, a call must not be charged for its queue — a probe or a thumbnail
         run that times out is taken for a hostile file. A call past it has its worker killed
-        and raises ``TimeoutError``.
+        and raises ``TimeoutError``. The wait has its own bound, the pool's ``wait_seconds``.
         """
         worker = await self._acquire()
         try:
@@ -303,12 +317,18 @@ class DecodePool:
         if waiter is None:
             return await self._started()
         try:
-            handed = await waiter
-        except asyncio.CancelledError:
-            # Cancelled just after a worker (or a slot) was handed over: pass it on.
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._release(waiter.result())
-            raise
+            async with asyncio.timeout(self.wait_seconds):
+                try:
+                    handed = await waiter
+                except asyncio.CancelledError:
+                    # Cancelled just after a worker (or a slot) was handed over: pass it on.
+                    if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                        self._release(waiter.result())
+                    raise
+        except TimeoutError:
+            raise self._busy(
+                f"every decode worker stayed busy for {self.wait_seconds:g} s; try again later"
+            ) from None
         if handed is not None and handed.alive:
             return handed
         if handed is not None:

@@ -124,7 +124,9 @@ class FfmpegThumbnailer:
         self._limits.check_media(path.name, media)
         # A FIFO or a directory never reaches ffmpeg; ``file:`` and an absolute path: a name
         # starting with "-" is never an option, a name with a colon never another protocol.
-        run = _Run(self, "file:" + await run_blocking(_local_file, path), path.name, plan)
+        run = _Run(
+            self, "file:" + await run_blocking(_local_file, path, self._limits), path.name, plan
+        )
         # The first alone: a broken file fails once, not once per thumbnail.
         first = await run.thumbnail(0)
         rest = await _all_or_nothing(
@@ -301,8 +303,11 @@ def _frame_time(relative: int, tick: Fraction, position: str, start: str) -> flo
     return max(float(ticks * tick - Fraction(start)), 0.0)
 
 
-def _local_file(path: Path) -> str:
+def _local_file(path: Path, limits: DecodeLimits) -> str:
+    """The absolute path of a regular file within the metadata budget (``MetadataTooLarge``
+    before ffmpeg would parse too many tags, quadratically, once per thumbnail)."""
     regular_file_size(path)
+    limits.check_metadata(path)
     return os.path.abspath(path)
 
 

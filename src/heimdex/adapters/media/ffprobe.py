@@ -117,7 +117,7 @@ class FfprobeProber:
         self._pixel_depths: dict[str, int] | None = None
 
     async def probe(self, path: Path) -> MediaInfo:
-        size, url = await run_blocking(_inspect, path)
+        size, url = await run_blocking(_inspect, path, self._limits)
         returncode, stdout, stderr = await self._run(
             "-v",
             "error",
@@ -230,10 +230,13 @@ class FfprobeProber:
         return process.returncode if process.returncode is not None else -1, stdout, stderr
 
 
-def _inspect(path: Path) -> tuple[int, str]:
+def _inspect(path: Path, limits: DecodeLimits) -> tuple[int, str]:
     """The file's size, and the URL to give ffprobe: ``file:`` plus the absolute path, which is
-    never mistaken for an option (a name starting with ``-``) or for another protocol."""
-    return regular_file_size(path), "file:" + os.path.abspath(path)
+    never mistaken for an option (a name starting with ``-``) or for another protocol.
+    ``MetadataTooLarge`` before ffprobe would spend its quadratic CPU on too many tags."""
+    size = regular_file_size(path)
+    limits.check_metadata(path)
+    return size, "file:" + os.path.abspath(path)
 
 
 def _kill_group(pgid: int) -> None:

@@ -26,10 +26,17 @@ class PooledDecoder:
         preload: Sequence[str],
         limits: DecodeLimits | None,
         unavailable: type[HeimdexError],
+        wait_seconds: float | None = None,
     ) -> None:
         self._owns_pool = pool is None
         if pool is None:
-            pool = DecodePool(workers, preload=preload, limits=limits, unavailable=unavailable)
+            pool = DecodePool(
+                workers,
+                preload=preload,
+                limits=limits,
+                unavailable=unavailable,
+                wait_seconds=wait_seconds,
+            )
         self._pool = pool
 
     @property

@@ -134,7 +134,9 @@ class PyAVProber(PooledDecoder):
     decodes each video stream's first keyframe instead: the decoder puts the matrix on frames.
 
     Pass ``pool`` to share one; otherwise the prober starts its own (``workers`` processes,
-    started on first use) and :meth:`close` stops it.
+    started on first use, a probe waiting at most ``worker_wait_seconds`` for one to be free:
+    ``decoders_busy`` past it) and :meth:`close` stops it. Before FFmpeg opens a file, its
+    metadata is counted against the limits' budget (``metadata_too_large``).
     """
 
     name = "pyav"
@@ -146,6 +148,7 @@ class PyAVProber(PooledDecoder):
         limits: DecodeLimits | None = None,
         workers: int = 2,
         pool: DecodePool | None = None,
+        worker_wait_seconds: float | None = None,
     ) -> None:
         self._timeout = timeout
         self._limits = limits if limits is not None else DecodeLimits()
@@ -155,6 +158,7 @@ class PyAVProber(PooledDecoder):
             preload=[__name__],
             limits=self._limits,
             unavailable=ProberUnavailable,
+            wait_seconds=worker_wait_seconds,
         )
 
     async def probe(self, path: Path) -> MediaInfo:
@@ -194,6 +198,7 @@ def probe_file(path: Path, timeout: float, limits: DecodeLimits) -> MediaInfo:
     """The description of the file at ``path``; ``InvalidMedia`` (or a subclass) when it is not
     readable media or breaks ``limits``' ``max_pixels``/``max_streams``."""
     size = regular_file_size(path)
+    limits.check_metadata(path)  # before FFmpeg spends its quadratic CPU on the tags
     deadline = time.monotonic() + timeout
     try:
         with av.open(

@@ -106,7 +106,7 @@ class PyAVThumbnailer(PooledDecoder):
         plan = plan_thumbnails(path.name, media, spec, snap=self._snap)
         if plan is None:
             return []
-        location = await run_blocking(local_file, path)
+        location = await run_blocking(local_file, path, self._pool.limits)
         try:
             # The time runs from when a worker takes the file, not while it waits for one.
             return await self._run_on(
@@ -129,10 +129,13 @@ class PyAVThumbnailer(PooledDecoder):
             raise ThumbnailerUnavailable("PyAV's FFmpeg lacks " + ", ".join(missing))
 
 
-def local_file(path: Path) -> str:
+def local_file(path: Path, limits: DecodeLimits | None = None) -> str:
     """The absolute path of ``path``, a regular file: a FIFO, a device or a directory never
-    reaches FFmpeg (``InvalidMedia``)."""
+    reaches FFmpeg (``InvalidMedia``), nor a file with more metadata than ``limits`` allow
+    (``MetadataTooLarge``: FFmpeg would parse it, quadratically, before any frame)."""
     regular_file_size(path)
+    if limits is not None:
+        limits.check_metadata(path)
     return os.path.abspath(path)
 
 

@@ -67,9 +67,13 @@ class ProbeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     org_id: OrgId = None
 
 
-# Probing and committing read the object and run the prober.
+# Probing and committing read the object and run the prober: in one of the organisation's probe
+# slots (429 probe_busy with Retry-After when none comes free), on a decode worker (503
+# decoders_busy when none does), within the metadata budget (422 metadata_too_large).
 _PROBING = raises(errors.InvalidMedia, errors.NotFound, errors.SourceUriForbidden, family=True)
-_STORAGE = raises(errors.StorageError, errors.ProberUnavailable)
+_STORAGE = raises(
+    errors.StorageError, errors.ProberUnavailable, errors.ProbeBusy, errors.DecodersBusy
+)
 
 
 class IngestController(Controller):
@@ -166,7 +170,12 @@ class IngestController(Controller):
         ),
         summary="Make an uploaded file an asset",
         description="Verifies the stored object (present, size, sha256), probes it and answers "
-        "the asset: 201 the first time, 200 with the same asset when committed again.",
+        "the asset: 201 the first time, 200 with the same asset when committed again. "
+        "Simultaneous commits of one upload probe it once; the others answer its asset. The "
+        "probe takes one of the organisation's probe slots (HEIMDEX_PROBE_MAX_PER_ORG): when "
+        "none frees up within HEIMDEX_PROBE_WAIT_SECONDS the answer is 429 `probe_busy` with "
+        "`Retry-After`. A file with more metadata than HEIMDEX_DECODE_MAX_METADATA_ENTRIES/"
+        "_BYTES answers 422 `metadata_too_large` before it is parsed.",
     )
     async def commit(
         self,
@@ -190,7 +199,12 @@ class IngestController(Controller):
         summary="Probe an upload or asset",
         description="Describes the media of one of your uploads (`source_uri`, exactly as init "
         "issued it) or assets (`asset_id`). Any other `source_uri` answers 422 "
-        "`source_uri_forbidden` before anything is opened.",
+        "`source_uri_forbidden` before anything is opened. An asset answers the description "
+        "stored when it was committed (no new probe). Probing an upload takes one of the "
+        "organisation's probe slots (HEIMDEX_PROBE_MAX_PER_ORG): when none frees up within "
+        "HEIMDEX_PROBE_WAIT_SECONDS the answer is 429 `probe_busy` with `Retry-After`. A file "
+        "with more metadata than HEIMDEX_DECODE_MAX_METADATA_ENTRIES/_BYTES answers 422 "
+        "`metadata_too_large` before it is parsed.",
     )
     async def probe(
         self,

@@ -98,7 +98,7 @@ class FirstFilePart:
     **documented(
         SERVER,
         raises(errors.InvalidInput, errors.UploadTooLarge),
-        raises(errors.ProberUnavailable),
+        raises(errors.ProberUnavailable, errors.ProbeBusy, errors.DecodersBusy),
         raises(errors.InvalidMedia, family=True),
         {413: ["request_too_large"]},
         request_body=RequestBody(

@@ -306,6 +306,7 @@ def serve(app: Any, *, host: str, port: int, limits: ConnectionLimits) -> None:
         host=host,
         port=port,
         http=guarded_protocol(limits),
+        ws="none",  # no WebSocket routes; an upgrade would hand the connection past the count
         timeout_keep_alive=limits.keep_alive_seconds,  # type: ignore[arg-type]
         log_config=None,
         access_log=False,

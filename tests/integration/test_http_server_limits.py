@@ -166,3 +166,16 @@ async def test_a_head_still_arriving_at_the_deadline_is_answered_408() -> None:
         assert await closed(reader)
         silent, _ = await connect(port)
         assert await closed(silent)
+
+
+async def test_blank_lines_between_requests_do_not_hold_a_connection() -> None:
+    async with serving(App(), header_timeout_seconds=0.5, keep_alive_seconds=5.0) as port:
+        reader, writer = await connect(port)
+        writer.write(REQUEST % (b"", b""))
+        assert (await answer(reader))[0] == 200
+        for _ in range(20):  # the parser skips these; uvicorn's keep-alive timer stops at each
+            if writer.is_closing() or reader.at_eof():
+                break
+            writer.write(b"\r\n")
+            await asyncio.sleep(0.1)
+        assert await closed(reader)

@@ -206,14 +206,18 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._in_head:
             self._head_bytes += len(data)
         super().data_received(data)
-        if self._in_head and self._head_bytes > self.limits.max_header_bytes:
+        if not self._in_head or self._answered:
+            return
+        if self._head_bytes > self.limits.max_header_bytes:
             self._headers_too_large()
+        else:
+            # Armed only for a head that did not arrive whole: most never need the timer.
+            self._arm_header_timer()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
         self._began = True
-        self._arm_header_timer()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -243,6 +247,12 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if not self.pipeline and not self.transport.is_closing() and self._counted:
             self._wait_for_request()
+            if not self._in_head:
+                # What arrives now is the next head, even bytes the parser skips before a
+                # request line (uvicorn stops its keep-alive timer at any byte, so a client
+                # trickling blank lines would otherwise hold the connection for ever).
+                self._in_head = True
+                self._head_bytes = 0
 
 
 def guarded_protocol(limits: ConnectionLimits) -> type[GuardedProtocol]:

@@ -74,6 +74,10 @@ def test_every_bad_value_is_one_line_naming_its_variable() -> None:
         ({"HEIMDEX_DECODE_MAX_PIXELS": "-1"}, "HEIMDEX_DECODE_MAX_PIXELS"),
         ({"HEIMDEX_DECODE_NICENESS": "20"}, "HEIMDEX_DECODE_NICENESS"),
         ({"HEIMDEX_SCRATCH_MAX_AGE_SECONDS": "0"}, "HEIMDEX_SCRATCH_MAX_AGE_SECONDS"),
+        ({"HEIMDEX_HTTP_MAX_HEADER_BYTES": "0"}, "HEIMDEX_HTTP_MAX_HEADER_BYTES"),
+        ({"HEIMDEX_HTTP_HEADER_TIMEOUT_SECONDS": "0"}, "HEIMDEX_HTTP_HEADER_TIMEOUT_SECONDS"),
+        ({"HEIMDEX_HTTP_KEEP_ALIVE_SECONDS": "-1"}, "HEIMDEX_HTTP_KEEP_ALIVE_SECONDS"),
+        ({"HEIMDEX_HTTP_MAX_CONNECTIONS": "0"}, "HEIMDEX_HTTP_MAX_CONNECTIONS"),
         # Shorter than a PUT may run, or a copy be probed: live scratch would be swept.
         ({"HEIMDEX_SCRATCH_MAX_AGE_SECONDS": "3599"}, "at least HEIMDEX_UPLOAD_STALL_SECONDS"),
         (
@@ -220,3 +224,13 @@ def test_decode_limits_are_read_and_reach_the_adapters() -> None:
     assert (limits.memory_bytes, limits.cpu_seconds, limits.file_size_bytes) == (0, 30, 1024)
     assert (limits.niceness, limits.max_pixels, limits.max_streams) == (0, 2073600, 8)
     assert decode_limits(load_settings({}, env_file=None)).max_pixels == 8192 * 8192
+
+
+def test_http_connection_limits_default_to_common_server_values() -> None:
+    settings = load_settings({}, env_file=None)
+    assert (
+        settings.http_max_header_bytes,
+        settings.http_header_timeout_seconds,
+        settings.http_keep_alive_seconds,
+        settings.http_max_connections,
+    ) == (65_536, 10.0, 5.0, 4096)

@@ -159,7 +159,9 @@ def make_clip(directory: Path) -> bytes:
 
 def seed(base: str, token: str, data: bytes) -> tuple[str, str]:
     """One committed asset and its finished sidecar job: the rows the load reads."""
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as client:
+    with httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as client:
         slot = client.post(
             "/v1/ingest/init",
             json={"source_name": "c.mp4", "content_type": "video/mp4", "content_length": len(data)},

@@ -94,6 +94,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     download_url_ttl_seconds: int = 3600
     host: str = "127.0.0.1"
     port: int = 8000
+    http_max_header_bytes: int = 65_536
+    http_header_timeout_seconds: float = 10.0
+    http_keep_alive_seconds: float = 5.0
+    http_max_connections: int = 4096
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     metrics_token: str | None = None
@@ -200,6 +204,10 @@ def _check(settings: Settings) -> list[str]:
         "idempotency_lease_seconds",
         "max_json_body_bytes",
         "rate_limit_burst",
+        "http_max_header_bytes",
+        "http_header_timeout_seconds",
+        "http_keep_alive_seconds",
+        "http_max_connections",
     ):
         if getattr(settings, name) <= 0:
             problems.append(f"{_env_name(name)} must be positive")

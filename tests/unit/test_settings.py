@@ -80,6 +80,10 @@ def test_every_bad_value_is_one_line_naming_its_variable() -> None:
         ({"HEIMDEX_PROBE_WAIT_SECONDS": "-1"}, "HEIMDEX_PROBE_WAIT_SECONDS"),
         ({"HEIMDEX_PROBE_WORKER_WAIT_SECONDS": "0"}, "HEIMDEX_PROBE_WORKER_WAIT_SECONDS"),
         ({"HEIMDEX_SCRATCH_MAX_AGE_SECONDS": "0"}, "HEIMDEX_SCRATCH_MAX_AGE_SECONDS"),
+        ({"HEIMDEX_HTTP_MAX_HEADER_BYTES": "0"}, "HEIMDEX_HTTP_MAX_HEADER_BYTES"),
+        ({"HEIMDEX_HTTP_HEADER_TIMEOUT_SECONDS": "0"}, "HEIMDEX_HTTP_HEADER_TIMEOUT_SECONDS"),
+        ({"HEIMDEX_HTTP_KEEP_ALIVE_SECONDS": "-1"}, "HEIMDEX_HTTP_KEEP_ALIVE_SECONDS"),
+        ({"HEIMDEX_HTTP_MAX_CONNECTIONS": "0"}, "HEIMDEX_HTTP_MAX_CONNECTIONS"),
         # Shorter than a PUT may run, or a copy be probed: live scratch would be swept.
         ({"HEIMDEX_SCRATCH_MAX_AGE_SECONDS": "3599"}, "at least HEIMDEX_UPLOAD_STALL_SECONDS"),
         (
@@ -244,3 +248,13 @@ def test_probe_limits_are_read_and_reach_the_adapters() -> None:
     assert prober.pool.wait_seconds == 2.5
     defaults = load_settings({}, env_file=None)
     assert (defaults.probe_max_per_org, defaults.probe_wait_seconds) == (1, 5.0)
+
+
+def test_http_connection_limits_default_to_common_server_values() -> None:
+    settings = load_settings({}, env_file=None)
+    assert (
+        settings.http_max_header_bytes,
+        settings.http_header_timeout_seconds,
+        settings.http_keep_alive_seconds,
+        settings.http_max_connections,
+    ) == (65_536, 10.0, 5.0, 4096)

@@ -36,9 +36,8 @@ def _settings() -> Settings:
 
 # -- serve -------------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from heimdex.entrypoints.http.app import create_app
+    from heimdex.entrypoints.http.server import ConnectionLimits, serve
     from heimdex.logs import configure_logging, get_logger
     from heimdex.settings import read_environment
 
@@ -61,12 +60,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         legacy=settings.enable_legacy,
     )
     _preflight(settings)
-    uvicorn.run(
+    serve(
         create_app(settings=settings, warm_decoders=True),
         host=host,
         port=port,
-        log_config=None,
-        access_log=False,
+        limits=ConnectionLimits(
+            max_header_bytes=settings.http_max_header_bytes,
+            header_timeout_seconds=settings.http_header_timeout_seconds,
+            keep_alive_seconds=settings.http_keep_alive_seconds,
+            max_connections=settings.http_max_connections,
+        ),
     )
     return 0
 

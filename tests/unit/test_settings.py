@@ -220,3 +220,43 @@ def test_decode_limits_are_read_and_reach_the_adapters() -> None:
     assert (limits.memory_bytes, limits.cpu_seconds, limits.file_size_bytes) == (0, 30, 1024)
     assert (limits.niceness, limits.max_pixels, limits.max_streams) == (0, 2073600, 8)
     assert decode_limits(load_settings({}, env_file=None)).max_pixels == 8192 * 8192
+
+
+@pytest.mark.parametrize("value", ["", "   ", "\t"])
+def test_an_empty_jwt_secret_is_refused_in_every_environment(value: str) -> None:
+    """Empty, it used to start and then answer every request 500 (PyJWT refuses the key)."""
+    for env in ("development", "production"):
+        with pytest.raises(SettingsError) as caught:
+            load_settings({"HEIMDEX_ENV": env, "HEIMDEX_JWT_SECRET": value}, env_file=None)
+        assert caught.value.problems == ["HEIMDEX_JWT_SECRET is empty: it must have a value"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "HEIMDEX_REDIS_URL",
+        "HEIMDEX_REDIS_QUEUE_NAME",
+        "HEIMDEX_FFPROBE_PATH",
+        "HEIMDEX_FFMPEG_PATH",
+        "HEIMDEX_HOST",
+    ],
+)
+def test_other_required_text_settings_are_refused_empty(name: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({name: " "}, env_file=None)
+    assert caught.value.problems == [f"{name} is empty: it must have a value"]
+
+
+def test_an_empty_metrics_token_is_refused_rather_than_leaving_metrics_open() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"HEIMDEX_METRICS_TOKEN": "  "}, env_file=None)
+    assert caught.value.problems == ["HEIMDEX_METRICS_TOKEN is empty: set a value, or unset it"]
+    assert load_settings({}, env_file=None).metrics_token is None
+
+
+def test_the_jwt_codec_refuses_an_empty_secret() -> None:
+    """Settings built in code skip ``load_settings``; the codec still refuses at build time."""
+    from heimdex.adapters.auth.jwt import JwtCodec
+
+    with pytest.raises(ValueError, match="empty"):
+        JwtCodec(" ")

@@ -25,6 +25,7 @@ from heimdex.entrypoints.http.files import FileController
 from heimdex.entrypoints.http.health import AdminHealthController, liveness
 from heimdex.entrypoints.http.idempotency import IdempotencyMiddleware
 from heimdex.entrypoints.http.ingest import IngestController
+from heimdex.entrypoints.http.input_guard import GuardedRequest, InputGuardMiddleware
 from heimdex.entrypoints.http.jobs import JobController, SidecarController
 from heimdex.entrypoints.http.legacy import legacy_metadata
 from heimdex.entrypoints.http.metrics import metrics
@@ -121,9 +122,11 @@ def create_app(
             SidecarController,
             JobController,
         ],
-        # Order matters: the idempotency key and the rate limit are the authenticated
-        # organisation's; a replayed answer still counts against the rate.
+        # Order matters: no NUL gets as far as a token or a key; the idempotency key and the
+        # rate limit are the authenticated organisation's; a replayed answer still counts
+        # against the rate.
         middleware=[
+            InputGuardMiddleware,
             DefineMiddleware(BearerAuthMiddleware),
             RateLimitMiddleware,
             IdempotencyMiddleware,
@@ -135,18 +138,22 @@ def create_app(
     uploads = Router(
         path="/v1",
         route_handlers=[UploadController],
+        middleware=[InputGuardMiddleware],
         # Room for the declared length, so our own check answers first and precisely.
         request_max_body_size=services.settings.max_upload_size_bytes + 1,
     )
     legacy = Router(
         path="/",
         route_handlers=[legacy_metadata],
+        middleware=[InputGuardMiddleware],
         request_max_body_size=services.settings.max_upload_size_bytes + _MULTIPART_OVERHEAD,
     )
     app = HeimdexApp(
         route_handlers=[liveness, metrics, v1, public, uploads, legacy],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        # Every JSON body is depth-checked and refused with a NUL before a handler sees it.
+        request_class=GuardedRequest,
         # Every route's body cap: JSON documents are small. The upload PUT and the legacy
         # upload set their own above.
         request_max_body_size=services.settings.max_json_body_bytes,

@@ -150,7 +150,7 @@ class AssetController(Controller):
     @get(
         "/",
         operation_id="listAssets",
-        **documented(AUTHENTICATED, PARAMETERS, SERVER),
+        **documented(AUTHENTICATED, PARAMETERS, SERVER, raises(errors.TimestampOutOfRange)),
         summary="List assets",
         description="Newest first. Pass `next_cursor` back as `cursor` for the next page. "
         "`codec` matches the video or audio codec; `min_height` the displayed height.",

@@ -122,12 +122,12 @@ def create_app(
             SidecarController,
             JobController,
         ],
-        # Order matters: no NUL gets as far as a token or a key; the idempotency key and the
-        # rate limit are the authenticated organisation's; a replayed answer still counts
-        # against the rate.
+        # Order matters: a client without a token learns only that (401), not what else is
+        # wrong; no NUL gets as far as a stored key; the idempotency key and the rate limit are
+        # the authenticated organisation's; a replayed answer still counts against the rate.
         middleware=[
-            InputGuardMiddleware,
             DefineMiddleware(BearerAuthMiddleware),
+            InputGuardMiddleware,
             RateLimitMiddleware,
             IdempotencyMiddleware,
         ],

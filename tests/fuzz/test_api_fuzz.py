@@ -16,6 +16,18 @@ data accepted, auth not ignored, a missing required header refused, unsupported 
   exercised on the answers that would leak if tenancy broke.
 - problem responses are narrowed in the document to their status and codes, so the schema
   conformance check also proves every problem ``code`` a route answers is declared.
+- hostile variants (``check_case``): about one valid generated case in two, on every operation
+  that reads input, is made hostile in one way — a NUL in a query value, a JSON string, the
+  ``key`` path or a header; a JSON body nested 2,000 levels (past Python's recursion limit,
+  where msgspec raised ``RecursionError``); a ``created_after``/``created_before`` or forged
+  ``cursor`` date-time that overflows in UTC — and must get exactly its typed 400
+  (``nul_character``, ``json_too_deep``, ``timestamp_out_of_range``), besides every other
+  check. The kinds go in turn per operation; ``test_every_hostile_variant_was_sent`` proves
+  each was sent. Schemathesis' own NULs are off (``allow-x00``): valid data carrying one is
+  refused on purpose, which JSON Schema cannot say without a pattern on every string.
+
+``test_api_fuzz_postgres`` runs the same conformance test, hooks, checks and hostile variants
+on PostgreSQL with fewer examples (the stateful runs and the link walk stay on SQLite).
 
 Stateful runs follow the links the served document carries: init → PUT upload → commit →
 sidecar → job (and asset reads, probe, delete) with ``as_state_machine()``; about one init in

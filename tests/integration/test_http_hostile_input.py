@@ -1,6 +1,7 @@
 """No 500s from input, on SQLite and PostgreSQL: date-times that overflow once converted to UTC
-(in a filter or a forged cursor), JSON nested past Python's recursion limit, and NUL characters
-anywhere a client's text comes from. Each is a typed 400 problem."""
+(in a filter or a forged cursor), JSON nested past Python's recursion limit, NUL characters
+anywhere a client's text comes from, and numbers past what the database stores. Each is a typed
+400 problem."""
 
 from __future__ import annotations
 
@@ -229,3 +230,18 @@ async def test_a_nul_in_a_path_or_an_upload_header_is_400(
         headers={**init["headers"], "Content-Type": "video/mp4\x00"},
     )
     _assert_problem(response, 400, "nul_character")
+
+
+@pytest.mark.parametrize("value", ["2147483648", "99999999999999999999"])
+async def test_a_min_height_past_32_bits_is_400(
+    client: Client, make_token: TokenFactory, org_a: str, value: str
+) -> None:
+    """Heights are 32-bit integers in the database: a larger one overflowed there, a 500."""
+    response = await client.get(
+        "/v1/assets", params={"min_height": value}, headers=bearer(make_token(org_a))
+    )
+    _assert_problem(response, 400, "invalid_request")
+    ok = await client.get(
+        "/v1/assets", params={"min_height": "2147483647"}, headers=bearer(make_token(org_a))
+    )
+    assert ok.status_code == 200, ok.text

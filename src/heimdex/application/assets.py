@@ -16,6 +16,9 @@ from heimdex.domain.storage_keys import asset_derived_prefix, sidecar_key
 from heimdex.domain.timestamps import as_utc
 
 MAX_PAGE_SIZE = 200
+#: the largest ``min_height`` a filter takes: heights are stored as 32-bit integers, and a
+#: larger number overflows the database's comparison (a 500) rather than matching nothing
+MAX_HEIGHT = 2**31 - 1
 
 
 def encode_cursor(cursor: PageCursor) -> str:
@@ -63,6 +66,8 @@ class AssetService:
             and filters.min_duration > filters.max_duration
         ):
             raise InvalidInput("min_duration is greater than max_duration")
+        if filters.min_height is not None and not 0 <= filters.min_height <= MAX_HEIGHT:
+            raise InvalidInput(f"min_height must be between 0 and {MAX_HEIGHT}")
         after = decode_cursor(cursor) if cursor else None
         filters = msgspec.structs.replace(
             filters,

@@ -180,8 +180,36 @@ def _expected(annotation: Any) -> str:
     }.get(annotation, "is not valid")
 
 
-def _check(settings: Settings) -> list[str]:
+# Text settings that mean nothing empty. Secrets first: an empty HEIMDEX_JWT_SECRET would start
+# and then fail every request; an empty HEIMDEX_METRICS_TOKEN would leave /metrics open to anyone
+# while its operator believes it closed (unset it for that).
+_REQUIRED_TEXT = (
+    "jwt_secret",
+    "redis_url",
+    "redis_queue_name",
+    "ffprobe_path",
+    "ffmpeg_path",
+    "host",
+)
+_SECRETS_UNSET_NOT_EMPTY = ("metrics_token",)
+
+
+def _check_text(settings: Settings) -> list[str]:
+    """Refuse text settings that are empty or only whitespace (set directly or in the
+    environment, where they are stripped), naming the variable."""
     problems: list[str] = []
+    for name in _REQUIRED_TEXT:
+        if not getattr(settings, name).strip():
+            problems.append(f"{_env_name(name)} is empty: it must have a value")
+    for name in _SECRETS_UNSET_NOT_EMPTY:
+        value = getattr(settings, name)
+        if value is not None and not value.strip():
+            problems.append(f"{_env_name(name)} is empty: set a value, or unset it")
+    return problems
+
+
+def _check(settings: Settings) -> list[str]:
+    problems = _check_text(settings)
     if settings.max_upload_size_bytes <= 0:
         problems.append("HEIMDEX_MAX_UPLOAD_SIZE_BYTES must be a positive number of bytes")
     for name in (
@@ -267,7 +295,9 @@ def _check(settings: Settings) -> list[str]:
             problems.append(
                 "HEIMDEX_JWT_SECRET: the development default 'change-me' is refused in production"
             )
-        elif len(settings.jwt_secret.encode()) < MIN_PRODUCTION_SECRET_BYTES:
+        elif settings.jwt_secret.strip() and (
+            len(settings.jwt_secret.encode()) < MIN_PRODUCTION_SECRET_BYTES
+        ):
             problems.append(
                 f"HEIMDEX_JWT_SECRET: must be at least {MIN_PRODUCTION_SECRET_BYTES} bytes in "
                 "production"

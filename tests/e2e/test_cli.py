@@ -173,3 +173,11 @@ def test_worker_refuses_metrics_ports_past_65535(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "65536 is past 65535" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_serve_refuses_an_empty_jwt_secret_at_start_up(tmp_path: Path) -> None:
+    """It used to start and answer every request 500; now it never listens."""
+    result = heimdex("serve", "--port", "0", cwd=tmp_path, env={"HEIMDEX_JWT_SECRET": ""})
+    assert result.returncode == 2
+    assert "HEIMDEX_JWT_SECRET is empty: it must have a value" in result.stderr
+    assert "Traceback" not in result.stderr

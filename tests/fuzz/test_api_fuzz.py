@@ -18,6 +18,18 @@ data accepted, auth not ignored, a missing required header refused, unsupported 
   ``Cache-Control``: ``no-store``, or ``private, max-age=…`` for a signed file.
 - problem responses are narrowed in the document to their status and codes, so the schema
   conformance check also proves every problem ``code`` a route answers is declared.
+- hostile variants (``check_case``): about one valid generated case in two, on every operation
+  that reads input, is made hostile in one way — a NUL in a query value, a JSON string, the
+  ``key`` path or a header; a JSON body nested 2,000 levels (past Python's recursion limit,
+  where msgspec raised ``RecursionError``); a ``created_after``/``created_before`` or forged
+  ``cursor`` date-time that overflows in UTC — and must get exactly its typed 400
+  (``nul_character``, ``json_too_deep``, ``timestamp_out_of_range``), besides every other
+  check. The kinds go in turn per operation; ``test_every_hostile_variant_was_sent`` proves
+  each was sent. Schemathesis' own NULs are off (``allow-x00``): valid data carrying one is
+  refused on purpose, which JSON Schema cannot say without a pattern on every string.
+
+``test_api_fuzz_postgres`` runs the same conformance test, hooks, checks and hostile variants
+on PostgreSQL with fewer examples (the stateful runs and the link walk stay on SQLite).
 
 Stateful runs follow the links the served document carries: init → PUT upload → commit →
 sidecar → job (and asset reads, probe, delete) with ``as_state_machine()``; about one init in
@@ -54,11 +66,15 @@ Exclusions and loosened expectations, each for a reason:
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
+import json
 import shutil
 import tempfile
 import time
+import uuid
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,7 +87,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.errors import FlakyStrategyDefinition
+from schemathesis.generation.meta import TestPhase
 from schemathesis.python import asgi
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from heimdex.bootstrap import build
 from heimdex.entrypoints.http.app import create_app
@@ -104,6 +122,10 @@ _POSITIVE = ["2xx", "3xx", "401", "403", "404", "409", "429"]
 CONFIG = schemathesis.Config.from_dict(
     {
         "seed": SEED,
+        # NUL characters come only from the hostile variants below, whose exact answer is
+        # asserted: schema-valid data with a NUL is refused (400 nul_character), which JSON
+        # Schema cannot say without a pattern on every string.
+        "generation": {"allow-x00": False},
         # The document's own links drive the stateful runs. Schemathesis' dependency analysis
         # reads `org_id` in a body as a reference to an "Org" resource nothing creates, and so
         # would never start a scenario at init or commit.
@@ -150,6 +172,17 @@ schema.app = APP
 schema.location = "/schema/openapi.json"
 
 
+def fuzzing_schema(app: Any) -> Any:
+    """The same document, checks, auth and hooks against another app (the PostgreSQL module)."""
+    other = schemathesis.openapi.from_dict(DOC, config=CONFIG)
+    other.app = app
+    other.location = "/schema/openapi.json"
+    other.auth()(OrgAToken)
+    other.hook(map_path_parameters)
+    other.hook(map_body)
+    return other
+
+
 def token(org: str, *scopes: str) -> str:
     payload: dict[str, Any] = {"org_id": org}
     if scopes:
@@ -177,24 +210,29 @@ CLIP: dict[str, bytes] = {}
 @pytest.fixture(scope="module", autouse=True)
 def org_b(h264_aac_mp4: Path) -> Iterator[dict[str, str]]:
     """Organisation B's upload, asset and finished sidecar job, through the real API."""
+    yield from serve_with_org_b(SERVICES, APP, h264_aac_mp4)
+    shutil.rmtree(DATA_DIR, ignore_errors=True)
+
+
+def serve_with_org_b(services: Any, app: Any, clip: Path) -> Iterator[dict[str, str]]:
+    """Start ``services`` on schemathesis' loop, make organisation B's resources through
+    ``app``, yield their ids (also in ``ORG_B_IDS``), then close everything."""
     portal = asgi._get_portal()  # the loop every ASGI call of schemathesis runs on
-    portal.call(SERVICES.startup)
+    portal.call(services.startup)
     headers = {"Authorization": f"Bearer {token(ORG_B)}"}
-    with asgi.get_client(APP) as client:
+    with asgi.get_client(app) as client:
         init = client.post(
             "/v1/ingest/init",
             headers=headers,
             json={
                 "source_name": "b.mp4",
                 "content_type": "video/mp4",
-                "content_length": h264_aac_mp4.stat().st_size,
+                "content_length": clip.stat().st_size,
             },
         )
         assert init.status_code == 201, init.text
         slot = init.json()
-        put = client.put(
-            slot["upload_url"], data=h264_aac_mp4.read_bytes(), headers=slot["headers"]
-        )
+        put = client.put(slot["upload_url"], data=clip.read_bytes(), headers=slot["headers"])
         assert put.status_code == 200, put.text
         commit = client.post(
             "/v1/ingest/commit", headers=headers, json={"upload_id": slot["upload_id"]}
@@ -219,7 +257,8 @@ def org_b(h264_aac_mp4: Path) -> Iterator[dict[str, str]]:
             json={"source_name": "c.mp4", "content_type": "video/mp4", "content_length": 10},
         )
         assert pending.status_code == 201, pending.text
-    CLIP["bytes"] = h264_aac_mp4.read_bytes()
+    CLIP["bytes"] = clip.read_bytes()
+    ORG_B_IDS.clear()
     ORG_B_IDS.update(
         upload_id=slot["upload_id"],
         asset_id=asset_id,
@@ -228,8 +267,7 @@ def org_b(h264_aac_mp4: Path) -> Iterator[dict[str, str]]:
     )
     yield dict(ORG_B_IDS)
     asgi.shutdown_lifespans()
-    portal.call(SERVICES.aclose)
-    shutil.rmtree(DATA_DIR, ignore_errors=True)
+    portal.call(services.aclose)
 
 
 def _one_in_four(value: Any) -> bool:
@@ -312,10 +350,179 @@ _SETTINGS = settings(
 )
 
 
+# A valid local time whose offset moves it past year 1 or year 9999 in UTC.
+OVERFLOWING = ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00")
+# Nested past Python's recursion limit, where msgspec used to raise RecursionError (a 500).
+DEEP_JSON = b"[" * 2000 + b"]" * 2000
+
+
+def _operation(case: Any) -> dict[str, Any]:
+    method, path = case.operation.label.split(" ", 1)
+    operation: dict[str, Any] = DOC["paths"][path][method.lower()]
+    return operation
+
+
+def _reads_input(case: Any) -> bool:
+    """Whether the operation reads client input at all (it can answer a 400); the liveness
+    check and the published sidecar schema do not."""
+    return "400" in _operation(case)["responses"]
+
+
+def _has_query(case: Any, name: str) -> bool:
+    parameters = _operation(case).get("parameters", [])
+    return any(p["in"] == "query" and p["name"] == name for p in parameters)
+
+
+def _takes_json(case: Any) -> bool:
+    return bool(case.media_type == "application/json")
+
+
+def _cursor(moment: str) -> str:
+    raw = json.dumps({"created_at": moment, "id": str(uuid.UUID(int=0))}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _nul_in_query(case: Any, pick: int) -> str:
+    name = sorted(case.query)[pick % len(case.query)]
+    case.query = {**case.query, name: f"{case.query[name]}\x00"}
+    return "nul_character"
+
+
+def _nul_in_body(case: Any, pick: int) -> str:
+    body = case.body
+    if isinstance(body, dict):
+        texts = sorted(k for k, v in body.items() if isinstance(v, str))
+        if texts:
+            name = texts[pick % len(texts)]
+            case.body = {**body, name: body[name] + "\x00"}
+        else:
+            case.body = {**body, "note\x00": pick}
+    else:  # a negative case's body may be anything, bytes included
+        case.body = ["\x00"]
+    return "nul_character"
+
+
+def _nul_in_path(case: Any, pick: int) -> str:
+    case.path_parameters = {**case.path_parameters, "key": f"{case.path_parameters['key']}\x00"}
+    return "nul_character"
+
+
+def _nul_in_header(case: Any, pick: int) -> str:
+    case.headers = {**(case.headers or {}), "X-Request-ID": f"fuzz-{pick}\x00"}
+    return "nul_character"
+
+
+def _deep_body(case: Any, pick: int) -> str:
+    case.body = DEEP_JSON
+    return "json_too_deep"
+
+
+def _overflowing_filter(case: Any, pick: int) -> str:
+    # Alone: another invalid parameter would be refused first, as invalid_request.
+    name = ("created_after", "created_before")[pick % 2]
+    case.query = {name: OVERFLOWING[pick // 2 % 2]}
+    return "timestamp_out_of_range"
+
+
+def _overflowing_cursor(case: Any, pick: int) -> str:
+    case.query = {"cursor": _cursor(OVERFLOWING[pick % 2])}
+    return "timestamp_out_of_range"
+
+
+def _hostile_kinds(case: Any) -> list[Any]:
+    """The hostile variants that apply to this case's operation."""
+    kinds: list[Any] = []
+    if not _reads_input(case):
+        return kinds
+    # The rarer first: an operation's first hostile cases try what only it can be sent.
+    if _has_query(case, "created_after") and _has_query(case, "created_before"):
+        kinds.extend([_overflowing_filter, _overflowing_cursor])
+    if _takes_json(case):
+        kinds.extend([_deep_body, _nul_in_body])
+    if "key" in (case.path_parameters or {}):
+        kinds.append(_nul_in_path)
+    if case.query:
+        kinds.append(_nul_in_query)
+    if not kinds:
+        kinds.append(_nul_in_header)  # every route reads headers; the others have more to aim at
+    return kinds
+    if case.query:
+        kinds.append(_nul_in_query)
+    if _takes_json(case):
+        kinds.extend([_nul_in_body, _deep_body])
+    if "key" in (case.path_parameters or {}):
+        kinds.append(_nul_in_path)
+    if _has_query(case, "created_after") and _has_query(case, "created_before"):
+        kinds.extend([_overflowing_filter, _overflowing_cursor])
+    if not kinds:
+        kinds.append(_nul_in_header)  # every route reads headers; the others have more to aim at
+    return kinds
+
+
+_TURNS: Counter[str] = Counter()
+
+
+def hostile_variant(case: Any, sent: Counter[str] | None = None) -> str | None:
+    """Turn about one valid case in two into a hostile one (a NUL in a query value, a header, a
+    path or a JSON string; JSON nested past the recursion limit; a date-time that overflows in
+    UTC, as a filter or in a forged cursor); answer the code its problem must carry."""
+    # From valid data only, so the hostile part is the one flaw: a coverage case tests one
+    # thing already (a missing header, a boundary), an invalid one may not even route.
+    meta = case.meta
+    if meta is None or meta.phase.name != TestPhase.FUZZING or not meta.generation.mode.is_positive:
+        return None
+    kinds = _hostile_kinds(case)
+    sent_text = _sent(case).encode("utf-8", "surrogatepass")
+    if not kinds or zlib.crc32(sent_text) % 2:
+        return None
+    # Credentials and a key seen before with another body are answered before a body is read.
+    case.headers = {k: v for k, v in (case.headers or {}).items() if k != "Idempotency-Key"}
+    case.headers["Authorization"] = f"Bearer {token(ORG_A, 'admin')}"
+    # In turn on each operation, so even a short run sends every kind that applies.
+    kind = kinds[_TURNS[case.operation.label] % len(kinds)]
+    _TURNS[case.operation.label] += 1
+    if sent is not None:
+        sent[kind.__name__.lstrip("_")] += 1
+    return str(kind(case, zlib.crc32(b"pick " + sent_text)))
+
+
+#: every hostile variant must have been sent at least once (checked after the run)
+HOSTILE_KINDS = {
+    "nul_in_query",
+    "nul_in_body",
+    "nul_in_path",
+    "nul_in_header",
+    "deep_body",
+    "overflowing_filter",
+    "overflowing_cursor",
+}
+HOSTILE_SENT: Counter[str] = Counter()
+
+
+def check_case(case: Any, sent: Counter[str] = HOSTILE_SENT) -> None:
+    """Every default check and ours; a hostile variant must get exactly its typed 400."""
+    expected = hostile_variant(case, sent)
+    if expected is None:
+        case.call_and_validate(additional_checks=[no_org_b_ids, safe_headers])
+        return
+    # Schema-valid data made hostile is refused on purpose: not a positive case any more.
+    response = case.call_and_validate(
+        additional_checks=[no_org_b_ids, safe_headers],
+        excluded_checks=[positive_data_acceptance],
+    )
+    assert response.status_code == 400, (case.operation.label, expected, response.text)
+    assert response.json()["code"] == expected, (case.operation.label, response.text)
+
+
 @schema.parametrize()
 @_SETTINGS
 def test_every_operation_conforms(case: Any) -> None:
-    case.call_and_validate(additional_checks=[no_org_b_ids, safe_headers])
+    check_case(case)
+
+
+def test_every_hostile_variant_was_sent() -> None:
+    """The run above (collected first) sent each class of hostile input."""
+    assert set(HOSTILE_SENT) == HOSTILE_KINDS, HOSTILE_SENT
 
 
 class Workflow(schema.as_state_machine()):  # type: ignore[misc]

@@ -258,3 +258,43 @@ def test_http_connection_limits_default_to_common_server_values() -> None:
         settings.http_keep_alive_seconds,
         settings.http_max_connections,
     ) == (65_536, 10.0, 5.0, 4096)
+
+
+@pytest.mark.parametrize("value", ["", "   ", "\t"])
+def test_an_empty_jwt_secret_is_refused_in_every_environment(value: str) -> None:
+    """Empty, it used to start and then answer every request 500 (PyJWT refuses the key)."""
+    for env in ("development", "production"):
+        with pytest.raises(SettingsError) as caught:
+            load_settings({"HEIMDEX_ENV": env, "HEIMDEX_JWT_SECRET": value}, env_file=None)
+        assert caught.value.problems == ["HEIMDEX_JWT_SECRET is empty: it must have a value"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "HEIMDEX_REDIS_URL",
+        "HEIMDEX_REDIS_QUEUE_NAME",
+        "HEIMDEX_FFPROBE_PATH",
+        "HEIMDEX_FFMPEG_PATH",
+        "HEIMDEX_HOST",
+    ],
+)
+def test_other_required_text_settings_are_refused_empty(name: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({name: " "}, env_file=None)
+    assert caught.value.problems == [f"{name} is empty: it must have a value"]
+
+
+def test_an_empty_metrics_token_is_refused_rather_than_leaving_metrics_open() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"HEIMDEX_METRICS_TOKEN": "  "}, env_file=None)
+    assert caught.value.problems == ["HEIMDEX_METRICS_TOKEN is empty: set a value, or unset it"]
+    assert load_settings({}, env_file=None).metrics_token is None
+
+
+def test_the_jwt_codec_refuses_an_empty_secret() -> None:
+    """Settings built in code skip ``load_settings``; the codec still refuses at build time."""
+    from heimdex.adapters.auth.jwt import JwtCodec
+
+    with pytest.raises(ValueError, match="empty"):
+        JwtCodec(" ")

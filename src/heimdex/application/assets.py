@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import UTC, datetime
+from datetime import datetime
 from uuid import UUID
 
 import msgspec
@@ -13,8 +13,12 @@ from heimdex.domain.errors import InvalidInput, NotFound
 from heimdex.domain.model import Asset, AssetFilter, AssetPage, PageCursor, Principal
 from heimdex.domain.ports import Storage, UnitOfWorkFactory
 from heimdex.domain.storage_keys import asset_derived_prefix, sidecar_key
+from heimdex.domain.timestamps import as_utc
 
 MAX_PAGE_SIZE = 200
+#: the largest ``min_height`` a filter takes: heights are stored as 32-bit integers, and a
+#: larger number overflows the database's comparison (a 500) rather than matching nothing
+MAX_HEIGHT = 2**31 - 1
 
 
 def encode_cursor(cursor: PageCursor) -> str:
@@ -30,14 +34,11 @@ def decode_cursor(token: str) -> PageCursor:
         raise InvalidInput("cursor is not one this API issued") from exc
     if cursor.created_at.tzinfo is None:
         raise InvalidInput("cursor is not one this API issued")
-    return cursor
+    return msgspec.structs.replace(cursor, created_at=as_utc(cursor.created_at, "cursor"))
 
 
-def _as_utc(moment: datetime | None) -> datetime | None:
-    """A time without a zone is read as UTC, the zone every timestamp here is in."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
+def _as_utc(moment: datetime | None, name: str) -> datetime | None:
+    return None if moment is None else as_utc(moment, name)
 
 
 class AssetService:
@@ -65,11 +66,13 @@ class AssetService:
             and filters.min_duration > filters.max_duration
         ):
             raise InvalidInput("min_duration is greater than max_duration")
+        if filters.min_height is not None and not 0 <= filters.min_height <= MAX_HEIGHT:
+            raise InvalidInput(f"min_height must be between 0 and {MAX_HEIGHT}")
         after = decode_cursor(cursor) if cursor else None
         filters = msgspec.structs.replace(
             filters,
-            created_after=_as_utc(filters.created_after),
-            created_before=_as_utc(filters.created_before),
+            created_after=_as_utc(filters.created_after, "created_after"),
+            created_before=_as_utc(filters.created_before, "created_before"),
         )
         async with self._uow(principal.org_id) as uow:
             return await uow.assets.list(filters, limit=limit, after=after)

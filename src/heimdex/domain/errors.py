@@ -331,3 +331,25 @@ class TooManyStreams(InvalidMedia):
 
     code = "too_many_streams"
     title = "The media has more streams than allowed"
+
+
+class NulCharacter(InvalidInput):
+    """A NUL character (U+0000) in a path, query, header or JSON string: no text Heimdex
+    stores may hold one (PostgreSQL's text types cannot), so it is refused at the door."""
+
+    code = "nul_character"
+    title = "The request carries a NUL character"
+
+
+class JsonTooDeep(InvalidInput):
+    """A JSON body nested deeper than any document of this API (``MAX_JSON_DEPTH``)."""
+
+    code = "json_too_deep"
+    title = "The JSON body is nested too deeply"
+
+
+class TimestampOutOfRange(InvalidInput):
+    """A date-time whose offset moves it past year 1 or year 9999 once converted to UTC."""
+
+    code = "timestamp_out_of_range"
+    title = "The date-time is out of range"

@@ -31,6 +31,9 @@ class JwtCodec:
         require_exp: bool = False,
         leeway_seconds: float = 30.0,
     ) -> None:
+        if not secret.strip():
+            # PyJWT would refuse it on every request (a 500 each): refuse it once, at start-up.
+            raise ValueError("the JWT secret is empty")
         self._secret = secret
         self._algorithm = algorithm
         self._require = ["exp"] if require_exp else []

@@ -26,6 +26,7 @@ from heimdex.entrypoints.http.files import FileController
 from heimdex.entrypoints.http.health import AdminHealthController, liveness
 from heimdex.entrypoints.http.idempotency import IdempotencyMiddleware
 from heimdex.entrypoints.http.ingest import IngestController
+from heimdex.entrypoints.http.input_guard import GuardedRequest, InputGuardMiddleware
 from heimdex.entrypoints.http.jobs import JobController, SidecarController
 from heimdex.entrypoints.http.legacy import legacy_metadata
 from heimdex.entrypoints.http.metrics import metrics
@@ -127,10 +128,12 @@ def create_app(
             SidecarController,
             JobController,
         ],
-        # Order matters: the idempotency key and the rate limit are the authenticated
-        # organisation's; a replayed answer still counts against the rate.
+        # Order matters: a client without a token learns only that (401), not what else is
+        # wrong; no NUL gets as far as a stored key; the idempotency key and the rate limit are
+        # the authenticated organisation's; a replayed answer still counts against the rate.
         middleware=[
             DefineMiddleware(BearerAuthMiddleware),
+            InputGuardMiddleware,
             RateLimitMiddleware,
             IdempotencyMiddleware,
         ],
@@ -141,6 +144,7 @@ def create_app(
     uploads = Router(
         path="/v1",
         route_handlers=[UploadController],
+        middleware=[InputGuardMiddleware],
         # Room for the declared length, so our own check answers first and precisely.
         request_max_body_size=services.settings.max_upload_size_bytes + 1,
     )
@@ -150,6 +154,7 @@ def create_app(
             Router(
                 path="/",
                 route_handlers=[legacy_metadata],
+                middleware=[InputGuardMiddleware],
                 request_max_body_size=services.settings.max_upload_size_bytes + _MULTIPART_OVERHEAD,
             )
         ]
@@ -160,6 +165,8 @@ def create_app(
         route_handlers=[liveness, metrics, docs_page, docs_assets(), v1, public, uploads, *legacy],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        # Every JSON body is depth-checked and refused with a NUL before a handler sees it.
+        request_class=GuardedRequest,
         # Every route's body cap: JSON documents are small. The upload PUT and the legacy
         # upload set their own above.
         request_max_body_size=services.settings.max_json_body_bytes,

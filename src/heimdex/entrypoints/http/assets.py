@@ -13,7 +13,7 @@ from litestar.openapi.spec import Link
 from litestar.params import FromPath, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from heimdex.application.assets import MAX_PAGE_SIZE, AssetService, encode_cursor
+from heimdex.application.assets import MAX_HEIGHT, MAX_PAGE_SIZE, AssetService, encode_cursor
 from heimdex.domain import errors
 from heimdex.domain.media import MediaInfo
 from heimdex.domain.model import Asset, AssetFilter, AssetStatus, Principal
@@ -150,7 +150,7 @@ class AssetController(Controller):
     @get(
         "/",
         operation_id="listAssets",
-        **documented(AUTHENTICATED, PARAMETERS, SERVER),
+        **documented(AUTHENTICATED, PARAMETERS, SERVER, raises(errors.TimestampOutOfRange)),
         summary="List assets",
         description="Newest first. Pass `next_cursor` back as `cursor` for the next page. "
         "`codec` matches the video or audio codec; `min_height` the displayed height.",
@@ -163,7 +163,7 @@ class AssetController(Controller):
         min_duration: Annotated[float | None, QueryParameter(ge=0)] = None,
         max_duration: Annotated[float | None, QueryParameter(ge=0)] = None,
         codec: Annotated[str | None, QueryParameter(max_length=64)] = None,
-        min_height: Annotated[int | None, QueryParameter(ge=0)] = None,
+        min_height: Annotated[int | None, QueryParameter(ge=0, le=MAX_HEIGHT)] = None,
         created_after: Annotated[str | None, QueryParameter(format="date-time")] = None,
         created_before: Annotated[str | None, QueryParameter(format="date-time")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE)] = 50,

@@ -15,6 +15,7 @@ from heimdex.domain import errors
 from heimdex.domain.errors import InvalidUrlSignature, UrlExpired
 from heimdex.domain.storage_keys import validate_key
 from heimdex.entrypoints.http.deps import services_from
+from heimdex.entrypoints.http.input_guard import InputGuardMiddleware
 from heimdex.entrypoints.http.openapi import (
     PARAMETERS,
     SERVER,
@@ -30,6 +31,7 @@ _MEDIA_TYPES = {"jpg": "image/jpeg", "webp": "image/webp", "json": "application/
 class FileController(Controller):
     path = "/files"
     tags = ["files"]
+    middleware = [InputGuardMiddleware]
 
     @get(
         "/{key:path}",

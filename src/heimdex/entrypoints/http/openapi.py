@@ -54,6 +54,8 @@ IDEMPOTENT: Problems = {
 #: path or query parameters that may not validate
 PARAMETERS: Problems = {400: ["invalid_request"]}
 NOT_FOUND: Problems = {404: ["not_found"]}
+#: what ``input_guard`` refuses on every documented route: a NUL anywhere, JSON nested too deep
+GUARDED_INPUT: Problems = {400: ["nul_character", "json_too_deep"]}
 
 IDEMPOTENCY_KEY = Parameter(
     name="Idempotency-Key",
@@ -260,7 +262,7 @@ def documented(
     success answer and, for POST/DELETE under /v1, the ``Idempotency-Key`` header; ``responses``
     adds other answers (a second success status), ``parameters`` and ``request_body`` what a
     handler reads from the raw request rather than from its signature."""
-    codes = merge(*groups, IDEMPOTENT if idempotent else {})
+    codes = merge(*groups, GUARDED_INPUT, IDEMPOTENT if idempotent else {})
     declared: dict[int, ResponseSpec] = {
         status: ResponseSpec(
             data_container=Problem,

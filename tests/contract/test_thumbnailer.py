@@ -21,12 +21,11 @@ import av
 import msgspec
 import pytest
 
-from heimdex.adapters.media import pyav_thumbnailer
+from heimdex.adapters.media import frame_picker, pyav_thumbnailer
 from heimdex.adapters.media.decode_pool import DecodePool
 from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
 from heimdex.adapters.media.pyav_thumbnailer import PyAVThumbnailer
 from heimdex.adapters.media.thumbnail_plan import (
-    SNAP_SECONDS,
     luma_stats,
     output_size,
     plan_thumbnails,
@@ -444,11 +443,11 @@ async def test_pyav_skipping_non_reference_frames_changes_no_picture(
         }
     assert "B" in kinds  # the clip has non-reference frames, or this would prove nothing
     media = await shared_pyav_prober().probe(long_gop_mp4)
-    plan = plan_thumbnails(long_gop_mp4.name, media, ThumbnailSpec(), snap=SNAP_SECONDS)
+    plan = plan_thumbnails(long_gop_mp4.name, media, ThumbnailSpec())
     assert plan is not None
 
     skipping = pyav_thumbnailer.render(str(long_gop_mp4), long_gop_mp4.name, plan)
-    monkeypatch.setattr(pyav_thumbnailer, "_SKIP_LEAD", 1e9)  # never skip
+    monkeypatch.setattr(frame_picker, "SKIP_LEAD", 1e9)  # never skip
     decoding_all = pyav_thumbnailer.render(str(long_gop_mp4), long_gop_mp4.name, plan)
 
     assert [t.time for t in skipping] == [t.time for t in decoding_all]

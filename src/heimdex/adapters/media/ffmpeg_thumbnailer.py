@@ -8,15 +8,16 @@ each run is ≈ 0.1 s, mostly ffmpeg's own start-up.
 
 Each run opens only the local file (``file:`` URL, ``file,pipe`` protocols), forces the demuxer
 the prober found (from the allow-list, MOV data references off), seeks on the input (``-ss``
-before ``-i``) and writes one picture to stdout. It makes the same decisions as the PyAV
-thumbnailer (``thumbnail_plan``): ``-noaccurate_seek`` first gives the keyframe at or before
-the target (it needs ``-fps_mode passthrough``: ffmpeg 5.1's image2 muxer otherwise keeps its
-constant frame rate and decodes up to the target all the same); only when that keyframe is
-too far from the target does a second, accurate run decode forward to it. A trailing
-``showinfo`` reports the frame's timestamp and its luma mean and deviation, the dull-frame
-test's input; the next keyframe after a dull frame is the first frame an accurate seek past
-it yields with ``-skip_frame nokey``. ffmpeg's auto-rotation is off: the shared filter chain
-turns the picture exactly as the PyAV thumbnailer does.
+before ``-i``) and writes one picture to stdout. It follows the same rule as the PyAV
+thumbnailer (``thumbnail_plan``), one slot at a time: ``-noaccurate_seek`` first gives the
+keyframe at or before the slot's target (it needs ``-fps_mode passthrough``: ffmpeg 5.1's
+image2 muxer otherwise keeps its constant frame rate and decodes up to the target all the
+same); only when that keyframe lies outside the slot does a second, accurate run decode
+forward to the target — and when the frame it gives is past the slot, a third takes the first
+frame from the slot's start. A trailing ``showinfo`` reports the frame's timestamp and its
+luma mean and deviation, the dull-frame test's input; a dull frame's replacements are looked
+for the same way in the rest of its slot. ffmpeg's auto-rotation is off: the shared filter
+chain turns the picture exactly as the PyAV thumbnailer does.
 """
 
 from __future__ import annotations
@@ -37,16 +38,16 @@ from heimdex.adapters.media.allowlist import FFPROBE_PROTOCOLS, format_whitelist
 from heimdex.adapters.media.description import regular_file_size
 from heimdex.adapters.media.limits import DecodeLimits
 from heimdex.adapters.media.thumbnail_plan import (
-    EPSILON,
     JPEG_QSCALE,
-    SNAP_SECONDS,
     WEBP_QUALITY,
     LumaStats,
+    Slot,
     ThumbnailPlan,
     filter_steps,
     filtergraph,
     full_range,
     plan_thumbnails,
+    replacement_slots,
 )
 from heimdex.adapters.offload import run_blocking
 from heimdex.domain.errors import (
@@ -94,8 +95,8 @@ class FfmpegThumbnailer:
 
     A run longer than ``timeout`` seconds is killed with its whole process group
     (``ThumbnailTimeout``); one that dies by a signal is ``DecoderCrashed``; ffmpeg's own
-    complaint is in every other error. ``snap`` as for the PyAV thumbnailer. Each run is
-    under ``limits`` (memory, CPU, file size, priority, ``max_pixels``).
+    complaint is in every other error. Each run is under ``limits`` (memory, CPU, file size,
+    priority, ``max_pixels``).
     """
 
     name = "ffmpeg"
@@ -106,19 +107,17 @@ class FfmpegThumbnailer:
         timeout: float = 60.0,
         *,
         concurrency: int = 2,
-        snap: float = SNAP_SECONDS,
         limits: DecodeLimits | None = None,
     ) -> None:
         self._binary = binary
         self._limits = limits if limits is not None else DecodeLimits()
         self._timeout = timeout
         self._concurrency = max(1, concurrency)
-        self._snap = snap
 
     async def thumbnails(
         self, path: Path, media: MediaInfo, spec: ThumbnailSpec
     ) -> Sequence[Thumbnail]:
-        plan = plan_thumbnails(path.name, media, spec, snap=self._snap)
+        plan = plan_thumbnails(path.name, media, spec)
         if plan is None:
             return []
         self._limits.check_media(path.name, media)
@@ -126,11 +125,22 @@ class FfmpegThumbnailer:
         # starting with "-" is never an option, a name with a colon never another protocol.
         run = _Run(self, "file:" + await run_blocking(_local_file, path), path.name, plan)
         # The first alone: a broken file fails once, not once per thumbnail.
-        first = await run.thumbnail(0)
-        rest = await _all_or_nothing(
-            [run.thumbnail(index) for index in range(1, len(plan.times))], self._concurrency
-        )
-        return [first, *rest]
+        first = await run.shot(plan.slots[0])
+        rest = await _all_or_nothing([run.shot(slot) for slot in plan.slots[1:]], self._concurrency)
+        # A slot without a frame gives none: fewer frames than slots.
+        shots = [shot for shot in (first, *rest) if shot is not None]
+        if not shots:
+            raise InvalidMedia(f"{path.name}: no frame of the video stream could be decoded")
+        return [
+            Thumbnail(
+                index=index,
+                time=round(shot.time, 3),  # milliseconds: ffmpeg rounds its seek offset so
+                width=plan.width,
+                height=plan.height,
+                data=shot.data,
+            )
+            for index, shot in enumerate(shots)
+        ]
 
     async def check(self) -> None:
         returncode, stdout, stderr = await self._run(
@@ -192,39 +202,29 @@ class _Run:
         steps = filter_steps(plan, _PIXEL_FORMATS[plan.format])
         self._filters = filtergraph([*steps, ("showinfo", None)])
 
-    async def thumbnail(self, index: int) -> Thumbnail:
-        plan = self._plan
-        target = plan.times[index]
-        shot = await self._shot(target, accurate=False)  # the keyframe at or before the target
-        if shot is None:
-            raise InvalidMedia(f"{self._name}: no frame of the video stream could be decoded")
-        if target - shot.time > plan.snap + EPSILON:
-            # Too far: decode forward, at most max_forward past the keyframe.
-            forward = await self._shot(min(target, shot.time + plan.max_forward), accurate=True)
-            shot = forward or shot  # nothing at or after the target: the stream ended before
-        if shot.luma.dull:
-            shot = await self._replacement(shot) or shot
-        return Thumbnail(
-            index=index,
-            time=round(shot.time, 3),  # milliseconds: ffmpeg rounds its seek offset to the base
-            width=plan.width,
-            height=plan.height,
-            data=shot.data,
-        )
+    async def shot(self, slot: Slot) -> _Shot | None:
+        """The slot's picture: its frame, or a better one of the same slot when that is dull."""
+        shot = await self._in_slot(slot)
+        if shot is not None and shot.luma.dull:
+            for where in replacement_slots(slot, shot.time, float(shot.tick)):
+                other = await self._in_slot(where)
+                if other is not None and not other.luma.dull:
+                    return other
+        return shot
 
-    async def _replacement(self, dull: _Shot) -> _Shot | None:
-        """The first keyframe after the dull frame that is not dull, within the plan's budget."""
-        after = dull
-        for _ in range(self._plan.max_replacements):
-            # One tick on: ffmpeg rounds the seek position to the stream's time base, so
-            # anything closer would give the same frame back.
-            position = after.time + float(after.tick)
-            shot = await self._shot(position, accurate=True, keyframes_only=True)
-            if shot is None or shot.time <= after.time:
-                return None  # no keyframe left
-            if not shot.luma.dull:
-                return shot
-            after = shot
+    async def _in_slot(self, slot: Slot) -> _Shot | None:
+        """A frame presented inside ``slot``, by the plan's rule; ``None`` when none is."""
+        key = await self._shot(slot.target, accurate=False)  # the keyframe at or before it
+        if key is not None and slot.holds(key.time, float(key.tick)):
+            return key
+        forward = await self._shot(slot.target, accurate=True)  # the first frame from it on
+        if forward is not None and slot.holds(forward.time, float(forward.tick)):
+            return forward
+        # Past the slot (a gap, the end) or nothing (FLV's guessed seek can land past every
+        # frame): the first frame from the slot's start, if inside.
+        first = await self._shot(slot.start, accurate=True)
+        if first is not None and slot.holds(first.time, float(first.tick)):
+            return first
         return None
 
     async def _shot(
@@ -242,7 +242,9 @@ class _Run:
         args += ["-noautorotate", *self._owner._limits.decoder_arguments()]
         if not accurate:
             args += ["-noaccurate_seek"]
-        args += ["-ss", position, "-i", self._url, "-map", f"0:{plan.stream_index}"]
+        if seconds > 0:  # from the start, no seek: FLV's guessed seek to 0 can find nothing
+            args += ["-ss", position]
+        args += ["-i", self._url, "-map", f"0:{plan.stream_index}"]
         args += ["-vf", self._filters, "-frames:v", "1", "-fps_mode", "passthrough"]
         args += [*_ENCODERS[plan.format], "-f", "image2pipe", "pipe:1"]
         returncode, stdout, stderr = await self._owner._run(

@@ -9,15 +9,15 @@ each run is ≈ 0.1 s, mostly ffmpeg's own start-up.
 Each run opens only the local file (``file:`` URL, ``file,pipe`` protocols), forces the demuxer
 the prober found (from the allow-list, MOV data references off), seeks on the input (``-ss``
 before ``-i``) and writes one picture to stdout. It follows the same rule as the PyAV
-thumbnailer (``thumbnail_plan``), one slot at a time: ``-noaccurate_seek`` first gives the
-keyframe at or before the slot's target (it needs ``-fps_mode passthrough``: ffmpeg 5.1's
-image2 muxer otherwise keeps its constant frame rate and decodes up to the target all the
-same); only when that keyframe lies outside the slot does a second, accurate run decode
-forward to the target — and when the frame it gives is past the slot, a third takes the first
-frame from the slot's start. A trailing ``showinfo`` reports the frame's timestamp and its
-luma mean and deviation, the dull-frame test's input; a dull frame's replacements are looked
-for the same way in the rest of its slot. ffmpeg's auto-rotation is off: the shared filter
-chain turns the picture exactly as the PyAV thumbnailer does.
+thumbnailer (``thumbnail_plan``), one slot at a time and usually one run per slot:
+``-noaccurate_seek`` starts decoding at the keyframe at or before the slot's target (it needs
+``-fps_mode passthrough``: ffmpeg 5.1's image2 muxer otherwise keeps its constant frame rate)
+and a ``select`` keeps that keyframe when it lies in the slot, else the first frame at or after
+the target; only when that frame is past the slot does a second, accurate run take the first
+frame from the slot's start. A trailing ``showinfo`` reports the frame's timestamp and its luma
+mean and deviation, the dull-frame test's input; a dull frame's replacements are the frames at
+the targets of :func:`replacement_slots`, one accurate run each. ffmpeg's auto-rotation is
+off: the shared filter chain turns the picture exactly as the PyAV thumbnailer does.
 """
 
 from __future__ import annotations
@@ -78,6 +78,8 @@ _FRAME = re.compile(
 )
 # The input's header line: "  Duration: 00:00:04.09, start: 0.000000, bitrate: …".
 _START = re.compile(r"^(?:\[info\] )?\s+Duration: .*?, start: (-?\d+(?:\.\d+)?)", re.MULTILINE)
+# Keyframes a hair before a slot's start pass the select; the slot's own test then decides.
+_SELECT_SLACK = 0.0005
 _ADDRESS = re.compile(r" @ 0x[0-9a-f]+\]")
 _PROBLEM = re.compile(r"^\[(?:[^\]]*\] \[)?(?:error|fatal|panic)\] ?(.*)$")
 
@@ -207,19 +209,27 @@ class _Run:
         shot = await self._in_slot(slot)
         if shot is not None and shot.luma.dull:
             for where in replacement_slots(slot, shot.time, float(shot.tick)):
-                other = await self._in_slot(where)
-                if other is not None and not other.luma.dull:
+                # One accurate run each: the frame at the part's target (the PyAV thumbnailer
+                # may take the part's keyframe instead; both are of the slot, and not dull).
+                other = await self._shot(where.target, accurate=True)
+                if other is None or not where.holds(other.time, float(other.tick)):
+                    continue
+                if not other.luma.dull:
                     return other
         return shot
 
     async def _in_slot(self, slot: Slot) -> _Shot | None:
-        """A frame presented inside ``slot``, by the plan's rule; ``None`` when none is."""
-        key = await self._shot(slot.target, accurate=False)  # the keyframe at or before it
-        if key is not None and slot.holds(key.time, float(key.tick)):
-            return key
-        forward = await self._shot(slot.target, accurate=True)  # the first frame from it on
-        if forward is not None and slot.holds(forward.time, float(forward.tick)):
-            return forward
+        """A frame presented inside ``slot``, by the plan's rule; ``None`` when none is.
+
+        One run in the common case: from the keyframe at or before the target
+        (``-noaccurate_seek``), a ``select`` takes that keyframe when it lies in the slot, else
+        the first frame at or after the target. Times there count from the target.
+        """
+        start = slot.start - slot.target - _SELECT_SLACK
+        choose = f"select='gte(t,0)+eq(key,1)*gte(t,{start:.6f})'"
+        shot = await self._shot(slot.target, accurate=False, select=choose)
+        if shot is not None and slot.holds(shot.time, float(shot.tick)):
+            return shot
         # Past the slot (a gap, the end) or nothing (FLV's guessed seek can land past every
         # frame): the first frame from the slot's start, if inside.
         first = await self._shot(slot.start, accurate=True)
@@ -228,13 +238,11 @@ class _Run:
         return None
 
     async def _shot(
-        self, seconds: float, *, accurate: bool, keyframes_only: bool = False
+        self, seconds: float, *, accurate: bool, select: str | None = None
     ) -> _Shot | None:
         plan = self._plan
         position = f"{max(seconds, 0.0):.6f}"
         args = ["-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info"]
-        if keyframes_only:
-            args += ["-skip_frame", "nokey"]  # decoder option: only keyframes are decoded
         args += ["-protocol_whitelist", FFPROBE_PROTOCOLS, "-format_whitelist", format_whitelist()]
         args += ["-f", plan.demuxer]
         if plan.demuxer == "mov":  # a demuxer option: other demuxers refuse it as unknown
@@ -245,7 +253,9 @@ class _Run:
         if seconds > 0:  # from the start, no seek: FLV's guessed seek to 0 can find nothing
             args += ["-ss", position]
         args += ["-i", self._url, "-map", f"0:{plan.stream_index}"]
-        args += ["-vf", self._filters, "-frames:v", "1", "-fps_mode", "passthrough"]
+        # Choose before scaling: only the frame kept is filtered.
+        chain = f"{select},{self._filters}" if select is not None else self._filters
+        args += ["-vf", chain, "-frames:v", "1", "-fps_mode", "passthrough"]
         args += [*_ENCODERS[plan.format], "-f", "image2pipe", "pipe:1"]
         returncode, stdout, stderr = await self._owner._run(
             args, limit=self._owner._timeout, what=self._name

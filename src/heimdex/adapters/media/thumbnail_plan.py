@@ -8,15 +8,16 @@ decoded plane.
 
 Slots. N thumbnails split the duration into N equal :class:`Slot` s; thumbnail i is a frame
 whose presentation time lies in slot i, so N thumbnails are N different frames. Finding one
-(:func:`frame_in_slot`'s rule, which both adapters follow): the keyframe at or before the
-slot's target (its middle) when that keyframe lies inside the slot — one frame decoded;
-otherwise decode forward from it to the first frame at or after the target, or, when that
-frame is past the slot (a gap in a variable-rate file, the stream's end), the last one before
-the target that is still inside. A slot no frame lies in (a video with fewer frames than
-slots) gives no thumbnail: the result is shorter and says why (``fewer_frames``). A dull frame
-is replaced by a better one from the same slot — tried in :func:`replacement_slots`, at most
-``DULL_TRIES`` more frames found the same way — or kept when none is better. A storyboard or a
-poster picks its frames with the same slots.
+(the rule both adapters follow): the keyframe at or before the slot's target (its middle) when
+that keyframe lies inside the slot — one frame decoded; otherwise decode forward from it to
+the first frame at or after the target. When that frame is past the slot (a gap in a
+variable-rate file, the stream's end), an earlier frame of the slot: the last one before the
+target (PyAV, which has it decoded) or the first from the slot's start (ffmpeg, which runs
+again). A slot no frame lies in (a video with fewer frames than slots, or one that ends well
+before its file) gives no thumbnail: the result is shorter, and the sidecar says why. A dull
+frame is replaced by a better one from the same slot — tried at :func:`replacement_slots`,
+at most ``DULL_TRIES`` more frames — or kept when none is better. A storyboard tile or a
+poster is a frame of a slot too (``frame_picker`` finds it with PyAV).
 """
 
 from __future__ import annotations
@@ -349,7 +350,7 @@ class LumaStats:
 
     @property
     def dull(self) -> bool:
-        """Near-black or flat: not worth showing when a keyframe further on is not."""
+        """Near-black or flat: not worth showing when another frame of its slot is not."""
         return self.mean < BLACK_MEAN or self.stddev < FLAT_STDDEV
 
 

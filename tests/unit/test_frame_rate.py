@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from heimdex.adapters.media.description import StreamFacts, frame_rate, packet_rate
+from heimdex.adapters.media.description import (
+    StreamFacts,
+    frame_rate,
+    packet_rate,
+    rate_needs_packets,
+)
 
 MS = Fraction(1, 1000)
 
@@ -59,3 +64,17 @@ def test_b_frame_reordering_does_not_skew_the_measured_rate() -> None:
     display = [0, 3, 1, 2, 6, 4, 5, 9, 7, 8, 12, 10, 11, 15, 13, 14]  # I P B B … in decode order
     assert packet_rate([t * 40 for t in display], MS) == 25
     assert packet_rate([0, 40], MS) is None  # too few to say
+
+
+def test_only_guessed_rates_cost_a_look_at_the_packets() -> None:
+    mp4 = "mov,mp4,m4a,3gp,3g2,mj2"
+    declared = facts(avg_frame_rate=Fraction(25), base_frame_rate=Fraction(25), time_base=MS)
+    assert not rate_needs_packets(mp4, declared)  # MP4's sample table: as declared
+    assert rate_needs_packets("matroska,webm", declared)  # millisecond stamps: a guess
+    assert rate_needs_packets("flv", declared)
+    tick = facts(avg_frame_rate=Fraction(1000), base_frame_rate=Fraction(60), time_base=MS)
+    assert rate_needs_packets(mp4, tick)
+    apart = facts(avg_frame_rate=Fraction(25), base_frame_rate=Fraction(50))
+    assert rate_needs_packets(mp4, apart)
+    audio = StreamFacts(index=1, media_type="audio", codec="aac")
+    assert not rate_needs_packets("matroska,webm", audio)

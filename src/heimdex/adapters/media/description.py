@@ -44,6 +44,7 @@ _MIN_RATE_PACKETS = 8
 _REORDER_SLACK = 3
 _RATE_AGREEMENT = Fraction(5, 100)
 _STANDARD_SNAP = Fraction(3, 1000)
+_GUESSED_RATE_FORMATS = {"matroska", "webm", "flv"}
 _STANDARD_RATES = tuple(
     Fraction(n, d)
     for n, d in (
@@ -285,6 +286,21 @@ def frame_rate(facts: StreamFacts) -> Fraction | None:
     if facts.frame_count and facts.duration and facts.duration > 0:
         return Fraction(facts.frame_count) / Fraction(facts.duration)
     return None
+
+
+def rate_needs_packets(format_name: str, facts: StreamFacts) -> bool:
+    """Whether a video stream's declared rates are guesses worth checking against its packets
+    (a second look at the file, so only then): in Matroska, WebM and FLV, whose millisecond
+    timestamps FFmpeg guesses a rate from, and wherever the two declared rates are a tick or
+    disagree. MP4's rates come from its sample table and stand as declared."""
+    if facts.media_type != "video" or facts.attached_pic:
+        return False
+    if set(format_name.split(",")) & _GUESSED_RATE_FORMATS:
+        return True
+    declared = [rate for rate in (facts.avg_frame_rate, facts.base_frame_rate) if rate]
+    if any(_is_tick_rate(rate, facts.time_base) for rate in declared):
+        return True
+    return len(declared) == 2 and abs(declared[0] / declared[1] - 1) > _RATE_AGREEMENT
 
 
 def packet_rate(times: Sequence[int], time_base: Fraction | None) -> Fraction | None:

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from heimdex.adapters.media.description import (
     StreamFacts,
     describe,
     packet_rate,
+    rate_needs_packets,
     regular_file_size,
 )
 from heimdex.adapters.media.limits import DecodeLimits
@@ -164,13 +166,16 @@ class FfprobeProber:
         if output.format is None:
             raise InvalidMedia(f"{path.name}: ffprobe found no container")
         depths = await self._depths()
-        videos = [
-            s.index
-            for s in output.streams
-            if s.codec_type == "video" and s.disposition.get("attached_pic") != 1
-        ]
-        times = await self._packet_times(url) if videos else {}
         fmt = output.format
+        facts = [_facts(s, depths) for s in output.streams]
+        if any(rate_needs_packets(fmt.format_name, f) for f in facts):
+            times = await self._packet_times(url)
+            facts = [
+                replace(f, packet_rate=packet_rate(times[f.index], f.time_base))
+                if f.index in times and f.media_type == "video"
+                else f
+                for f in facts
+            ]
         media = describe(
             name=path.name,
             format_name=fmt.format_name,
@@ -178,7 +183,7 @@ class FfprobeProber:
             bit_rate=_int(fmt.bit_rate),
             size_bytes=size,
             tags=fmt.tags,
-            streams=[_facts(s, depths, times.get(s.index, [])) for s in output.streams],
+            streams=facts,
             chapters=[
                 ChapterFacts(
                     start=_float(c.start_time) or 0.0,
@@ -297,7 +302,7 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _facts(stream: _Stream, depths: dict[str, int], packet_times: list[int]) -> StreamFacts:
+def _facts(stream: _Stream, depths: dict[str, int]) -> StreamFacts:
     rotation: float = 0.0  # ffprobe lists the display matrix when the container has one
     for side_data in stream.side_data_list:
         if side_data.side_data_type == "Display Matrix" and side_data.rotation is not None:
@@ -319,7 +324,6 @@ def _facts(stream: _Stream, depths: dict[str, int], packet_times: list[int]) -> 
         base_frame_rate=_ratio(stream.r_frame_rate, "/"),
         time_base=_ratio(stream.time_base, "/"),
         frame_count=_int(stream.nb_frames),
-        packet_rate=packet_rate(packet_times, _ratio(stream.time_base, "/")),
         pix_fmt=stream.pix_fmt,
         pix_fmt_depth=depths.get(stream.pix_fmt or "") or None,
         bits_per_raw_sample=_int(stream.bits_per_raw_sample),

@@ -26,6 +26,7 @@ from heimdex.adapters.media.description import (
     StreamFacts,
     describe,
     packet_rate,
+    rate_needs_packets,
     regular_file_size,
 )
 from heimdex.adapters.media.limits import DecodeLimits
@@ -225,11 +226,14 @@ def _describe(container: Any, path: Path, size: int, deadline: float) -> MediaIn
     rotations = _display_rotations(container, streams, path, size, deadline)
     # Facts first: reading packets moves what some parsers report (an MP3's bit rate).
     facts = [_facts(stream, rotations) for stream in streams]
-    times = _packet_times(container, streams, deadline)
-    facts = [
-        replace(f, packet_rate=packet_rate(times[f.index], f.time_base)) if f.index in times else f
-        for f in facts
-    ]
+    if any(rate_needs_packets(container.format.name, f) for f in facts):
+        times = _packet_times(container, deadline)
+        facts = [
+            replace(f, packet_rate=packet_rate(times[f.index], f.time_base))
+            if f.index in times
+            else f
+            for f in facts
+        ]
     return describe(
         name=path.name,
         format_name=container.format.name,
@@ -242,12 +246,10 @@ def _describe(container: Any, path: Path, size: int, deadline: float) -> MediaIn
     )
 
 
-def _packet_times(container: Any, streams: list[Any], deadline: float) -> dict[int, list[int]]:
+def _packet_times(container: Any, deadline: float) -> dict[int, list[int]]:
     """The presentation times of the video streams' first packets (of the first
     ``RATE_SAMPLE_PACKETS`` of the file, as ffprobe reads them): the frame rate's evidence."""
     times: dict[int, list[int]] = {}
-    if not any(s.type == "video" and not _is_cover_art(s) for s in streams):
-        return times
     for seen, packet in enumerate(container.demux()):
         if seen >= RATE_SAMPLE_PACKETS or time.monotonic() > deadline:
             break

@@ -337,6 +337,43 @@ async def test_shared_files_match_the_manifest(
         )
 
 
+def packet_rate(path: Path) -> float | None:
+    """Frames per second measured on the file: video packets over the span of their times."""
+    with av.open(str(path)) as container:
+        videos = [
+            s
+            for s in container.streams.video
+            if not s.disposition & av.stream.Disposition.attached_pic
+        ]
+        if not videos:
+            return None
+        stream = videos[0]
+        assert stream.time_base is not None
+        times = sorted(
+            float(p.pts * stream.time_base)
+            for p in container.demux(stream)
+            if p.pts is not None and p.size
+        )
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+@pytest.mark.parametrize("file_name", SHARED)
+async def test_the_frame_rate_is_the_streams_never_its_time_base(
+    prober: Prober, shared_media_dir: Path, file_name: str
+) -> None:
+    """Matroska and FLV count time in milliseconds; FFmpeg's average rate of such a file can
+    be that tick (1000 for ``mkv_sample_with_srt.mkv``, a 60 fps clip)."""
+    path = shared_media_dir / file_name
+    measured = packet_rate(path)
+    media = await prober.probe(path)
+
+    videos = media.video_streams
+    if measured is None or not videos:
+        assert all(s.frame_rate is None for s in media.streams)
+        return
+    assert videos[0].frame_rate == pytest.approx(measured, rel=0.05)
+
+
 async def test_an_mp3s_album_art_is_cover_art_not_video(
     prober: Prober, shared_media_dir: Path
 ) -> None:

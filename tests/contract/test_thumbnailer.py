@@ -10,23 +10,24 @@ decoder crash or a hang.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import os
 import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import msgspec
 import pytest
 
-from heimdex.adapters.media import pyav_thumbnailer
+from heimdex.adapters.media import frame_picker, pyav_thumbnailer
 from heimdex.adapters.media.decode_pool import DecodePool
 from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
 from heimdex.adapters.media.pyav_thumbnailer import PyAVThumbnailer
 from heimdex.adapters.media.thumbnail_plan import (
-    SNAP_SECONDS,
     luma_stats,
     output_size,
     plan_thumbnails,
@@ -57,9 +58,13 @@ from tests.fixtures.probers import shared_pyav_prober
 from tests.fixtures.thumbnail_media import (
     QUADRANT_SIZE,
     QUADRANTS,
+    SLOT_CLIPS,
     answer_later,
+    readme_clip,
     rotated_copy,
     segfault,
+    slot_clip,
+    vfr_clip,
 )
 from tests.requirements import require_binary
 
@@ -284,8 +289,16 @@ def test_times_sizes_and_the_dull_test_are_decided_alike_for_both() -> None:
     assert not luma_stats(pattern, 320, 180, 320, limited=False).dull
 
 
+# Shared files whose video has fewer frames than ten slots hold, or ends well before the file.
+FEWER_IN_SHARED = {
+    "mp4_hlg10-color-test.mp4": 9,  # nine frames
+    "mkv_sample_with_srt.mkv": 8,  # 1.0 s of video in a 1.234 s file (the subtitles run on)
+    "flv_sample.flv": 9,  # 1.0 s of video in a 1.136 s file (the audio runs on)
+}
+
+
 @pytest.mark.parametrize("file_name", SHARED_VIDEO)
-async def test_every_shared_video_file_gives_its_thumbnails(
+async def test_every_shared_video_file_gives_distinct_frames_one_per_slot(
     thumbnailer: Thumbnailer,
     shared_media_dir: Path,
     shared_media_manifest: list[ManifestEntry],
@@ -295,12 +308,19 @@ async def test_every_shared_video_file_gives_its_thumbnails(
     entry = next(e for e in shared_media_manifest if e.file == file_name)
     assert entry.width is not None
     assert entry.height is not None
+    path = shared_media_dir / file_name
+    media = await describe(path)
 
-    thumbnails = await thumbnails_of(
-        thumbnailer, shared_media_dir / file_name, ThumbnailSpec(count=3)
-    )
+    thumbnails = list(await thumbnailer.thumbnails(path, media, ThumbnailSpec()))
 
-    assert len(thumbnails) == 3
+    duration = media.video_streams[0].duration or media.duration
+    assert duration is not None
+    if file_name == "mp4_silent-black-10s.mp4":  # ten black frames: one picture, ten times
+        assert_in_slots(thumbnails, duration, 10)
+    else:
+        assert_one_distinct_frame_per_slot(
+            thumbnails, duration, 10, made=FEWER_IN_SHARED.get(file_name, 10)
+        )
     turned = entry.rotation in (90.0, -90.0)
     aspect = entry.height / entry.width if not turned else entry.width / entry.height
     for thumbnail in thumbnails:
@@ -308,7 +328,148 @@ async def test_every_shared_video_file_gives_its_thumbnails(
         assert (picture.width, picture.height) == (thumbnail.width, thumbnail.height)
         assert picture.width == 320
         assert picture.height == pytest.approx(320 * aspect, abs=2)
-        assert 0 <= thumbnail.time <= entry.duration
+
+
+# -- one frame per slot ----------------------------------------------------------------------------
+def assert_in_slots(thumbnails: list[Thumbnail], duration: float, count: int) -> None:
+    """Times strictly increasing, each in a slot of its own of ``count`` equal slots (in order:
+    when all are made, thumbnail i in slot i), indexes 0, 1, …."""
+    assert [t.index for t in thumbnails] == list(range(len(thumbnails)))
+    width = duration / count
+    slot_of = [min(int((t.time + 0.0005) / width), count - 1) for t in thumbnails]
+    assert slot_of == sorted(set(slot_of)), [t.time for t in thumbnails]
+    if len(thumbnails) == count:
+        assert slot_of == list(range(count))
+    for thumbnail, slot in zip(thumbnails, slot_of, strict=True):
+        # Times are rounded to milliseconds: a frame on a boundary may read a hair before it.
+        assert slot * width - 0.001 <= thumbnail.time < (slot + 1) * width + 0.001
+
+
+def assert_one_distinct_frame_per_slot(
+    thumbnails: list[Thumbnail], duration: float, count: int, made: int | None = None
+) -> None:
+    assert len(thumbnails) == (count if made is None else made), [t.time for t in thumbnails]
+    assert_in_slots(thumbnails, duration, count)
+    # Different pictures, not only different times: the digests of the files and the pixels.
+    assert len({hashlib.sha256(t.data).hexdigest() for t in thumbnails}) == len(thumbnails)
+    assert len({pixel_digest(t.data) for t in thumbnails}) == len(thumbnails)
+
+
+def pixel_digest(data: bytes) -> str:
+    return hashlib.sha256(b"".join(Picture(data).luma)).hexdigest()
+
+
+def small_gray(frame: Any) -> bytes:
+    plane = frame.reformat(width=80, height=46, format="gray").planes[0]
+    raw = bytes(plane)
+    return b"".join(raw[y * plane.line_size : y * plane.line_size + 80] for y in range(46))
+
+
+def reference_frames(path: Path) -> dict[float, bytes]:
+    """Every frame of the clip, small and grey, by its time in milliseconds."""
+    frames = {}
+    with av.open(str(path)) as container:
+        start = (container.start_time or 0) / 1_000_000
+        for frame in container.decode(video=0):
+            frames[round(frame.time - start, 3)] = small_gray(frame)
+    return frames
+
+
+def assert_pictures_show_their_times(thumbnails: list[Thumbnail], path: Path) -> None:
+    """Each picture is closest to the clip's frame at its ``time`` among the frames near it."""
+    frames = reference_frames(path)
+    for thumbnail in thumbnails:
+        with av.open(io.BytesIO(thumbnail.data)) as container:
+            ours = small_gray(next(container.decode(video=0)))
+        near = [t for t in frames if abs(t - thumbnail.time) <= 0.15]
+
+        def distance(time: float, ours: bytes = ours) -> int:
+            return sum(abs(a - b) for a, b in zip(frames[time], ours, strict=True))
+
+        assert min(near, key=distance) == pytest.approx(thumbnail.time, abs=0.0015)
+
+
+@pytest.mark.parametrize("clip", list(SLOT_CLIPS))
+async def test_clips_of_every_length_and_gop_give_a_distinct_frame_in_every_slot(
+    thumbnailer: Thumbnailer, media_factory: MediaFactory, clip: str
+) -> None:
+    """1 to 60 s, a keyframe every second to a single one, B-frames in all: thumbnail i is
+    the frame at slot i's target (or the slot's keyframe), a picture of its own."""
+    path = slot_clip(media_factory, clip)
+    seconds, _ = SLOT_CLIPS[clip]
+
+    thumbnails = await thumbnails_of(thumbnailer, path)
+
+    assert_one_distinct_frame_per_slot(thumbnails, float(seconds), 10)
+    assert_pictures_show_their_times(thumbnails, path)
+
+
+async def test_the_readme_clip_and_a_12_s_2_s_gop_clip_give_the_frames_at_their_targets(
+    thumbnailer: Thumbnailer, media_factory: MediaFactory
+) -> None:
+    """The issue's two examples: [0,0,0,0,0,2.2,2.6,3,3.4,3.8] and [0,0,2,4,4,6,6,8,10,10]
+    before slots."""
+    readme = await thumbnails_of(thumbnailer, readme_clip(media_factory))
+    gop2 = await thumbnails_of(thumbnailer, slot_clip(media_factory, "12s_gop2"))
+
+    # The only keyframe (0) lies in the first slot; every other is the frame at its target.
+    assert [t.time for t in readme] == pytest.approx([0.0, *(0.6 + 0.4 * i for i in range(9))])
+    # Slots 1.2 s wide: a keyframe at or before the target inside the slot, else the target.
+    assert [t.time for t in gop2] == pytest.approx(
+        [0.0, 1.8, 3.0, 4.0, 5.4, 6.0, 7.8, 9.0, 10.0, 11.4], abs=0.002
+    )
+    assert len({t.data for t in readme}) == len({t.data for t in gop2}) == 10
+
+
+async def test_a_variable_frame_rate_clip_gives_frames_from_each_slot(
+    thumbnailer: Thumbnailer, media_factory: MediaFactory
+) -> None:
+    """No frames from 2.0 to 2.6 s: the slot [1.6, 2.4) has none at or after its target, so
+    its thumbnail is an earlier frame of the same slot, never one from the next."""
+    path = vfr_clip(media_factory)
+
+    thumbnails = await thumbnails_of(thumbnailer, path)
+
+    assert_one_distinct_frame_per_slot(thumbnails, 8.0, 10)
+    assert 1.6 <= thumbnails[2].time < 2.0
+    assert_pictures_show_their_times(thumbnails, path)
+
+
+async def test_a_rotated_clip_gives_distinct_upright_frames_per_slot(
+    thumbnailer: Thumbnailer, media_factory: MediaFactory
+) -> None:
+    path = rotated_copy(media_factory, slot_clip(media_factory, "8s_gop2"), 270)
+
+    thumbnails = await thumbnails_of(thumbnailer, path)
+
+    assert_one_distinct_frame_per_slot(thumbnails, 8.0, 10)
+    assert {(t.width, t.height) for t in thumbnails} == {(320, 568)}
+
+
+@pytest.mark.parametrize("fixture_name", ["pq_mkv", "hlg_mkv"])
+async def test_hdr_clips_give_distinct_frames_per_slot(
+    thumbnailer: Thumbnailer, request: pytest.FixtureRequest, fixture_name: str
+) -> None:
+    path: Path = request.getfixturevalue(fixture_name)  # 1 s, 25 frames
+
+    thumbnails = await thumbnails_of(thumbnailer, path)
+
+    assert_one_distinct_frame_per_slot(thumbnails, 1.0, 10)
+
+
+async def test_fewer_frames_than_thumbnails_give_one_thumbnail_per_frame(
+    thumbnailer: Thumbnailer, media_factory: MediaFactory
+) -> None:
+    path = media_factory(
+        "five_frames.mp4",
+        *("-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25:duration=0.2"),
+        *("-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"),
+    )
+
+    thumbnails = await thumbnails_of(thumbnailer, path)
+
+    assert [t.time for t in thumbnails] == pytest.approx([0.0, 0.04, 0.08, 0.12, 0.16])
+    assert_one_distinct_frame_per_slot(thumbnails, 0.2, 10, made=5)
 
 
 # -- upright --------------------------------------------------------------------------------------
@@ -393,18 +554,33 @@ async def test_an_mp3s_cover_art_is_not_video(
 
 
 # -- choosing frames ------------------------------------------------------------------------------
-async def test_a_black_start_is_replaced_by_the_next_keyframe_that_is_not_black(
-    thumbnailer: Thumbnailer, black_start_mp4: Path
+async def test_a_dull_frame_is_replaced_by_a_better_one_from_its_own_slot(
+    thumbnailer: Thumbnailer, dark_start_mp4: Path
 ) -> None:
-    thumbnails = await thumbnails_of(thumbnailer, black_start_mp4)
+    """Two slots, [0, 2) and [2, 4): the first's keyframe (1 s) is black, the pattern starts at
+    1.2 s — inside the same slot, so that is what the first thumbnail shows."""
+    first, second = await thumbnails_of(thumbnailer, dark_start_mp4, ThumbnailSpec(count=2))
 
-    # The first five targets fall in the black part; 2 s is the first keyframe with a picture.
-    assert thumbnails[0].time == pytest.approx(2.0, abs=0.002)
-    for thumbnail in thumbnails:
+    assert 1.2 - 0.002 <= first.time < 2.0
+    assert 2.0 <= second.time < 4.0
+    for thumbnail in (first, second):
         picture = Picture(thumbnail.data)
         assert picture.mean_luma() > 60
         assert picture.luma_stddev() > 30
-        assert thumbnail.time >= 2.0 - 0.002
+
+
+async def test_a_slot_with_nothing_but_black_keeps_a_black_frame_of_its_own(
+    thumbnailer: Thumbnailer, black_start_mp4: Path
+) -> None:
+    """No borrowing from a neighbour: slots [0, 0.4) … [1.6, 2.0) are black, so their
+    thumbnails are black frames from those slots, and the rest show the pattern."""
+    thumbnails = await thumbnails_of(thumbnailer, black_start_mp4)
+
+    assert len(thumbnails) == 10
+    assert_in_slots(thumbnails, 4.0, 10)  # ten frames; the five black ones look alike
+    assert len({t.data for t in thumbnails[5:]}) == 5
+    assert all(Picture(t.data).mean_luma() < 10 for t in thumbnails[:5])
+    assert all(Picture(t.data).mean_luma() > 60 for t in thumbnails[5:])
 
 
 async def test_an_all_black_video_still_gets_its_thumbnails_quickly(
@@ -429,8 +605,8 @@ async def test_a_long_gop_gives_distinct_frames_near_their_targets(
     times = [t.time for t in thumbnails]
     assert len({t.data for t in thumbnails}) == 10
     assert times == sorted(set(times))
-    # The first keyframe is close enough to the first target (within 2 s); every other
-    # thumbnail is decoded forward to its target.
+    # The only keyframe lies in the first slot, [0, 2); every other thumbnail is decoded
+    # forward to its slot's target.
     assert times[0] == pytest.approx(0.0, abs=0.002)
     assert times[1:] == pytest.approx(targets[1:], abs=1 / 30 + 0.002)
 
@@ -446,11 +622,11 @@ async def test_pyav_skipping_non_reference_frames_changes_no_picture(
         }
     assert "B" in kinds  # the clip has non-reference frames, or this would prove nothing
     media = await shared_pyav_prober().probe(long_gop_mp4)
-    plan = plan_thumbnails(long_gop_mp4.name, media, ThumbnailSpec(), snap=SNAP_SECONDS)
+    plan = plan_thumbnails(long_gop_mp4.name, media, ThumbnailSpec())
     assert plan is not None
 
     skipping = pyav_thumbnailer.render(str(long_gop_mp4), long_gop_mp4.name, plan)
-    monkeypatch.setattr(pyav_thumbnailer, "_SKIP_LEAD", 1e9)  # never skip
+    monkeypatch.setattr(frame_picker, "SKIP_LEAD", 1e9)  # never skip
     decoding_all = pyav_thumbnailer.render(str(long_gop_mp4), long_gop_mp4.name, plan)
 
     assert [t.time for t in skipping] == [t.time for t in decoding_all]

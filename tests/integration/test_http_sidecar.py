@@ -14,6 +14,7 @@ from litestar.testing import AsyncTestClient
 
 from heimdex.schemas import sidecar_schema_v1
 from tests.fixtures.app import TokenFactory, bearer, ingest_file, wait_for_job
+from tests.fixtures.media import MediaFactory
 
 SCHEMA = json.loads(sidecar_schema_v1())
 
@@ -51,8 +52,12 @@ async def test_sidecar_job_makes_thumbnails_and_a_valid_document(
     times = [t["time"] for t in document["thumbnails"]]
     assert times == sorted(times)
     assert 0 <= times[0] < times[-1] <= 4.0
+    assert len(set(times)) == 10  # ten different frames, one in each tenth of the clip
+    full = {"requested": 10, "made": 10, "shortfall": None}
+    assert document["thumbnail_summary"] == full
 
     listing = await client.get(f"{url}/thumbnails", headers=bearer(token))
+    assert listing.json()["summary"] == full
     items = listing.json()["items"]
     assert [i["index"] for i in items] == list(range(10))
     first = urlsplit(items[0]["url"])
@@ -108,6 +113,33 @@ async def test_audio_only_gets_a_sidecar_without_thumbnails(
     ).json()
     jsonschema.validate(document, SCHEMA)
     assert document["thumbnails"] == []
+    assert document["thumbnail_summary"]["shortfall"] == "no_video"
+
+
+async def test_a_clip_with_fewer_frames_than_thumbnails_gets_one_per_frame_and_says_so(
+    client: AsyncTestClient[Litestar],
+    make_token: TokenFactory,
+    org_a: str,
+    media_factory: MediaFactory,
+) -> None:
+    five_frames = media_factory(
+        "five_frames.mp4",
+        *("-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25:duration=0.2"),
+        *("-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"),
+    )
+    token = make_token(org_a)
+    asset = await ingest_file(client, token, five_frames)
+    accepted = await client.post(
+        f"/v1/assets/{asset['asset_id']}/sidecar", json={}, headers=bearer(token)
+    )
+    job = await wait_for_job(client, token, accepted.headers["location"])
+    assert job["status"] == "succeeded", job
+
+    listing = (
+        await client.get(f"/v1/assets/{asset['asset_id']}/thumbnails", headers=bearer(token))
+    ).json()
+    assert [i["time"] for i in listing["items"]] == [0.0, 0.04, 0.08, 0.12, 0.16]
+    assert listing["summary"] == {"requested": 10, "made": 5, "shortfall": "fewer_frames"}
 
 
 async def test_another_org_sees_no_job_sidecar_or_thumbnail(

@@ -26,6 +26,7 @@ from heimdex.domain.sidecar import (
     SidecarDocument,
     SidecarSource,
     ThumbnailRef,
+    ThumbnailSummary,
     build_sidecar,
     encode_sidecar,
 )
@@ -371,6 +372,19 @@ CASES: dict[str, Callable[[], SidecarDocument]] = {
         asset(audio_only(), "voice.m4a", "audio/mp4"), [], GENERATOR
     ),
     "hdr_hlg": lambda: build_sidecar(asset(hdr_hlg()), thumbs(hdr_hlg(), 3), GENERATOR),
+    # A 9-frame clip asked for 10 thumbnails: one per frame, and says so.
+    "fewer_frames": lambda: build_sidecar(
+        asset(hdr_hlg()),
+        thumbs(hdr_hlg(), 9),
+        GENERATOR,
+        summary=ThumbnailSummary.of(10, 9, has_video=True),
+    ),
+    "audio_with_summary": lambda: build_sidecar(
+        asset(audio_only(), "voice.m4a", "audio/mp4"),
+        [],
+        GENERATOR,
+        summary=ThumbnailSummary.of(10, 0, has_video=False),
+    ),
     "cover_art_mp3": lambda: build_sidecar(
         asset(cover_art_mp3(), "bear.mp3", "audio/mpeg"), [], GENERATOR
     ),
@@ -446,6 +460,7 @@ def test_the_top_level_keys_come_in_the_documented_order() -> None:
         "media",
         "thumbnails",
         "generator",
+        "thumbnail_summary",
     ]
     assert document["schema"] == SCHEMA_ID == "heimdex.sidecar/v1"
     assert document["asset_id"] == str(ASSET_ID)
@@ -592,12 +607,39 @@ def _object_schemas(node: Any) -> Iterator[Json]:
             yield from _object_schemas(value)
 
 
+# Keys added to v1 after its release: optional, so documents written before still validate.
+ADDED_IN_V1 = {"thumbnail_summary"}
+
+
 def test_the_schema_requires_every_key_and_allows_no_other(schema: Json) -> None:
     objects = list(_object_schemas(schema))
-    assert len(objects) == 9  # document, source, container, color, stream, chapter, media, …
+    assert len(objects) == 10  # document, source, container, color, stream, chapter, media, …
     for node in objects:
-        assert set(node["required"]) == set(node["properties"])
+        assert set(node["required"]) == set(node["properties"]) - ADDED_IN_V1
         assert node["additionalProperties"] is False
+
+
+def test_a_document_written_before_the_summary_existed_still_validates_and_decodes(
+    valid_document: Json, validator: Draft202012Validator
+) -> None:
+    old = copy.deepcopy(valid_document)
+    del old["thumbnail_summary"]
+
+    assert validator.is_valid(old)
+    assert msgspec.json.decode(json.dumps(old), type=SidecarDocument).thumbnail_summary is None
+
+
+def test_the_summary_says_why_there_are_fewer_thumbnails_than_asked_for() -> None:
+    assert ThumbnailSummary.of(10, 10, has_video=True).shortfall is None
+    assert ThumbnailSummary.of(10, 9, has_video=True).shortfall == "fewer_frames"
+    assert ThumbnailSummary.of(10, 0, has_video=False).shortfall == "no_video"
+    assert ThumbnailSummary.of(0, 0, has_video=False).shortfall is None  # none asked for
+    document = as_json(CASES["fewer_frames"]())
+    assert document["thumbnail_summary"] == {
+        "requested": 10,
+        "made": 9,
+        "shortfall": "fewer_frames",
+    }
 
 
 @pytest.mark.parametrize(
@@ -611,6 +653,7 @@ def test_the_schema_requires_every_key_and_allows_no_other(schema: Json) -> None
         (Chapter, "/$defs/chapter"),
         (MediaInfo, "/$defs/media"),
         (ThumbnailRef, "/$defs/thumbnail"),
+        (ThumbnailSummary, "/$defs/thumbnail_summary"),
         (Generator, "/$defs/generator"),
     ],
 )
@@ -674,6 +717,11 @@ def _drop(path: str) -> Callable[[Json], None]:
         pytest.param(_set("container.tags.rating", 2), id="non-string-tag"),
         pytest.param(_set("streams.0.field_order", "interlaced"), id="unknown-field-order"),
         pytest.param(_set("streams.1.channels", "2"), id="string-number"),
+        pytest.param(_set("thumbnail_summary", {"requested": 1}), id="partial-summary"),
+        pytest.param(
+            _set("thumbnail_summary", {"requested": 1, "made": 0, "shortfall": "lazy"}),
+            id="unknown-shortfall",
+        ),
     ],
 )
 def test_the_schema_rejects_a_broken_document(

@@ -55,7 +55,13 @@ from heimdex.domain.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
-from heimdex.domain.sidecar import Generator, ThumbnailRef, build_sidecar, encode_sidecar
+from heimdex.domain.sidecar import (
+    Generator,
+    ThumbnailRef,
+    ThumbnailSummary,
+    build_sidecar,
+    encode_sidecar,
+)
 from heimdex.domain.storage_keys import asset_derived_prefix, sidecar_key, thumbnail_key
 from heimdex.logs import get_logger, log_context
 
@@ -336,7 +342,14 @@ class JobService:
                     format=job.thumbnails.format,
                 )
             )
-        document = build_sidecar(asset, refs, self._generator)
+        summary = ThumbnailSummary.of(
+            job.thumbnails.count, len(refs), has_video=bool(asset.media.video_streams)
+        )
+        if summary.shortfall == "fewer_frames":
+            log.info(
+                "thumbnails_fewer_than_requested", requested=summary.requested, made=summary.made
+            )
+        document = build_sidecar(asset, refs, self._generator, summary=summary)
         await self._storage.write_bytes(
             sidecar_key(asset.org_id, asset.id), encode_sidecar(document)
         )

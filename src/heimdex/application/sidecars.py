@@ -10,7 +10,7 @@ import msgspec
 from heimdex.domain.errors import NotFound, SidecarNotReady, SourceNotFound
 from heimdex.domain.model import Asset, Principal
 from heimdex.domain.ports import Clock, Storage, StoredObject, UnitOfWorkFactory
-from heimdex.domain.sidecar import SidecarDocument
+from heimdex.domain.sidecar import SidecarDocument, ThumbnailSummary
 from heimdex.domain.storage_keys import asset_of_derived_key, sidecar_key
 
 
@@ -20,6 +20,12 @@ class ThumbnailLink(msgspec.Struct, frozen=True, kw_only=True):
     width: int
     height: int
     url: str
+
+
+class ThumbnailListing(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[ThumbnailLink]
+    # How many were asked for and why fewer; null for a sidecar written before it was recorded.
+    summary: ThumbnailSummary | None
 
 
 class SidecarService:
@@ -53,13 +59,13 @@ class SidecarService:
 
     async def thumbnails(
         self, principal: Principal, asset_id: UUID, base_url: str
-    ) -> list[ThumbnailLink]:
+    ) -> ThumbnailListing:
         """The thumbnails the sidecar lists, each with a URL that works without a token until
-        it expires — for an ``<img>`` tag or a CDN."""
+        it expires — for an ``<img>`` tag or a CDN — and how many were asked for."""
         raw = await self.document(principal, asset_id)
         document = msgspec.json.decode(raw, type=SidecarDocument)
         expires = int(self._clock.now().timestamp()) + self._url_ttl
-        return [
+        items = [
             ThumbnailLink(
                 index=item.index,
                 time=item.time,
@@ -69,6 +75,7 @@ class SidecarService:
             )
             for item in document.thumbnails
         ]
+        return ThumbnailListing(items=items, summary=document.thumbnail_summary)
 
     async def signed_file(self, org_id: str, key: str) -> tuple[StoredObject, AsyncIterator[bytes]]:
         """A derived file (thumbnail, sidecar) of ``org_id`` that a signed URL names, and its

@@ -67,6 +67,32 @@ class ThumbnailRef(msgspec.Struct, frozen=True, kw_only=True):
             )
 
 
+ThumbnailShortfall = Literal["no_video", "fewer_frames"]
+
+
+class ThumbnailSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """How many thumbnails were asked for and made, and why fewer when fewer.
+
+    Thumbnail i is a frame from the i-th of ``requested`` equal parts of the duration, so a part
+    no frame lies in gives none: ``fewer_frames`` — the video has fewer frames than
+    ``requested``, or ends well before the file does (audio or subtitles run on).
+    ``no_video``: the asset has no video stream, so no thumbnails at all.
+    """
+
+    requested: int
+    made: int
+    shortfall: ThumbnailShortfall | None
+
+    @classmethod
+    def of(cls, requested: int, made: int, *, has_video: bool) -> ThumbnailSummary:
+        shortfall: ThumbnailShortfall | None = None
+        if not has_video and requested > 0:
+            shortfall = "no_video"
+        elif made < requested:
+            shortfall = "fewer_frames"
+        return cls(requested=requested, made=made, shortfall=shortfall)
+
+
 class Generator(msgspec.Struct, frozen=True, kw_only=True):
     """What made the document: Heimdex's version and the prober and thumbnailer adapters' names."""
 
@@ -94,12 +120,20 @@ class SidecarDocument(msgspec.Struct, frozen=True, kw_only=True):
     media: MediaInfo
     thumbnails: list[ThumbnailRef]
     generator: Generator
+    # Added in v1 after its first release: optional in the schema (older documents lack it),
+    # always written now.
+    thumbnail_summary: ThumbnailSummary | None = None
 
 
 def build_sidecar(
-    asset: Asset, thumbnails: Sequence[ThumbnailRef], generator: Generator
+    asset: Asset,
+    thumbnails: Sequence[ThumbnailRef],
+    generator: Generator,
+    *,
+    summary: ThumbnailSummary | None = None,
 ) -> SidecarDocument:
-    """The sidecar of ``asset`` with its stored ``thumbnails`` (empty for audio-only media)."""
+    """The sidecar of ``asset`` with its stored ``thumbnails`` (empty for audio-only media) and,
+    when known, how they compare to what was asked for."""
     media = asset.media
     return SidecarDocument(
         asset_id=asset.id,
@@ -122,6 +156,7 @@ def build_sidecar(
         # By index, whatever order the thumbnailer finished them in: same input, same bytes.
         thumbnails=sorted(thumbnails, key=lambda t: t.index),
         generator=generator,
+        thumbnail_summary=summary,
     )
 
 

@@ -33,6 +33,37 @@ from heimdex.domain.media import (
 
 # FFmpeg keeps times in microseconds (AV_TIME_BASE); ffprobe prints six decimals.
 _TIME_DECIMALS = 6
+# A "frame rate" equal to one over the stream's time base and above this is the time base
+# (Matroska's and FLV's 1 ms: 1000 fps), not a rate any camera records or player shows.
+_MAX_TICK_RATE = 240
+# The frame rate from packets (see frame_rate()): how many packet times a prober reads, how many
+# it needs, the reorder delay it ignores, how close a declared rate must come to the measured
+# one, and the rates a measurement is put on when close.
+RATE_SAMPLE_PACKETS = 200
+_MIN_RATE_PACKETS = 8
+_REORDER_SLACK = 3
+_RATE_AGREEMENT = Fraction(5, 100)
+_STANDARD_SNAP = Fraction(3, 1000)
+_GUESSED_RATE_FORMATS = {"matroska", "webm", "flv"}
+_STANDARD_RATES = tuple(
+    Fraction(n, d)
+    for n, d in (
+        (24000, 1001),
+        (24, 1),
+        (25, 1),
+        (30000, 1001),
+        (30, 1),
+        (48, 1),
+        (50, 1),
+        (60000, 1001),
+        (60, 1),
+        (90, 1),
+        (100, 1),
+        (120000, 1001),
+        (120, 1),
+        (240, 1),
+    )
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +88,9 @@ class StreamFacts:
     sample_aspect_ratio: Fraction | None = None
     avg_frame_rate: Fraction | None = None
     base_frame_rate: Fraction | None = None
+    time_base: Fraction | None = None
+    frame_count: int | None = None  # what the container's index says, when it says
+    packet_rate: Fraction | None = None  # measured on the first packets: see packet_rate()
     pix_fmt: str | None = None
     pix_fmt_depth: int | None = None  # the pixel format's deepest component, in bits
     bits_per_raw_sample: int | None = None
@@ -219,7 +253,7 @@ def _stream(facts: StreamFacts) -> StreamInfo:
     display: tuple[int | None, int | None] = (None, None)
     if rotation is not None and facts.width and facts.height:
         display = display_size(facts.width, facts.height, rotation)
-    rate = facts.avg_frame_rate or facts.base_frame_rate
+    rate = frame_rate(facts)
     return msgspec.structs.replace(
         picture,
         rotation=rotation,
@@ -227,6 +261,72 @@ def _stream(facts: StreamFacts) -> StreamInfo:
         display_height=display[1],
         frame_rate=float(rate) if rate else None,
     )
+
+
+def frame_rate(facts: StreamFacts) -> Fraction | None:
+    """The rate a player shows, never the stream's time base.
+
+    FFmpeg's average rate, else its base rate (``r_frame_rate``) — unless one equals the time
+    base's tick (Matroska's and FLV's 1 ms: "1000 fps") — and either only when the packets
+    agree (within 5 %): ``r_frame_rate`` is a guess, 60 for the 30 fps Matroska samples whose
+    H.264 counts fields. Otherwise the packets' own rate, on a standard rate when that is
+    within 0.3 %; without packets, frames over duration.
+    """
+    candidates = [
+        rate
+        for rate in (facts.avg_frame_rate, facts.base_frame_rate)
+        if rate and not _is_tick_rate(rate, facts.time_base)
+    ]
+    measured = facts.packet_rate
+    if measured:
+        agreeing = [rate for rate in candidates if abs(rate / measured - 1) <= _RATE_AGREEMENT]
+        return agreeing[0] if agreeing else _standard_rate(measured)
+    if candidates:
+        return candidates[0]
+    if facts.frame_count and facts.duration and facts.duration > 0:
+        return Fraction(facts.frame_count) / Fraction(facts.duration)
+    return None
+
+
+def rate_needs_packets(format_name: str, facts: StreamFacts) -> bool:
+    """Whether a video stream's declared rates are guesses worth checking against its packets
+    (a second look at the file, so only then): in Matroska, WebM and FLV, whose millisecond
+    timestamps FFmpeg guesses a rate from, and wherever the two declared rates are a tick or
+    disagree. MP4's rates come from its sample table and stand as declared."""
+    if facts.media_type != "video" or facts.attached_pic:
+        return False
+    if set(format_name.split(",")) & _GUESSED_RATE_FORMATS:
+        return True
+    declared = [rate for rate in (facts.avg_frame_rate, facts.base_frame_rate) if rate]
+    if any(_is_tick_rate(rate, facts.time_base) for rate in declared):
+        return True
+    return len(declared) == 2 and abs(declared[0] / declared[1] - 1) > _RATE_AGREEMENT
+
+
+def packet_rate(times: Sequence[int], time_base: Fraction | None) -> Fraction | None:
+    """Frames per second of a stream from the presentation times (in ``time_base`` units) of
+    its first packets, in decode order; ``None`` from too few.
+
+    The last few times are dropped: with B-frames, frames shown before them may come later.
+    """
+    if time_base is None or time_base <= 0:
+        return None
+    ordered = sorted(set(times))[:-_REORDER_SLACK]
+    if len(ordered) < _MIN_RATE_PACKETS:
+        return None
+    span = (ordered[-1] - ordered[0]) * time_base
+    return Fraction(len(ordered) - 1) / span if span > 0 else None
+
+
+def _standard_rate(measured: Fraction) -> Fraction:
+    nearest = min(_STANDARD_RATES, key=lambda rate: abs(rate / measured - 1))
+    if abs(nearest / measured - 1) <= _STANDARD_SNAP:
+        return nearest
+    return measured.limit_denominator(1001)
+
+
+def _is_tick_rate(rate: Fraction, time_base: Fraction | None) -> bool:
+    return time_base is not None and rate * time_base == 1 and rate > _MAX_TICK_RATE
 
 
 def _rotation(display_rotation: float | None, rotate_tag: str | None) -> int | None:

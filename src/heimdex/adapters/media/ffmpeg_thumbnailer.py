@@ -8,15 +8,16 @@ each run is ≈ 0.1 s, mostly ffmpeg's own start-up.
 
 Each run opens only the local file (``file:`` URL, ``file,pipe`` protocols), forces the demuxer
 the prober found (from the allow-list, MOV data references off), seeks on the input (``-ss``
-before ``-i``) and writes one picture to stdout. It makes the same decisions as the PyAV
-thumbnailer (``thumbnail_plan``): ``-noaccurate_seek`` first gives the keyframe at or before
-the target (it needs ``-fps_mode passthrough``: ffmpeg 5.1's image2 muxer otherwise keeps its
-constant frame rate and decodes up to the target all the same); only when that keyframe is
-too far from the target does a second, accurate run decode forward to it. A trailing
-``showinfo`` reports the frame's timestamp and its luma mean and deviation, the dull-frame
-test's input; the next keyframe after a dull frame is the first frame an accurate seek past
-it yields with ``-skip_frame nokey``. ffmpeg's auto-rotation is off: the shared filter chain
-turns the picture exactly as the PyAV thumbnailer does.
+before ``-i``) and writes one picture to stdout. It follows the same rule as the PyAV
+thumbnailer (``thumbnail_plan``), one slot at a time and usually one run per slot:
+``-noaccurate_seek`` starts decoding at the keyframe at or before the slot's target (it needs
+``-fps_mode passthrough``: ffmpeg 5.1's image2 muxer otherwise keeps its constant frame rate)
+and a ``select`` keeps that keyframe when it lies in the slot, else the first frame at or after
+the target; only when that frame is past the slot does a second, accurate run take the first
+frame from the slot's start. A trailing ``showinfo`` reports the frame's timestamp and its luma
+mean and deviation, the dull-frame test's input; a dull frame's replacements are the frames at
+the targets of :func:`replacement_slots`, one accurate run each. ffmpeg's auto-rotation is
+off: the shared filter chain turns the picture exactly as the PyAV thumbnailer does.
 """
 
 from __future__ import annotations
@@ -37,16 +38,16 @@ from heimdex.adapters.media.allowlist import FFPROBE_PROTOCOLS, format_whitelist
 from heimdex.adapters.media.description import regular_file_size
 from heimdex.adapters.media.limits import DecodeLimits
 from heimdex.adapters.media.thumbnail_plan import (
-    EPSILON,
     JPEG_QSCALE,
-    SNAP_SECONDS,
     WEBP_QUALITY,
     LumaStats,
+    Slot,
     ThumbnailPlan,
     filter_steps,
     filtergraph,
     full_range,
     plan_thumbnails,
+    replacement_slots,
 )
 from heimdex.adapters.offload import run_blocking
 from heimdex.domain.errors import (
@@ -77,6 +78,8 @@ _FRAME = re.compile(
 )
 # The input's header line: "  Duration: 00:00:04.09, start: 0.000000, bitrate: …".
 _START = re.compile(r"^(?:\[info\] )?\s+Duration: .*?, start: (-?\d+(?:\.\d+)?)", re.MULTILINE)
+# Keyframes a hair before a slot's start pass the select; the slot's own test then decides.
+_SELECT_SLACK = 0.0005
 _ADDRESS = re.compile(r" @ 0x[0-9a-f]+\]")
 _PROBLEM = re.compile(r"^\[(?:[^\]]*\] \[)?(?:error|fatal|panic)\] ?(.*)$")
 
@@ -94,8 +97,8 @@ class FfmpegThumbnailer:
 
     A run longer than ``timeout`` seconds is killed with its whole process group
     (``ThumbnailTimeout``); one that dies by a signal is ``DecoderCrashed``; ffmpeg's own
-    complaint is in every other error. ``snap`` as for the PyAV thumbnailer. Each run is
-    under ``limits`` (memory, CPU, file size, priority, ``max_pixels``).
+    complaint is in every other error. Each run is under ``limits`` (memory, CPU, file size,
+    priority, ``max_pixels``).
     """
 
     name = "ffmpeg"
@@ -106,19 +109,17 @@ class FfmpegThumbnailer:
         timeout: float = 60.0,
         *,
         concurrency: int = 2,
-        snap: float = SNAP_SECONDS,
         limits: DecodeLimits | None = None,
     ) -> None:
         self._binary = binary
         self._limits = limits if limits is not None else DecodeLimits()
         self._timeout = timeout
         self._concurrency = max(1, concurrency)
-        self._snap = snap
 
     async def thumbnails(
         self, path: Path, media: MediaInfo, spec: ThumbnailSpec
     ) -> Sequence[Thumbnail]:
-        plan = plan_thumbnails(path.name, media, spec, snap=self._snap)
+        plan = plan_thumbnails(path.name, media, spec)
         if plan is None:
             return []
         self._limits.check_media(path.name, media)
@@ -128,11 +129,22 @@ class FfmpegThumbnailer:
             self, "file:" + await run_blocking(_local_file, path, self._limits), path.name, plan
         )
         # The first alone: a broken file fails once, not once per thumbnail.
-        first = await run.thumbnail(0)
-        rest = await _all_or_nothing(
-            [run.thumbnail(index) for index in range(1, len(plan.times))], self._concurrency
-        )
-        return [first, *rest]
+        first = await run.shot(plan.slots[0])
+        rest = await _all_or_nothing([run.shot(slot) for slot in plan.slots[1:]], self._concurrency)
+        # A slot without a frame gives none: fewer frames than slots.
+        shots = [shot for shot in (first, *rest) if shot is not None]
+        if not shots:
+            raise InvalidMedia(f"{path.name}: no frame of the video stream could be decoded")
+        return [
+            Thumbnail(
+                index=index,
+                time=round(shot.time, 3),  # milliseconds: ffmpeg rounds its seek offset so
+                width=plan.width,
+                height=plan.height,
+                data=shot.data,
+            )
+            for index, shot in enumerate(shots)
+        ]
 
     async def check(self) -> None:
         returncode, stdout, stderr = await self._run(
@@ -194,49 +206,45 @@ class _Run:
         steps = filter_steps(plan, _PIXEL_FORMATS[plan.format])
         self._filters = filtergraph([*steps, ("showinfo", None)])
 
-    async def thumbnail(self, index: int) -> Thumbnail:
-        plan = self._plan
-        target = plan.times[index]
-        shot = await self._shot(target, accurate=False)  # the keyframe at or before the target
-        if shot is None:
-            raise InvalidMedia(f"{self._name}: no frame of the video stream could be decoded")
-        if target - shot.time > plan.snap + EPSILON:
-            # Too far: decode forward, at most max_forward past the keyframe.
-            forward = await self._shot(min(target, shot.time + plan.max_forward), accurate=True)
-            shot = forward or shot  # nothing at or after the target: the stream ended before
-        if shot.luma.dull:
-            shot = await self._replacement(shot) or shot
-        return Thumbnail(
-            index=index,
-            time=round(shot.time, 3),  # milliseconds: ffmpeg rounds its seek offset to the base
-            width=plan.width,
-            height=plan.height,
-            data=shot.data,
-        )
+    async def shot(self, slot: Slot) -> _Shot | None:
+        """The slot's picture: its frame, or a better one of the same slot when that is dull."""
+        shot = await self._in_slot(slot)
+        if shot is not None and shot.luma.dull:
+            for where in replacement_slots(slot, shot.time, float(shot.tick)):
+                # One accurate run each: the frame at the part's target (the PyAV thumbnailer
+                # may take the part's keyframe instead; both are of the slot, and not dull).
+                other = await self._shot(where.target, accurate=True)
+                if other is None or not where.holds(other.time, float(other.tick)):
+                    continue
+                if not other.luma.dull:
+                    return other
+        return shot
 
-    async def _replacement(self, dull: _Shot) -> _Shot | None:
-        """The first keyframe after the dull frame that is not dull, within the plan's budget."""
-        after = dull
-        for _ in range(self._plan.max_replacements):
-            # One tick on: ffmpeg rounds the seek position to the stream's time base, so
-            # anything closer would give the same frame back.
-            position = after.time + float(after.tick)
-            shot = await self._shot(position, accurate=True, keyframes_only=True)
-            if shot is None or shot.time <= after.time:
-                return None  # no keyframe left
-            if not shot.luma.dull:
-                return shot
-            after = shot
+    async def _in_slot(self, slot: Slot) -> _Shot | None:
+        """A frame presented inside ``slot``, by the plan's rule; ``None`` when none is.
+
+        One run in the common case: from the keyframe at or before the target
+        (``-noaccurate_seek``), a ``select`` takes that keyframe when it lies in the slot, else
+        the first frame at or after the target. Times there count from the target.
+        """
+        start = slot.start - slot.target - _SELECT_SLACK
+        choose = f"select='gte(t,0)+eq(key,1)*gte(t,{start:.6f})'"
+        shot = await self._shot(slot.target, accurate=False, select=choose)
+        if shot is not None and slot.holds(shot.time, float(shot.tick)):
+            return shot
+        # Past the slot (a gap, the end) or nothing (FLV's guessed seek can land past every
+        # frame): the first frame from the slot's start, if inside.
+        first = await self._shot(slot.start, accurate=True)
+        if first is not None and slot.holds(first.time, float(first.tick)):
+            return first
         return None
 
     async def _shot(
-        self, seconds: float, *, accurate: bool, keyframes_only: bool = False
+        self, seconds: float, *, accurate: bool, select: str | None = None
     ) -> _Shot | None:
         plan = self._plan
         position = f"{max(seconds, 0.0):.6f}"
         args = ["-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info"]
-        if keyframes_only:
-            args += ["-skip_frame", "nokey"]  # decoder option: only keyframes are decoded
         args += ["-protocol_whitelist", FFPROBE_PROTOCOLS, "-format_whitelist", format_whitelist()]
         args += ["-f", plan.demuxer]
         if plan.demuxer == "mov":  # a demuxer option: other demuxers refuse it as unknown
@@ -244,8 +252,12 @@ class _Run:
         args += ["-noautorotate", *self._owner._limits.decoder_arguments()]
         if not accurate:
             args += ["-noaccurate_seek"]
-        args += ["-ss", position, "-i", self._url, "-map", f"0:{plan.stream_index}"]
-        args += ["-vf", self._filters, "-frames:v", "1", "-fps_mode", "passthrough"]
+        if seconds > 0:  # from the start, no seek: FLV's guessed seek to 0 can find nothing
+            args += ["-ss", position]
+        args += ["-i", self._url, "-map", f"0:{plan.stream_index}"]
+        # Choose before scaling: only the frame kept is filtered.
+        chain = f"{select},{self._filters}" if select is not None else self._filters
+        args += ["-vf", chain, "-frames:v", "1", "-fps_mode", "passthrough"]
         args += [*_ENCODERS[plan.format], "-f", "image2pipe", "pipe:1"]
         returncode, stdout, stderr = await self._owner._run(
             args, limit=self._owner._timeout, what=self._name

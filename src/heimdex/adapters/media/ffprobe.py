@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,9 +16,12 @@ import msgspec
 
 from heimdex.adapters.media.allowlist import FFPROBE_PROTOCOLS, format_whitelist
 from heimdex.adapters.media.description import (
+    RATE_SAMPLE_PACKETS,
     ChapterFacts,
     StreamFacts,
     describe,
+    packet_rate,
+    rate_needs_packets,
     regular_file_size,
 )
 from heimdex.adapters.media.limits import DecodeLimits
@@ -51,6 +55,8 @@ class _Stream(msgspec.Struct):
     sample_aspect_ratio: str | None = None
     avg_frame_rate: str | None = None
     r_frame_rate: str | None = None
+    time_base: str | None = None
+    nb_frames: str | None = None
     pix_fmt: str | None = None
     bits_per_raw_sample: str | None = None
     color_range: str | None = None
@@ -79,10 +85,19 @@ class _Format(msgspec.Struct):
     tags: dict[str, str] = msgspec.field(default_factory=dict)
 
 
+class _Packet(msgspec.Struct):
+    stream_index: int
+    pts: int | None = None
+
+
 class _Output(msgspec.Struct):
     format: _Format | None = None
     streams: list[_Stream] = msgspec.field(default_factory=list)
     chapters: list[_Chapter] = msgspec.field(default_factory=list)
+
+
+class _Packets(msgspec.Struct):
+    packets: list[_Packet] = msgspec.field(default_factory=list)
 
 
 class _Component(msgspec.Struct):
@@ -152,6 +167,15 @@ class FfprobeProber:
             raise InvalidMedia(f"{path.name}: ffprobe found no container")
         depths = await self._depths()
         fmt = output.format
+        facts = [_facts(s, depths) for s in output.streams]
+        if any(rate_needs_packets(fmt.format_name, f) for f in facts):
+            times = await self._packet_times(url)
+            facts = [
+                replace(f, packet_rate=packet_rate(times[f.index], f.time_base))
+                if f.index in times and f.media_type == "video"
+                else f
+                for f in facts
+            ]
         media = describe(
             name=path.name,
             format_name=fmt.format_name,
@@ -159,7 +183,7 @@ class FfprobeProber:
             bit_rate=_int(fmt.bit_rate),
             size_bytes=size,
             tags=fmt.tags,
-            streams=[_facts(s, depths) for s in output.streams],
+            streams=facts,
             chapters=[
                 ChapterFacts(
                     start=_float(c.start_time) or 0.0,
@@ -171,6 +195,43 @@ class FfprobeProber:
         )
         self._limits.check_media(path.name, media)
         return media
+
+    async def _packet_times(self, url: str) -> dict[int, list[int]]:
+        """The presentation times of the streams' packets among the file's first: the frame
+        rate's evidence. A run of its own: reading packets moves what some parsers report (an
+        MP3's bit rate), so the description is read without."""
+        returncode, stdout, _ = await self._run(
+            "-v",
+            "error",
+            "-hide_banner",
+            "-protocol_whitelist",
+            FFPROBE_PROTOCOLS,
+            "-format_whitelist",
+            format_whitelist(),
+            "-enable_drefs",
+            "0",
+            *self._limits.decoder_arguments(),
+            "-read_intervals",
+            f"%+#{RATE_SAMPLE_PACKETS}",
+            "-show_entries",
+            "packet=stream_index,pts",
+            "-print_format",
+            "json",
+            url,
+            limit=self._timeout,
+            what=url,
+        )
+        times: dict[int, list[int]] = {}
+        if returncode != 0:
+            return times  # the description stands without: the declared rates decide
+        try:
+            packets = msgspec.json.decode(stdout, type=_Packets).packets
+        except msgspec.ValidationError:
+            return times
+        for packet in packets:
+            if packet.pts is not None:
+                times.setdefault(packet.stream_index, []).append(packet.pts)
+        return times
 
     async def check(self) -> None:
         returncode, stdout, stderr = await self._run(
@@ -264,6 +325,8 @@ def _facts(stream: _Stream, depths: dict[str, int]) -> StreamFacts:
         sample_aspect_ratio=_ratio(stream.sample_aspect_ratio, ":"),
         avg_frame_rate=_ratio(stream.avg_frame_rate, "/"),
         base_frame_rate=_ratio(stream.r_frame_rate, "/"),
+        time_base=_ratio(stream.time_base, "/"),
+        frame_count=_int(stream.nb_frames),
         pix_fmt=stream.pix_fmt,
         pix_fmt_depth=depths.get(stream.pix_fmt or "") or None,
         bits_per_raw_sample=_int(stream.bits_per_raw_sample),

@@ -7,6 +7,7 @@ import os
 import struct
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -20,9 +21,12 @@ import av.video.format
 from heimdex.adapters.media.allowlist import PYAV_PROTOCOLS, format_whitelist
 from heimdex.adapters.media.decode_pool import DecodePool
 from heimdex.adapters.media.description import (
+    RATE_SAMPLE_PACKETS,
     ChapterFacts,
     StreamFacts,
     describe,
+    packet_rate,
+    rate_needs_packets,
     regular_file_size,
 )
 from heimdex.adapters.media.limits import DecodeLimits
@@ -225,6 +229,16 @@ def probe_file(path: Path, timeout: float, limits: DecodeLimits) -> MediaInfo:
 def _describe(container: Any, path: Path, size: int, deadline: float) -> MediaInfo:
     streams = list(container.streams)
     rotations = _display_rotations(container, streams, path, size, deadline)
+    # Facts first: reading packets moves what some parsers report (an MP3's bit rate).
+    facts = [_facts(stream, rotations) for stream in streams]
+    if any(rate_needs_packets(container.format.name, f) for f in facts):
+        times = _packet_times(container, deadline)
+        facts = [
+            replace(f, packet_rate=packet_rate(times[f.index], f.time_base))
+            if f.index in times
+            else f
+            for f in facts
+        ]
     return describe(
         name=path.name,
         format_name=container.format.name,
@@ -232,9 +246,21 @@ def _describe(container: Any, path: Path, size: int, deadline: float) -> MediaIn
         bit_rate=container.bit_rate or None,
         size_bytes=size,
         tags=dict(container.metadata),
-        streams=[_facts(stream, rotations) for stream in streams],
+        streams=facts,
         chapters=[_chapter(chapter) for chapter in container.chapters()],
     )
+
+
+def _packet_times(container: Any, deadline: float) -> dict[int, list[int]]:
+    """The presentation times of the video streams' first packets (of the first
+    ``RATE_SAMPLE_PACKETS`` of the file, as ffprobe reads them): the frame rate's evidence."""
+    times: dict[int, list[int]] = {}
+    for seen, packet in enumerate(container.demux()):
+        if seen >= RATE_SAMPLE_PACKETS or time.monotonic() > deadline:
+            break
+        if packet.pts is not None and packet.stream.type == "video":
+            times.setdefault(packet.stream.index, []).append(packet.pts)
+    return times
 
 
 def _facts(stream: Any, rotations: dict[int, float | None]) -> StreamFacts:
@@ -268,6 +294,8 @@ def _facts(stream: Any, rotations: dict[int, float | None]) -> StreamFacts:
         sample_aspect_ratio=stream.sample_aspect_ratio,
         avg_frame_rate=stream.average_rate,
         base_frame_rate=stream.base_rate,
+        time_base=stream.time_base,
+        frame_count=stream.frames or None,
         pix_fmt=context.pix_fmt,
         pix_fmt_depth=_pix_fmt_depth(context.pix_fmt),
         color_range=_COLOR_RANGES.get(context.color_range),

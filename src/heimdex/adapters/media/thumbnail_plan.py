@@ -1,25 +1,28 @@
 """What a thumbnail run does, decided once in plain Python and shared by both thumbnailers.
 
-The PyAV and ffmpeg adapters take every decision here — which stream, which times, the output
-size, the filter chain (scale, tone mapping, rotation), when a keyframe is close enough to a
-target, when a frame is too dull to keep — so they can only differ where their FFmpeg builds
-do (PyAV's bundled 8.1, Debian's 5.1). No I/O and no media library: the luma test works on the
-bytes of a decoded plane.
+The PyAV and ffmpeg adapters take every decision here — which stream, which slots, the output
+size, the filter chain (scale, tone mapping, rotation), when a frame is too dull to keep and
+where to look for a better one — so they can only differ where their FFmpeg builds do (PyAV's
+bundled 8.1, Debian's 5.1). No I/O and no media library: the luma test works on the bytes of a
+decoded plane.
 
-Seeking. Decoding the keyframe at or before a target is the cheap path (one frame); decoding
-forward from it costs a frame per frame of distance. A keyframe is used as it is when it lies
-within ``snap`` seconds before its target: the larger of ``SNAP_SECONDS`` (encoders put one
-every 2 s or less, so ordinary files never decode past a keyframe) and half the spacing of the
-targets (a keyframe in its target's own slot, however long the video). Further away — long-GOP
-files — the adapters decode forward to the target, at most ``MAX_FORWARD_SECONDS`` past the
-keyframe, so thumbnails stay distinct frames near their times and the cost of one thumbnail is
-bounded whatever the file's length or GOP. The price of the floor: in a clip shorter than
-about twice ``count`` GOPs, neighbouring targets can share a keyframe (decoded once, shown
-twice), as they would in a plain keyframe loop.
+Slots. N thumbnails split the duration into N equal :class:`Slot` s; thumbnail i is a frame
+whose presentation time lies in slot i, so N thumbnails are N different frames. Finding one
+(the rule both adapters follow): the keyframe at or before the slot's target (its middle) when
+that keyframe lies inside the slot — one frame decoded; otherwise decode forward from it to
+the first frame at or after the target. When that frame is past the slot (a gap in a
+variable-rate file, the stream's end), an earlier frame of the slot: the last one before the
+target (PyAV, which has it decoded) or the first from the slot's start (ffmpeg, which runs
+again). A slot no frame lies in (a video with fewer frames than slots, or one that ends well
+before its file) gives no thumbnail: the result is shorter, and the sidecar says why. A dull
+frame is replaced by a better one from the same slot — tried at :func:`replacement_slots`,
+at most ``DULL_TRIES`` more frames — or kept when none is better. A storyboard tile or a
+poster is a frame of a slot too (``frame_picker`` finds it with PyAV).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -39,12 +42,13 @@ MAX_WIDTH = 3840
 # A frame ten thousand times taller than wide is an attack, not a video: cap the height.
 MAX_ASPECT = 4
 
-SNAP_SECONDS = 2.0
-MAX_FORWARD_SECONDS = 30.0
-# A dull frame is replaced by the next keyframe that is not; give up after this many.
-MAX_REPLACEMENT_KEYFRAMES = 8
+# A dull frame: how many other frames of its slot are tried for a better one (see
+# replacement_slots: the middle of the part after it, then of the part before it).
+DULL_TRIES = 2
 # Times compare with this slack: float seconds from two libraries' timestamps.
 EPSILON = 1e-3
+# Float noise in a slot's boundaries, far below any time base's tick.
+_TINY = 1e-9
 
 # Encoder settings both adapters use: mjpeg's qscale (2 best … 31 worst; 3 is ≈ libjpeg's
 # quality 90) and libwebp's quality (0 … 100).
@@ -62,17 +66,63 @@ LUMA_STEP = 4
 
 
 @dataclass(frozen=True, slots=True)
+class Slot:
+    """A stretch of the video a picture must come from: a frame shown from a time ``t`` with
+    ``start <= t < end`` (seconds from the container's start), the one at ``target`` if it can.
+    ``end`` is infinite when the duration is unknown."""
+
+    start: float
+    target: float
+    end: float
+
+    def holds(self, seconds: float, tick: float = 0.0) -> bool:
+        """Whether a frame at ``seconds`` lies in the slot; the boundaries are rounded to the
+        stream's ``tick`` (its time base), as a frame's time is."""
+        return self.start - tick / 2 - _TINY <= seconds < self.end - tick / 2 - _TINY
+
+
+def slots(duration: float | None, count: int) -> list[Slot]:
+    """``count`` equal slots over ``duration``, each targeting its middle; one slot over the
+    whole video, from the start, when the duration is unknown."""
+    if count <= 0:
+        return []
+    if not duration or duration <= 0:
+        return [Slot(start=0.0, target=0.0, end=math.inf)]
+    width = duration / count
+    return [
+        Slot(
+            start=round(i * width, 6),
+            target=round((i + 0.5) * width, 6),
+            # The last slot ends at the duration: no frame starts there or later.
+            end=round((i + 1) * width, 6) if i < count - 1 else math.inf,
+        )
+        for i in range(count)
+    ]
+
+
+def replacement_slots(slot: Slot, dull: float, tick: float) -> list[Slot]:
+    """Where to look for a better frame than the dull one at ``dull`` in ``slot``: the part of
+    the slot after it, then the part before it, each targeting its middle — other frames of the
+    same slot, at most ``DULL_TRIES``."""
+    end = slot.end if math.isfinite(slot.end) else max(dull + 2 * (dull - slot.start), dull + 1)
+    after = Slot(start=dull + tick, target=(dull + tick + end) / 2, end=slot.end)
+    before = Slot(start=slot.start, target=(slot.start + dull) / 2, end=dull)
+    tries = [after] + ([before] if dull - slot.start > tick / 2 else [])
+    return tries[:DULL_TRIES]
+
+
+@dataclass(frozen=True, slots=True)
 class ThumbnailPlan:
     """Everything a thumbnailer needs besides the file; picklable, so it can cross processes.
 
-    ``times`` are seconds from the container's start (as ffmpeg's ``-ss`` counts them).
+    ``slots`` are in seconds from the container's start (as ffmpeg's ``-ss`` counts them).
     ``scaled_width``/``scaled_height`` is the size before the rotation; ``width``/``height``
     after it. ``transfer`` names the HDR transfer to tone-map from, or is ``None``.
     """
 
     stream_index: int
     demuxer: str
-    times: tuple[float, ...]
+    slots: tuple[Slot, ...]
     width: int
     height: int
     scaled_width: int
@@ -80,14 +130,14 @@ class ThumbnailPlan:
     rotation: int
     transfer: str | None
     format: ImageFormat
-    snap: float
-    max_forward: float = MAX_FORWARD_SECONDS
-    max_replacements: int = MAX_REPLACEMENT_KEYFRAMES
+
+    @property
+    def times(self) -> tuple[float, ...]:
+        """Each slot's target."""
+        return tuple(slot.target for slot in self.slots)
 
 
-def plan_thumbnails(
-    name: str, media: MediaInfo, spec: ThumbnailSpec, *, snap: float = SNAP_SECONDS
-) -> ThumbnailPlan | None:
+def plan_thumbnails(name: str, media: MediaInfo, spec: ThumbnailSpec) -> ThumbnailPlan | None:
     """The plan for ``spec`` thumbnails of the file ``name``; ``None`` when it has no video.
 
     ``InvalidInput`` for a spec no thumbnailer can honour, ``InvalidMedia`` for a description
@@ -104,13 +154,11 @@ def plan_thumbnails(
     width, height = output_size(stream, spec.width)
     scaled_width, scaled_height = display_size(width, height, rotation)  # undo the turn
     duration = stream.duration or media.duration
-    times = target_times(duration, spec.count)
-    spacing = duration / spec.count if duration else 0.0
     transfer = stream.color.transfer if stream.color is not None else None
     return ThumbnailPlan(
         stream_index=stream.index,
         demuxer=demuxer,
-        times=tuple(times),
+        slots=tuple(slots(duration, spec.count)),
         width=width,
         height=height,
         scaled_width=scaled_width,
@@ -118,7 +166,6 @@ def plan_thumbnails(
         rotation=rotation,
         transfer=transfer if is_hdr_transfer(transfer) else None,
         format=image_format,
-        snap=max(snap, spacing / 2),
     )
 
 
@@ -151,13 +198,8 @@ def allowed_demuxer(name: str, format_name: str) -> str:
 
 
 def target_times(duration: float | None, count: int) -> list[float]:
-    """``count`` times evenly spread over ``duration``: the middle of each of ``count`` equal
-    slots. One thumbnail from the start when the duration is unknown."""
-    if count <= 0:
-        return []
-    if not duration or duration <= 0:
-        return [0.0]
-    return [round((i + 0.5) * duration / count, 6) for i in range(count)]
+    """The targets of :func:`slots`: the middle of each of ``count`` equal slots."""
+    return [slot.target for slot in slots(duration, count)]
 
 
 def output_size(stream: StreamInfo, width: int) -> tuple[int, int]:
@@ -308,7 +350,7 @@ class LumaStats:
 
     @property
     def dull(self) -> bool:
-        """Near-black or flat: not worth showing when a keyframe further on is not."""
+        """Near-black or flat: not worth showing when another frame of its slot is not."""
         return self.mean < BLACK_MEAN or self.stddev < FLAT_STDDEV
 
 

@@ -15,7 +15,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from heimdex.application.jobs import JobService
-from heimdex.application.sidecars import SidecarService, ThumbnailLink
+from heimdex.application.sidecars import SidecarService, ThumbnailListing
 from heimdex.application.tenancy import ensure_same_org
 from heimdex.domain import errors
 from heimdex.domain.model import Job, JobError, JobStatus, Principal, ThumbnailSpec
@@ -78,10 +78,6 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: datetime | None
     thumbnails: ThumbnailSpec
     links: JobLinks
-
-
-class ThumbnailList(msgspec.Struct, frozen=True, kw_only=True):
-    items: list[ThumbnailLink]
 
 
 def job_view(job: Job) -> JobView:
@@ -210,7 +206,9 @@ class SidecarController(Controller):
             raises(errors.NotFound, errors.SidecarNotReady, errors.StorageError),
         ),
         summary="List thumbnails",
-        description="Each with a signed URL that works without a token until it expires.",
+        description="Each with a signed URL that works without a token until it expires; "
+        "`summary` says how many were asked for and, when fewer were made, why "
+        "(`fewer_frames`: parts of the duration that hold no video frame).",
     )
     async def list_thumbnails(
         self,
@@ -218,6 +216,5 @@ class SidecarController(Controller):
         principal: NamedDependency[Principal],
         sidecars: NamedDependency[SidecarService],
         request: Request[Any, Any, Any],
-    ) -> ThumbnailList:
-        items = await sidecars.thumbnails(principal, asset_id, public_base_url(request))
-        return ThumbnailList(items=items)
+    ) -> ThumbnailListing:
+        return await sidecars.thumbnails(principal, asset_id, public_base_url(request))

@@ -179,6 +179,7 @@ SIDECAR: dict[str, Any] = {
         for index in range(3)
     ],
     "generator": {"name": "heimdex", "version": "0.1.0", "prober": "pyav", "thumbnailer": "pyav"},
+    "thumbnail_summary": {"requested": 3, "made": 3, "shortfall": None},
 }
 
 #: operationId -> (request body example or None, {success status: answer example})
@@ -237,7 +238,15 @@ OPERATIONS: dict[str, tuple[Any, dict[str, Any]]] = {
     "probeMedia": ({"asset_id": ASSET_ID}, {"200": MEDIA_INFO}),
     "getAsset": (None, {"200": ASSET}),
     "listAssets": (None, {"200": {"items": [ASSET], "next_cursor": None}}),
-    "listThumbnails": (None, {"200": {"items": [_thumbnail(i) for i in range(3)]}}),
+    "listThumbnails": (
+        None,
+        {
+            "200": {
+                "items": [_thumbnail(i) for i in range(3)],
+                "summary": {"requested": 3, "made": 3, "shortfall": None},
+            }
+        },
+    ),
     "readSidecar": (None, {"200": SIDECAR}),
     "requestSidecar": (
         {"thumbnails": {"count": 10, "width": 320, "format": "jpg"}},

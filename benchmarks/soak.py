@@ -17,8 +17,11 @@ Afterwards the soak waits for every job to settle and checks the database and th
 committed asset whose sidecar was asked for has a succeeded job with its sidecar and thumbnails
 on disk, or a failed job with a code; no job is lost (still active, or a 202 answered for a job
 that does not exist) and none is duplicated (two jobs for one request, or outputs that are not
-exactly one sidecar and the thumbnails asked for). 5xx answers are counted inside and outside
-the outage windows. The figures to watch: lost = 0, duplicated = 0, 5xx outside outages = 0.
+exactly one sidecar and the thumbnails asked for). A write the SIGKILLed worker never finished
+stays in its storage's ``.scratch`` directory, as designed; once every process has stopped the
+soak runs the product's scratch sweep on it, and any ``.part`` file left after that is a problem.
+5xx answers are counted inside and outside the outage windows. The figures to watch: lost = 0,
+duplicated = 0, 5xx outside outages = 0.
 """
 
 from __future__ import annotations
@@ -262,12 +265,30 @@ def main() -> None:
         redis.stop()
         postgres.destroy()
 
-    report(tally, outages, state, workdir / "data/storage/derived")
+    scratch = sweep_dead_scratch(workdir / "data/storage")
+    report(tally, outages, state, workdir / "data/storage/derived", scratch)
     shutil.rmtree(workdir, ignore_errors=True)
 
 
+def sweep_dead_scratch(storage_root: Path) -> int:
+    """Every process has stopped, so whatever is left in a ``.scratch`` directory is a write a
+    killed process never finished: run the product's own scratch sweep on it (as every process
+    does after ``HEIMDEX_SCRATCH_MAX_AGE_SECONDS``) and answer how many files it removed."""
+    from datetime import UTC, datetime
+
+    from heimdex.adapters.auth.url_signing import HmacUrlSigner
+    from heimdex.adapters.storage.local import LocalStorage
+
+    storage = LocalStorage(storage_root, HmacUrlSigner("soak"))
+    return len(asyncio.run(storage.sweep_scratch(datetime.now(UTC))))
+
+
 def report(
-    tally: Tally, outages: list[tuple[str, float, float]], state: dict[str, Any], derived: Path
+    tally: Tally,
+    outages: list[tuple[str, float, float]],
+    state: dict[str, Any],
+    derived: Path,
+    scratch_swept: int,
 ) -> None:
     jobs_by_id = {str(j["id"]): j for j in state["jobs"]}
     jobs_per_asset = collections.Counter(str(j["asset_id"]) for j in state["jobs"])
@@ -311,6 +332,7 @@ def report(
     print(f"succeeded jobs missing outputs: {missing_outputs}, with extra outputs: {extra_outputs}")
     named = [str(path.relative_to(derived.parents[1])) for path in leftovers[:5]]
     print(f"leftover partial files: {len(leftovers)}{' ' + str(named) if named else ''}")
+    print(f"scratch files a killed process left, removed by the scratch sweep: {scratch_swept}")
     ok = not (lost or duplicated or missing_outputs or extra_outputs or leftovers or outside)
     print("verdict:", "OK" if ok else "PROBLEMS FOUND")
 

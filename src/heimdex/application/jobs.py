@@ -20,6 +20,7 @@ import anyio
 import msgspec
 
 from heimdex import __version__
+from heimdex.application.webhook_events import asset_data, job_data, record_event
 from heimdex.domain.errors import (
     AssetGone,
     DatabaseUnavailable,
@@ -53,6 +54,7 @@ from heimdex.domain.ports import (
 )
 from heimdex.domain.sidecar import Generator, ThumbnailRef, build_sidecar, encode_sidecar
 from heimdex.domain.storage_keys import asset_derived_prefix, sidecar_key, thumbnail_key
+from heimdex.domain.webhooks import WebhookEventType
 from heimdex.logs import get_logger, log_context
 
 log = get_logger(__name__)
@@ -330,9 +332,14 @@ class JobService:
             if await uow.jobs.finish(done, self.worker_id):
                 current = await uow.assets.get(asset.id)
                 if current is not None:
-                    await uow.assets.save(
-                        msgspec.structs.replace(current, status=AssetStatus.READY, updated_at=now)
+                    ready = msgspec.structs.replace(
+                        current, status=AssetStatus.READY, updated_at=now
                     )
+                    await uow.assets.save(ready)
+                    await record_event(
+                        uow, WebhookEventType.ASSET_READY, asset_data(ready, done), now
+                    )
+                await record_event(uow, WebhookEventType.JOB_SUCCEEDED, job_data(done), now)
             await uow.commit()
         log.info(
             "job_succeeded", job_id=str(job.id), asset_id=str(job.asset_id), attempt=job.attempts
@@ -378,9 +385,14 @@ class JobService:
             if await uow.jobs.finish(outcome, self.worker_id) and not retry:
                 current = await uow.assets.get(job.asset_id)
                 if current is not None:
-                    await uow.assets.save(
-                        msgspec.structs.replace(current, status=AssetStatus.FAILED, updated_at=now)
+                    failed = msgspec.structs.replace(
+                        current, status=AssetStatus.FAILED, updated_at=now
                     )
+                    await uow.assets.save(failed)
+                    await record_event(
+                        uow, WebhookEventType.ASSET_FAILED, asset_data(failed, outcome), now
+                    )
+                await record_event(uow, WebhookEventType.JOB_FAILED, job_data(outcome), now)
             await uow.commit()
         (log.warning if retry else log.error)(
             "job_retry_scheduled" if retry else "job_failed",

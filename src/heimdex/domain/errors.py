@@ -295,3 +295,11 @@ class TooManyStreams(InvalidMedia):
 
     code = "too_many_streams"
     title = "The media has more streams than allowed"
+
+
+class WebhookUrlForbidden(HeimdexError):
+    """A webhook URL Heimdex will not send to: not https (in production), or an address on
+    the operator's own networks (loopback, private, link-local, metadata…)."""
+
+    code = "webhook_url_forbidden"
+    title = "The webhook URL is not allowed"

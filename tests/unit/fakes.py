@@ -366,7 +366,6 @@ class _Jobs:
         self._t.jobs[job.id] = job
         return True
 
-
     async def list(self, filters: JobFilter, *, limit: int, after: PageCursor | None) -> JobPage:
         jobs = sorted(
             (
@@ -565,7 +564,10 @@ class FakeWebhookDirectory:
                 stuck
                 and (filters.org_id is None or job.org_id == filters.org_id)
                 and (filters.kind is None or job.kind is filters.kind)
-                and (filters.error_code is None or (job.error and job.error.code) == filters.error_code)
+                and (
+                    filters.error_code is None
+                    or (job.error is not None and job.error.code == filters.error_code)
+                )
                 and (filters.since is None or job.updated_at >= filters.since)
                 and (filters.until is None or job.updated_at < filters.until)
             ):

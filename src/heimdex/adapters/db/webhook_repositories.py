@@ -280,4 +280,7 @@ class SqlWebhookDeliveryRepository(_OrgRepository):
             )
             .values(values)
         )
-        return again if changed else None
+        if not changed:
+            return None
+        self.added = True  # due now: wake a deliverer in this process
+        return again

@@ -35,6 +35,7 @@ from heimdex.entrypoints.http.rate_limit import RateLimitMiddleware
 from heimdex.entrypoints.http.request_log import log_request
 from heimdex.entrypoints.http.schemas import sidecar_schema
 from heimdex.entrypoints.http.uploads import UploadController
+from heimdex.entrypoints.http.webhooks import WebhookController, webhook_event_schema
 from heimdex.logs import configure_logging, get_logger
 from heimdex.settings import Settings, load_settings
 
@@ -121,6 +122,7 @@ def create_app(
             AssetController,
             SidecarController,
             JobController,
+            WebhookController,
         ],
         # Order matters: the idempotency key and the rate limit are the authenticated
         # organisation's; a replayed answer still counts against the rate.
@@ -132,7 +134,9 @@ def create_app(
         security=[{"bearer": []}],
     )
     # Signed URLs and published contracts: no bearer token, so neither auth nor idempotency.
-    public = Router(path="/v1", route_handlers=[FileController, sidecar_schema])
+    public = Router(
+        path="/v1", route_handlers=[FileController, sidecar_schema, webhook_event_schema]
+    )
     uploads = Router(
         path="/v1",
         route_handlers=[UploadController],

@@ -77,6 +77,7 @@ class WebhookDeliverer:
         self._delivering = False
         self._sweep_task: asyncio.Task[None] | None = None
         self._sweep_again = False
+        self._backlog = False
         self.worker_id = f"deliverer-{uuid.uuid4().hex[:12]}"
 
     # -- scheduling -------------------------------------------------------------------------
@@ -110,11 +111,14 @@ class WebhookDeliverer:
         due = await self._directory.due(
             self._clock.now(), self._policy.per_endpoint, room * self._policy.per_endpoint
         )
+        # A full answer, or one that had to skip busy endpoints, may leave more due.
+        self._backlog = len(due) >= room * self._policy.per_endpoint
         started = 0
         for delivery_id, org_id, endpoint_id in due:
             if len(self._tasks) >= self._policy.concurrency:
                 break
             if self._per_endpoint.get(endpoint_id, 0) >= self._policy.per_endpoint:
+                self._backlog = True
                 continue  # that endpoint has its share in flight; others go first
             self._per_endpoint[endpoint_id] = self._per_endpoint.get(endpoint_id, 0) + 1
             task = asyncio.get_running_loop().create_task(
@@ -155,6 +159,8 @@ class WebhookDeliverer:
                 self._per_endpoint[endpoint_id] = left
             else:
                 self._per_endpoint.pop(endpoint_id, None)
+            if self._backlog:
+                self.wake()  # a slot is free and more were due: take the next one now
 
     async def _claim_and_send(self, delivery_id: UUID, org_id: str) -> None:
         now = self._clock.now()

@@ -33,6 +33,7 @@ from heimdex.application.webhook_events import record_event
 from heimdex.bootstrap import build
 from heimdex.domain.model import Principal, ThumbnailSpec
 from heimdex.domain.webhooks import WebhookEventType, signature_header
+from heimdex.logs import configure_logging
 from heimdex.settings import Settings
 
 SECRET = "benchmark-secret-that-is-at-least-32-bytes"
@@ -99,6 +100,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 async def main(runs: int, deliveries: int) -> None:
+    configure_logging("warning", "console")
     workdir = Path(tempfile.mkdtemp(prefix="heimdex-webhooks-bench-"))
     data = make_clip(workdir).read_bytes()
     receiver = Receiver()
@@ -114,6 +116,7 @@ async def main(runs: int, deliveries: int) -> None:
         )
     )
     await services.startup()
+    await services.warm_decoders(probing=True, thumbnails=True)
     sweeper = asyncio.create_task(sweep_forever(1.0, *services.sweeps()))
     principal = Principal(org_id="bench")
     try:

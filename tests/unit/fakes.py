@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -480,6 +480,12 @@ class _Deliveries:
         )
         self._t.deliveries[delivery_id] = claimed
         return claimed
+
+    async def claim_many(
+        self, delivery_ids: Sequence[UUID], owner: str, now: datetime, lease_until: datetime
+    ) -> list[WebhookDelivery]:
+        claimed = [await self.claim(d, owner, now, lease_until) for d in delivery_ids]
+        return [delivery for delivery in claimed if delivery is not None]
 
     async def finish(self, delivery: WebhookDelivery, owner: str) -> bool:
         current = await self.get(delivery.id)

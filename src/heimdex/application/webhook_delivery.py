@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 import msgspec
@@ -23,6 +23,7 @@ from heimdex.domain.errors import HeimdexError
 from heimdex.domain.ports import (
     Clock,
     Metrics,
+    UnitOfWork,
     UnitOfWorkFactory,
     WebhookDirectory,
     WebhookResponse,
@@ -38,6 +39,13 @@ from heimdex.logs import get_logger
 
 log = get_logger(__name__)
 USER_AGENT = "Heimdex-Webhooks/1"
+
+
+#: an attempt's outcome waiting to be recorded: the delivery as it ends, the answer, the
+#: endpoint as it was claimed, and what its task waits on
+_Outcome = tuple[
+    WebhookDelivery, WebhookResponse | None, WebhookEndpoint | None, "asyncio.Future[None]"
+]
 
 
 class DeliveryPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,6 +86,10 @@ class WebhookDeliverer:
         self._sweep_task: asyncio.Task[None] | None = None
         self._sweep_again = False
         self._backlog = False
+        #: deliveries claimed and not yet recorded (their tasks)
+        self._sending = 0
+        self._outcomes: list[_Outcome] = []
+        self._recorder: asyncio.Task[None] | None = None
         self.worker_id = f"deliverer-{uuid.uuid4().hex[:12]}"
 
     # -- scheduling -------------------------------------------------------------------------
@@ -105,33 +117,80 @@ class WebhookDeliverer:
         """Claim-and-send every due delivery there is room for; answers how many started.
         Returns at once: the sending happens in tasks of its own."""
         self._delivering = True
-        room = self._policy.concurrency - len(self._tasks)
+        room = self._policy.concurrency - self._sending
         if room <= 0:
             return 0
         due = await self._directory.due(
             self._clock.now(), self._policy.per_endpoint, room * self._policy.per_endpoint
         )
-        # A full answer, or one that had to skip busy endpoints, may leave more due.
-        self._backlog = len(due) >= room * self._policy.per_endpoint
-        started = 0
+        # A full answer, or an endpoint answered up to its cap, may leave more due: then each
+        # delivery that ends sweeps again at once rather than at the next interval.
+        per_endpoint: dict[UUID, int] = {}
+        for _, _, endpoint_id in due:
+            per_endpoint[endpoint_id] = per_endpoint.get(endpoint_id, 0) + 1
+        self._backlog = len(due) >= room * self._policy.per_endpoint or any(
+            count >= self._policy.per_endpoint for count in per_endpoint.values()
+        )
+        chosen: dict[str, list[tuple[UUID, UUID]]] = {}
+        taken = 0
         for delivery_id, org_id, endpoint_id in due:
-            if len(self._tasks) >= self._policy.concurrency:
+            if self._sending + taken >= self._policy.concurrency:
                 break
             if self._per_endpoint.get(endpoint_id, 0) >= self._policy.per_endpoint:
                 self._backlog = True
                 continue  # that endpoint has its share in flight; others go first
             self._per_endpoint[endpoint_id] = self._per_endpoint.get(endpoint_id, 0) + 1
+            chosen.setdefault(org_id, []).append((delivery_id, endpoint_id))
+            taken += 1
+        started = 0
+        for org_id, items in chosen.items():
+            started += await self._claim_and_start(org_id, items)
+        return started
+
+    async def _claim_and_start(self, org_id: str, items: list[tuple[UUID, UUID]]) -> int:
+        """Claim the organisation's chosen deliveries in one statement and start a task for
+        each one claimed; the slots of the others (taken meanwhile) are given back."""
+        now = self._clock.now()
+        claimed: list[WebhookDelivery] = []
+        endpoints: dict[UUID, WebhookEndpoint] = {}
+        try:
+            async with self._uow(org_id) as uow:
+                claimed = await uow.deliveries.claim_many(
+                    [delivery_id for delivery_id, _ in items],
+                    self.worker_id,
+                    now,
+                    now + self._policy.lease,
+                )
+                if claimed:
+                    endpoints = {e.id: e for e in await uow.webhooks.list_all()}
+                await uow.commit()
+        finally:
+            got = {delivery.id for delivery in claimed}
+            for delivery_id, endpoint_id in items:
+                if delivery_id not in got:
+                    self._release(endpoint_id)
+        for delivery in claimed:
+            self._sending += 1
             task = asyncio.get_running_loop().create_task(
-                self._deliver(delivery_id, org_id, endpoint_id)
+                self._deliver(delivery, endpoints.get(delivery.endpoint_id), now)
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            started += 1
-        return started
+        return len(claimed)
+
+    def _release(self, endpoint_id: UUID) -> None:
+        left = self._per_endpoint.get(endpoint_id, 1) - 1
+        if left > 0:
+            self._per_endpoint[endpoint_id] = left
+        else:
+            self._per_endpoint.pop(endpoint_id, None)
 
     async def aclose(self) -> None:
         """Stop sending: what was in flight is claimed again after its lease, same id."""
-        tasks = [*self._tasks, *([self._sweep_task] if self._sweep_task else [])]
+        tasks = [
+            *self._tasks,
+            *(task for task in (self._sweep_task, self._recorder) if task is not None),
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -143,37 +202,30 @@ class WebhookDeliverer:
         return count, max(age, 0.0)
 
     # -- one delivery -----------------------------------------------------------------------
-    async def _deliver(self, delivery_id: UUID, org_id: str, endpoint_id: UUID) -> None:
+    async def _deliver(
+        self, delivery: WebhookDelivery, endpoint: WebhookEndpoint | None, now: datetime
+    ) -> None:
         try:
-            await self._claim_and_send(delivery_id, org_id)
+            await self._send(delivery, endpoint, now)
         except (HeimdexError, OSError) as exc:
             # Not recorded: the lease runs out and the delivery is claimed again, same id.
             log.warning(
-                "webhook_delivery_interrupted", delivery_id=str(delivery_id), error=str(exc)
+                "webhook_delivery_interrupted", delivery_id=str(delivery.id), error=str(exc)
             )
         except Exception:
-            log.exception("webhook_delivery_crashed", delivery_id=str(delivery_id))
+            log.exception("webhook_delivery_crashed", delivery_id=str(delivery.id))
         finally:
-            left = self._per_endpoint.get(endpoint_id, 1) - 1
-            if left > 0:
-                self._per_endpoint[endpoint_id] = left
-            else:
-                self._per_endpoint.pop(endpoint_id, None)
-            if self._backlog:
-                self.wake()  # a slot is free and more were due: take the next one now
+            self._release(delivery.endpoint_id)
+            self._sending -= 1
+            # More were due: sweep again now rather than at the next interval — once a quarter
+            # of the slots are free (this task still holds one), so one query fills several.
+            free = self._policy.concurrency - self._sending
+            if self._backlog and free >= max(1, self._policy.concurrency // 4):
+                self.wake()
 
-    async def _claim_and_send(self, delivery_id: UUID, org_id: str) -> None:
-        now = self._clock.now()
-        async with self._uow(org_id) as uow:
-            delivery = await uow.deliveries.claim(
-                delivery_id, self.worker_id, now, now + self._policy.lease
-            )
-            endpoint = None
-            if delivery is not None:
-                endpoint = await uow.webhooks.get(delivery.endpoint_id)
-            await uow.commit()
-        if delivery is None:
-            return  # another process has it, or it was retried/finished meanwhile
+    async def _send(
+        self, delivery: WebhookDelivery, endpoint: WebhookEndpoint | None, now: datetime
+    ) -> None:
         if endpoint is None or not endpoint.enabled:
             failed = delivery.attempt_failed(
                 now,
@@ -182,7 +234,7 @@ class WebhookDeliverer:
                 error="the endpoint is disabled",
                 final=True,
             )
-            await self._record(failed, None)
+            await self._record(failed, None, endpoint)
             return
         timestamp = int(now.timestamp())
         body = delivery.payload
@@ -199,7 +251,7 @@ class WebhookDeliverer:
         response = await self._sender.send(endpoint.url, headers, body.encode())
         seconds = time.perf_counter() - started
         outcome = self._outcome(delivery, response)
-        await self._record(outcome, response)
+        await self._record(outcome, response, endpoint)
         label = (
             "succeeded"
             if outcome.status is DeliveryStatus.SUCCEEDED
@@ -242,17 +294,61 @@ class WebhookDeliverer:
             final=final,
         )
 
-    async def _record(self, delivery: WebhookDelivery, response: WebhookResponse | None) -> None:
-        now = self._clock.now()
-        async with self._uow(delivery.org_id) as uow:
-            if not await uow.deliveries.finish(delivery, self.worker_id):
-                return  # our lease ran out and another took it: its outcome stands
-            endpoint = await uow.webhooks.get(delivery.endpoint_id)
-            if endpoint is not None and response is not None:
-                changed = self._endpoint_after(endpoint, delivery, response, now)
-                if changed is not endpoint:
-                    await uow.webhooks.save(changed)
-            await uow.commit()
+    async def _record(
+        self,
+        delivery: WebhookDelivery,
+        response: WebhookResponse | None,
+        claimed_with: WebhookEndpoint | None,
+    ) -> None:
+        """Record the attempt's outcome; returns once it is committed. Outcomes that arrive
+        while a commit is under way are recorded together in the next one (one transaction
+        per organisation), so a busy deliverer spends one commit on many deliveries."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outcomes.append((delivery, response, claimed_with, done))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.get_running_loop().create_task(self._record_all())
+        await done
+
+    async def _record_all(self) -> None:
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            by_org: dict[str, list[_Outcome]] = {}
+            for outcome in batch:
+                by_org.setdefault(outcome[0].org_id, []).append(outcome)
+            for org_id, outcomes in by_org.items():
+                try:
+                    async with self._uow(org_id) as uow:
+                        for delivery, response, claimed_with, _ in outcomes:
+                            await self._record_one(uow, delivery, response, claimed_with)
+                        await uow.commit()
+                except Exception as exc:  # each waiting delivery logs it; its lease runs out
+                    for *_, done in outcomes:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                for *_, done in outcomes:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def _record_one(
+        self,
+        uow: UnitOfWork,
+        delivery: WebhookDelivery,
+        response: WebhookResponse | None,
+        claimed_with: WebhookEndpoint | None,
+    ) -> None:
+        if not await uow.deliveries.finish(delivery, self.worker_id):
+            return  # our lease ran out and another took it: its outcome stands
+        healthy = claimed_with is not None and claimed_with.failing_since is None
+        if response is None or (delivery.status is DeliveryStatus.SUCCEEDED and healthy):
+            return
+        # Only a failure, or a success after failures, changes the endpoint: read it afresh
+        # in this transaction so a concurrent change to it is not undone.
+        endpoint = await uow.webhooks.get(delivery.endpoint_id)
+        if endpoint is not None:
+            changed = self._endpoint_after(endpoint, delivery, response, self._clock.now())
+            if changed is not endpoint:
+                await uow.webhooks.save(changed)
 
     def _endpoint_after(
         self,

@@ -425,6 +425,12 @@ class WebhookDeliveryRepository(Protocol):
         worker gets one more attempt under ``owner``. ``None`` when it is not claimable."""
         ...
 
+    async def claim_many(
+        self, delivery_ids: Sequence[UUID], owner: str, now: datetime, lease_until: datetime
+    ) -> list[WebhookDelivery]:
+        """``claim`` for several at once, in one statement: answers those it claimed."""
+        ...
+
     async def finish(self, delivery: WebhookDelivery, owner: str) -> bool:
         """Save the attempt's outcome only if ``owner`` still holds the lease."""
         ...

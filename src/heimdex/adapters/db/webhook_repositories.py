@@ -6,6 +6,7 @@ statement (row-level security repeats it on PostgreSQL), domain structs in and o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -231,22 +232,37 @@ class SqlWebhookDeliveryRepository(_OrgRepository):
     async def claim(
         self, delivery_id: UUID, owner: str, now: datetime, lease_until: datetime
     ) -> WebhookDelivery | None:
+        claimed = await self.claim_many([delivery_id], owner, now, lease_until)
+        return claimed[0] if claimed else None
+
+    async def claim_many(
+        self, delivery_ids: Sequence[UUID], owner: str, now: datetime, lease_until: datetime
+    ) -> list[WebhookDelivery]:
+        if not delivery_ids:
+            return []
+        # One conditional UPDATE … RETURNING (PostgreSQL, SQLite 3.35+): of two claimers the
+        # second re-checks the condition against the first's committed rows and gets none.
         claimable = and_(
             DELIVERIES.c.status == DeliveryStatus.PENDING.value,
             DELIVERIES.c.next_attempt_at <= now,
             or_(DELIVERIES.c.lease_expires_at.is_(None), DELIVERIES.c.lease_expires_at < now),
         )
-        changed = await self._change(
+        result = await self._execute(
             update(DELIVERIES)
-            .where(DELIVERIES.c.org_id == self._org_id, DELIVERIES.c.id == delivery_id, claimable)
+            .where(
+                DELIVERIES.c.org_id == self._org_id,
+                DELIVERIES.c.id.in_(list(delivery_ids)),
+                claimable,
+            )
             .values(
                 attempts=DELIVERIES.c.attempts + 1,
                 lease_owner=owner,
                 lease_expires_at=lease_until,
                 updated_at=now,
             )
+            .returning(*DELIVERIES.c)
         )
-        return await self.get(delivery_id) if changed else None
+        return [_delivery_from_row(row) for row in result.mappings()]
 
     async def finish(self, delivery: WebhookDelivery, owner: str) -> bool:
         self._own(delivery.org_id, "the delivery")

@@ -78,6 +78,7 @@ async def test_every_event_arrives_signed_valid_and_once(
     org_a: str,
     receiver: Receiver,
     h264_aac_mp4: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     token = make_token(org_a)
     webhook = await register(client, token, receiver.url("/ok"))
@@ -108,6 +109,22 @@ async def test_every_event_arrives_signed_valid_and_once(
     assert deleted.status_code == 204
     gone = await receiver.wait_for("/ok", 4, within=10)
     assert verify(gone[-1], webhook["secret"])["type"] == "asset.deleted"
+
+    # Every delivery is logged by event, endpoint and attempt; the secret never is.
+    logged = capsys.readouterr().out
+    assert logged.count("webhook_delivered") >= 3
+    for event_id in ids:
+        assert event_id in logged
+    assert webhook["secret"].removeprefix("whsec_") not in logged
+    # Counted by type and outcome, with no organisation or endpoint in a label.
+    metrics = (await client.get("/metrics")).text
+    assert 'heimdex_webhook_deliveries_total{event_type="asset.ready",outcome="succeeded"} 1.0' in (
+        metrics
+    )
+    assert "heimdex_webhook_pending_deliveries" in metrics
+    assert "heimdex_webhook_oldest_pending_age_seconds" in metrics
+    assert org_a not in metrics
+    assert webhook["webhook_id"] not in metrics
 
 
 async def test_a_receiver_down_for_a_while_gets_everything_once_back(

@@ -12,6 +12,7 @@ disables the endpoint, and so does failing with no success for ``disable_after``
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -101,7 +102,11 @@ class WebhookDeliverer:
         if self._sweep_task is not None and not self._sweep_task.done():
             self._sweep_again = True  # coalesced: one more sweep when this one ends
             return
-        self._sweep_task = asyncio.get_running_loop().create_task(self._sweep_soon())
+        # In a context of its own: the request or job that committed the event is not the
+        # delivery's (its log lines would otherwise carry that request's id).
+        self._sweep_task = asyncio.get_running_loop().create_task(
+            self._sweep_soon(), context=contextvars.Context()
+        )
 
     async def _sweep_soon(self) -> None:
         while True:

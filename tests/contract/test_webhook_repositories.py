@@ -314,3 +314,22 @@ async def test_jobs_list_newest_first_with_filters_and_cursor(backend: Backend) 
     assert rest.next_cursor is None
     assert [j.id for j in by_asset.items] == [j.id for j in reversed(jobs)]
     assert [j.id for j in after.items] == [jobs[2].id]
+
+
+async def test_claim_many_claims_only_the_claimable_in_one_go(backend: Backend) -> None:
+    org = new_org()
+    endpoint = make_endpoint(org)
+    due = [make_delivery(endpoint) for _ in range(3)]
+    later = make_delivery(endpoint, next_attempt_at=T0 + timedelta(hours=1))
+    done = make_delivery(endpoint, status=DeliveryStatus.SUCCEEDED, next_attempt_at=None)
+    await stored(backend, endpoint, *due, later, done)
+    ids = [d.id for d in (*due, later, done)] + [uuid.uuid4()]
+    async with backend.uow(org) as work:
+        claimed = await work.deliveries.claim_many(ids, "w1", T0, T0 + timedelta(seconds=30))
+        await work.commit()
+    assert sorted(d.id for d in claimed) == sorted(d.id for d in due)
+    assert all(d.attempts == 1 and d.lease_owner == "w1" for d in claimed)
+    async with backend.uow(org) as work:  # claimed already: a second claimer gets none
+        assert await work.deliveries.claim_many(ids, "w2", T0, T0 + timedelta(seconds=30)) == []
+    async with backend.uow(new_org()) as work:  # nor does another organisation
+        assert await work.deliveries.claim_many(ids, "w3", T0, T0 + timedelta(hours=2)) == []

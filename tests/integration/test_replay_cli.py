@@ -49,6 +49,14 @@ async def seed(url: str) -> dict[str, uuid.UUID]:
             updated_at=NOW - timedelta(hours=1),
         )
         done = make_job(asset, status=JobStatus.SUCCEEDED, error=None)
+        stuck = make_job(
+            asset,
+            status=JobStatus.RUNNING,
+            error=None,
+            lease_owner="a-worker-that-died",
+            lease_expires_at=NOW - timedelta(hours=2),
+            updated_at=NOW - timedelta(hours=2),
+        )
         endpoint = make_endpoint("acme")
         delivery = make_delivery(
             endpoint,
@@ -59,12 +67,18 @@ async def seed(url: str) -> dict[str, uuid.UUID]:
             updated_at=NOW - timedelta(hours=1),
         )
         async with uow("acme") as work:
-            for job in (failed, other_code, done):
+            for job in (failed, other_code, done, stuck):
                 await work.jobs.add(job)
             await work.webhooks.add(endpoint)
             await work.deliveries.add(delivery)
             await work.commit()
-        return {"job": failed.id, "other": other_code.id, "delivery": delivery.id}
+        return {
+            "job": failed.id,
+            "other": other_code.id,
+            "delivery": delivery.id,
+            "stuck": stuck.id,
+            "done": done.id,
+        }
     finally:
         await database.dispose()
 
@@ -112,3 +126,18 @@ def test_replay_dry_run_then_yes_then_nothing_left(
 def test_replay_refuses_a_bad_date(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", "--since", "yesterday"]) == 2
     assert "--since" in capsys.readouterr().err
+
+
+def test_replay_picks_up_a_job_stuck_under_a_dead_lease(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite+aiosqlite:///{(data_dir / 'heimdex.db').resolve()}"
+    upgrade(url, "head", None)
+    ids = asyncio.run(seed(url))
+    assert main(["replay", "--org", "acme", "--what", "jobs", "--stuck-after", "60"]) == 0
+    out = capsys.readouterr().out
+    assert f"would requeue job {ids['stuck']}" in out
+    assert str(ids["done"]) not in out  # a succeeded job is never replayed
+    assert "delivery" not in out.split("dry run")[0]
+    assert main(["replay", "--org", "acme", "--what", "jobs", "--yes"]) == 0
+    assert "requeued 3 jobs and 0 deliveries" in capsys.readouterr().out

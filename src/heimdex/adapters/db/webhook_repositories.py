@@ -152,6 +152,18 @@ def _delivery_values(delivery: WebhookDelivery) -> dict[str, Any]:
     }
 
 
+# What never changes after a delivery is written: its identity, event and body.
+_FIXED = ("id", "org_id", "endpoint_id", "event_id", "event_type", "payload", "created_at")
+
+
+def _changing_values(delivery: WebhookDelivery) -> dict[str, Any]:
+    """The columns an attempt or a requeue changes (the body is not rewritten each time)."""
+    values = _delivery_values(delivery)
+    for name in _FIXED:
+        del values[name]
+    return values
+
+
 def _delivery_from_row(row: RowMapping) -> WebhookDelivery:
     return WebhookDelivery(
         id=row["id"],
@@ -266,8 +278,7 @@ class SqlWebhookDeliveryRepository(_OrgRepository):
 
     async def finish(self, delivery: WebhookDelivery, owner: str) -> bool:
         self._own(delivery.org_id, "the delivery")
-        values = _delivery_values(delivery)
-        del values["id"], values["org_id"]
+        values = _changing_values(delivery)
         changed = await self._change(
             update(DELIVERIES)
             .where(
@@ -285,8 +296,7 @@ class SqlWebhookDeliveryRepository(_OrgRepository):
         if current is None or current.status is DeliveryStatus.SUCCEEDED:
             return None
         again = current.requeued(now)
-        values = _delivery_values(again)
-        del values["id"], values["org_id"]
+        values = _changing_values(again)
         changed = await self._change(
             update(DELIVERIES)
             .where(

@@ -22,8 +22,9 @@ import pytest
 from heimdex.adapters.db.engine import Database
 from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.adapters.db.webhook_directory import SqlWebhookDirectory
-from heimdex.domain.model import JobFilter, JobStatus
+from heimdex.domain.model import JobError, JobFilter, JobKind, JobStatus
 from heimdex.domain.ports import UnitOfWorkFactory, WebhookDirectory
+from heimdex.domain.replay import JobReplayFilter
 from heimdex.domain.webhooks import (
     DeliveryFilter,
     DeliveryStatus,
@@ -333,3 +334,42 @@ async def test_claim_many_claims_only_the_claimable_in_one_go(backend: Backend) 
         assert await work.deliveries.claim_many(ids, "w2", T0, T0 + timedelta(seconds=30)) == []
     async with backend.uow(new_org()) as work:  # nor does another organisation
         assert await work.deliveries.claim_many(ids, "w3", T0, T0 + timedelta(hours=2)) == []
+
+
+async def test_replayable_jobs_are_failed_or_stuck_and_filtered(backend: Backend) -> None:
+    if not backend.sql:
+        pytest.skip("the replay directory's fake is covered by the replay unit tests")
+    assert isinstance(backend.uow, SqlUnitOfWorkFactory)
+    assert isinstance(backend.directory, SqlWebhookDirectory)
+    org = new_org()
+    asset = await stored_asset(backend.uow, org)
+    failed = make_job(
+        asset, status=JobStatus.FAILED, error=JobError(code="thumbnail_timeout", message="x")
+    )
+    dead_lease = make_job(
+        asset, status=JobStatus.RUNNING, lease_expires_at=T0 - timedelta(hours=1), error=None
+    )
+    live_lease = make_job(
+        asset, status=JobStatus.RUNNING, lease_expires_at=T0 + timedelta(hours=1), error=None
+    )
+    done = make_job(asset, status=JobStatus.SUCCEEDED, error=None)
+    async with backend.uow(org) as work:
+        for job in (failed, dead_lease, live_lease, done):
+            await work.jobs.add(job)
+        await work.commit()
+    everything = await backend.directory.replayable_jobs(
+        JobReplayFilter(stuck_before=T0, org_id=org), 100
+    )
+    assert sorted(job_id for job_id, _ in everything) == sorted([failed.id, dead_lease.id])
+    assert {o for _, o in everything} == {org}
+    by_code = await backend.directory.replayable_jobs(
+        JobReplayFilter(
+            stuck_before=T0, org_id=org, kind=JobKind.SIDECAR, error_code="thumbnail_timeout"
+        ),
+        100,
+    )
+    assert by_code == [(failed.id, org)]
+    too_late = await backend.directory.replayable_jobs(
+        JobReplayFilter(stuck_before=T0, org_id=org, since=T0 + timedelta(days=1)), 100
+    )
+    assert too_late == []

@@ -18,6 +18,7 @@ from heimdex.adapters.db.migrations import upgrade
 from heimdex.adapters.db.tenancy_report import TenancyCheck, tenancy_report
 from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.adapters.db.upload_directory import SqlUploadDirectory
+from heimdex.adapters.db.webhook_directory import SqlWebhookDirectory
 from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
 from heimdex.adapters.media.ffprobe import FfprobeProber
 from heimdex.adapters.media.limits import DecodeLimits
@@ -34,18 +35,23 @@ from heimdex.adapters.ratelimit.redis import RedisRateLimiter
 from heimdex.adapters.request_bodies import RequestBodyFiles
 from heimdex.adapters.storage.local import LocalStorage
 from heimdex.adapters.storage.s3 import S3Storage
+from heimdex.adapters.webhooks.http_sender import HttpxWebhookSender
 from heimdex.application.abandoned_uploads import AbandonedUploadSweeper
 from heimdex.application.assets import AssetService
 from heimdex.application.derived_files import DerivedFileSweeper
 from heimdex.application.health import HealthService
 from heimdex.application.idempotency import IdempotencyService
 from heimdex.application.ingest import IngestLimits, IngestService
+from heimdex.application.job_listing import JobListing
 from heimdex.application.jobs import JobPolicy, JobService
 from heimdex.application.probe_gate import ProbeSlots
 from heimdex.application.probing import ProbeService
+from heimdex.application.replay import ReplayService
 from heimdex.application.scratch import ScratchSweeper
 from heimdex.application.sidecars import SidecarService
 from heimdex.application.sweeping import Sweep
+from heimdex.application.webhook_delivery import DeliveryPolicy, WebhookDeliverer
+from heimdex.application.webhooks import WebhookPolicy, WebhookService
 from heimdex.domain.errors import HeimdexError, QueueMisconfigured, TenancyUnsafe
 from heimdex.domain.ports import HealthCheck, Prober, RateLimiter, Storage, Thumbnailer, UrlSigner
 from heimdex.domain.rate_limit import RatePolicy
@@ -81,15 +87,22 @@ class Services:
     #: where the legacy endpoint spools request bodies (swept with the scratch files)
     request_bodies: RequestBodyFiles
     health: HealthService
+    #: webhook endpoints and deliveries (the HTTP side), the deliverer, jobs listed, replay
+    webhooks: WebhookService
+    deliverer: WebhookDeliverer
+    webhook_sender: HttpxWebhookSender
+    job_listing: JobListing
+    replay: ReplayService
     #: per-organisation request buckets; ``None`` when ``HEIMDEX_RATE_LIMIT_PER_SECOND`` is 0
     rate_limiter: RateLimiter | None = None
 
     def sweeps(self) -> tuple[Sweep, ...]:
         """What the periodic sweep runs in a process that sweeps for everyone: due jobs,
-        abandoned uploads, derived files of deleted assets, then this process's own scratch
-        files."""
+        webhook deliveries, abandoned uploads, derived files of deleted assets, then this
+        process's own scratch files."""
         return (
             self.jobs.sweep,
+            self.deliverer.sweep,
             self.abandoned_uploads.sweep,
             self.derived_files.sweep,
             *self.own_sweeps(),
@@ -138,6 +151,8 @@ class Services:
         await check_tenancy(self.database, self.settings)
 
     async def aclose(self) -> None:
+        await self.deliverer.aclose()
+        await self.webhook_sender.aclose()
         await self.queue.shutdown()
         if self.rate_limiter is not None:
             await self.rate_limiter.aclose()
@@ -354,6 +369,27 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         "queue": queue,
         "thumbnailer": thumbnailer,
     }
+    webhook_directory = SqlWebhookDirectory(database)
+    webhook_sender = HttpxWebhookSender(
+        timeout=settings.webhook_timeout_seconds,
+        allow_http=not settings.is_production,
+        allow_private=settings.webhook_allow_private_networks,
+    )
+    deliverer = WebhookDeliverer(
+        uow,
+        webhook_directory,
+        webhook_sender,
+        clock,
+        metrics,
+        DeliveryPolicy(
+            concurrency=settings.webhook_concurrency,
+            per_endpoint=settings.webhook_endpoint_concurrency,
+            timeout=timedelta(seconds=settings.webhook_timeout_seconds),
+            disable_after=timedelta(seconds=settings.webhook_disable_after_seconds),
+        ),
+    )
+    # An event committed in a process that delivers goes out at once, not at the next sweep.
+    uow.on_outbox_commit = deliverer.wake
     if database.backend == "postgresql":
         checks["tenancy"] = TenancyCheck(database)
     if isinstance(queue, RedisJobQueue):
@@ -410,5 +446,18 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         ),
         request_bodies=request_bodies,
         health=HealthService(checks),
+        webhooks=WebhookService(
+            uow,
+            clock,
+            WebhookPolicy(
+                allow_http=not settings.is_production,
+                allow_private=settings.webhook_allow_private_networks,
+                secret_grace=timedelta(seconds=settings.webhook_secret_grace_seconds),
+            ),
+        ),
+        deliverer=deliverer,
+        webhook_sender=webhook_sender,
+        job_listing=JobListing(uow),
+        replay=ReplayService(uow, webhook_directory, webhook_directory, clock),
         rate_limiter=build_rate_limiter(settings),
     )

@@ -102,6 +102,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: Literal["auto", "json", "console"] = "auto"
     metrics_token: str | None = None
     worker_metrics_port: int = 0
+    webhook_allow_private_networks: bool = False
+    webhook_timeout_seconds: float = 10.0
+    webhook_concurrency: int = 16
+    webhook_endpoint_concurrency: int = 2
+    webhook_secret_grace_seconds: int = 86_400
+    webhook_disable_after_seconds: float = 5 * 86_400.0
 
     @property
     def is_production(self) -> bool:
@@ -236,6 +242,10 @@ def _check(settings: Settings) -> list[str]:
         "http_header_timeout_seconds",
         "http_keep_alive_seconds",
         "http_max_connections",
+        "webhook_timeout_seconds",
+        "webhook_concurrency",
+        "webhook_endpoint_concurrency",
+        "webhook_disable_after_seconds",
     ):
         if getattr(settings, name) <= 0:
             problems.append(f"{_env_name(name)} must be positive")
@@ -280,6 +290,12 @@ def _check(settings: Settings) -> list[str]:
     if not 0 <= settings.decode_niceness <= 19:
         problems.append(
             f"HEIMDEX_DECODE_NICENESS={settings.decode_niceness}: must be between 0 and 19"
+        )
+    if settings.webhook_secret_grace_seconds < 0:
+        problems.append("HEIMDEX_WEBHOOK_SECRET_GRACE_SECONDS must not be negative")
+    if settings.webhook_endpoint_concurrency > settings.webhook_concurrency:
+        problems.append(
+            "HEIMDEX_WEBHOOK_ENDPOINT_CONCURRENCY must be at most HEIMDEX_WEBHOOK_CONCURRENCY"
         )
     if settings.jwt_leeway_seconds < 0:
         problems.append("HEIMDEX_JWT_LEEWAY_SECONDS must not be negative")

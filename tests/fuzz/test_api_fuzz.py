@@ -58,7 +58,8 @@ Exclusions and loosened expectations, each for a reason:
   an upload body whose length is not the declared one; 410 for an expired slot; 413/415 for a
   size over ``HEIMDEX_MAX_UPLOAD_SIZE_BYTES`` or a type that is not video/audio; 422 for bytes
   that are not media, a ``source_uri`` that is not the caller's, or an ``Idempotency-Key``
-  reused with another body.
+  reused with another body; 422 for a webhook URL on a private network (a host JSON Schema
+  cannot tell from a public one), 400 past the organisation's endpoint limit.
 - ``POST /metadata`` (legacy) is off in this app (``HEIMDEX_ENABLE_LEGACY=false``), so the
   document does not list it and it is not exercised.
 """
@@ -92,6 +93,7 @@ from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from heimdex.bootstrap import build
+from heimdex.domain.ports import WebhookResponse
 from heimdex.entrypoints.http.app import create_app
 from heimdex.settings import Settings
 
@@ -116,6 +118,16 @@ SERVICES = build(
     )
 )
 APP = create_app(services=SERVICES)
+
+
+async def _never_send(url: str, headers: dict[str, str], body: bytes) -> WebhookResponse:
+    # The fuzzer registers webhooks at whatever public URL it makes up: nothing may ever be
+    # sent there (tests talk to 127.0.0.1 only). Deliveries are exercised in
+    # tests/integration/test_webhook_delivery.py against a receiver on loopback.
+    return WebhookResponse(status_code=None, error_code="connection_error", detail="fuzzing")
+
+
+SERVICES.webhook_sender.send = _never_send  # type: ignore[method-assign]
 
 # Answers to schema-valid data that JSON Schema cannot rule out (see the module docstring).
 _POSITIVE = ["2xx", "3xx", "401", "403", "404", "409", "429"]
@@ -144,6 +156,13 @@ CONFIG = schemathesis.Config.from_dict(
                 ("DELETE /v1/assets/{asset_id}", ["422"]),
                 ("PUT /v1/uploads/{upload_id}", ["400", "410", "413", "422"]),
                 ("GET /v1/files/{key}", ["410", "422"]),
+                ("GET /v1/jobs", ["400"]),
+                ("POST /v1/webhooks", ["400", "422"]),
+                ("PATCH /v1/webhooks/{webhook_id}", ["422"]),
+                ("GET /v1/webhooks/{webhook_id}/deliveries", ["400"]),
+                ("DELETE /v1/webhooks/{webhook_id}", ["422"]),
+                ("POST /v1/webhooks/{webhook_id}/rotate-secret", ["422"]),
+                ("POST /v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", ["422"]),
             ]
         ],
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +23,7 @@ from heimdex.domain.errors import (
     DatabaseUnavailable,
     InvalidMedia,
     LengthMismatch,
+    NotFound,
     QueueUnavailable,
     SourceNotFound,
     UploadTooLarge,
@@ -33,7 +34,9 @@ from heimdex.domain.model import (
     AssetFilter,
     AssetPage,
     Job,
+    JobFilter,
     JobKind,
+    JobPage,
     JobStatus,
     PageCursor,
     Thumbnail,
@@ -42,12 +45,22 @@ from heimdex.domain.model import (
     UploadStatus,
 )
 from heimdex.domain.ports import (
+    DeliveryPage,
     JobInTurn,
     JobOutcome,
     LocalCopy,
     ScratchFile,
     StoredObject,
     UploadTarget,
+    WebhookResponse,
+)
+from heimdex.domain.replay import JobReplayFilter
+from heimdex.domain.webhooks import (
+    DeliveryFilter,
+    DeliveryStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEventType,
 )
 
 
@@ -175,6 +188,8 @@ class FakeTables(msgspec.Struct):
     uploads: dict[UUID, Upload] = msgspec.field(default_factory=dict)
     assets: dict[UUID, Asset] = msgspec.field(default_factory=dict)
     jobs: dict[UUID, Job] = msgspec.field(default_factory=dict)
+    endpoints: dict[UUID, WebhookEndpoint] = msgspec.field(default_factory=dict)
+    deliveries: dict[UUID, WebhookDelivery] = msgspec.field(default_factory=dict)
 
 
 class _Uploads:
@@ -361,6 +376,232 @@ class _Jobs:
         self._t.jobs[job.id] = job
         return True
 
+    async def list(self, filters: JobFilter, *, limit: int, after: PageCursor | None) -> JobPage:
+        jobs = sorted(
+            (
+                j
+                for j in self._t.jobs.values()
+                if j.org_id == self._org
+                and (filters.status is None or j.status is filters.status)
+                and (filters.kind is None or j.kind is filters.kind)
+                and (filters.asset_id is None or j.asset_id == filters.asset_id)
+                and (filters.created_after is None or j.created_at > filters.created_after)
+                and (filters.created_before is None or j.created_at < filters.created_before)
+                and (after is None or (j.created_at, j.id) < (after.created_at, after.id))
+            ),
+            key=lambda j: (j.created_at, j.id),
+            reverse=True,
+        )
+        page = jobs[:limit]
+        more = len(jobs) > limit
+        cursor = PageCursor(created_at=page[-1].created_at, id=page[-1].id) if more else None
+        return JobPage(items=page, next_cursor=cursor)
+
+
+class _Endpoints:
+    def __init__(self, tables: FakeTables, org_id: str) -> None:
+        self._t, self._org = tables, org_id
+
+    async def add(self, endpoint: WebhookEndpoint) -> None:
+        if endpoint.id in self._t.endpoints:
+            raise Conflict("the endpoint exists")
+        self._t.endpoints[endpoint.id] = endpoint
+
+    async def get(self, endpoint_id: UUID) -> WebhookEndpoint | None:
+        endpoint = self._t.endpoints.get(endpoint_id)
+        return endpoint if endpoint and endpoint.org_id == self._org else None
+
+    async def list_all(self) -> list[WebhookEndpoint]:
+        own = [e for e in self._t.endpoints.values() if e.org_id == self._org]
+        return sorted(own, key=lambda e: (e.created_at, e.id))
+
+    async def subscribed(self, event_type: WebhookEventType) -> list[WebhookEndpoint]:
+        return [e for e in await self.list_all() if e.wants(event_type)]
+
+    async def save(self, endpoint: WebhookEndpoint) -> None:
+        if await self.get(endpoint.id) is None:
+            raise NotFound("no such webhook endpoint")
+        self._t.endpoints[endpoint.id] = endpoint
+
+    async def delete(self, endpoint_id: UUID) -> bool:
+        if await self.get(endpoint_id) is None:
+            return False
+        del self._t.endpoints[endpoint_id]
+        for delivery_id, delivery in list(self._t.deliveries.items()):
+            if delivery.endpoint_id == endpoint_id:
+                del self._t.deliveries[delivery_id]
+        return True
+
+
+class _Deliveries:
+    def __init__(self, tables: FakeTables, org_id: str) -> None:
+        self._t, self._org = tables, org_id
+
+    async def add(self, delivery: WebhookDelivery) -> None:
+        self._t.deliveries[delivery.id] = delivery
+
+    async def get(self, delivery_id: UUID) -> WebhookDelivery | None:
+        delivery = self._t.deliveries.get(delivery_id)
+        return delivery if delivery and delivery.org_id == self._org else None
+
+    async def list_for_endpoint(
+        self,
+        endpoint_id: UUID,
+        *,
+        status: DeliveryStatus | None,
+        limit: int,
+        after: PageCursor | None,
+    ) -> DeliveryPage:
+        found = sorted(
+            (
+                d
+                for d in self._t.deliveries.values()
+                if d.org_id == self._org
+                and d.endpoint_id == endpoint_id
+                and (status is None or d.status is status)
+                and (after is None or (d.created_at, d.id) < (after.created_at, after.id))
+            ),
+            key=lambda d: (d.created_at, d.id),
+            reverse=True,
+        )
+        page = found[:limit]
+        more = len(found) > limit
+        cursor = PageCursor(created_at=page[-1].created_at, id=page[-1].id) if more else None
+        return DeliveryPage(items=page, next_cursor=cursor)
+
+    async def claim(
+        self, delivery_id: UUID, owner: str, now: datetime, lease_until: datetime
+    ) -> WebhookDelivery | None:
+        current = await self.get(delivery_id)
+        if (
+            current is None
+            or current.status is not DeliveryStatus.PENDING
+            or current.next_attempt_at is None
+            or current.next_attempt_at > now
+            or (current.lease_expires_at is not None and current.lease_expires_at >= now)
+        ):
+            return None
+        claimed = msgspec.structs.replace(
+            current,
+            attempts=current.attempts + 1,
+            lease_owner=owner,
+            lease_expires_at=lease_until,
+            updated_at=now,
+        )
+        self._t.deliveries[delivery_id] = claimed
+        return claimed
+
+    async def claim_many(
+        self, delivery_ids: Sequence[UUID], owner: str, now: datetime, lease_until: datetime
+    ) -> list[WebhookDelivery]:
+        claimed = [await self.claim(d, owner, now, lease_until) for d in delivery_ids]
+        return [delivery for delivery in claimed if delivery is not None]
+
+    async def finish(self, delivery: WebhookDelivery, owner: str) -> bool:
+        current = await self.get(delivery.id)
+        if current is None or current.status is not DeliveryStatus.PENDING:
+            return False
+        if current.lease_owner != owner:
+            return False
+        self._t.deliveries[delivery.id] = delivery
+        return True
+
+    async def requeue(self, delivery_id: UUID, now: datetime) -> WebhookDelivery | None:
+        current = await self.get(delivery_id)
+        if current is None or current.status is DeliveryStatus.SUCCEEDED:
+            return None
+        again = current.requeued(now)
+        self._t.deliveries[delivery_id] = again
+        return again
+
+
+class FakeWebhookDirectory:
+    def __init__(self, database: FakeDatabase) -> None:
+        self._database = database
+
+    async def due(
+        self, now: datetime, per_endpoint: int, limit: int
+    ) -> list[tuple[UUID, str, UUID]]:
+        found = sorted(
+            (
+                d
+                for d in self._database.tables.deliveries.values()
+                if d.status is DeliveryStatus.PENDING
+                and d.next_attempt_at is not None
+                and d.next_attempt_at <= now
+                and (d.lease_expires_at is None or d.lease_expires_at < now)
+            ),
+            key=lambda d: (d.next_attempt_at or now, d.id),
+        )
+        taken: dict[UUID, int] = {}
+        due = []
+        for delivery in found:
+            if taken.get(delivery.endpoint_id, 0) >= per_endpoint:
+                continue
+            taken[delivery.endpoint_id] = taken.get(delivery.endpoint_id, 0) + 1
+            due.append((delivery.id, delivery.org_id, delivery.endpoint_id))
+        return due[:limit]
+
+    async def pending(self) -> tuple[int, datetime | None]:
+        pending = [
+            d.created_at
+            for d in self._database.tables.deliveries.values()
+            if d.status is DeliveryStatus.PENDING
+        ]
+        return len(pending), min(pending, default=None)
+
+    async def failed(self, filters: DeliveryFilter, limit: int) -> list[tuple[UUID, str]]:
+        found = sorted(
+            (
+                d
+                for d in self._database.tables.deliveries.values()
+                if d.status is DeliveryStatus.FAILED
+                and (filters.org_id is None or d.org_id == filters.org_id)
+                and (filters.error_code is None or d.last_error_code == filters.error_code)
+                and (filters.since is None or d.updated_at >= filters.since)
+                and (filters.until is None or d.updated_at < filters.until)
+            ),
+            key=lambda d: d.updated_at,
+        )
+        return [(d.id, d.org_id) for d in found[:limit]]
+
+    async def replayable_jobs(self, filters: JobReplayFilter, limit: int) -> list[tuple[UUID, str]]:
+        found = []
+        for job in sorted(self._database.tables.jobs.values(), key=lambda j: j.updated_at):
+            stuck = (
+                job.status is JobStatus.FAILED
+                or (
+                    job.status is JobStatus.RUNNING
+                    and (job.lease_expires_at or filters.stuck_before) < filters.stuck_before
+                )
+                or (job.status is JobStatus.QUEUED and job.updated_at < filters.stuck_before)
+            )
+            if (
+                stuck
+                and (filters.org_id is None or job.org_id == filters.org_id)
+                and (filters.kind is None or job.kind is filters.kind)
+                and (
+                    filters.error_code is None
+                    or (job.error is not None and job.error.code == filters.error_code)
+                )
+                and (filters.since is None or job.updated_at >= filters.since)
+                and (filters.until is None or job.updated_at < filters.until)
+            ):
+                found.append((job.id, job.org_id))
+        return found[:limit]
+
+
+class FakeWebhookSender:
+    """Answers what ``answers`` holds for a URL (200 by default) and remembers each request."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, str], bytes]] = []
+        self.answers: dict[str, WebhookResponse] = {}
+
+    async def send(self, url: str, headers: dict[str, str], body: bytes) -> WebhookResponse:
+        self.sent.append((url, headers, body))
+        return self.answers.get(url, WebhookResponse(status_code=200, error_code=None))
+
 
 class FakeUploadDirectory:
     def __init__(self, database: FakeDatabase) -> None:
@@ -506,6 +747,8 @@ class FakeUnitOfWork:
         self.uploads = _Uploads(self._working, org_id)
         self.assets = _Assets(self._working, org_id)
         self.jobs = _Jobs(self._working, org_id)
+        self.webhooks = _Endpoints(self._working, org_id)
+        self.deliveries = _Deliveries(self._working, org_id)
 
     async def __aenter__(self) -> FakeUnitOfWork:
         if self._database.unavailable_for > 0:  # the next N units of work find it down
@@ -518,6 +761,8 @@ class FakeUnitOfWork:
 
     async def commit(self) -> None:
         self._database.tables = copy.deepcopy(self._working)
+        if self._database.on_outbox_commit is not None:
+            self._database.on_outbox_commit()
 
     async def lock_org(self) -> None:
         return None  # one event loop, no await between count and add here: nothing to race
@@ -529,6 +774,7 @@ class FakeDatabase:
     def __init__(self) -> None:
         self.tables = FakeTables()
         self.unavailable_for = 0
+        self.on_outbox_commit: Callable[[], None] | None = None
 
     def __call__(self, org_id: str) -> FakeUnitOfWork:
         return FakeUnitOfWork(self, org_id)
@@ -543,6 +789,7 @@ class FakeMetrics:
         self.committed_bytes: list[int] = []
         self.probes: list[tuple[str, str, float]] = []
         self.thumbnails: list[tuple[str, str, float]] = []
+        self.webhooks: list[tuple[str, str, float]] = []
 
     def job_finished(self, kind: JobKind, outcome: JobOutcome, seconds: float) -> None:
         self.jobs.append((kind, outcome, seconds))
@@ -558,6 +805,9 @@ class FakeMetrics:
 
     def thumbnails_finished(self, thumbnailer: str, outcome: str, seconds: float) -> None:
         self.thumbnails.append((thumbnailer, outcome, seconds))
+
+    def webhook_attempted(self, event_type: str, outcome: str, seconds: float) -> None:
+        self.webhooks.append((event_type, outcome, seconds))
 
     @property
     def job_outcomes(self) -> list[JobOutcome]:

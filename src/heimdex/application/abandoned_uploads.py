@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from heimdex.application.webhook_events import record_event, upload_data
 from heimdex.domain.errors import HeimdexError
 from heimdex.domain.ports import Clock, Storage, UnitOfWorkFactory, UploadDirectory
+from heimdex.domain.webhooks import WebhookEventType
 from heimdex.logs import get_logger
 
 log = get_logger(__name__)
@@ -42,6 +44,10 @@ class AbandonedUploadSweeper:
         for upload_id, org_id in await self._directory.abandoned(expired_before, limit):
             async with self._uow(org_id) as uow:
                 upload = await uow.uploads.delete_abandoned(upload_id, expired_before)
+                if upload is not None:
+                    await record_event(
+                        uow, WebhookEventType.UPLOAD_EXPIRED, upload_data(upload), self._clock.now()
+                    )
                 await uow.commit()
             if upload is None:  # committed (or swept by another process) meanwhile
                 continue

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 import msgspec
 
+from heimdex.application.webhook_events import deleted_asset_data, record_event
 from heimdex.domain.errors import InvalidInput, NotFound
 from heimdex.domain.model import Asset, AssetFilter, AssetPage, PageCursor, Principal
 from heimdex.domain.ports import Storage, UnitOfWorkFactory
 from heimdex.domain.storage_keys import asset_derived_prefix, sidecar_key
 from heimdex.domain.timestamps import as_utc
+from heimdex.domain.webhooks import WebhookEventType
 
 MAX_PAGE_SIZE = 200
 #: the largest ``min_height`` a filter takes: heights are stored as 32-bit integers, and a
@@ -92,6 +94,9 @@ class AssetService:
                 raise NotFound("no such asset")
             await uow.assets.delete(asset_id)
             await uow.uploads.delete(asset.upload_id)
+            await record_event(
+                uow, WebhookEventType.ASSET_DELETED, deleted_asset_data(asset), datetime.now(UTC)
+            )
             await uow.commit()
         await self._storage.delete(asset.key)
         await self._storage.delete(sidecar_key(asset.org_id, asset.id))

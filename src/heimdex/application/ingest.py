@@ -12,6 +12,7 @@ import anyio
 import msgspec
 
 from heimdex.application.probe_gate import ProbeSlots, SingleFlight
+from heimdex.application.webhook_events import asset_data, record_event
 from heimdex.domain.errors import (
     ChecksumMismatch,
     Conflict,
@@ -40,6 +41,7 @@ from heimdex.domain.ports import (
     UploadTarget,
 )
 from heimdex.domain.storage_keys import safe_source_name, upload_key
+from heimdex.domain.webhooks import WebhookEventType
 from heimdex.logs import get_logger
 
 log = get_logger(__name__)
@@ -270,6 +272,7 @@ class IngestService:
                         updated_at=now,
                     )
                 )
+                await record_event(uow, WebhookEventType.ASSET_CREATED, asset_data(asset), now)
                 await uow.commit()
         except Conflict:  # a concurrent commit of the same upload won
             async with self._uow(principal.org_id) as uow:

@@ -24,6 +24,7 @@ import anyio
 import msgspec
 
 from heimdex import __version__
+from heimdex.application.webhook_events import asset_data, job_data, record_event
 from heimdex.domain.errors import (
     AssetGone,
     DatabaseUnavailable,
@@ -63,6 +64,7 @@ from heimdex.domain.sidecar import (
     encode_sidecar,
 )
 from heimdex.domain.storage_keys import asset_derived_prefix, sidecar_key, thumbnail_key
+from heimdex.domain.webhooks import WebhookEventType
 from heimdex.logs import get_logger, log_context
 
 log = get_logger(__name__)
@@ -376,9 +378,10 @@ class JobService:
             await uow.lock_org()
             current = await uow.assets.get(asset.id)
             if current is not None and await uow.jobs.finish(done, self.worker_id):
-                await uow.assets.save(
-                    msgspec.structs.replace(current, status=AssetStatus.READY, updated_at=now)
-                )
+                ready = msgspec.structs.replace(current, status=AssetStatus.READY, updated_at=now)
+                await uow.assets.save(ready)
+                await record_event(uow, WebhookEventType.ASSET_READY, asset_data(ready, done), now)
+                await record_event(uow, WebhookEventType.JOB_SUCCEEDED, job_data(done), now)
             await uow.commit()
         if current is None:
             await self._discard_outputs(job)
@@ -447,10 +450,16 @@ class JobService:
             if not interrupted:  # as in _record_success: a delete is before or after this
                 await uow.lock_org()
             current = await uow.assets.get(job.asset_id)
-            if await uow.jobs.finish(outcome, self.worker_id) and not retry and current:
-                await uow.assets.save(
-                    msgspec.structs.replace(current, status=AssetStatus.FAILED, updated_at=now)
-                )
+            if await uow.jobs.finish(outcome, self.worker_id) and not retry:
+                if current is not None:
+                    failed = msgspec.structs.replace(
+                        current, status=AssetStatus.FAILED, updated_at=now
+                    )
+                    await uow.assets.save(failed)
+                    await record_event(
+                        uow, WebhookEventType.ASSET_FAILED, asset_data(failed, outcome), now
+                    )
+                await record_event(uow, WebhookEventType.JOB_FAILED, job_data(outcome), now)
             await uow.commit()
         if current is None and not interrupted:
             # Its row went with the asset: nothing to retry. A run that failed part-way may

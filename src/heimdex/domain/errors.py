@@ -353,3 +353,11 @@ class TimestampOutOfRange(InvalidInput):
 
     code = "timestamp_out_of_range"
     title = "The date-time is out of range"
+
+
+class WebhookUrlForbidden(HeimdexError):
+    """A webhook URL Heimdex will not send to: not https (in production), or an address on
+    the operator's own networks (loopback, private, link-local, metadata…)."""
+
+    code = "webhook_url_forbidden"
+    title = "The webhook URL is not allowed"

@@ -111,6 +111,16 @@ class JobStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class JobFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``GET /v1/jobs`` narrows by; every field optional."""
+
+    status: JobStatus | None = None
+    kind: JobKind | None = None
+    asset_id: UUID | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
 class JobError(msgspec.Struct, frozen=True, kw_only=True):
     code: str
     message: str
@@ -162,3 +172,8 @@ class Thumbnail(msgspec.Struct, frozen=True, kw_only=True):
     width: int
     height: int
     data: bytes
+
+
+class JobPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[Job]
+    next_cursor: PageCursor | None

@@ -21,7 +21,9 @@ from heimdex.domain.model import (
     AssetFilter,
     AssetPage,
     Job,
+    JobFilter,
     JobKind,
+    JobPage,
     JobStatus,
     PageCursor,
     Thumbnail,
@@ -29,6 +31,14 @@ from heimdex.domain.model import (
     Upload,
 )
 from heimdex.domain.rate_limit import RateDecision
+from heimdex.domain.replay import JobReplayFilter
+from heimdex.domain.webhooks import (
+    DeliveryFilter,
+    DeliveryStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEventType,
+)
 
 
 class Clock(Protocol):
@@ -332,6 +342,10 @@ class JobRepository(Protocol):
         """Save the job's outcome only if ``owner`` still holds its lease."""
         ...
 
+    async def list(self, filters: JobFilter, *, limit: int, after: PageCursor | None) -> JobPage:
+        """Newest first, ties by id; ``after`` continues where a previous page ended."""
+        ...
+
 
 class JobInTurn(msgspec.Struct, frozen=True, kw_only=True):
     """A job picked to run next, and when its own message was handed to the queue."""
@@ -385,6 +399,125 @@ class UploadDirectory(Protocol):
 JobOutcome = Literal["succeeded", "failed", "retry"]
 
 
+class WebhookEndpointRepository(Protocol):
+    """Webhook endpoints of one organisation (the unit of work's)."""
+
+    async def add(self, endpoint: WebhookEndpoint) -> None: ...
+
+    async def get(self, endpoint_id: UUID) -> WebhookEndpoint | None: ...
+
+    async def list_all(self) -> list[WebhookEndpoint]:
+        """Oldest first."""
+        ...
+
+    async def subscribed(self, event_type: WebhookEventType) -> list[WebhookEndpoint]:
+        """The enabled endpoints that want ``event_type``: who gets a delivery of it."""
+        ...
+
+    async def save(self, endpoint: WebhookEndpoint) -> None:
+        """Raises ``NotFound`` when it is not this organisation's."""
+        ...
+
+    async def delete(self, endpoint_id: UUID) -> bool:
+        """Delete the endpoint and its deliveries."""
+        ...
+
+
+class DeliveryPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[WebhookDelivery]
+    next_cursor: PageCursor | None
+
+
+class WebhookDeliveryRepository(Protocol):
+    """Deliveries of one organisation: the webhook outbox, written in the transaction of the
+    change that caused each event."""
+
+    async def add(self, delivery: WebhookDelivery) -> None: ...
+
+    async def get(self, delivery_id: UUID) -> WebhookDelivery | None: ...
+
+    async def list_for_endpoint(
+        self,
+        endpoint_id: UUID,
+        *,
+        status: DeliveryStatus | None,
+        limit: int,
+        after: PageCursor | None,
+    ) -> DeliveryPage:
+        """Newest first, ties by id."""
+        ...
+
+    async def claim(
+        self, delivery_id: UUID, owner: str, now: datetime, lease_until: datetime
+    ) -> WebhookDelivery | None:
+        """One conditional update: a ``pending`` delivery that is due and not leased by a live
+        worker gets one more attempt under ``owner``. ``None`` when it is not claimable."""
+        ...
+
+    async def claim_many(
+        self, delivery_ids: Sequence[UUID], owner: str, now: datetime, lease_until: datetime
+    ) -> list[WebhookDelivery]:
+        """``claim`` for several at once, in one statement: answers those it claimed."""
+        ...
+
+    async def finish(self, delivery: WebhookDelivery, owner: str) -> bool:
+        """Save the attempt's outcome only if ``owner`` still holds the lease."""
+        ...
+
+    async def requeue(self, delivery_id: UUID, now: datetime) -> WebhookDelivery | None:
+        """Make a ``failed`` (or ``pending``) delivery due now with a fresh schedule, keeping its
+        ``webhook-id``; ``None`` when there is no such delivery or it already succeeded."""
+        ...
+
+
+class WebhookDirectory(Protocol):
+    """The questions about deliveries that cross organisations: which are due, how many wait.
+    Answers ids and counts, never payloads."""
+
+    async def due(
+        self, now: datetime, per_endpoint: int, limit: int
+    ) -> list[tuple[UUID, str, UUID]]:
+        """(delivery id, org id, endpoint id) of pending deliveries that are due and not leased
+        by a live worker, oldest first, at most ``per_endpoint`` of any one endpoint (so one
+        endpoint's backlog never hides another's)."""
+        ...
+
+    async def pending(self) -> tuple[int, datetime | None]:
+        """How many deliveries are pending, and when the oldest was created."""
+        ...
+
+    async def failed(self, filters: DeliveryFilter, limit: int) -> list[tuple[UUID, str]]:
+        """(delivery id, org id) of ``failed`` deliveries matching ``filters``, oldest first."""
+        ...
+
+
+class JobReplayDirectory(Protocol):
+    """Which jobs ``heimdex replay`` may requeue, across organisations (ids only)."""
+
+    async def replayable_jobs(self, filters: JobReplayFilter, limit: int) -> list[tuple[UUID, str]]:
+        """(job id, org id) of failed or stuck jobs matching ``filters``, oldest first."""
+        ...
+
+
+class WebhookResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """What one attempt came to. ``status_code`` is ``None`` when no answer arrived."""
+
+    status_code: int | None
+    #: ``None`` on a 2xx; else a stable code: ``http_error``, ``redirect``, ``timeout``,
+    #: ``connection_error``, ``webhook_url_forbidden``, ``dns_error``
+    error_code: str | None
+    #: the start of the receiver's answer or the error's text (at most 1 KB is kept)
+    detail: str = ""
+
+
+class WebhookSender(Protocol):
+    """Sends one signed request to a receiver, safely: resolves its name, refuses forbidden
+    addresses, connects to the address it checked, follows no redirect, gives up after the
+    timeout. Never raises for the receiver's failures: they are answered."""
+
+    async def send(self, url: str, headers: dict[str, str], body: bytes) -> WebhookResponse: ...
+
+
 class RateLimiter(Protocol):
     """Per-key token buckets (``heimdex.domain.rate_limit``); the key is an organisation."""
 
@@ -426,6 +559,10 @@ class Metrics(Protocol):
         """One file's thumbnails were made (``ok``) or failed with the error's code."""
         ...
 
+    def webhook_attempted(self, event_type: str, outcome: str, seconds: float) -> None:
+        """One delivery attempt ended: ``succeeded``, ``retry`` or ``failed`` for good."""
+        ...
+
 
 class UnitOfWork(Protocol):
     """One transaction scoped to one organisation: ``async with uow: …; await uow.commit()``.
@@ -437,6 +574,8 @@ class UnitOfWork(Protocol):
     uploads: UploadRepository
     assets: AssetRepository
     jobs: JobRepository
+    webhooks: WebhookEndpointRepository
+    deliveries: WebhookDeliveryRepository
 
     async def __aenter__(self) -> UnitOfWork: ...
 

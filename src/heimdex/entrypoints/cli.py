@@ -16,6 +16,7 @@ import msgspec
 from heimdex import __version__
 from heimdex.domain.errors import HeimdexError
 from heimdex.domain.media import MediaInfo, StreamInfo
+from heimdex.entrypoints.replay_cli import add_replay_parser
 from heimdex.settings import Settings, SettingsError, load_settings, unknown_variables
 
 EXIT_FAILURE = 1
@@ -287,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency", type=int, default=4, help="jobs run at once per process (4)"
     )
     worker.set_defaults(handler=cmd_worker)
+
+    add_replay_parser(commands)
 
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)

@@ -21,3 +21,13 @@ SIDECAR_V1_SCHEMA_ID: Final = "https://heimdex.dev/schemas/sidecar/v1"
 def sidecar_schema_v1() -> bytes:
     """The JSON Schema (draft 2020-12) of the sidecar v1 document, as the file's bytes."""
     return files(__name__).joinpath("sidecar-v1.schema.json").read_bytes()
+
+
+WEBHOOK_EVENTS_V1_SCHEMA_ID: Final = "https://heimdex.dev/schemas/webhook-events/v1"
+"""The ``$id`` of the webhook events v1 schema."""
+
+
+@cache
+def webhook_events_schema_v1() -> bytes:
+    """The JSON Schema (draft 2020-12) of every webhook body, one branch per event type."""
+    return files(__name__).joinpath("webhook-events-v1.schema.json").read_bytes()

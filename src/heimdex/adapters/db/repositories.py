@@ -41,7 +41,9 @@ from heimdex.domain.model import (
     AssetStatus,
     Job,
     JobError,
+    JobFilter,
     JobKind,
+    JobPage,
     JobStatus,
     PageCursor,
     ThumbnailSpec,
@@ -553,3 +555,39 @@ class SqlJobRepository(_OrgRepository):
             .values(values)
         )
         return changed == 1
+
+    async def list(self, filters: JobFilter, *, limit: int, after: PageCursor | None) -> JobPage:
+        """Newest first, ties by id; creation times exclusive, like the asset listing."""
+        if limit < 1:
+            raise InvalidInput("limit must be at least 1")
+        conditions: list[ColumnElement[bool]] = [JOBS.c.org_id == self._org_id]
+        if filters.status is not None:
+            conditions.append(JOBS.c.status == filters.status.value)
+        if filters.kind is not None:
+            conditions.append(JOBS.c.kind == filters.kind.value)
+        if filters.asset_id is not None:
+            conditions.append(JOBS.c.asset_id == filters.asset_id)
+        if filters.created_after is not None:
+            conditions.append(JOBS.c.created_at > filters.created_after)
+        if filters.created_before is not None:
+            conditions.append(JOBS.c.created_at < filters.created_before)
+        if after is not None:
+            conditions.append(
+                or_(
+                    JOBS.c.created_at < after.created_at,
+                    and_(JOBS.c.created_at == after.created_at, JOBS.c.id < after.id),
+                )
+            )
+        result = await self._execute(
+            select(JOBS)
+            .where(*conditions)
+            .order_by(JOBS.c.created_at.desc(), JOBS.c.id.desc())
+            .limit(limit + 1)
+        )
+        items = [_job_from_row(row) for row in result.mappings()]
+        if len(items) <= limit:
+            return JobPage(items=items, next_cursor=None)
+        items = items[:limit]
+        return JobPage(
+            items=items, next_cursor=PageCursor(created_at=items[-1].created_at, id=items[-1].id)
+        )

@@ -22,6 +22,7 @@ from advanced_alchemy.types import GUID, DateTimeUTC
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Float,
     ForeignKey,
     Index,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.dialects import postgresql
@@ -188,7 +190,88 @@ class IdempotencyRecordRow(UUIDPrimaryKey, Base):
     response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
+# The job listing's order and keyset cursor, per organisation (``GET /v1/jobs``).
+Index("ix_jobs_org_created", JobRow.org_id, JobRow.created_at.desc(), JobRow.id.desc())
+
+URL_LENGTH = 2048
+
+
+class WebhookEndpointRow(UUIDPrimaryKey, Base):
+    """Where an organisation wants its events (``heimdex.domain.webhooks.WebhookEndpoint``).
+
+    ``events`` is a JSON list of event types (empty: all); ``secrets`` a JSON list of
+    ``{value, created_at, expires_at}``, kept because every delivery is signed with them.
+    """
+
+    __tablename__ = "webhook_endpoints"
+
+    org_id: Mapped[str] = mapped_column(String(ORG_ID_LENGTH), index=True)
+    url: Mapped[str] = mapped_column(String(URL_LENGTH))
+    events: Mapped[list[str]] = mapped_column(Json)
+    description: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    secrets: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    disabled_reason: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    failing_since: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+
+
+class WebhookDeliveryRow(UUIDPrimaryKey, Base):
+    """One event on its way to one endpoint (``heimdex.domain.webhooks.WebhookDelivery``): the
+    outbox row; deleting its endpoint deletes it."""
+
+    __tablename__ = "webhook_deliveries"
+
+    org_id: Mapped[str] = mapped_column(String(ORG_ID_LENGTH))
+    endpoint_id: Mapped[UUID] = mapped_column(
+        GUID(),
+        ForeignKey(
+            "webhook_endpoints.id",
+            name="fk_webhook_deliveries_endpoint_id_webhook_endpoints",
+            ondelete="CASCADE",
+        ),
+    )
+    event_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(STATUS_LENGTH))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    lease_owner: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error_code: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+
+
+# The deliverer's question (which are due, across organisations) and the listing's order.
+Index(
+    "ix_webhook_deliveries_status_next_attempt",
+    WebhookDeliveryRow.status,
+    WebhookDeliveryRow.next_attempt_at,
+)
+Index(
+    "ix_webhook_deliveries_org_endpoint_created",
+    WebhookDeliveryRow.org_id,
+    WebhookDeliveryRow.endpoint_id,
+    WebhookDeliveryRow.created_at.desc(),
+    WebhookDeliveryRow.id.desc(),
+)
+
+
 metadata: MetaData = Base.metadata
 
 # The tables row-level security guards on PostgreSQL (each has org_id and a policy on it).
-TENANT_TABLES: tuple[str, ...] = ("uploads", "assets", "jobs", "idempotency_records")
+TENANT_TABLES: tuple[str, ...] = (
+    "uploads",
+    "assets",
+    "jobs",
+    "idempotency_records",
+    "webhook_endpoints",
+    "webhook_deliveries",
+)

@@ -10,6 +10,7 @@ organisation even if a query forgot its own filter.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event, text
@@ -23,7 +24,17 @@ from heimdex.adapters.db.repositories import (
     SqlJobRepository,
     SqlUploadRepository,
 )
-from heimdex.domain.ports import AssetRepository, JobRepository, UploadRepository
+from heimdex.adapters.db.webhook_repositories import (
+    SqlWebhookDeliveryRepository,
+    SqlWebhookEndpointRepository,
+)
+from heimdex.domain.ports import (
+    AssetRepository,
+    JobRepository,
+    UploadRepository,
+    WebhookDeliveryRepository,
+    WebhookEndpointRepository,
+)
 
 ORG_SETTING = "heimdex.org_id"
 
@@ -68,8 +79,14 @@ class SqlUnitOfWork:
     a repository call, on commit) raise ``DatabaseUnavailable``.
     """
 
-    def __init__(self, database: Database, org_id: str) -> None:
+    def __init__(
+        self,
+        database: Database,
+        org_id: str,
+        on_outbox_commit: Callable[[], None] | None = None,
+    ) -> None:
         self.org_id = _require_org(org_id)
+        self._on_outbox_commit = on_outbox_commit
         # expire_on_commit=False: nothing is read through the ORM, and nothing should be
         # reloaded lazily after the transaction ended.
         self._session = AsyncSession(
@@ -85,6 +102,11 @@ class SqlUnitOfWork:
         self.uploads: UploadRepository = SqlUploadRepository(self._session, self.org_id)
         self.assets: AssetRepository = SqlAssetRepository(self._session, self.org_id)
         self.jobs: JobRepository = SqlJobRepository(self._session, self.org_id)
+        self.webhooks: WebhookEndpointRepository = SqlWebhookEndpointRepository(
+            self._session, self.org_id
+        )
+        self._deliveries = SqlWebhookDeliveryRepository(self._session, self.org_id)
+        self.deliveries: WebhookDeliveryRepository = self._deliveries
 
     @property
     def session(self) -> AsyncSession:
@@ -121,6 +143,11 @@ class SqlUnitOfWork:
     async def commit(self) -> None:
         with database_errors():
             await self._session.commit()
+        if self._deliveries.added and self._on_outbox_commit is not None:
+            # Events were committed: a deliverer in this process sends them now rather than at
+            # its next sweep.
+            self._deliveries.added = False
+            self._on_outbox_commit()
 
     async def lock_org(self) -> None:
         # SQLite needs none: every transaction begins IMMEDIATE, holding the one write lock.
@@ -139,6 +166,8 @@ class SqlUnitOfWorkFactory:
 
     def __init__(self, database: Database) -> None:
         self._database = database
+        #: called after a commit that wrote webhook deliveries (the outbox)
+        self.on_outbox_commit: Callable[[], None] | None = None
 
     def __call__(self, org_id: str) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self._database, org_id)
+        return SqlUnitOfWork(self._database, org_id, self.on_outbox_commit)

@@ -33,6 +33,7 @@ from heimdex.domain.ports import JobOutcome
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 THUMBNAIL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+WEBHOOK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 JOB_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
 UNMATCHED_ROUTE = "unmatched"
@@ -112,7 +113,41 @@ class PrometheusMetrics:
             registry=self.registry,
         )
 
+        self._webhook_seconds = Histogram(
+            "heimdex_webhook_delivery_duration_seconds",
+            "One webhook delivery attempt, by event type and outcome (succeeded, retry, failed).",
+            ["event_type", "outcome"],
+            buckets=WEBHOOK_BUCKETS,
+            registry=self.registry,
+        )
+        self._webhook_attempts = Counter(
+            "heimdex_webhook_deliveries",
+            "Webhook delivery attempts, by event type and outcome (succeeded, retry, failed).",
+            ["event_type", "outcome"],
+            registry=self.registry,
+        )
+        self._webhook_pending = Gauge(
+            "heimdex_webhook_pending_deliveries",
+            "Webhook deliveries waiting to be sent (or retried), across every organisation.",
+            registry=self.registry,
+        )
+        self._webhook_oldest = Gauge(
+            "heimdex_webhook_oldest_pending_age_seconds",
+            "How long the oldest pending webhook delivery has existed (0: none).",
+            registry=self.registry,
+        )
+
     # -- the Metrics port -------------------------------------------------------------------
+    def webhook_attempted(self, event_type: str, outcome: str, seconds: float) -> None:
+        self._webhook_attempts.labels(event_type=event_type, outcome=outcome).inc()
+        self._webhook_seconds.labels(event_type=event_type, outcome=outcome).observe(seconds)
+
+    def set_webhook_backlog(self, pending: int | None, oldest_age: float) -> None:
+        """The pending deliveries as just counted; ``None`` (the count failed) reads as 0
+        pending with no age rather than a stale figure."""
+        self._webhook_pending.set(pending or 0)
+        self._webhook_oldest.set(oldest_age if pending else 0.0)
+
     def job_finished(self, kind: JobKind, outcome: JobOutcome, seconds: float) -> None:
         self._job_seconds.labels(kind=kind.value, outcome=outcome).observe(seconds)
 

@@ -37,6 +37,7 @@ from heimdex.entrypoints.http.request_log import log_request
 from heimdex.entrypoints.http.schemas import sidecar_schema
 from heimdex.entrypoints.http.security_headers import with_security_headers
 from heimdex.entrypoints.http.uploads import UploadController
+from heimdex.entrypoints.http.webhooks import WebhookController, webhook_event_schema
 from heimdex.logs import configure_logging, get_logger
 from heimdex.settings import Settings, load_settings
 
@@ -127,6 +128,7 @@ def create_app(
             AssetController,
             SidecarController,
             JobController,
+            WebhookController,
         ],
         # Order matters: a client without a token learns only that (401), not what else is
         # wrong; no NUL gets as far as a stored key; the idempotency key and the rate limit are
@@ -140,7 +142,9 @@ def create_app(
         security=[{"bearer": []}],
     )
     # Signed URLs and published contracts: no bearer token, so neither auth nor idempotency.
-    public = Router(path="/v1", route_handlers=[FileController, sidecar_schema])
+    public = Router(
+        path="/v1", route_handlers=[FileController, sidecar_schema, webhook_event_schema]
+    )
     uploads = Router(
         path="/v1",
         route_handlers=[UploadController],

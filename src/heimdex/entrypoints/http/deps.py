@@ -11,9 +11,11 @@ from litestar.di import Provide
 from heimdex.application.assets import AssetService
 from heimdex.application.health import HealthService
 from heimdex.application.ingest import IngestService
+from heimdex.application.job_listing import JobListing
 from heimdex.application.jobs import JobService
 from heimdex.application.probing import ProbeService
 from heimdex.application.sidecars import SidecarService
+from heimdex.application.webhooks import WebhookService
 from heimdex.bootstrap import Services
 from heimdex.domain.model import Principal
 from heimdex.entrypoints.http.auth import current_principal
@@ -48,6 +50,14 @@ async def provide_health(state: State) -> HealthService:
     return services_from(state).health
 
 
+async def provide_webhooks(state: State) -> WebhookService:
+    return services_from(state).webhooks
+
+
+async def provide_job_listing(state: State) -> JobListing:
+    return services_from(state).job_listing
+
+
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     return current_principal(request)
 
@@ -60,4 +70,6 @@ DEPENDENCIES = {
     "sidecars": Provide(provide_sidecars),
     "health": Provide(provide_health),
     "principal": Provide(provide_principal),
+    "webhooks": Provide(provide_webhooks),
+    "job_listing": Provide(provide_job_listing),
 }

@@ -11,14 +11,24 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Link
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
+from heimdex.application.assets import encode_cursor
+from heimdex.application.job_listing import MAX_JOB_PAGE, JobListing
 from heimdex.application.jobs import JobService
 from heimdex.application.sidecars import SidecarService, ThumbnailListing
 from heimdex.application.tenancy import ensure_same_org
 from heimdex.domain import errors
-from heimdex.domain.model import Job, JobError, JobStatus, Principal, ThumbnailSpec
+from heimdex.domain.model import (
+    Job,
+    JobError,
+    JobFilter,
+    JobKind,
+    JobStatus,
+    Principal,
+    ThumbnailSpec,
+)
 from heimdex.entrypoints.http.openapi import (
     AUTHENTICATED,
     JSON_BODY,
@@ -106,9 +116,57 @@ def job_view(job: Job) -> JobView:
     )
 
 
+def parse_timestamp(name: str, value: str | None) -> datetime | None:
+    """An RFC 3339 date-time, strictly (as the asset listing reads its own)."""
+    if value is None:
+        return None
+    try:
+        return msgspec.convert(value, datetime, strict=True)
+    except msgspec.ValidationError as exc:
+        raise errors.InvalidInput(f"{name} must be an RFC 3339 date-time") from exc
+
+
+class JobList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[JobView]
+    next_cursor: str | None
+
+
 class JobController(Controller):
     path = "/jobs"
     tags = ["jobs"]
+
+    @get(
+        "/",
+        operation_id="listJobs",
+        **documented(AUTHENTICATED, PARAMETERS, SERVER),
+        summary="List jobs",
+        description="Newest first. Pass `next_cursor` back as `cursor` for the next page; "
+        "`created_after`/`created_before` are exclusive.",
+    )
+    async def list_jobs(
+        self,
+        principal: NamedDependency[Principal],
+        job_listing: NamedDependency[JobListing],
+        status: Annotated[JobStatus | None, QueryParameter()] = None,
+        kind: Annotated[JobKind | None, QueryParameter()] = None,
+        asset_id: Annotated[UUID | None, QueryParameter()] = None,
+        created_after: Annotated[str | None, QueryParameter(format="date-time")] = None,
+        created_before: Annotated[str | None, QueryParameter(format="date-time")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_JOB_PAGE)] = 50,
+        cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
+    ) -> JobList:
+        filters = JobFilter(
+            status=status,
+            kind=kind,
+            asset_id=asset_id,
+            created_after=parse_timestamp("created_after", created_after),
+            created_before=parse_timestamp("created_before", created_before),
+        )
+        page = await job_listing.list(principal, filters, limit, cursor)
+        return JobList(
+            items=[job_view(job) for job in page.items],
+            next_cursor=encode_cursor(page.next_cursor) if page.next_cursor else None,
+        )
 
     @get(
         "/{job_id:uuid}",

@@ -40,6 +40,12 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     services.metrics.set_oldest_message_age(
         await _read_in_time(services.jobs.oldest_message_age, "queue_age_unavailable", "the queue")
     )
+    backlog = await _read_in_time(
+        services.deliverer.backlog, "webhook_backlog_unavailable", "the database"
+    )
+    services.metrics.set_webhook_backlog(
+        None if backlog is None else backlog[0], 0.0 if backlog is None else backlog[1]
+    )
     return Response(
         content=services.metrics.render(),
         media_type=services.metrics.content_type,

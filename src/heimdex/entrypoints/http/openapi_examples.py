@@ -182,6 +182,35 @@ SIDECAR: dict[str, Any] = {
     "thumbnail_summary": {"requested": 3, "made": 3, "shortfall": None},
 }
 
+WEBHOOK_ID = "5f0c8a47-3b1e-4d8a-9c64-2a7e0b9d1f35"
+DELIVERY_ID = "8d2b6c1e-7f4a-4e3b-a5d9-0c1e2f3a4b5c"
+WEBHOOK: dict[str, Any] = {
+    "webhook_id": WEBHOOK_ID,
+    "url": "https://hooks.example.com/heimdex",
+    "events": ["asset.ready", "job.failed"],
+    "description": "media pipeline",
+    "enabled": True,
+    "disabled_reason": None,
+    "created_at": CREATED,
+    "updated_at": CREATED,
+}
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # noqa: S105 - an example
+DELIVERY: dict[str, Any] = {
+    "delivery_id": DELIVERY_ID,
+    "webhook_id": WEBHOOK_ID,
+    "event_id": "msg_2f1c0d9e8b7a4c3d9e8f7a6b5c4d3e2f",
+    "event_type": "asset.ready",
+    "status": "succeeded",
+    "attempts": 1,
+    "next_attempt_at": None,
+    "last_attempt_at": "2026-12-01T15:20:16.170000Z",
+    "last_status_code": 204,
+    "last_error_code": None,
+    "last_error": None,
+    "created_at": "2026-12-01T15:20:16.158081Z",
+    "delivered_at": "2026-12-01T15:20:16.170000Z",
+}
+
 #: operationId -> (request body example or None, {success status: answer example})
 OPERATIONS: dict[str, tuple[Any, dict[str, Any]]] = {
     "HealthLiveness": (None, {"200": {"status": "ok", "version": "0.1.0"}}),
@@ -265,6 +294,49 @@ OPERATIONS: dict[str, tuple[Any, dict[str, Any]]] = {
         },
     ),
     "MetadataLegacyMetadata": (None, {"200": MEDIA_INFO}),
+    "listJobs": (None, {"200": {"items": [JOB], "next_cursor": None}}),
+    "createWebhook": (
+        {
+            "url": "https://hooks.example.com/heimdex",
+            "events": ["asset.ready", "job.failed"],
+            "description": "media pipeline",
+        },
+        {"201": {**WEBHOOK, "secret": WEBHOOK_SECRET}},
+    ),
+    "listWebhooks": (None, {"200": {"items": [WEBHOOK]}}),
+    "getWebhook": (None, {"200": WEBHOOK}),
+    "updateWebhook": ({"enabled": False}, {"200": {**WEBHOOK, "enabled": False}}),
+    "rotateWebhookSecret": (
+        None,
+        {"200": {**WEBHOOK, "secret": "whsec_0n9pZ3kq1X6yHc2mB8vT4rW7sLdJfGaE"}},
+    ),
+    "listWebhookDeliveries": (None, {"200": {"items": [DELIVERY], "next_cursor": None}}),
+    "retryWebhookDelivery": (
+        None,
+        {
+            "200": {
+                **DELIVERY,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": "2026-12-01T16:00:00.000000Z",
+                "last_status_code": 503,
+                "last_error_code": "http_error",
+                "last_error": "Service Unavailable",
+                "delivered_at": None,
+            }
+        },
+    ),
+    "webhookEventSchema": (
+        None,
+        {
+            "200": {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "$id": "https://heimdex.dev/schemas/webhook-events/v1",
+                "title": "Heimdex webhook events v1",
+                "type": "object",
+            }
+        },
+    ),
 }
 
 

@@ -47,6 +47,7 @@ STATUS_BY_ERROR: dict[type[errors.HeimdexError], int] = {
     errors.QueueMisconfigured: 503,
     errors.DatabaseUnavailable: 503,
     errors.TenancyUnsafe: 503,
+    errors.WebhookUrlForbidden: 422,
 }
 
 # A 503 for a transient error (``HeimdexError.transient``: a database or Redis restarting, a

@@ -1,0 +1,1 @@
+"""Outbound webhooks: the HTTP sender behind ``WebhookSender``."""

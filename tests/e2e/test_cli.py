@@ -105,6 +105,49 @@ def test_probe_several_files_reports_each(
     assert len(result.stderr.strip().splitlines()) == 2
 
 
+def test_probe_names_a_missing_file_a_directory_and_bad_media_once_each(
+    tmp_path: Path, text_mp4: Path, prober_env: dict[str, str]
+) -> None:
+    missing, folder = tmp_path / "missing.mp4", tmp_path / "clips"
+    folder.mkdir()
+    result = heimdex(
+        "probe", str(missing), str(folder), str(text_mp4), cwd=tmp_path, env=prober_env
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"heimdex: {missing}: no such file"
+    assert lines[1].startswith(f"heimdex: {folder}: is a directory")
+    assert lines[2].startswith(f"heimdex: {text_mp4}: invalid_media: ")
+    for line, path in zip(lines, (missing, folder, text_mp4), strict=True):
+        assert line.count(path.name) == 1, line
+    assert "heimdex_error" not in result.stderr
+    assert "not a regular file" not in result.stderr
+
+
+def test_probe_of_one_file_starts_no_decode_pool(tmp_path: Path, h264_aac_mp4: Path) -> None:
+    # The pool's workers come from a forkserver: a child process of ours would show as one.
+    code = (
+        "import sys, multiprocessing\n"
+        "from heimdex.entrypoints.cli import main\n"
+        "status = main(['probe', sys.argv[1]])\n"
+        "assert 'heimdex.adapters.media.decode_pool' not in sys.modules\n"
+        "assert multiprocessing.active_children() == []\n"
+        "sys.exit(status)\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HEIMDEX_")}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(h264_aac_mp4)],
+        cwd=tmp_path,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "h264 (High)" in result.stdout
+
+
 def test_token_mints_a_verifiable_token(tmp_path: Path) -> None:
     result = heimdex("token", "--org", "acme", "--scope", "admin", "--scope", "read", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from heimdex.bootstrap import decode_limits
+from heimdex.bootstrap_media import decode_limits
 from heimdex.settings import SettingsError, load_settings, unknown_variables
 
 

@@ -6,16 +6,13 @@ User mistakes print one line (``heimdex: …``) and exit non-zero; never a trace
 from __future__ import annotations
 
 import argparse
-import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import msgspec
-
 from heimdex import __version__
 from heimdex.domain.errors import HeimdexError
-from heimdex.domain.media import MediaInfo, StreamInfo
 from heimdex.settings import Settings, SettingsError, load_settings, unknown_variables
 
 EXIT_FAILURE = 1
@@ -74,6 +71,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _preflight(settings: Settings) -> None:
     """Start-up's refusals (unsafe tenancy, a Redis that would evict jobs, no database) as one
     line, before uvicorn or taskiq would turn them into a traceback."""
+    import asyncio
+
     from heimdex.bootstrap import preflight
 
     asyncio.run(preflight(settings))
@@ -81,75 +80,9 @@ def _preflight(settings: Settings) -> None:
 
 # -- probe -------------------------------------------------------------------------------------
 def cmd_probe(args: argparse.Namespace) -> int:
-    from heimdex.bootstrap import build_prober
+    from heimdex.entrypoints.probe_command import probe_command
 
-    settings = _settings()
-    prober = build_prober(settings)
-    results: list[tuple[Path, MediaInfo | HeimdexError]] = []
-
-    async def probe_all() -> None:
-        for path in args.files:
-            if not path.exists():
-                results.append((path, HeimdexError(f"{path}: no such file")))
-                continue
-            try:
-                results.append((path, await prober.probe(path)))
-            except HeimdexError as exc:
-                results.append((path, exc))
-
-    asyncio.run(probe_all())
-    failed = False
-    for path, outcome in results:
-        if isinstance(outcome, HeimdexError):
-            failed = True
-            print(f"heimdex: {path}: {outcome.code}: {outcome.message}", file=sys.stderr)
-    successes = [(p, o) for p, o in results if isinstance(o, MediaInfo)]
-    if args.json:
-        if len(args.files) == 1 and successes:
-            print(msgspec.json.encode(successes[0][1]).decode())
-        elif len(args.files) > 1:
-            listing = [{"file": str(p), "media": o} for p, o in successes]
-            print(msgspec.json.encode(listing).decode())
-    else:
-        for path, media in successes:
-            print(format_media(path, media))
-    return EXIT_FAILURE if failed else 0
-
-
-def format_media(path: Path, media: MediaInfo) -> str:
-    """A readable summary of one file, a line per stream."""
-    duration = f"{media.duration:.3f} s" if media.duration is not None else "duration unknown"
-    rate = f"{media.bit_rate / 1000:.0f} kb/s" if media.bit_rate else "bit rate unknown"
-    lines = [f"{path}", f"  {media.format_name}  {duration}  {rate}  {media.size_bytes:,} bytes"]
-    lines += [f"  #{s.index} {s.kind:<9} {_describe_stream(s)}" for s in media.streams]
-    lines += [
-        f"  chapter {c.index}: {c.start:.3f}-{c.end:.3f} s {c.title or ''}".rstrip()
-        for c in media.chapters
-    ]
-    return "\n".join(lines)
-
-
-def _describe_stream(s: StreamInfo) -> str:
-    parts = [s.codec or "unknown codec"]
-    if s.profile:
-        parts[0] += f" ({s.profile})"
-    if s.width and s.height:
-        parts.append(f"{s.width}x{s.height}")
-        if s.rotation:
-            parts.append(f"rotation {s.rotation} -> {s.display_width}x{s.display_height}")
-    if s.frame_rate:
-        parts.append(f"{s.frame_rate:g} fps")
-    if s.pix_fmt:
-        parts.append(s.pix_fmt)
-    if s.hdr:
-        parts.append("HDR")
-    if s.channels:
-        parts.append(f"{s.channels} ch" + (f" {s.channel_layout}" if s.channel_layout else ""))
-    if s.sample_rate:
-        parts.append(f"{s.sample_rate} Hz")
-    if s.language:
-        parts.append(f"[{s.language}]")
-    return "  ".join(parts)
+    return probe_command(_settings(), args.files, as_json=args.json, jobs=args.jobs)
 
 
 # -- token -------------------------------------------------------------------------------------
@@ -254,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the media description as JSON (one file: the object; several: a list of "
         '{"file", "media"})',
+    )
+    probe.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="files probed at once (CPUs)"
     )
     probe.set_defaults(handler=cmd_probe)
 

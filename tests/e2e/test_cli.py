@@ -184,14 +184,30 @@ def test_bad_configuration_is_one_line_per_value(tmp_path: Path) -> None:
 def test_help_describes_every_command(tmp_path: Path, command: list[str]) -> None:
     result = heimdex(*command, "--help", cwd=tmp_path)
     assert result.returncode == 0
-    assert "usage: heimdex" in result.stdout
+    assert "usage: heimdex" in result.stdout.lower()
     assert len(result.stdout.splitlines()) > 4
+    if command and command != ["db"]:
+        assert "Example:" in result.stdout
+        assert f"heimdex {' '.join(command)}" in result.stdout.split("Example:")[1]
 
 
 def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
     result = heimdex(cwd=tmp_path)
     assert result.returncode == 2
-    assert "usage:" in result.stderr
+    assert "usage:" in (result.stdout + result.stderr).lower()
+
+
+def test_shell_completion_script_is_offered(tmp_path: Path) -> None:
+    result = heimdex("--show-completion", "bash", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "complete" in result.stdout
+    assert "heimdex" in result.stdout
+
+
+def test_version(tmp_path: Path) -> None:
+    result = heimdex("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith("heimdex ")
 
 
 def test_worker_refuses_the_immediate_backend_in_one_line(tmp_path: Path) -> None:

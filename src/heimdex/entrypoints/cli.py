@@ -1,4 +1,4 @@
-"""The ``heimdex`` command line: serve, probe, token, db.
+"""The ``heimdex`` command line: serve, probe, ingest, token, worker, db.
 
 User mistakes print one line (``heimdex: …``) and exit non-zero; never a traceback.
 """
@@ -8,11 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Annotated, Any
 
-from heimdex import __version__
-from heimdex.domain.errors import HeimdexError
 from heimdex.settings import Settings, SettingsError, load_settings, unknown_variables
 
 EXIT_FAILURE = 1
@@ -46,6 +45,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.warning("unknown_setting", variable=name, hint="not a Heimdex setting; a typo?")
     host = args.host or settings.host
     port = args.port or settings.port
+    from heimdex import __version__
+
     log.info(
         "starting",
         version=__version__,
@@ -155,100 +156,165 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- parser ------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="heimdex",
-        description="Heimdex turns raw video into structured, queryable metadata. Configuration "
-        "comes from HEIMDEX_* environment variables and a .env file (see docs/configuration.md).",
-    )
-    parser.add_argument("--version", action="version", version=f"heimdex {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+# -- the command line ----------------------------------------------------------------------------
+# typer (click underneath) parses; rich draws the help only when it is asked for. Each command
+# builds the Namespace its cmd_* function takes, so a command's body stays a plain function.
+import typer  # noqa: E402 - after the command bodies, which import their own needs lazily
 
-    serve = commands.add_parser(
-        "serve",
-        help="run the HTTP API",
-        description="Run the HTTP API. With no HEIMDEX_* variables set it uses the embedded "
-        "default: SQLite and local storage under ./data, in-process jobs, the PyAV prober.",
-    )
-    serve.add_argument("--host", help="address to listen on (default: HEIMDEX_HOST, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default: HEIMDEX_PORT, 8000)")
-    serve.set_defaults(handler=cmd_serve)
+_HELP = {"help_option_names": ["-h", "--help"]}
 
-    probe = commands.add_parser(
-        "probe",
-        help="describe media files",
-        description="Describe media files with the configured prober (HEIMDEX_PROBER). "
-        "Exits 1 if any file is not readable media.",
-    )
-    probe.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    probe.add_argument(
-        "--json",
-        action="store_true",
-        help="print the media description as JSON (one file: the object; several: a list of "
-        '{"file", "media"})',
-    )
-    probe.add_argument(
-        "--jobs", type=int, default=os.cpu_count() or 1, help="files probed at once (CPUs)"
-    )
-    probe.set_defaults(handler=cmd_probe)
+app = typer.Typer(
+    name="heimdex",
+    help="Heimdex turns raw video into structured, queryable metadata. Configuration comes "
+    "from HEIMDEX_* environment variables and a .env file (see docs/configuration.md).",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings=_HELP,
+)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True, context_settings=_HELP)
+app.add_typer(db_app, name="db")
 
-    token = commands.add_parser(
-        "token",
-        help="mint a development token",
-        description="Mint a bearer token signed with HEIMDEX_JWT_SECRET, for development and "
-        "tests. Production tokens come from your identity provider.",
-    )
-    token.add_argument("--org", required=True, help="organisation id (the org_id claim)")
-    token.add_argument(
-        "--scope", action="append", default=[], help="grant a scope, e.g. admin (repeatable)"
-    )
-    token.add_argument("--subject", help="the sub claim")
-    token.add_argument("--ttl", type=int, default=3600, help="seconds until expiry (3600)")
-    token.set_defaults(handler=cmd_token)
 
-    worker = commands.add_parser(
-        "worker",
-        help="run job workers (Redis backend)",
-        description="Run taskiq worker processes that take sidecar jobs from Redis "
-        "(HEIMDEX_JOB_QUEUE_BACKEND=redis, HEIMDEX_REDIS_URL). Each process also sweeps: it "
-        "re-enqueues jobs that were never handed over, retries whose back-off ran out, and "
-        "jobs whose worker died.",
-    )
-    worker.add_argument("--processes", type=int, default=1, help="worker processes (1)")
-    worker.add_argument(
-        "--concurrency", type=int, default=4, help="jobs run at once per process (4)"
-    )
-    worker.set_defaults(handler=cmd_worker)
+def _example(*lines: str) -> str:
+    return "[bold]Example:[/bold]\n\n" + "\n\n".join(f"  $ {line}" for line in lines)
 
-    db = commands.add_parser("db", help="database maintenance")
-    db_commands = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
-    upgrade = db_commands.add_parser(
-        "upgrade",
-        help="apply migrations",
-        description="Apply the Alembic migrations, connecting as HEIMDEX_MIGRATION_DATABASE_URL "
-        "(the tables' owner) when set, else HEIMDEX_DATABASE_URL. `heimdex serve` migrates the "
-        "embedded SQLite database by itself.",
-    )
-    upgrade.add_argument("revision", nargs="?", default="head", help="target revision (head)")
-    upgrade.set_defaults(handler=cmd_db_upgrade)
-    return parser
+
+def _version(value: bool) -> None:
+    if value:
+        from heimdex import __version__
+
+        print(f"heimdex {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Heimdex turns raw video into structured, queryable metadata. Configuration comes from
+    HEIMDEX_* environment variables and a .env file (see docs/configuration.md)."""
+
+
+def _run(handler: Callable[[argparse.Namespace], int], **args: Any) -> None:
+    """Run a command body; user mistakes and Heimdex errors become one line and an exit code."""
+    from heimdex.domain.errors import HeimdexError
+
+    try:
+        code = handler(argparse.Namespace(**args))
+    except CliError as exc:
+        print(f"heimdex: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_USAGE) from None
+    except HeimdexError as exc:
+        print(f"heimdex: {exc.code}: {exc.message}", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILURE) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
+@app.command(
+    short_help="Run the HTTP API.",
+    epilog=_example("heimdex serve", "heimdex serve --host 0.0.0.0 --port 8080"),
+    context_settings=_HELP,
+)
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="address to listen on (default: HEIMDEX_HOST, 127.0.0.1)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port to listen on (default: HEIMDEX_PORT, 8000)")
+    ] = None,
+) -> None:
+    """Run the HTTP API. With no HEIMDEX_* variables set it uses the embedded default: SQLite
+    and local storage under ./data, in-process jobs, the PyAV prober."""
+    _run(cmd_serve, host=host, port=port)
+
+
+@app.command(
+    short_help="Describe media files.",
+    epilog=_example("heimdex probe clip.mp4", "heimdex probe --json ~/Videos/*.mov"),
+    context_settings=_HELP,
+)
+def probe(
+    files: Annotated[list[Path], typer.Argument(metavar="FILE", show_default=False)],
+    json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='print JSON (one file: the description; several: a list of {"file", "media"})',
+        ),
+    ] = False,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, help="files probed at once (default: CPUs)")
+    ] = os.cpu_count() or 1,
+) -> None:
+    """Describe media files with the configured prober (HEIMDEX_PROBER), in this process.
+    Exits 1 if any file is not readable media."""
+    _run(cmd_probe, files=files, json=json, jobs=jobs)
+
+
+@app.command(
+    short_help="Mint a development token.",
+    epilog=_example("heimdex token --org acme --scope admin --ttl 600"),
+    context_settings=_HELP,
+)
+def token(
+    org: Annotated[str, typer.Option(help="organisation id (the org_id claim)")],
+    scope: Annotated[
+        list[str] | None, typer.Option(help="grant a scope, e.g. admin (repeatable)")
+    ] = None,
+    subject: Annotated[str | None, typer.Option(help="the sub claim")] = None,
+    ttl: Annotated[int, typer.Option(help="seconds until expiry")] = 3600,
+) -> None:
+    """Mint a bearer token signed with HEIMDEX_JWT_SECRET, for development and tests.
+    Production tokens come from your identity provider."""
+    _run(cmd_token, org=org, scope=scope or [], subject=subject, ttl=ttl)
+
+
+@app.command(
+    short_help="Run job workers (Redis backend).",
+    epilog=_example("HEIMDEX_JOB_QUEUE_BACKEND=redis heimdex worker --processes 2"),
+    context_settings=_HELP,
+)
+def worker(
+    processes: Annotated[int, typer.Option(help="worker processes")] = 1,
+    concurrency: Annotated[int, typer.Option(help="jobs run at once per process")] = 4,
+) -> None:
+    """Run taskiq worker processes that take sidecar jobs from Redis
+    (HEIMDEX_JOB_QUEUE_BACKEND=redis, HEIMDEX_REDIS_URL). Each process also sweeps: it
+    re-enqueues jobs that were never handed over, retries whose back-off ran out, and jobs whose
+    worker died."""
+    _run(cmd_worker, processes=processes, concurrency=concurrency)
+
+
+@db_app.command(
+    short_help="Apply migrations.",
+    epilog=_example("heimdex db upgrade", "heimdex db upgrade 0004"),
+    context_settings=_HELP,
+)
+def upgrade(
+    revision: Annotated[str, typer.Argument(help="target revision")] = "head",
+) -> None:
+    """Apply the Alembic migrations, connecting as HEIMDEX_MIGRATION_DATABASE_URL (the tables'
+    owner) when set, else HEIMDEX_DATABASE_URL. `heimdex serve` migrates the embedded SQLite
+    database by itself."""
+    _run(cmd_db_upgrade, revision=revision)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        code: int = args.handler(args)
-    except CliError as exc:
-        print(f"heimdex: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except HeimdexError as exc:
-        print(f"heimdex: {exc.code}: {exc.message}", file=sys.stderr)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        return 130
-    return code
+        app(args=list(argv) if argv is not None else None, prog_name="heimdex")
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+    return 0
 
 
 if __name__ == "__main__":

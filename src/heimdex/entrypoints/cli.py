@@ -86,6 +86,30 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return probe_command(_settings(), args.files, as_json=args.json, jobs=args.jobs)
 
 
+# -- ingest ------------------------------------------------------------------------------------
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from heimdex.domain.storage_keys import is_valid_org_id
+    from heimdex.entrypoints.ingest_command import IngestArgs, ingest_command
+
+    if args.api and not args.token:
+        raise CliError("--api needs --token (or HEIMDEX_TOKEN)")
+    if not args.api and not is_valid_org_id(args.org):
+        raise CliError(f"--org {args.org!r}: use letters, digits, '.', '_' or '-'")
+    return ingest_command(
+        IngestArgs(
+            paths=args.paths,
+            recursive=args.recursive,
+            api=args.api,
+            token=args.token,
+            org=args.org,
+            jobs=args.jobs,
+            sidecar=args.sidecar,
+            wait=args.wait,
+            as_json=args.json,
+        )
+    )
+
+
 # -- token -------------------------------------------------------------------------------------
 def cmd_token(args: argparse.Namespace) -> int:
     from heimdex.bootstrap import build_tokens
@@ -257,6 +281,55 @@ def probe(
     """Describe media files with the configured prober (HEIMDEX_PROBER), in this process.
     Exits 1 if any file is not readable media."""
     _run(cmd_probe, files=files, json=json, jobs=jobs)
+
+
+@app.command(
+    short_help="Turn files into assets.",
+    epilog=_example(
+        "heimdex ingest ~/Videos --recursive",
+        "heimdex ingest clip.mp4 --api https://heimdex.example --token $TOKEN --wait",
+        "heimdex ingest ./footage -r --jobs 8 --json > ingest.jsonl",
+    ),
+    context_settings=_HELP,
+)
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH", show_default=False)],
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="descend into folders' folders")
+    ] = False,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HEIMDEX_API_URL",
+            help="a Heimdex to talk to over HTTP (default: this machine's embedded one, ./data)",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="HEIMDEX_TOKEN", help="bearer token for --api")
+    ] = None,
+    org: Annotated[str, typer.Option(help="organisation to ingest into, without --api")] = "local",
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="files at once")] = 4,
+    sidecar: Annotated[
+        bool, typer.Option("--sidecar/--no-sidecar", help="ask for each asset's sidecar")
+    ] = True,
+    wait: Annotated[bool, typer.Option("--wait", help="wait for the sidecar jobs")] = False,
+    json: Annotated[bool, typer.Option("--json", help="one JSON line per file")] = False,
+) -> None:
+    """Turn media files (or the media in folders) into assets with sidecars; a file the
+    organisation already has (same sha256) is a duplicate, not a second asset. Exits 0 when
+    every media file ended ingested or duplicate; Ctrl-C stops cleanly and a re-run resumes."""
+    _run(
+        cmd_ingest,
+        paths=paths,
+        recursive=recursive,
+        api=api,
+        token=token,
+        org=org,
+        jobs=jobs,
+        sidecar=sidecar,
+        wait=wait,
+        json=json,
+    )
 
 
 @app.command(

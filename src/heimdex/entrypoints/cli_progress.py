@@ -89,6 +89,10 @@ class FileProgress:
         if self._progress is not None:
             self._progress.stop()
 
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
     def started(self, name: str) -> None:
         with self._lock:
             self._current.append(name)

@@ -78,12 +78,9 @@ def _content_type(path: Path, size: int) -> str | None:
     """Media when its first bytes say so (their type wins) or its name does (then the server's
     probe has the last word: a text file named .mp4 fails as invalid media, it is not skipped)."""
     by_name = EXTENSIONS.get(path.suffix.lower())
+    with path.open("rb") as file:  # OSError: the file cannot be read, whatever its name
+        head = file.read(512)
     if size == 0:
-        return by_name
-    try:
-        with path.open("rb") as file:
-            head = file.read(512)
-    except OSError:
         return by_name
     return sniff(head) or by_name
 
@@ -93,9 +90,9 @@ class LocalSourceFiles:
 
     def discover(
         self, paths: Sequence[Path], *, recursive: bool
-    ) -> tuple[list[Candidate], list[IngestFailure | FileOutcome]]:
+    ) -> tuple[list[Candidate], list[FileOutcome]]:
         found: list[Candidate] = []
-        problems: list[IngestFailure | FileOutcome] = []
+        problems: list[FileOutcome] = []
         seen: set[tuple[int, int]] = set()
 
         def failed(path: Path, code: str, message: str) -> None:
@@ -107,16 +104,13 @@ class LocalSourceFiles:
             if (info.st_dev, info.st_ino) in seen:  # the same file named twice
                 return
             seen.add((info.st_dev, info.st_ino))
-            if not os.access(path, os.R_OK):
-                failed(path, "unreadable", "permission denied")
+            try:
+                content_type = _content_type(path, info.st_size)
+            except OSError as exc:
+                failed(path, "unreadable", exc.strerror or str(exc))
                 return
             found.append(
-                Candidate(
-                    path=path,
-                    size=info.st_size,
-                    content_type=_content_type(path, info.st_size),
-                    named=named,
-                )
+                Candidate(path=path, size=info.st_size, content_type=content_type, named=named)
             )
 
         for path in paths:

@@ -71,7 +71,7 @@ class SourceFiles(Protocol):
 
     def discover(
         self, paths: Sequence[Path], *, recursive: bool
-    ) -> tuple[list[Candidate], list[IngestFailure | FileOutcome]]:
+    ) -> tuple[list[Candidate], list[FileOutcome]]:
         """The candidates under ``paths`` (symlinks are not followed out of a folder), and the
         outcomes already known: paths that do not exist or cannot be read."""
         ...

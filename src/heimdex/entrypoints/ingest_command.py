@@ -71,7 +71,6 @@ def ingest_command(args: IngestArgs) -> int:
                 print(_plain(outcome), flush=True)
 
     for problem in known:
-        assert isinstance(problem, FileOutcome)
         report(problem)
     interrupted = False
     with progress:

@@ -27,6 +27,8 @@ from heimdex.application.bulk_ingest import (
     IngestOptions,
 )
 from tests.e2e.test_serve import SECRET, Server, environment, mint, start
+from tests.fixtures.processes import Heimdex
+from tests.fixtures.s3 import MotoServer
 
 
 @pytest.fixture(scope="module")
@@ -276,3 +278,42 @@ def test_in_process_mode_on_the_embedded_default(
     assert again["asset_id"] == made["a.mp4"]["asset_id"]
     other_org = ingest("--org", "elsewhere", str(tmp_path / "a.mp4"), cwd=tmp_path)
     assert lines(other_org)["a.mp4"]["status"] == "ingested"  # duplicates are per organisation
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_api_mode_on_postgres_redis_a_worker_and_s3(
+    heimdex_deployment: Heimdex,
+    moto_server: MotoServer,
+    s3_bucket: str,
+    h264_aac_mp4: Path,
+    vp9_webm: Path,
+) -> None:
+    deployment = heimdex_deployment
+    deployment.env.update(moto_server.deployment_env(s3_bucket))
+    deployment.serve()
+    deployment.worker("worker")
+    token = deployment.token("acme")
+    folder = deployment.workdir / "to ingest"
+    folder.mkdir()
+    shutil.copy(h264_aac_mp4, folder / "a.mp4")
+    shutil.copy(vp9_webm, folder / "b.webm")
+    run = subprocess.run(
+        [sys.executable, "-m", "heimdex", "ingest", "--json", "--wait", str(folder)],
+        cwd=deployment.workdir,
+        env={**deployment.env, "HEIMDEX_API_URL": deployment.base_url, "HEIMDEX_TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr + deployment.logs()
+    assert {item["status"] for item in lines(run).values()} == {"ingested"}
+    keys = {
+        item["Key"]
+        for item in moto_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents", [])
+    }
+    assert sum(1 for k in keys if k.startswith("uploads/acme/")) == 2  # straight to the bucket
+    assert sum(1 for k in keys if k.startswith("derived/acme/sidecars/")) == 2  # --wait waited
+    listed = assets(deployment.base_url, token)
+    assert {a["status"] for a in listed} == {"ready"}

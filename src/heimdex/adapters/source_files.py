@@ -12,7 +12,7 @@ from pathlib import Path
 from heimdex.adapters.offload import run_blocking
 from heimdex.application.bulk_ingest import Candidate, FileOutcome, FileStatus, IngestFailure
 
-CHUNK_BYTES = 1024 * 1024
+CHUNK_BYTES = 4 * 1024 * 1024  # fewer thread hops and HTTP writes per file
 
 #: what a media file's name ends with, and the content type to declare for it
 EXTENSIONS = {

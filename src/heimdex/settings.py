@@ -278,9 +278,13 @@ def _check_s3(settings: Settings) -> list[str]:
     return problems
 
 
+#: what configures a client of Heimdex (``heimdex ingest --api``), not the service itself
+CLIENT_VARIABLES = frozenset({"HEIMDEX_API_URL", "HEIMDEX_TOKEN"})
+
+
 def unknown_variables(raw: Mapping[str, str]) -> list[str]:
     """``HEIMDEX_*`` names that configure nothing — most likely typos worth a warning."""
-    known = {_env_name(f) for f in Settings.__struct_fields__}
+    known = {_env_name(f) for f in Settings.__struct_fields__} | CLIENT_VARIABLES
     return sorted(k for k in raw if k.startswith(PREFIX) and k not in known)
 
 

@@ -12,6 +12,7 @@ organisation of its own so nothing is a duplicate:
   the large files: it must not grow with the file size.
 
     uv run python benchmarks/ingest.py [--clips 200] [--large 3] [--large-mib 1024] [--jobs 4]
+                                       [--rounds 2]
 
 Targets (issue 14): files/s >= 0.8x the bare loop; bytes/s >= 0.8x curl; peak RSS flat.
 """
@@ -182,6 +183,7 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=3)
     parser.add_argument("--large-mib", type=int, default=1024)
     parser.add_argument("--jobs", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2, help="clip runs of each, in turn")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="heimdex-bench-ingest-"))
@@ -200,8 +202,13 @@ def main() -> None:
         large = sorted(big.iterdir())
         large_bytes = sum(p.stat().st_size for p in large)
 
-        bare_seconds = asyncio.run(bare_loop(base, token(workdir), clips, args.jobs))
-        cli_seconds, cli_clips_rss = run_cli(workdir, base, small, args.jobs)
+        # In turn, each in an organisation of its own; the best of each (the machine is shared).
+        bare_runs, cli_runs = [], []
+        for _ in range(args.rounds):
+            bare_runs.append(asyncio.run(bare_loop(base, token(workdir), clips, args.jobs)))
+            cli_runs.append(run_cli(workdir, base, small, args.jobs))
+        bare_seconds = min(bare_runs)
+        cli_seconds, cli_clips_rss = min(cli_runs)
         put_seconds, curl_seconds = curl_upload(base, token(workdir), large)
         cli_large_seconds, cli_large_rss = run_cli(workdir, base, big, args.jobs)
 
@@ -211,7 +218,9 @@ def main() -> None:
         cli_bytes = large_bytes / cli_large_seconds / MIB
         rows = [
             (f"bare httpx loop, {len(clips)} clips, {args.jobs} at once", f"{bare_rate:.1f} f/s"),
+            ("  every round (s)", " ".join(f"{s:.1f}" for s in bare_runs)),
             (f"heimdex ingest --api, {len(clips)} clips", f"{cli_rate:.1f} f/s"),
+            ("  every round (s)", " ".join(f"{s:.1f}" for s, _ in cli_runs)),
             ("  ratio (target >= 0.8)", f"{cli_rate / bare_rate:.2f}"),
             (f"curl, {len(large)} x {args.large_mib} MiB: PUT only", f"{curl_put:.0f} MiB/s"),
             ("curl: init + PUT + commit", f"{curl_all:.0f} MiB/s"),

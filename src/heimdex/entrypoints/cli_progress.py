@@ -34,6 +34,15 @@ class _CountColumn(ProgressColumn):
         return Text(f"{int(task.completed)}/{int(task.total or 0)} {speed:.1f} files/s")
 
 
+def _short(name: str, width: int = 24) -> str:
+    """A file's base name, cut in the middle when long (the ends tell files apart)."""
+    base = name.rsplit("/", 1)[-1]
+    if len(base) <= width:
+        return base
+    half = (width - 1) // 2
+    return base[:half] + "…" + base[-half:]
+
+
 def stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
 
@@ -59,14 +68,19 @@ class FileProgress:
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
+        from rich.table import Column
 
         self._progress = Progress(
             TextColumn("[bold]{task.description:>5}"),
-            BarColumn(),
-            _CountColumn(),
+            BarColumn(bar_width=20),
+            _CountColumn(table_column=Column(no_wrap=True)),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[extra]}"),
+            TextColumn(
+                "{task.fields[extra]}",
+                markup=False,
+                table_column=Column(no_wrap=True, overflow="ellipsis"),
+            ),
             console=Console(stderr=True),
         )
         self._files_task = self._progress.add_task("files", total=files, extra="", unit="files")
@@ -126,7 +140,7 @@ class FileProgress:
     def _show_current(self) -> None:
         if self._progress is None or self._files_task is None:
             return
-        names = self._current[:_SHOWN_NAMES]
+        names = [_short(name) for name in self._current[:_SHOWN_NAMES]]
         more = len(self._current) - len(names)
-        text = ", ".join(names) + (f" +{more} more" if more > 0 else "")
+        text = ", ".join(names) + (f" +{more}" if more > 0 else "")
         self._progress.update(self._files_task, extra=text)

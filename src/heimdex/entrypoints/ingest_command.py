@@ -48,10 +48,9 @@ def ingest_command(args: IngestArgs) -> int:
     files = LocalSourceFiles()
     candidates, known = files.discover(args.paths, recursive=args.recursive)
     outcomes: list[FileOutcome] = []
-    media = [c for c in candidates if c.content_type is not None or c.named]
-    total_bytes = sum(c.size for c in media)
+    total_bytes = sum(c.size for c in candidates if c.content_type is not None)
     progress = FileProgress(
-        len(media), total_bytes=total_bytes, enabled=stderr_is_terminal() and not args.as_json
+        len(candidates), total_bytes=total_bytes, enabled=stderr_is_terminal() and not args.as_json
     )
 
     def report(outcome: FileOutcome) -> None:

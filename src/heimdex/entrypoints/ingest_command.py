@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +43,9 @@ class IngestArgs:
 
 
 def ingest_command(args: IngestArgs) -> int:
-    from heimdex.adapters.source_files import LocalSourceFiles
+    from heimdex.bootstrap_ingest import local_files
 
-    files = LocalSourceFiles()
+    files = local_files()
     candidates, known = files.discover(args.paths, recursive=args.recursive)
     outcomes: list[FileOutcome] = []
     total_bytes = sum(c.size for c in candidates if c.content_type is not None)
@@ -101,35 +101,12 @@ async def _run(
         await use_case.run(candidates, progress, report)
 
 
-@asynccontextmanager
-async def _target(args: IngestArgs) -> AsyncIterator[IngestTarget]:
+def _target(args: IngestArgs) -> AbstractAsyncContextManager[IngestTarget]:
+    from heimdex.bootstrap_ingest import http_target, in_process_target
+
     if args.api:
-        from heimdex.adapters.heimdex_http import HttpIngestTarget
-
-        async with HttpIngestTarget(
-            args.api, args.token or "", connections=max(2, args.jobs * 2)
-        ) as http:
-            yield http
-        return
-    from heimdex.adapters.heimdex_inprocess import InProcessIngestTarget
-    from heimdex.bootstrap import build
-    from heimdex.logs import configure_logging
-    from heimdex.settings import load_settings
-
-    settings = load_settings()
-    # The embedded service's own lines (upload received, asset committed…) would drown the
-    # per-file lines. Without --wait the sidecar jobs are left queued for `heimdex serve` on
-    # the same ./data (its sweep hands them over), rather than started here and cut off when
-    # this command ends; the "enqueue deferred" warning that says so is expected.
-    configure_logging("warning" if args.wait else "error", settings.log_format)
-    services = build(settings)
-    await services.startup(start_queue=args.wait)
-    try:
-        yield InProcessIngestTarget(
-            args.org, ingest=services.ingest, assets=services.assets, jobs=services.jobs
-        )
-    finally:
-        await services.aclose()
+        return http_target(args.api, args.token or "", connections=max(2, args.jobs * 2))
+    return in_process_target(args.org, run_jobs=args.wait)
 
 
 def _plain(outcome: FileOutcome) -> str:

@@ -28,14 +28,16 @@ class HttpIngestTarget:
     def __init__(self, api_url: str, token: str, *, connections: int = 8) -> None:
         self._base = api_url.rstrip("/") + "/"
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        tls = httpx.create_ssl_context()  # loading the CA bundle once costs tens of ms
         self._api = httpx.AsyncClient(
             base_url=self._base,
             headers={"Authorization": f"Bearer {token}"},
             timeout=_TIMEOUT,
             limits=limits,
+            verify=tls,
         )
         # Upload URLs carry their own authority (a signature); no bearer token goes with them.
-        self._uploads = httpx.AsyncClient(timeout=_TIMEOUT, limits=limits)
+        self._uploads = httpx.AsyncClient(timeout=_TIMEOUT, limits=limits, verify=tls)
 
     async def __aenter__(self) -> Self:
         return self

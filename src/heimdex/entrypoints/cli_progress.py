@@ -9,29 +9,32 @@ import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from rich.progress import ProgressColumn
-from rich.text import Text
-
 if TYPE_CHECKING:
-    from rich.progress import Progress, Task, TaskID
+    from rich.progress import Progress, ProgressColumn, TaskID
 
 # How many in-flight names the display lists before it says "+N more".
 _SHOWN_NAMES = 3
 
 
-class _CountColumn(ProgressColumn):
-    """``12/200 3.4 files/s`` or ``1.2/4.0 GB 85.1 MB/s``."""
+def _count_column() -> ProgressColumn:
+    """``12/200 3.4 files/s`` or ``1.2/4.0 GB 85.1 MB/s``. Built on first use: rich is imported
+    only when there is a display to draw (not for --json or a pipe)."""
+    from rich.filesize import decimal
+    from rich.progress import ProgressColumn, Task
+    from rich.table import Column
+    from rich.text import Text
 
-    def render(self, task: Task) -> Text:
-        from rich.filesize import decimal
+    class CountColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed or 0.0
+            if task.fields.get("unit") == "bytes":
+                return Text(
+                    f"{decimal(int(task.completed))}/{decimal(int(task.total or 0))} "
+                    f"{decimal(int(speed))}/s"
+                )
+            return Text(f"{int(task.completed)}/{int(task.total or 0)} {speed:.1f} files/s")
 
-        speed = task.finished_speed or task.speed or 0.0
-        if task.fields.get("unit") == "bytes":
-            return Text(
-                f"{decimal(int(task.completed))}/{decimal(int(task.total or 0))} "
-                f"{decimal(int(speed))}/s"
-            )
-        return Text(f"{int(task.completed)}/{int(task.total or 0)} {speed:.1f} files/s")
+    return CountColumn(table_column=Column(no_wrap=True))
 
 
 def _short(name: str, width: int = 24) -> str:
@@ -73,7 +76,7 @@ class FileProgress:
         self._progress = Progress(
             TextColumn("[bold]{task.description:>5}"),
             BarColumn(bar_width=20),
-            _CountColumn(table_column=Column(no_wrap=True)),
+            _count_column(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             TextColumn(

@@ -179,7 +179,8 @@ def test_bad_configuration_is_one_line_per_value(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["serve"], ["probe"], ["token"], ["worker"], ["db", "upgrade"]]
+    "command",
+    [[], ["serve"], ["probe"], ["ingest"], ["token"], ["worker"], ["db", "upgrade"]],
 )
 def test_help_describes_every_command(tmp_path: Path, command: list[str]) -> None:
     result = heimdex(*command, "--help", cwd=tmp_path)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -317,3 +318,39 @@ def test_api_mode_on_postgres_redis_a_worker_and_s3(
     assert sum(1 for k in keys if k.startswith("derived/acme/sidecars/")) == 2  # --wait waited
     listed = assets(deployment.base_url, token)
     assert {a["status"] for a in listed} == {"ready"}
+
+
+def test_in_process_beside_a_running_serve_on_the_same_data(
+    tmp_path: Path, h264_aac_mp4: Path
+) -> None:
+    # `make run` and `heimdex ingest` at once on ./data: SQLite in WAL mode with a busy
+    # timeout; the sidecar jobs left queued are handed over by the server's sweep.
+    server = start(tmp_path, HEIMDEX_JWT_SECRET=SECRET, HEIMDEX_SWEEP_INTERVAL_SECONDS="0.5")
+    try:
+        for n in range(3):
+            distinct(h264_aac_mp4, tmp_path / f"clip{n}.mp4", f"beside {n}")
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "heimdex",
+                "ingest",
+                "--json",
+                *(f"clip{n}.mp4" for n in range(3)),
+            ],
+            cwd=tmp_path,
+            env=environment(tmp_path, HEIMDEX_JWT_SECRET=SECRET),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr
+        token = mint(tmp_path, "--org", "local")
+        deadline = time.monotonic() + 90
+        while {a["status"] for a in assets(server.base_url, token)} != {"ready"}:
+            assert time.monotonic() < deadline, assets(server.base_url, token)
+            time.sleep(0.5)
+        assert len(assets(server.base_url, token)) == 3
+    finally:
+        server.stop()

@@ -1,8 +1,18 @@
 """Heimdex: turns raw video into structured, queryable metadata."""
 
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
-try:
-    __version__ = version("heimdex")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+
+def __getattr__(name: str) -> Any:
+    # importlib.metadata costs tens of milliseconds at start-up; only what prints the version
+    # pays for it (`heimdex probe` should start as fast as ffprobe).
+    if name != "__version__":
+        raise AttributeError(f"module 'heimdex' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("heimdex")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        found = "0.0.0"
+    globals()["__version__"] = found
+    return found

@@ -20,9 +20,6 @@ from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.adapters.db.upload_directory import SqlUploadDirectory
 from heimdex.adapters.db.webhook_directory import SqlWebhookDirectory
 from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
-from heimdex.adapters.media.ffprobe import FfprobeProber
-from heimdex.adapters.media.limits import DecodeLimits
-from heimdex.adapters.media.pyav import PyAVProber
 from heimdex.adapters.media.pyav_thumbnailer import PyAVThumbnailer
 from heimdex.adapters.metrics.measured_media import MeasuredProber, MeasuredThumbnailer
 from heimdex.adapters.metrics.prometheus import PrometheusMetrics
@@ -52,6 +49,7 @@ from heimdex.application.sidecars import SidecarService
 from heimdex.application.sweeping import Sweep
 from heimdex.application.webhook_delivery import DeliveryPolicy, WebhookDeliverer
 from heimdex.application.webhooks import WebhookPolicy, WebhookService
+from heimdex.bootstrap_media import build_prober, decode_limits
 from heimdex.domain.errors import HeimdexError, QueueMisconfigured, TenancyUnsafe
 from heimdex.domain.ports import HealthCheck, Prober, RateLimiter, Storage, Thumbnailer, UrlSigner
 from heimdex.domain.rate_limit import RatePolicy
@@ -166,20 +164,6 @@ class Services:
             await close_storage()
 
 
-def decode_limits(settings: Settings) -> DecodeLimits:
-    """What every decoding process runs under: the decode pool and ffprobe/ffmpeg runs."""
-    return DecodeLimits(
-        memory_bytes=settings.decode_memory_limit_bytes,
-        cpu_seconds=settings.decode_cpu_limit_seconds,
-        file_size_bytes=settings.decode_file_size_limit_bytes,
-        niceness=settings.decode_niceness,
-        max_pixels=settings.decode_max_pixels,
-        max_streams=settings.decode_max_streams,
-        max_metadata_entries=settings.decode_max_metadata_entries,
-        max_metadata_bytes=settings.decode_max_metadata_bytes,
-    )
-
-
 async def check_tenancy(database: Database, settings: Settings) -> None:
     """Row-level security must hold for the role we connect as; production refuses to start
     without it, development says so loudly."""
@@ -227,21 +211,6 @@ async def preflight(settings: Settings) -> None:
             await check_tenancy(database, settings)
     finally:
         await database.dispose()
-
-
-def build_prober(settings: Settings) -> Prober:
-    if settings.prober == "ffprobe":
-        return FfprobeProber(
-            binary=settings.ffprobe_path,
-            timeout=settings.probe_timeout_seconds,
-            limits=decode_limits(settings),
-        )
-    return PyAVProber(
-        timeout=settings.probe_timeout_seconds,
-        limits=decode_limits(settings),
-        workers=settings.probe_workers,
-        worker_wait_seconds=settings.probe_worker_wait_seconds,
-    )
 
 
 def build_probe_slots(settings: Settings) -> ProbeSlots:

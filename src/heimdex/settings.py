@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import msgspec
-from dotenv import dotenv_values
 
 PREFIX = "HEIMDEX_"
 DEVELOPMENT_SECRET = "change-me"  # noqa: S105 - the seed's default; accepted only in development
@@ -350,9 +349,13 @@ def _check_s3(settings: Settings) -> list[str]:
     return problems
 
 
+#: what configures a client of Heimdex (``heimdex ingest --api``), not the service itself
+CLIENT_VARIABLES = frozenset({"HEIMDEX_API_URL", "HEIMDEX_TOKEN"})
+
+
 def unknown_variables(raw: Mapping[str, str]) -> list[str]:
     """``HEIMDEX_*`` names that configure nothing — most likely typos worth a warning."""
-    known = {_env_name(f) for f in Settings.__struct_fields__}
+    known = {_env_name(f) for f in Settings.__struct_fields__} | CLIENT_VARIABLES
     return sorted(k for k in raw if k.startswith(PREFIX) and k not in known)
 
 
@@ -362,6 +365,8 @@ def read_environment(
     """The ``HEIMDEX_*`` variables: the process environment wins over the ``.env`` file."""
     merged: dict[str, str] = {}
     if env_file is not None and env_file.is_file():
+        from dotenv import dotenv_values  # only when there is a file: it slows every start-up
+
         merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     merged.update(os.environ if environ is None else environ)
     return {k: v for k, v in merged.items() if k.startswith(PREFIX)}

@@ -370,6 +370,18 @@ async def test_list_filters_alone_and_combined(uow: SqlUnitOfWorkFactory) -> Non
     )
 
 
+async def test_list_filters_by_sha256_within_the_organisation(uow: SqlUnitOfWorkFactory) -> None:
+    org, other = new_org(), new_org()
+    mine = await stored_asset(uow, org, sha256="ab" * 32)
+    await stored_asset(uow, org, sha256="cd" * 32)
+    await stored_asset(uow, other, sha256="ab" * 32)  # the same file elsewhere never shows
+    async with uow(org) as unit:
+        page = await unit.assets.list(AssetFilter(sha256="ab" * 32), limit=50, after=None)
+        absent = await unit.assets.list(AssetFilter(sha256="ef" * 32), limit=50, after=None)
+    assert [a.id for a in page.items] == [mine.id]
+    assert absent.items == []
+
+
 async def test_list_pages_newest_first_across_ties(uow: SqlUnitOfWorkFactory) -> None:
     org = new_org()
     # Seven assets, four sharing one creation time: the id breaks the tie, and the cursor too.

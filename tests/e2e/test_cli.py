@@ -105,6 +105,49 @@ def test_probe_several_files_reports_each(
     assert len(result.stderr.strip().splitlines()) == 2
 
 
+def test_probe_names_a_missing_file_a_directory_and_bad_media_once_each(
+    tmp_path: Path, text_mp4: Path, prober_env: dict[str, str]
+) -> None:
+    missing, folder = tmp_path / "missing.mp4", tmp_path / "clips"
+    folder.mkdir()
+    result = heimdex(
+        "probe", str(missing), str(folder), str(text_mp4), cwd=tmp_path, env=prober_env
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"heimdex: {missing}: no such file"
+    assert lines[1].startswith(f"heimdex: {folder}: is a directory")
+    assert lines[2].startswith(f"heimdex: {text_mp4}: invalid_media: ")
+    for line, path in zip(lines, (missing, folder, text_mp4), strict=True):
+        assert line.count(path.name) == 1, line
+    assert "heimdex_error" not in result.stderr
+    assert "not a regular file" not in result.stderr
+
+
+def test_probe_of_one_file_starts_no_decode_pool(tmp_path: Path, h264_aac_mp4: Path) -> None:
+    # The pool's workers come from a forkserver: a child process of ours would show as one.
+    code = (
+        "import sys, multiprocessing\n"
+        "from heimdex.entrypoints.cli import main\n"
+        "status = main(['probe', sys.argv[1]])\n"
+        "assert 'heimdex.adapters.media.decode_pool' not in sys.modules\n"
+        "assert multiprocessing.active_children() == []\n"
+        "sys.exit(status)\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HEIMDEX_")}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(h264_aac_mp4)],
+        cwd=tmp_path,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "h264 (High)" in result.stdout
+
+
 def test_token_mints_a_verifiable_token(tmp_path: Path) -> None:
     result = heimdex("token", "--org", "acme", "--scope", "admin", "--scope", "read", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -136,19 +179,36 @@ def test_bad_configuration_is_one_line_per_value(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["serve"], ["probe"], ["token"], ["worker"], ["db", "upgrade"]]
+    "command",
+    [[], ["serve"], ["probe"], ["ingest"], ["token"], ["worker"], ["db", "upgrade"]],
 )
 def test_help_describes_every_command(tmp_path: Path, command: list[str]) -> None:
     result = heimdex(*command, "--help", cwd=tmp_path)
     assert result.returncode == 0
-    assert "usage: heimdex" in result.stdout
+    assert "usage: heimdex" in result.stdout.lower()
     assert len(result.stdout.splitlines()) > 4
+    if command and command != ["db"]:
+        assert "Example:" in result.stdout
+        assert f"heimdex {' '.join(command)}" in result.stdout.split("Example:")[1]
 
 
 def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
     result = heimdex(cwd=tmp_path)
     assert result.returncode == 2
-    assert "usage:" in result.stderr
+    assert "usage:" in (result.stdout + result.stderr).lower()
+
+
+def test_shell_completion_script_is_offered(tmp_path: Path) -> None:
+    result = heimdex("--show-completion", "bash", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "complete" in result.stdout
+    assert "heimdex" in result.stdout
+
+
+def test_version(tmp_path: Path) -> None:
+    result = heimdex("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith("heimdex ")
 
 
 def test_worker_refuses_the_immediate_backend_in_one_line(tmp_path: Path) -> None:

@@ -292,6 +292,10 @@ async def test_list_filters_and_pages(
     assert await ids(min_height=240) == [vp9["asset_id"], h264["asset_id"]]
     assert await ids(status="committed", max_duration=100) != []
     assert await ids(status="ready") == []
+    h264_sum = hashlib.sha256(h264_aac_mp4.read_bytes()).hexdigest()
+    assert await ids(sha256=h264_sum) == [h264["asset_id"]]
+    assert await ids(sha256=h264_sum.upper()) == [h264["asset_id"]]
+    assert await ids(sha256="0" * 64) == []
 
     first = await client.get("/v1/assets", params={"limit": 2}, headers=bearer(token))
     page = first.json()
@@ -305,7 +309,14 @@ async def test_list_filters_and_pages(
 
     bad = await client.get("/v1/assets", params={"cursor": "garbage!"}, headers=bearer(token))
     assert bad.status_code == 400
-    for params in ({"limit": 0}, {"limit": 1000}, {"status": "nope"}, {"min_duration": -1}):
+    for params in (
+        {"limit": 0},
+        {"limit": 1000},
+        {"status": "nope"},
+        {"min_duration": -1},
+        {"sha256": "abc"},
+        {"sha256": "g" * 64},
+    ):
         response = await client.get("/v1/assets", params=params, headers=bearer(token))
         assert response.status_code == 400, params
 

@@ -291,6 +291,8 @@ class _Assets:
             rows = [a for a in rows if (a.created_at, a.id) < (after.created_at, after.id)]
         if filters.status is not None:
             rows = [a for a in rows if a.status == filters.status]
+        if filters.sha256 is not None:
+            rows = [a for a in rows if a.sha256 == filters.sha256.lower()]
         page = rows[:limit]
         more = len(rows) > limit
         last = page[-1] if page else None

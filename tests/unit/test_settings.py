@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from heimdex.adapters.media.pyav import PyAVProber
-from heimdex.bootstrap import build_prober, decode_limits
+from heimdex.bootstrap_media import build_prober, decode_limits
 from heimdex.settings import SettingsError, load_settings, unknown_variables
 
 
@@ -141,6 +141,8 @@ def test_dotenv_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
 def test_unknown_heimdex_variables_are_reported_as_likely_typos() -> None:
     raw = {"HEIMDEX_PORT": "1", "HEIMDEX_ENABLE_LEGAYC": "true", "PATH": "/bin"}
     assert unknown_variables(raw) == ["HEIMDEX_ENABLE_LEGAYC"]
+    # `heimdex ingest --api`'s own variables are not typos, though the service ignores them
+    assert unknown_variables({"HEIMDEX_API_URL": "http://x", "HEIMDEX_TOKEN": "t"}) == []
 
 
 def test_s3_needs_a_bucket() -> None:

@@ -86,6 +86,8 @@ class AssetFilter(msgspec.Struct, frozen=True, kw_only=True):
     min_height: int | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    #: lower-case hex; an exact match (how a client finds out it already uploaded a file)
+    sha256: str | None = None
 
 
 class PageCursor(msgspec.Struct, frozen=True, kw_only=True):

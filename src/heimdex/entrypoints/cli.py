@@ -1,4 +1,4 @@
-"""The ``heimdex`` command line: serve, probe, token, db.
+"""The ``heimdex`` command line: serve, probe, ingest, token, worker, replay, db.
 
 User mistakes print one line (``heimdex: …``) and exit non-zero; never a traceback.
 """
@@ -6,17 +6,19 @@ User mistakes print one line (``heimdex: …``) and exit non-zero; never a trace
 from __future__ import annotations
 
 import argparse
-import asyncio
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Annotated, Any
 
-import msgspec
-
-from heimdex import __version__
-from heimdex.domain.errors import HeimdexError
-from heimdex.domain.media import MediaInfo, StreamInfo
-from heimdex.entrypoints.replay_cli import add_replay_parser
+from heimdex.domain.model import JobKind
+from heimdex.entrypoints.replay_cli import (
+    DEFAULT_LIMIT,
+    DEFAULT_STUCK_SECONDS,
+    ReplayTarget,
+    cmd_replay,
+)
 from heimdex.settings import Settings, SettingsError, load_settings, unknown_variables
 
 EXIT_FAILURE = 1
@@ -49,6 +51,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.warning("unknown_setting", variable=name, hint="not a Heimdex setting; a typo?")
     host = args.host or settings.host
     port = args.port or settings.port
+    from heimdex import __version__
+
     log.info(
         "starting",
         version=__version__,
@@ -78,6 +82,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _preflight(settings: Settings) -> None:
     """Start-up's refusals (unsafe tenancy, a Redis that would evict jobs, no database) as one
     line, before uvicorn or taskiq would turn them into a traceback."""
+    import asyncio
+
     from heimdex.bootstrap import preflight
 
     asyncio.run(preflight(settings))
@@ -85,75 +91,33 @@ def _preflight(settings: Settings) -> None:
 
 # -- probe -------------------------------------------------------------------------------------
 def cmd_probe(args: argparse.Namespace) -> int:
-    from heimdex.bootstrap import build_prober
+    from heimdex.entrypoints.probe_command import probe_command
 
-    settings = _settings()
-    prober = build_prober(settings)
-    results: list[tuple[Path, MediaInfo | HeimdexError]] = []
-
-    async def probe_all() -> None:
-        for path in args.files:
-            if not path.exists():
-                results.append((path, HeimdexError(f"{path}: no such file")))
-                continue
-            try:
-                results.append((path, await prober.probe(path)))
-            except HeimdexError as exc:
-                results.append((path, exc))
-
-    asyncio.run(probe_all())
-    failed = False
-    for path, outcome in results:
-        if isinstance(outcome, HeimdexError):
-            failed = True
-            print(f"heimdex: {path}: {outcome.code}: {outcome.message}", file=sys.stderr)
-    successes = [(p, o) for p, o in results if isinstance(o, MediaInfo)]
-    if args.json:
-        if len(args.files) == 1 and successes:
-            print(msgspec.json.encode(successes[0][1]).decode())
-        elif len(args.files) > 1:
-            listing = [{"file": str(p), "media": o} for p, o in successes]
-            print(msgspec.json.encode(listing).decode())
-    else:
-        for path, media in successes:
-            print(format_media(path, media))
-    return EXIT_FAILURE if failed else 0
+    return probe_command(_settings(), args.files, as_json=args.json, jobs=args.jobs)
 
 
-def format_media(path: Path, media: MediaInfo) -> str:
-    """A readable summary of one file, a line per stream."""
-    duration = f"{media.duration:.3f} s" if media.duration is not None else "duration unknown"
-    rate = f"{media.bit_rate / 1000:.0f} kb/s" if media.bit_rate else "bit rate unknown"
-    lines = [f"{path}", f"  {media.format_name}  {duration}  {rate}  {media.size_bytes:,} bytes"]
-    lines += [f"  #{s.index} {s.kind:<9} {_describe_stream(s)}" for s in media.streams]
-    lines += [
-        f"  chapter {c.index}: {c.start:.3f}-{c.end:.3f} s {c.title or ''}".rstrip()
-        for c in media.chapters
-    ]
-    return "\n".join(lines)
+# -- ingest ------------------------------------------------------------------------------------
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from heimdex.domain.storage_keys import is_valid_org_id
+    from heimdex.entrypoints.ingest_command import IngestArgs, ingest_command
 
-
-def _describe_stream(s: StreamInfo) -> str:
-    parts = [s.codec or "unknown codec"]
-    if s.profile:
-        parts[0] += f" ({s.profile})"
-    if s.width and s.height:
-        parts.append(f"{s.width}x{s.height}")
-        if s.rotation:
-            parts.append(f"rotation {s.rotation} -> {s.display_width}x{s.display_height}")
-    if s.frame_rate:
-        parts.append(f"{s.frame_rate:g} fps")
-    if s.pix_fmt:
-        parts.append(s.pix_fmt)
-    if s.hdr:
-        parts.append("HDR")
-    if s.channels:
-        parts.append(f"{s.channels} ch" + (f" {s.channel_layout}" if s.channel_layout else ""))
-    if s.sample_rate:
-        parts.append(f"{s.sample_rate} Hz")
-    if s.language:
-        parts.append(f"[{s.language}]")
-    return "  ".join(parts)
+    if args.api and not args.token:
+        raise CliError("--api needs --token (or HEIMDEX_TOKEN)")
+    if not args.api and not is_valid_org_id(args.org):
+        raise CliError(f"--org {args.org!r}: use letters, digits, '.', '_' or '-'")
+    return ingest_command(
+        IngestArgs(
+            paths=args.paths,
+            recursive=args.recursive,
+            api=args.api,
+            token=args.token,
+            org=args.org,
+            jobs=args.jobs,
+            sidecar=args.sidecar,
+            wait=args.wait,
+            as_json=args.json,
+        )
+    )
 
 
 # -- token -------------------------------------------------------------------------------------
@@ -226,99 +190,259 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- parser ------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="heimdex",
-        description="Heimdex turns raw video into structured, queryable metadata. Configuration "
-        "comes from HEIMDEX_* environment variables and a .env file (see docs/configuration.md).",
-    )
-    parser.add_argument("--version", action="version", version=f"heimdex {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+# -- the command line ----------------------------------------------------------------------------
+# typer (click underneath) parses; rich draws the help only when it is asked for. Each command
+# builds the Namespace its cmd_* function takes, so a command's body stays a plain function.
+import typer  # noqa: E402 - after the command bodies, which import their own needs lazily
 
-    serve = commands.add_parser(
-        "serve",
-        help="run the HTTP API",
-        description="Run the HTTP API. With no HEIMDEX_* variables set it uses the embedded "
-        "default: SQLite and local storage under ./data, in-process jobs, the PyAV prober.",
-    )
-    serve.add_argument("--host", help="address to listen on (default: HEIMDEX_HOST, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default: HEIMDEX_PORT, 8000)")
-    serve.set_defaults(handler=cmd_serve)
+_HELP = {"help_option_names": ["-h", "--help"]}
 
-    probe = commands.add_parser(
-        "probe",
-        help="describe media files",
-        description="Describe media files with the configured prober (HEIMDEX_PROBER). "
-        "Exits 1 if any file is not readable media.",
-    )
-    probe.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    probe.add_argument(
-        "--json",
-        action="store_true",
-        help="print the media description as JSON (one file: the object; several: a list of "
-        '{"file", "media"})',
-    )
-    probe.set_defaults(handler=cmd_probe)
+app = typer.Typer(
+    name="heimdex",
+    help="Heimdex turns raw video into structured, queryable metadata. Configuration comes "
+    "from HEIMDEX_* environment variables and a .env file (see docs/configuration.md).",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings=_HELP,
+)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True, context_settings=_HELP)
+app.add_typer(db_app, name="db")
 
-    token = commands.add_parser(
-        "token",
-        help="mint a development token",
-        description="Mint a bearer token signed with HEIMDEX_JWT_SECRET, for development and "
-        "tests. Production tokens come from your identity provider.",
-    )
-    token.add_argument("--org", required=True, help="organisation id (the org_id claim)")
-    token.add_argument(
-        "--scope", action="append", default=[], help="grant a scope, e.g. admin (repeatable)"
-    )
-    token.add_argument("--subject", help="the sub claim")
-    token.add_argument("--ttl", type=int, default=3600, help="seconds until expiry (3600)")
-    token.set_defaults(handler=cmd_token)
 
-    worker = commands.add_parser(
-        "worker",
-        help="run job workers (Redis backend)",
-        description="Run taskiq worker processes that take sidecar jobs from Redis "
-        "(HEIMDEX_JOB_QUEUE_BACKEND=redis, HEIMDEX_REDIS_URL). Each process also sweeps: it "
-        "re-enqueues jobs that were never handed over, retries whose back-off ran out, and "
-        "jobs whose worker died.",
-    )
-    worker.add_argument("--processes", type=int, default=1, help="worker processes (1)")
-    worker.add_argument(
-        "--concurrency", type=int, default=4, help="jobs run at once per process (4)"
-    )
-    worker.set_defaults(handler=cmd_worker)
+def _example(*lines: str) -> str:
+    return "[bold]Example:[/bold]\n\n" + "\n\n".join(f"  $ {line}" for line in lines)
 
-    add_replay_parser(commands)
 
-    db = commands.add_parser("db", help="database maintenance")
-    db_commands = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
-    upgrade = db_commands.add_parser(
-        "upgrade",
-        help="apply migrations",
-        description="Apply the Alembic migrations, connecting as HEIMDEX_MIGRATION_DATABASE_URL "
-        "(the tables' owner) when set, else HEIMDEX_DATABASE_URL. `heimdex serve` migrates the "
-        "embedded SQLite database by itself.",
+def _version(value: bool) -> None:
+    if value:
+        from heimdex import __version__
+
+        print(f"heimdex {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Heimdex turns raw video into structured, queryable metadata. Configuration comes from
+    HEIMDEX_* environment variables and a .env file (see docs/configuration.md)."""
+
+
+def _run(handler: Callable[[argparse.Namespace], int], **args: Any) -> None:
+    """Run a command body; user mistakes and Heimdex errors become one line and an exit code."""
+    from heimdex.domain.errors import HeimdexError
+
+    try:
+        code = handler(argparse.Namespace(**args))
+    except CliError as exc:
+        print(f"heimdex: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_USAGE) from None
+    except HeimdexError as exc:
+        print(f"heimdex: {exc.code}: {exc.message}", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILURE) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
+@app.command(
+    short_help="Run the HTTP API.",
+    epilog=_example("heimdex serve", "heimdex serve --host 0.0.0.0 --port 8080"),
+    context_settings=_HELP,
+)
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="address to listen on (default: HEIMDEX_HOST, 127.0.0.1)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port to listen on (default: HEIMDEX_PORT, 8000)")
+    ] = None,
+) -> None:
+    """Run the HTTP API. With no HEIMDEX_* variables set it uses the embedded default: SQLite
+    and local storage under ./data, in-process jobs, the PyAV prober."""
+    _run(cmd_serve, host=host, port=port)
+
+
+@app.command(
+    short_help="Describe media files.",
+    epilog=_example("heimdex probe clip.mp4", "heimdex probe --json ~/Videos/*.mov"),
+    context_settings=_HELP,
+)
+def probe(
+    files: Annotated[list[Path], typer.Argument(metavar="FILE", show_default=False)],
+    json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='print JSON (one file: the description; several: a list of {"file", "media"})',
+        ),
+    ] = False,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, help="files probed at once (default: CPUs)")
+    ] = os.cpu_count() or 1,
+) -> None:
+    """Describe media files with the configured prober (HEIMDEX_PROBER), in this process.
+    Exits 1 if any file is not readable media."""
+    _run(cmd_probe, files=files, json=json, jobs=jobs)
+
+
+@app.command(
+    short_help="Turn files into assets.",
+    epilog=_example(
+        "heimdex ingest ~/Videos --recursive",
+        "heimdex ingest clip.mp4 --api https://heimdex.example --token $TOKEN --wait",
+        "heimdex ingest ./footage -r --jobs 8 --json > ingest.jsonl",
+    ),
+    context_settings=_HELP,
+)
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH", show_default=False)],
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="descend into folders' folders")
+    ] = False,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HEIMDEX_API_URL",
+            help="a Heimdex to talk to over HTTP (default: this machine's embedded one, ./data)",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="HEIMDEX_TOKEN", help="bearer token for --api")
+    ] = None,
+    org: Annotated[str, typer.Option(help="organisation to ingest into, without --api")] = "local",
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="files at once")] = 4,
+    sidecar: Annotated[
+        bool, typer.Option("--sidecar/--no-sidecar", help="ask for each asset's sidecar")
+    ] = True,
+    wait: Annotated[bool, typer.Option("--wait", help="wait for the sidecar jobs")] = False,
+    json: Annotated[bool, typer.Option("--json", help="one JSON line per file")] = False,
+) -> None:
+    """Turn media files (or the media in folders) into assets with sidecars; a file the
+    organisation already has (same sha256) is a duplicate, not a second asset. Exits 0 when
+    every media file ended ingested or duplicate; Ctrl-C stops cleanly and a re-run resumes."""
+    _run(
+        cmd_ingest,
+        paths=paths,
+        recursive=recursive,
+        api=api,
+        token=token,
+        org=org,
+        jobs=jobs,
+        sidecar=sidecar,
+        wait=wait,
+        json=json,
     )
-    upgrade.add_argument("revision", nargs="?", default="head", help="target revision (head)")
-    upgrade.set_defaults(handler=cmd_db_upgrade)
-    return parser
+
+
+@app.command(
+    short_help="Mint a development token.",
+    epilog=_example("heimdex token --org acme --scope admin --ttl 600"),
+    context_settings=_HELP,
+)
+def token(
+    org: Annotated[str, typer.Option(help="organisation id (the org_id claim)")],
+    scope: Annotated[
+        list[str] | None, typer.Option(help="grant a scope, e.g. admin (repeatable)")
+    ] = None,
+    subject: Annotated[str | None, typer.Option(help="the sub claim")] = None,
+    ttl: Annotated[int, typer.Option(help="seconds until expiry")] = 3600,
+) -> None:
+    """Mint a bearer token signed with HEIMDEX_JWT_SECRET, for development and tests.
+    Production tokens come from your identity provider."""
+    _run(cmd_token, org=org, scope=scope or [], subject=subject, ttl=ttl)
+
+
+@app.command(
+    short_help="Run job workers (Redis backend).",
+    epilog=_example("HEIMDEX_JOB_QUEUE_BACKEND=redis heimdex worker --processes 2"),
+    context_settings=_HELP,
+)
+def worker(
+    processes: Annotated[int, typer.Option(help="worker processes")] = 1,
+    concurrency: Annotated[int, typer.Option(help="jobs run at once per process")] = 4,
+) -> None:
+    """Run taskiq worker processes that take sidecar jobs from Redis
+    (HEIMDEX_JOB_QUEUE_BACKEND=redis, HEIMDEX_REDIS_URL). Each process also sweeps: it
+    re-enqueues jobs that were never handed over, retries whose back-off ran out, and jobs whose
+    worker died."""
+    _run(cmd_worker, processes=processes, concurrency=concurrency)
+
+
+@app.command(
+    short_help="Requeue failed or stuck jobs and failed webhook deliveries.",
+    epilog=_example(
+        "heimdex replay --org acme --error-code storage_error",
+        "heimdex replay --what deliveries --since 2026-12-01 --yes",
+    ),
+    context_settings=_HELP,
+)
+def replay(
+    org: Annotated[str | None, typer.Option(help="only this organisation")] = None,
+    kind: Annotated[JobKind | None, typer.Option(help="only this job kind")] = None,
+    error_code: Annotated[
+        str | None, typer.Option(help="only jobs/deliveries that failed with this code")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="only those last changed at or after (ISO 8601)")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="only those last changed before (ISO 8601)")
+    ] = None,
+    what: Annotated[ReplayTarget, typer.Option(help="what to select")] = ReplayTarget.ALL,
+    stuck_after: Annotated[
+        float,
+        typer.Option(help="seconds before a queued or running job counts as stuck"),
+    ] = DEFAULT_STUCK_SECONDS,
+    limit: Annotated[int, typer.Option(help="at most this many each")] = DEFAULT_LIMIT,
+    yes: Annotated[bool, typer.Option("--yes", help="requeue (without: a dry run)")] = False,
+) -> None:
+    """Select failed jobs, jobs stuck for --stuck-after seconds (queued and untouched, or
+    running under a lease that ran out) and failed webhook deliveries; print what would be
+    requeued, and requeue only with --yes. Safe to run twice."""
+    _run(
+        cmd_replay,
+        org=org,
+        kind=kind.value if kind else None,
+        error_code=error_code,
+        since=since,
+        until=until,
+        what=what.value,
+        stuck_after=stuck_after,
+        limit=limit,
+        yes=yes,
+    )
+
+
+@db_app.command(
+    short_help="Apply migrations.",
+    epilog=_example("heimdex db upgrade", "heimdex db upgrade 0004"),
+    context_settings=_HELP,
+)
+def upgrade(
+    revision: Annotated[str, typer.Argument(help="target revision")] = "head",
+) -> None:
+    """Apply the Alembic migrations, connecting as HEIMDEX_MIGRATION_DATABASE_URL (the tables'
+    owner) when set, else HEIMDEX_DATABASE_URL. `heimdex serve` migrates the embedded SQLite
+    database by itself."""
+    _run(cmd_db_upgrade, revision=revision)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        code: int = args.handler(args)
-    except CliError as exc:
-        print(f"heimdex: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except HeimdexError as exc:
-        print(f"heimdex: {exc.code}: {exc.message}", file=sys.stderr)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        return 130
-    return code
+        app(args=list(argv) if argv is not None else None, prog_name="heimdex")
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+    return 0
 
 
 if __name__ == "__main__":

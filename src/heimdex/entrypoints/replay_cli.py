@@ -2,8 +2,7 @@
 
 A dry run by default: it prints what it would requeue; ``--yes`` acts. Running it again requeues
 nothing twice (see ``application/replay.py``). Kept apart from ``cli.py`` so the command moves
-as one piece should the CLI framework change: ``add_replay_parser`` declares it,
-``cmd_replay`` runs it.
+as one piece: ``cli.py`` declares its options, ``cmd_replay`` runs it.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from heimdex.domain.model import JobKind
@@ -35,35 +35,12 @@ def _moment(name: str, text: str | None) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def add_replay_parser(commands: Any) -> None:
-    """Declare ``heimdex replay`` on the CLI's subcommands."""
-    replay = commands.add_parser(
-        "replay",
-        help="requeue failed or stuck jobs and failed webhook deliveries (dry run by default)",
-        description="Selects failed jobs, jobs stuck for --stuck-after seconds (queued and "
-        "untouched, or running under a lease that ran out) and failed webhook deliveries; "
-        "prints what it would requeue, and requeues only with --yes. Safe to run twice.",
-    )
-    replay.add_argument("--org", help="only this organisation")
-    replay.add_argument("--kind", choices=[k.value for k in JobKind], help="only this job kind")
-    replay.add_argument("--error-code", help="only jobs/deliveries that failed with this code")
-    replay.add_argument("--since", help="only those last changed at or after (ISO 8601)")
-    replay.add_argument("--until", help="only those last changed before (ISO 8601)")
-    replay.add_argument(
-        "--what",
-        choices=["all", "jobs", "deliveries"],
-        default="all",
-        help="what to select (default: all)",
-    )
-    replay.add_argument(
-        "--stuck-after",
-        type=float,
-        default=DEFAULT_STUCK_SECONDS,
-        help=f"seconds before a queued or running job counts as stuck ({DEFAULT_STUCK_SECONDS:g})",
-    )
-    replay.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="at most this many each")
-    replay.add_argument("--yes", action="store_true", help="requeue (without: a dry run)")
-    replay.set_defaults(handler=cmd_replay)
+class ReplayTarget(StrEnum):
+    """What ``heimdex replay --what`` selects."""
+
+    ALL = "all"
+    JOBS = "jobs"
+    DELIVERIES = "deliveries"
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

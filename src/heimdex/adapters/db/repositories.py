@@ -303,6 +303,8 @@ def _asset_conditions(filters: AssetFilter) -> list[ColumnElement[bool]]:
         conditions.append(ASSETS.c.created_at > filters.created_after)
     if filters.created_before is not None:
         conditions.append(ASSETS.c.created_at < filters.created_before)
+    if filters.sha256 is not None:
+        conditions.append(ASSETS.c.sha256 == filters.sha256.lower())
     return conditions
 
 

@@ -123,6 +123,8 @@ Index(
     AssetRow.created_at.desc(),
     AssetRow.id.desc(),
 )
+# "Do I already have this file?": the sha256 filter (what `heimdex ingest` asks for each file).
+Index("ix_assets_org_sha256", AssetRow.org_id, AssetRow.sha256)
 
 
 class JobRow(UUIDPrimaryKey, Base):

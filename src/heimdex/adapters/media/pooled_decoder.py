@@ -4,11 +4,13 @@ of their own or one passed in, started early, stopped, and a crash that names it
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from heimdex.adapters.media.decode_pool import DecodePool
 from heimdex.adapters.media.limits import DecodeLimits
 from heimdex.domain.errors import DecodeLimitExceeded, DecoderCrashed, HeimdexError
+
+if TYPE_CHECKING:  # imported when a pool is made: `heimdex probe` in-process never needs one
+    from heimdex.adapters.media.decode_pool import DecodePool
 
 T = TypeVar("T")
 
@@ -30,6 +32,8 @@ class PooledDecoder:
     ) -> None:
         self._owns_pool = pool is None
         if pool is None:
+            from heimdex.adapters.media.decode_pool import DecodePool
+
             pool = DecodePool(
                 workers,
                 preload=preload,

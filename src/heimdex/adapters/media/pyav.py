@@ -11,7 +11,7 @@ from dataclasses import replace
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import av
 import av.error
@@ -19,7 +19,6 @@ import av.stream
 import av.video.format
 
 from heimdex.adapters.media.allowlist import PYAV_PROTOCOLS, format_whitelist
-from heimdex.adapters.media.decode_pool import DecodePool
 from heimdex.adapters.media.description import (
     RATE_SAMPLE_PACKETS,
     ChapterFacts,
@@ -37,6 +36,9 @@ from heimdex.domain.errors import (
     ProbeTimeout,
 )
 from heimdex.domain.media import MediaInfo
+
+if TYPE_CHECKING:
+    from heimdex.adapters.media.decode_pool import DecodePool
 
 
 def _has_demuxer(name: str) -> bool:
@@ -184,6 +186,35 @@ class PyAVProber(PooledDecoder):
 
     async def check(self) -> None:
         problem = await self._pool.run(capability_missing, call_seconds=self._timeout)
+        if problem is not None:
+            raise ProberUnavailable(problem)
+
+
+class InProcessPyAVProber:
+    """The ``Prober`` port on PyAV in the calling process, for ``heimdex probe``: starting a
+    :class:`DecodePool` costs seconds, ffprobe answers in a fraction of one.
+
+    The files are the caller's own and the caller waits for the answer, so what the pool guards
+    the server against (a hostile upload's decoder crash or endless loop) would end only this
+    command. ``probe`` blocks its thread; call it from several threads to probe in parallel
+    (FFmpeg's demuxing runs without the GIL).
+    """
+
+    name = "pyav"
+
+    def __init__(self, timeout: float = 30.0, *, limits: DecodeLimits | None = None) -> None:
+        self._timeout = timeout
+        self._limits = limits if limits is not None else DecodeLimits()
+
+    def probe_now(self, path: Path) -> MediaInfo:
+        """:meth:`probe` without an event loop."""
+        return probe_file(path, self._timeout, self._limits)
+
+    async def probe(self, path: Path) -> MediaInfo:
+        return self.probe_now(path)
+
+    async def check(self) -> None:
+        problem = capability_missing()
         if problem is not None:
             raise ProberUnavailable(problem)
 

@@ -26,6 +26,7 @@ from heimdex.entrypoints.http.openapi import (
     raises,
 )
 
+SHA256_PATTERN = "^[0-9a-fA-F]{64}$"
 _ASSET_ID = {"asset_id": "$response.body#/asset_id"}
 #: where a client goes from an answer that carries an asset
 ASSET_LINKS = {
@@ -153,7 +154,8 @@ class AssetController(Controller):
         **documented(AUTHENTICATED, PARAMETERS, SERVER, raises(errors.TimestampOutOfRange)),
         summary="List assets",
         description="Newest first. Pass `next_cursor` back as `cursor` for the next page. "
-        "`codec` matches the video or audio codec; `min_height` the displayed height.",
+        "`codec` matches the video or audio codec; `min_height` the displayed height; "
+        "`sha256` the source's checksum exactly (is this file already here?).",
     )
     async def list_assets(
         self,
@@ -166,6 +168,7 @@ class AssetController(Controller):
         min_height: Annotated[int | None, QueryParameter(ge=0, le=MAX_HEIGHT)] = None,
         created_after: Annotated[str | None, QueryParameter(format="date-time")] = None,
         created_before: Annotated[str | None, QueryParameter(format="date-time")] = None,
+        sha256: Annotated[str | None, QueryParameter(pattern=SHA256_PATTERN)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE)] = 50,
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
     ) -> AssetList:
@@ -179,6 +182,7 @@ class AssetController(Controller):
                 min_height=min_height,
                 created_after=_timestamp("created_after", created_after),
                 created_before=_timestamp("created_before", created_before),
+                sha256=sha256.lower() if sha256 else None,
             ),
             limit,
             cursor,

@@ -1,0 +1,129 @@
+"""The ``IngestTarget`` port over HTTP (httpx): any Heimdex, given its URL and a token.
+
+The upload goes exactly where and how the upload slot says (its method, URL and headers: the
+server's own signed URL, or a presigned S3 URL whose signature covers those headers), streamed
+from the file with its length declared, so memory stays flat whatever the file's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urljoin
+
+import httpx
+
+from heimdex.application.bulk_ingest import IngestFailure, UploadSlot
+
+_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+#: how often --wait asks about a job
+_POLL_SECONDS = 0.25
+
+
+class HttpIngestTarget:
+    """A Heimdex at ``api_url``, as the organisation of ``token``."""
+
+    def __init__(self, api_url: str, token: str, *, connections: int = 8) -> None:
+        self._base = api_url.rstrip("/") + "/"
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        tls = httpx.create_ssl_context()  # loading the CA bundle once costs tens of ms
+        self._api = httpx.AsyncClient(
+            base_url=self._base,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=_TIMEOUT,
+            limits=limits,
+            verify=tls,
+        )
+        # Upload URLs carry their own authority (a signature); no bearer token goes with them.
+        self._uploads = httpx.AsyncClient(timeout=_TIMEOUT, limits=limits, verify=tls)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._api.aclose()
+        await self._uploads.aclose()
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._api.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise IngestFailure("unreachable", f"{self._base}: {exc}") from None
+        _raise_for_problem(response)
+        return response
+
+    async def find_asset(self, sha256: str) -> str | None:
+        response = await self._call("GET", "v1/assets", params={"sha256": sha256, "limit": 1})
+        items = response.json()["items"]
+        return str(items[0]["asset_id"]) if items else None
+
+    async def init_upload(self, name: str, size: int, content_type: str, sha256: str) -> UploadSlot:
+        body = {
+            "source_name": name,
+            "content_length": size,
+            "content_type": content_type,
+            "sha256": sha256,
+        }
+        answer = (await self._call("POST", "v1/ingest/init", json=body)).json()
+        return UploadSlot(
+            upload_id=answer["upload_id"],
+            url=urljoin(self._base, answer["upload_url"]),
+            method=answer["method"],
+            headers=dict(answer["headers"]),
+        )
+
+    async def upload(self, slot: UploadSlot, size: int, chunks: AsyncIterator[bytes]) -> None:
+        headers = dict(slot.headers)
+        if not any(k.lower() == "content-length" for k in headers):
+            headers["Content-Length"] = str(size)  # never chunked: S3 refuses it
+        try:
+            response = await self._uploads.request(
+                slot.method, slot.url, headers=headers, content=chunks
+            )
+        except httpx.HTTPError as exc:
+            raise IngestFailure("upload_failed", f"{exc}") from None
+        _raise_for_problem(response)
+
+    async def commit(self, upload_id: str) -> str:
+        answer = await self._call("POST", "v1/ingest/commit", json={"upload_id": upload_id})
+        return str(answer.json()["asset_id"])
+
+    async def request_sidecar(self, asset_id: str) -> str:
+        answer = await self._call("POST", f"v1/assets/{asset_id}/sidecar", json={})
+        return str(answer.json()["job_id"])
+
+    async def wait_for_job(self, job_id: str) -> str | None:
+        while True:
+            job = (await self._call("GET", f"v1/jobs/{job_id}")).json()
+            if job["status"] == "succeeded":
+                return None
+            if job["status"] == "failed":
+                error = job.get("error") or {}
+                return str(error.get("code") or "job_failed")
+            await asyncio.sleep(_POLL_SECONDS)
+
+
+def _raise_for_problem(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    code, detail = f"http_{response.status_code}", response.reason_phrase
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = None
+    if isinstance(problem, dict):
+        code = str(problem.get("code") or code)
+        detail = str(problem.get("detail") or problem.get("title") or detail)
+    elif "<Code>" in response.text:  # S3's XML error
+        code = "storage_" + response.text.split("<Code>", 1)[1].split("</Code>", 1)[0]
+    raise IngestFailure(code, detail)

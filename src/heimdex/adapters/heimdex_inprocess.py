@@ -1,0 +1,85 @@
+"""The ``IngestTarget`` port on the use cases of this process: ``heimdex ingest`` without
+``--api``, on the embedded default (the same ./data as ``heimdex serve``; SQLite runs in WAL
+mode with a busy timeout, so both can write at once)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from uuid import UUID
+
+from heimdex.application.assets import AssetService
+from heimdex.application.bulk_ingest import IngestFailure, UploadSlot
+from heimdex.application.ingest import IngestService, UploadRequest
+from heimdex.application.jobs import JobService
+from heimdex.domain.errors import HeimdexError
+from heimdex.domain.model import AssetFilter, JobStatus, Principal, ThumbnailSpec
+
+_POLL_SECONDS = 0.25
+
+
+class InProcessIngestTarget:
+    """The organisation ``org_id`` of this process's Heimdex."""
+
+    def __init__(
+        self, org_id: str, *, ingest: IngestService, assets: AssetService, jobs: JobService
+    ) -> None:
+        self._principal = Principal(org_id=org_id, subject="heimdex-ingest")
+        self._ingest, self._assets, self._jobs = ingest, assets, jobs
+
+    async def find_asset(self, sha256: str) -> str | None:
+        try:
+            page = await self._assets.list(self._principal, AssetFilter(sha256=sha256), 1, None)
+        except HeimdexError as exc:
+            raise IngestFailure(exc.code, exc.message) from None
+        return str(page.items[0].id) if page.items else None
+
+    async def init_upload(self, name: str, size: int, content_type: str, sha256: str) -> UploadSlot:
+        request = UploadRequest(
+            source_name=name, content_length=size, content_type=content_type, sha256=sha256
+        )
+        try:
+            issued = await self._ingest.init_upload(self._principal, request, "http://localhost/")
+        except HeimdexError as exc:
+            raise IngestFailure(exc.code, exc.message) from None
+        target = issued.target
+        return UploadSlot(
+            upload_id=str(issued.upload.id),
+            url=target.url,
+            method=target.method,
+            headers=dict(target.headers),
+        )
+
+    async def upload(self, slot: UploadSlot, size: int, chunks: AsyncIterator[bytes]) -> None:
+        try:
+            await self._ingest.receive_upload(self._principal.org_id, UUID(slot.upload_id), chunks)
+        except HeimdexError as exc:
+            raise IngestFailure(exc.code, exc.message) from None
+
+    async def commit(self, upload_id: str) -> str:
+        try:
+            asset, _ = await self._ingest.commit_upload(self._principal, UUID(upload_id))
+        except HeimdexError as exc:
+            raise IngestFailure(exc.code, exc.message) from None
+        return str(asset.id)
+
+    async def request_sidecar(self, asset_id: str) -> str:
+        try:
+            job, _ = await self._jobs.request_sidecar(
+                self._principal, UUID(asset_id), ThumbnailSpec()
+            )
+        except HeimdexError as exc:
+            raise IngestFailure(exc.code, exc.message) from None
+        return str(job.id)
+
+    async def wait_for_job(self, job_id: str) -> str | None:
+        while True:
+            try:
+                job = await self._jobs.get(self._principal, UUID(job_id))
+            except HeimdexError as exc:
+                raise IngestFailure(exc.code, exc.message) from None
+            if job.status is JobStatus.SUCCEEDED:
+                return None
+            if job.status is JobStatus.FAILED:
+                return job.error.code if job.error else "job_failed"
+            await asyncio.sleep(_POLL_SECONDS)

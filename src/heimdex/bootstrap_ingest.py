@@ -1,0 +1,51 @@
+"""``heimdex ingest``'s composition: its local files and the Heimdex it talks to — over HTTP
+(without importing the service: no database, queue or web stack), or the embedded one built by
+:mod:`heimdex.bootstrap` in this process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from heimdex.application.bulk_ingest import IngestTarget, SourceFiles
+
+
+def local_files() -> SourceFiles:
+    from heimdex.adapters.source_files import LocalSourceFiles
+
+    return LocalSourceFiles()
+
+
+@asynccontextmanager
+async def http_target(api_url: str, token: str, *, connections: int) -> AsyncIterator[IngestTarget]:
+    """A Heimdex at ``api_url`` as the organisation of ``token``."""
+    from heimdex.adapters.heimdex_http import HttpIngestTarget
+
+    async with HttpIngestTarget(api_url, token, connections=connections) as target:
+        yield target
+
+
+@asynccontextmanager
+async def in_process_target(org_id: str, *, run_jobs: bool) -> AsyncIterator[IngestTarget]:
+    """This machine's Heimdex (``HEIMDEX_*``; by default the embedded one on ./data), in this
+    process, as ``org_id``. ``run_jobs``: run the sidecar jobs here; otherwise they stay queued
+    for ``heimdex serve`` on the same data, whose sweep hands them over."""
+    from heimdex.adapters.heimdex_inprocess import InProcessIngestTarget
+    from heimdex.bootstrap import build
+    from heimdex.logs import configure_logging
+    from heimdex.settings import load_settings
+
+    settings = load_settings()
+    # The service's own lines (upload received, asset committed…) would drown the per-file
+    # lines; without jobs here, the "enqueue deferred" warning is expected, so errors only.
+    configure_logging("warning" if run_jobs else "error", settings.log_format)
+    services = build(settings)
+    await services.startup(start_queue=run_jobs)
+    try:
+        yield InProcessIngestTarget(
+            org_id, ingest=services.ingest, assets=services.assets, jobs=services.jobs
+        )
+    finally:
+        await services.aclose()

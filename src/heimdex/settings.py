@@ -312,7 +312,7 @@ class Variable(NamedTuple):
     section: str | None  # the attribute of ``Settings`` holding the field; None: its own
     field: str
     annotation: Any  # the field's type, without its declarations
-    ranges: tuple[msgspec.Meta, ...]
+    constraints: tuple[msgspec.Meta, ...]
 
     @property
     def flat_name(self) -> str:
@@ -337,8 +337,8 @@ def _declared(owner: type[msgspec.Struct], section: str | None, prefix: str) -> 
             continue
         names = [e.name for e in extras if isinstance(e, Env)]
         name = names[0] if names else PREFIX + prefix + field.upper()
-        ranges = tuple(e for e in extras if isinstance(e, msgspec.Meta))
-        variables.append(Variable(name, section, field, annotation, ranges))
+        constraints = tuple(e for e in extras if isinstance(e, msgspec.Meta))
+        variables.append(Variable(name, section, field, annotation, constraints))
     return variables
 
 
@@ -401,9 +401,9 @@ def _expected(annotation: Any) -> str:
     }.get(annotation, "is not valid")
 
 
-def _out_of_range(variable: Variable, value: Any) -> str | None:
-    """The problem with ``value`` against the ranges declared on its field, if any."""
-    for meta in variable.ranges:
+def _violation(variable: Variable, value: Any) -> str | None:
+    """The problem with ``value`` against the constraints declared on its field, if any."""
+    for meta in variable.constraints:
         if meta.min_length is not None and value is not None and len(value) < meta.min_length:
             if type(None) in get_args(variable.annotation):
                 return f"{variable.name} is empty: set a value, or unset it"
@@ -446,7 +446,7 @@ def _check(settings: Settings) -> list[str]:
     problems = [
         problem
         for variable in variables()
-        if (problem := _out_of_range(variable, variable.value(settings))) is not None
+        if (problem := _violation(variable, variable.value(settings))) is not None
     ]
     if settings.public_url is not None and not settings.public_url.startswith(
         ("http://", "https://")

@@ -384,13 +384,13 @@ def test_every_declared_lower_bound_is_enforced() -> None:
         v
         for v in variables()
         if v.annotation in (int, float)
-        and any(m.gt is not None or m.ge is not None for m in v.ranges)
+        and any(m.gt is not None or m.ge is not None for m in v.constraints)
     ]
     assert len(bounded) > 30
     for variable in bounded:
         low = min(
             m.gt if m.gt is not None else m.ge - 1
-            for m in variable.ranges
+            for m in variable.constraints
             if m.gt is not None or m.ge is not None
         )
         with pytest.raises(SettingsError) as caught:

@@ -53,7 +53,7 @@ class Env(NamedTuple):
     name: str
 
 
-# Ranges, declared on the fields and checked by ``load_settings`` (a description is the note in
+# Constraints, declared on the fields and checked by ``load_settings`` (a description is the note in
 # the error's parentheses).
 Positive = msgspec.Meta(gt=0)
 NotNegative = msgspec.Meta(ge=0)

@@ -25,7 +25,7 @@ def run(variant: str, port: int) -> None:
     if variant == "guarded":
         sys.exit(heimdex_main(["serve", "--host", "127.0.0.1", "--port", str(port)]))
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log.level, settings.log.format)
     asyncio.run(preflight(settings))
     if variant in ("httptools", "h11"):
         import uvicorn

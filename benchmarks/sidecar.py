@@ -79,7 +79,7 @@ async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
 
 async def embedded_job_seconds(workdir: Path, data: bytes, runs: int) -> list[float]:
     """Whole jobs (enqueue, claim, thumbnails, writes, sidecar, finish) on the embedded default."""
-    services = build(Settings(data_dir=workdir / "embedded", jwt_secret=SECRET))
+    services = build(Settings.from_flat(data_dir=workdir / "embedded", jwt_secret=SECRET))
     await services.startup()
     principal = Principal(org_id="bench")
     try:

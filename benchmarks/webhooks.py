@@ -106,7 +106,7 @@ async def main(runs: int, deliveries: int) -> None:
     receiver = Receiver()
     server = await receiver.start()
     services = build(
-        Settings(
+        Settings.from_flat(
             data_dir=workdir / "data",
             jwt_secret=SECRET,
             webhook_allow_private_networks=True,

@@ -116,7 +116,10 @@ class Services:
             # The embedded default migrates itself; PostgreSQL is migrated by its owner role
             # (`heimdex db upgrade`), never by the service's runtime role.
             await run_blocking(
-                upgrade, self.settings.resolved_database_url, "head", self.settings.migrations_dir
+                upgrade,
+                self.settings.resolved_database_url,
+                "head",
+                self.settings.database.migrations_dir,
             )
         else:
             await self._check_tenancy()
@@ -199,8 +202,8 @@ async def preflight(settings: Settings) -> None:
     """Start-up's refusals on their own, run by ``heimdex serve`` and ``heimdex worker`` before
     any server or worker process starts, so that a refusal is one line, not a traceback:
     PostgreSQL reachable and its row-level security binding us, Redis keeping jobs."""
-    if settings.job_queue_backend == "redis":
-        broker = build_redis_broker(settings.redis_url, queue_name=settings.redis_queue_name)
+    if settings.jobs.queue_backend == "redis":
+        broker = build_redis_broker(settings.redis.url, queue_name=settings.redis.queue_name)
         try:
             await check_redis(broker, settings)
         finally:
@@ -216,73 +219,77 @@ async def preflight(settings: Settings) -> None:
 def build_probe_slots(settings: Settings) -> ProbeSlots:
     """Each organisation's concurrent probes in this API process (``heimdex serve`` runs one)."""
     return ProbeSlots(
-        per_org=settings.probe_max_per_org,
-        wait_seconds=settings.probe_wait_seconds,
-        retry_after=math.ceil(max(settings.probe_wait_seconds, 1.0)),
+        per_org=settings.probe.max_per_org,
+        wait_seconds=settings.probe.wait_seconds,
+        retry_after=math.ceil(max(settings.probe.wait_seconds, 1.0)),
     )
 
 
 def build_signer(settings: Settings) -> UrlSigner:
-    return HmacUrlSigner(settings.jwt_secret)
+    return HmacUrlSigner(settings.jwt.secret)
 
 
 def build_storage(settings: Settings, signer: UrlSigner) -> Storage:
-    if settings.storage_backend == "s3":
-        assert settings.s3_bucket is not None  # Settings refuses s3 without a bucket
+    if settings.storage.backend == "s3":
+        assert settings.s3.bucket is not None  # Settings refuses s3 without a bucket
         return S3Storage(
-            bucket=settings.s3_bucket,
+            bucket=settings.s3.bucket,
             temp_dir=settings.data_dir / "tmp",
-            endpoint_url=settings.s3_endpoint_url or None,
-            public_endpoint_url=settings.s3_public_endpoint_url or None,
-            region=settings.s3_region or None,
-            addressing_style=settings.s3_addressing_style,
+            endpoint_url=settings.s3.endpoint_url or None,
+            public_endpoint_url=settings.s3.public_endpoint_url or None,
+            region=settings.s3.region or None,
+            addressing_style=settings.s3.addressing_style,
         )
-    return LocalStorage(settings.resolved_storage_root, signer, derived_root=settings.derived_root)
+    return LocalStorage(
+        settings.resolved_storage_root, signer, derived_root=settings.storage.derived_root
+    )
 
 
 def build_tokens(settings: Settings) -> JwtCodec:
     return JwtCodec(
-        settings.jwt_secret,
-        algorithm=settings.jwt_algorithm,
+        settings.jwt.secret,
+        algorithm=settings.jwt.algorithm,
         require_exp=settings.is_production,
-        leeway_seconds=settings.jwt_leeway_seconds,
+        leeway_seconds=settings.jwt.leeway_seconds,
     )
 
 
 def build_thumbnailer(settings: Settings) -> Thumbnailer:
-    if settings.thumbnailer == "ffmpeg":
+    if settings.thumbnails.backend == "ffmpeg":
         return FfmpegThumbnailer(
-            binary=settings.ffmpeg_path,
-            timeout=settings.thumbnail_timeout_seconds,
-            concurrency=settings.decode_workers,
+            binary=settings.thumbnails.ffmpeg_path,
+            timeout=settings.thumbnails.timeout_seconds,
+            concurrency=settings.decode.workers,
             limits=decode_limits(settings),
         )
     return PyAVThumbnailer(
-        workers=settings.decode_workers,
-        timeout=settings.thumbnail_timeout_seconds,
+        workers=settings.decode.workers,
+        timeout=settings.thumbnails.timeout_seconds,
         limits=decode_limits(settings),
     )
 
 
 def job_policy(settings: Settings) -> JobPolicy:
     return JobPolicy(
-        max_attempts=settings.job_max_attempts,
-        lease=timedelta(seconds=settings.job_lease_seconds),
-        retry_base=timedelta(seconds=settings.job_retry_base_seconds),
-        redeliver_after=timedelta(seconds=settings.job_redeliver_seconds),
-        max_active_per_org=settings.org_max_active_jobs,
+        max_attempts=settings.jobs.max_attempts,
+        lease=timedelta(seconds=settings.jobs.lease_seconds),
+        retry_base=timedelta(seconds=settings.jobs.retry_base_seconds),
+        redeliver_after=timedelta(seconds=settings.jobs.redeliver_seconds),
+        max_active_per_org=settings.limits.org_max_active_jobs,
     )
 
 
 def build_rate_limiter(settings: Settings) -> RateLimiter | None:
     """Buckets in this process, or in Redis shared by every API process (see docs/security.md,
     *Limits*); none when the rate is 0."""
-    if settings.rate_limit_per_second <= 0:
+    if settings.limits.rate_limit_per_second <= 0:
         return None
-    policy = RatePolicy(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
+    policy = RatePolicy(
+        rate=settings.limits.rate_limit_per_second, burst=settings.limits.rate_limit_burst
+    )
     if settings.resolved_rate_limit_backend == "redis":
         return RedisRateLimiter(
-            settings.redis_url, policy, prefix=f"{settings.redis_queue_name}:ratelimit:"
+            settings.redis.url, policy, prefix=f"{settings.redis.queue_name}:ratelimit:"
         )
     return InProcessRateLimiter(policy)
 
@@ -311,14 +318,14 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         await jobs.run(job_id)
 
     queue: InProcessJobQueue | RedisJobQueue
-    if settings.job_queue_backend == "redis":
+    if settings.jobs.queue_backend == "redis":
         queue = RedisJobQueue(
-            broker or build_redis_broker(settings.redis_url, queue_name=settings.redis_queue_name)
+            broker or build_redis_broker(settings.redis.url, queue_name=settings.redis.queue_name)
         )
     else:
         # As many jobs at once as the decoder can work on: more would wait inside it, where
         # organisations cannot take turns (``JobService.run``).
-        queue = InProcessJobQueue(run_job, concurrency=settings.decode_workers)
+        queue = InProcessJobQueue(run_job, concurrency=settings.decode.workers)
     thumbnailer = build_thumbnailer(settings)
     jobs = JobService(
         uow,
@@ -340,9 +347,9 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
     }
     webhook_directory = SqlWebhookDirectory(database)
     webhook_sender = HttpxWebhookSender(
-        timeout=settings.webhook_timeout_seconds,
+        timeout=settings.webhooks.timeout_seconds,
         allow_http=not settings.is_production,
-        allow_private=settings.webhook_allow_private_networks,
+        allow_private=settings.webhooks.allow_private_networks,
     )
     deliverer = WebhookDeliverer(
         uow,
@@ -351,10 +358,10 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         clock,
         metrics,
         DeliveryPolicy(
-            concurrency=settings.webhook_concurrency,
-            per_endpoint=settings.webhook_endpoint_concurrency,
-            timeout=timedelta(seconds=settings.webhook_timeout_seconds),
-            disable_after=timedelta(seconds=settings.webhook_disable_after_seconds),
+            concurrency=settings.webhooks.concurrency,
+            per_endpoint=settings.webhooks.endpoint_concurrency,
+            timeout=timedelta(seconds=settings.webhooks.timeout_seconds),
+            disable_after=timedelta(seconds=settings.webhooks.disable_after_seconds),
         ),
     )
     # An event committed in a process that delivers goes out at once, not at the next sweep.
@@ -380,10 +387,10 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
             measured_prober,
             clock,
             IngestLimits(
-                max_upload_size_bytes=settings.max_upload_size_bytes,
-                upload_url_ttl=timedelta(seconds=settings.upload_url_ttl_seconds),
-                upload_stall=timedelta(seconds=settings.upload_stall_seconds),
-                storage_quota_bytes=settings.org_storage_quota_bytes,
+                max_upload_size_bytes=settings.uploads.max_size_bytes,
+                upload_url_ttl=timedelta(seconds=settings.uploads.url_ttl_seconds),
+                upload_stall=timedelta(seconds=settings.uploads.stall_seconds),
+                storage_quota_bytes=settings.limits.org_storage_quota_bytes,
             ),
             metrics=metrics,
             slots=probe_slots,
@@ -392,25 +399,25 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         idempotency=IdempotencyService(
             SqlIdempotencyStore(database, clock=clock),
             clock,
-            ttl=timedelta(seconds=settings.idempotency_ttl_seconds),
-            lease=timedelta(seconds=settings.idempotency_lease_seconds),
+            ttl=timedelta(seconds=settings.idempotency.ttl_seconds),
+            lease=timedelta(seconds=settings.idempotency.lease_seconds),
         ),
         jobs=jobs,
-        sidecars=SidecarService(uow, storage, clock, settings.download_url_ttl_seconds),
+        sidecars=SidecarService(uow, storage, clock, settings.storage.download_url_ttl_seconds),
         abandoned_uploads=AbandonedUploadSweeper(
             uow,
             SqlUploadDirectory(database),
             storage,
             clock,
-            grace=timedelta(seconds=settings.upload_abandon_after_seconds),
+            grace=timedelta(seconds=settings.uploads.abandon_after_seconds),
         ),
         derived_files=DerivedFileSweeper(
-            uow, storage, every=timedelta(seconds=settings.derived_sweep_interval_seconds)
+            uow, storage, every=timedelta(seconds=settings.sweeps.derived_interval_seconds)
         ),
         scratch=ScratchSweeper(
             storage,
             clock,
-            max_age=timedelta(seconds=settings.scratch_max_age_seconds),
+            max_age=timedelta(seconds=settings.sweeps.scratch_max_age_seconds),
             also=[request_bodies],
         ),
         request_bodies=request_bodies,
@@ -420,8 +427,8 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
             clock,
             WebhookPolicy(
                 allow_http=not settings.is_production,
-                allow_private=settings.webhook_allow_private_networks,
-                secret_grace=timedelta(seconds=settings.webhook_secret_grace_seconds),
+                allow_private=settings.webhooks.allow_private_networks,
+                secret_grace=timedelta(seconds=settings.webhooks.secret_grace_seconds),
             ),
         ),
         deliverer=deliverer,

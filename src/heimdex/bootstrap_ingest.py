@@ -40,7 +40,7 @@ async def in_process_target(org_id: str, *, run_jobs: bool) -> AsyncIterator[Ing
     settings = load_settings()
     # The service's own lines (upload received, asset committed…) would drown the per-file
     # lines; without jobs here, the "enqueue deferred" warning is expected, so errors only.
-    configure_logging("warning" if run_jobs else "error", settings.log_format)
+    configure_logging("warning" if run_jobs else "error", settings.log.format)
     services = build(settings)
     await services.startup(start_queue=run_jobs)
     try:

@@ -16,39 +16,39 @@ if TYPE_CHECKING:
 def decode_limits(settings: Settings) -> DecodeLimits:
     """What every decoding process runs under: the decode pool and ffprobe/ffmpeg runs."""
     return DecodeLimits(
-        memory_bytes=settings.decode_memory_limit_bytes,
-        cpu_seconds=settings.decode_cpu_limit_seconds,
-        file_size_bytes=settings.decode_file_size_limit_bytes,
-        niceness=settings.decode_niceness,
-        max_pixels=settings.decode_max_pixels,
-        max_streams=settings.decode_max_streams,
-        max_metadata_entries=settings.decode_max_metadata_entries,
-        max_metadata_bytes=settings.decode_max_metadata_bytes,
+        memory_bytes=settings.decode.memory_limit_bytes,
+        cpu_seconds=settings.decode.cpu_limit_seconds,
+        file_size_bytes=settings.decode.file_size_limit_bytes,
+        niceness=settings.decode.niceness,
+        max_pixels=settings.decode.max_pixels,
+        max_streams=settings.decode.max_streams,
+        max_metadata_entries=settings.decode.max_metadata_entries,
+        max_metadata_bytes=settings.decode.max_metadata_bytes,
     )
 
 
 def build_prober(settings: Settings, *, in_process: bool = False) -> Prober:
     """The configured prober (``HEIMDEX_PROBER``). ``in_process``: PyAV probes in the calling
     process instead of a decode pool (the command line's, never the server's)."""
-    if settings.prober == "ffprobe":
+    if settings.probe.backend == "ffprobe":
         from heimdex.adapters.media.ffprobe import FfprobeProber
 
         return FfprobeProber(
-            binary=settings.ffprobe_path,
-            timeout=settings.probe_timeout_seconds,
+            binary=settings.probe.ffprobe_path,
+            timeout=settings.probe.timeout_seconds,
             limits=decode_limits(settings),
         )
     if in_process:
         from heimdex.adapters.media.pyav import InProcessPyAVProber
 
         return InProcessPyAVProber(
-            timeout=settings.probe_timeout_seconds, limits=decode_limits(settings)
+            timeout=settings.probe.timeout_seconds, limits=decode_limits(settings)
         )
     from heimdex.adapters.media.pyav import PyAVProber
 
     return PyAVProber(
-        timeout=settings.probe_timeout_seconds,
+        timeout=settings.probe.timeout_seconds,
         limits=decode_limits(settings),
-        workers=settings.probe_workers,
-        worker_wait_seconds=settings.probe_worker_wait_seconds,
+        workers=settings.probe.workers,
+        worker_wait_seconds=settings.probe.worker_wait_seconds,
     )

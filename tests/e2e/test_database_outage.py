@@ -166,7 +166,7 @@ async def test_a_worker_process_started_while_the_database_is_down_waits_for_it(
 
     cluster.stop()
     services = build(
-        Settings(
+        Settings.from_flat(
             data_dir=tmp_path / "data",
             jwt_secret=SECRET,
             database_url=cluster.runtime_url,

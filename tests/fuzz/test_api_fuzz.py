@@ -110,7 +110,7 @@ SEED = 20261124
 DATA_DIR = Path(tempfile.mkdtemp(prefix="heimdex-fuzz-"))
 atexit.register(shutil.rmtree, DATA_DIR, True)  # also when the module's tests were deselected
 SERVICES = build(
-    Settings(
+    Settings.from_flat(
         data_dir=DATA_DIR / "data",
         jwt_secret=SECRET,
         # Small enough that the fuzzer reaches the limit, large enough for the fixture clip.

@@ -51,7 +51,7 @@ def org_b_on_postgres(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, str]]:
     services = build(
-        Settings(
+        Settings.from_flat(
             data_dir=tmp_path_factory.mktemp("fuzz-postgres"),
             database_url=postgres_catalogue.runtime_url,
             jwt_secret=fuzz.SECRET,

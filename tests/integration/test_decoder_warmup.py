@@ -26,7 +26,7 @@ def decoders(services: Services) -> tuple[PyAVProber, PyAVThumbnailer]:
 async def test_a_warmed_app_starts_its_decode_processes_in_the_background(
     data_dir: Path,
 ) -> None:
-    settings = Settings(data_dir=data_dir, jwt_secret=TEST_SECRET, probe_workers=1)
+    settings = Settings.from_flat(data_dir=data_dir, jwt_secret=TEST_SECRET, probe_workers=1)
     app = create_app(settings=settings, warm_decoders=True)
     prober, thumbnailer = decoders(app.state.services)
     async with AsyncTestClient(app=app) as client:
@@ -37,7 +37,7 @@ async def test_a_warmed_app_starts_its_decode_processes_in_the_background(
 
 
 async def test_an_app_not_asked_to_warm_starts_none_until_used(data_dir: Path) -> None:
-    app = create_app(settings=Settings(data_dir=data_dir, jwt_secret=TEST_SECRET))
+    app = create_app(settings=Settings.from_flat(data_dir=data_dir, jwt_secret=TEST_SECRET))
     prober, thumbnailer = decoders(app.state.services)
     async with AsyncTestClient(app=app) as client:
         assert (await client.get("/health")).status_code == 200
@@ -46,7 +46,7 @@ async def test_an_app_not_asked_to_warm_starts_none_until_used(data_dir: Path) -
 
 
 async def test_an_api_whose_jobs_run_on_workers_warms_only_its_prober(data_dir: Path) -> None:
-    settings = Settings(
+    settings = Settings.from_flat(
         data_dir=data_dir,
         jwt_secret=TEST_SECRET,
         probe_workers=1,

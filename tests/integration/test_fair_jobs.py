@@ -82,7 +82,9 @@ class Deployment:
 
 def _settings(tmp_path: Path, **values: Any) -> Settings:
     # One decode worker: one job at a time, so the order jobs start in is the order of turns.
-    return Settings(data_dir=tmp_path / "data", jwt_secret=TEST_SECRET, decode_workers=1, **values)
+    return Settings.from_flat(
+        data_dir=tmp_path / "data", jwt_secret=TEST_SECRET, decode_workers=1, **values
+    )
 
 
 @pytest.fixture
@@ -118,7 +120,7 @@ def redis_settings(
 @pytest.fixture
 async def with_worker(redis_settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
     """The API enqueues to Redis; a taskiq worker in this process runs one job at a time."""
-    broker = build_redis_broker(REDIS_URL, queue_name=redis_settings.redis_queue_name)
+    broker = build_redis_broker(REDIS_URL, queue_name=redis_settings.redis.queue_name)
     services = build(redis_settings, broker=broker)
 
     async def run_job(job_id: str) -> None:

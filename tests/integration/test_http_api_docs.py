@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import msgspec
 import pytest
 from jsonschema import Draft202012Validator
 from litestar import Litestar
@@ -61,7 +60,7 @@ async def test_no_page_that_would_load_a_cdn_is_served(
 
 
 async def _document(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    app = create_app(settings=msgspec.structs.replace(settings, **overrides))
+    app = create_app(settings=settings.replace_flat(**overrides))
     async with AsyncTestClient(app=app) as client:
         response = await client.get("/schema/openapi.json")
         assert response.status_code == 200

@@ -134,7 +134,9 @@ async def test_put_after_expiry_is_410(
     h264_aac_mp4: Path,
     org_a: str,
 ) -> None:
-    settings = Settings(data_dir=data_dir, jwt_secret=TEST_SECRET, upload_url_ttl_seconds=1)
+    settings = Settings.from_flat(
+        data_dir=data_dir, jwt_secret=TEST_SECRET, upload_url_ttl_seconds=1
+    )
     async with AsyncTestClient(app=create_app(settings=settings)) as client:
         init = await init_upload(client, make_token(org_a), h264_aac_mp4)
         await anyio.sleep(1.1)
@@ -207,7 +209,7 @@ async def test_init_limits(
 ) -> None:
     token = make_token(org_a)
     base = {"source_name": "a.mp4", "content_length": 10, "content_type": "video/mp4"}
-    too_big = {**base, "content_length": settings.max_upload_size_bytes + 1}
+    too_big = {**base, "content_length": settings.uploads.max_size_bytes + 1}
     response = await client.post("/v1/ingest/init", json=too_big, headers=bearer(token))
     assert response.status_code == 413
     assert response.json()["code"] == "upload_too_large"

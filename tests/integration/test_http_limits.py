@@ -184,7 +184,7 @@ async def test_the_storage_quota_is_403_storage_quota_exceeded(
     settings: Settings,
 ) -> None:
     size = h264_aac_mp4.stat().st_size
-    quota = settings.org_storage_quota_bytes
+    quota = settings.limits.org_storage_quota_bytes
     assert size < quota < 2 * size
     token_a = make_token(org_a)
     asset = await ingest_file(client, token_a, h264_aac_mp4)

@@ -13,7 +13,6 @@ from typing import Any
 
 import anyio
 import jwt
-import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -194,7 +193,7 @@ async def test_no_label_names_an_organisation_an_asset_or_a_job(
 
 
 async def test_a_metrics_token_guards_the_endpoint(settings: Settings) -> None:
-    guarded = create_app(settings=msgspec.structs.replace(settings, metrics_token=METRICS_TOKEN))
+    guarded = create_app(settings=settings.replace_flat(metrics_token=METRICS_TOKEN))
     async with AsyncTestClient(app=guarded) as client:
         assert (await client.get("/metrics")).status_code == 401
         wrong = await client.get("/metrics", headers=bearer("guess"))
@@ -225,7 +224,7 @@ async def test_the_queue_depth_counts_queued_jobs_of_every_organisation(
     org_b: str,
     h264_aac_mp4: Path,
 ) -> None:
-    queued_elsewhere = Settings(
+    queued_elsewhere = Settings.from_flat(
         data_dir=data_dir,
         jwt_secret=TEST_SECRET,
         database_url=own_database_url,
@@ -291,7 +290,7 @@ async def test_the_oldest_message_age_grows_while_no_worker_takes_jobs(
 ) -> None:
     require_port("127.0.0.1", 6379, "Redis")
     stream = f"heimdex:test:{uuid.uuid4().hex[:10]}"
-    no_workers = Settings(
+    no_workers = Settings.from_flat(
         data_dir=data_dir,
         jwt_secret=TEST_SECRET,
         database_url=sqlite_url,
@@ -323,7 +322,7 @@ async def test_the_oldest_message_age_grows_while_no_worker_takes_jobs(
 async def test_without_an_answer_from_redis_the_age_is_left_out(
     data_dir: Path, sqlite_url: str
 ) -> None:
-    unreachable = Settings(
+    unreachable = Settings.from_flat(
         data_dir=data_dir,
         jwt_secret=TEST_SECRET,
         database_url=sqlite_url,

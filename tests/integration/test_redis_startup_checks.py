@@ -117,7 +117,7 @@ def test_production_starts_on_a_noeviction_redis_and_health_reports_it(
 async def test_development_warns_and_health_names_the_policy(
     tmp_path: Path, lru_redis: PrivateRedis, make_token: TokenFactory
 ) -> None:
-    settings = Settings(
+    settings = Settings.from_flat(
         data_dir=tmp_path / "data",
         jwt_secret=TEST_SECRET,
         job_queue_backend="redis",

@@ -56,7 +56,7 @@ async def test_the_api_sweeps_its_own_scratch(
     if backend == "redis":  # the workers sweep the database; nothing here runs a worker
         redis: PrivateRedis = request.getfixturevalue("private_redis")
         values["redis_url"] = redis.url
-    await serve_until_swept(Settings(**values), old)
+    await serve_until_swept(Settings.from_flat(**values), old)
     assert fresh.read_bytes() == b"still arriving"
 
 
@@ -75,7 +75,9 @@ async def test_the_api_sweeps_request_bodies_a_killed_process_spooled(tmp_path: 
     then = time.time() - 2 * 86400
     for path in (old, unrelated, copy_dir):
         os.utime(path, (then, then))
-    settings = Settings(data_dir=data_dir, jwt_secret=TEST_SECRET, sweep_interval_seconds=0.05)
+    settings = Settings.from_flat(
+        data_dir=data_dir, jwt_secret=TEST_SECRET, sweep_interval_seconds=0.05
+    )
     await serve_until_swept(settings, old)
     assert fresh.exists()
     assert unrelated.exists()

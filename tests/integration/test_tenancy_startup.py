@@ -20,7 +20,7 @@ pytestmark = pytest.mark.postgres
 def settings_for(
     data_dir: Path, url: str, env: Literal["development", "production"] = "development"
 ) -> Settings:
-    return Settings(
+    return Settings.from_flat(
         data_dir=data_dir,
         jwt_secret=TEST_SECRET,
         database_url=url,

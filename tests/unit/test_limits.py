@@ -224,8 +224,11 @@ def test_a_bad_limit_setting_names_its_variable(variable: str, value: str) -> No
 
 def test_limits_are_off_by_default_and_auto_follows_the_job_queue() -> None:
     settings = load_settings({}, env_file=None)
-    assert (settings.rate_limit_per_second, settings.max_json_body_bytes) == (0.0, 65_536)
-    assert (settings.org_storage_quota_bytes, settings.org_max_active_jobs) == (0, 0)
+    assert (settings.limits.rate_limit_per_second, settings.limits.max_json_body_bytes) == (
+        0.0,
+        65_536,
+    )
+    assert (settings.limits.org_storage_quota_bytes, settings.limits.org_max_active_jobs) == (0, 0)
     assert settings.resolved_rate_limit_backend == "memory"
     redis = load_settings({"HEIMDEX_JOB_QUEUE_BACKEND": "redis"}, env_file=None)
     assert redis.resolved_rate_limit_backend == "redis"

@@ -6,7 +6,14 @@ import pytest
 
 from heimdex.adapters.media.pyav import PyAVProber
 from heimdex.bootstrap_media import build_prober, decode_limits
-from heimdex.settings import SettingsError, load_settings, unknown_variables
+from heimdex.settings import (
+    Settings,
+    SettingsError,
+    environment_variables,
+    load_settings,
+    unknown_variables,
+    variables,
+)
 
 
 def test_no_variables_gives_the_embedded_default(tmp_path: Path) -> None:
@@ -14,10 +21,10 @@ def test_no_variables_gives_the_embedded_default(tmp_path: Path) -> None:
     assert settings.env == "development"
     assert settings.resolved_database_url.startswith("sqlite+aiosqlite:///")
     assert settings.resolved_database_url.endswith("/data/heimdex.db")
-    assert settings.storage_backend == "local"
-    assert settings.job_queue_backend == "immediate"
-    assert settings.prober == "pyav"
-    assert settings.max_upload_size_bytes == 536_870_912
+    assert settings.storage.backend == "local"
+    assert settings.jobs.queue_backend == "immediate"
+    assert settings.probe.backend == "pyav"
+    assert settings.uploads.max_size_bytes == 536_870_912
     assert settings.enable_legacy is False
     assert settings.uses_development_secret
 
@@ -34,11 +41,11 @@ def test_values_are_typed() -> None:
         env_file=None,
     )
     assert settings.enable_legacy is True
-    assert settings.port == 9001
-    assert settings.max_upload_size_bytes == 1024
+    assert settings.http.port == 9001
+    assert settings.uploads.max_size_bytes == 1024
     assert settings.data_dir == Path("/srv/heimdex")
     assert settings.resolved_storage_root == Path("/srv/heimdex/storage")
-    assert settings.prober == "ffprobe"
+    assert settings.probe.backend == "ffprobe"
 
 
 def test_every_bad_value_is_one_line_naming_its_variable() -> None:
@@ -107,8 +114,8 @@ def test_the_scratch_max_age_may_be_as_short_as_the_longest_request() -> None:
         {"HEIMDEX_SCRATCH_MAX_AGE_SECONDS": "600", "HEIMDEX_UPLOAD_STALL_SECONDS": "600"},
         env_file=None,
     )
-    assert settings.scratch_max_age_seconds == 600
-    assert load_settings({}, env_file=None).scratch_max_age_seconds == 86400
+    assert settings.sweeps.scratch_max_age_seconds == 600
+    assert load_settings({}, env_file=None).sweeps.scratch_max_age_seconds == 86400
 
 
 def test_production_refuses_the_development_secret() -> None:
@@ -134,7 +141,7 @@ def test_dotenv_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("HEIMDEX_PORT=9100\nHEIMDEX_ENABLE_LEGACY=true\nOTHER=1\n")
     settings = load_settings({"HEIMDEX_PORT": "9200"}, env_file=env_file)
-    assert settings.port == 9200
+    assert settings.http.port == 9200
     assert settings.enable_legacy is True
 
 
@@ -165,12 +172,12 @@ def test_s3_settings_are_read() -> None:
         },
         env_file=None,
     )
-    assert settings.storage_backend == "s3"
-    assert settings.s3_bucket == "heimdex-media"
-    assert settings.s3_endpoint_url == "http://minio:9000"
-    assert settings.s3_public_endpoint_url == "https://media.example.com"
-    assert settings.s3_region == "eu-west-1"
-    assert settings.s3_addressing_style == "path"
+    assert settings.storage.backend == "s3"
+    assert settings.s3.bucket == "heimdex-media"
+    assert settings.s3.endpoint_url == "http://minio:9000"
+    assert settings.s3.public_endpoint_url == "https://media.example.com"
+    assert settings.s3.region == "eu-west-1"
+    assert settings.s3.addressing_style == "path"
 
 
 def test_s3_without_an_endpoint_is_aws_itself() -> None:
@@ -178,8 +185,8 @@ def test_s3_without_an_endpoint_is_aws_itself() -> None:
         {"HEIMDEX_STORAGE_BACKEND": "s3", "HEIMDEX_S3_BUCKET": "media", "HEIMDEX_S3_REGION": ""},
         env_file=None,
     )
-    assert settings.s3_endpoint_url is None
-    assert settings.s3_addressing_style == "auto"
+    assert settings.s3.endpoint_url is None
+    assert settings.s3.addressing_style == "auto"
 
 
 @pytest.mark.parametrize(
@@ -204,16 +211,16 @@ def test_bad_s3_settings_are_refused(variables: dict[str, str], fragment: str) -
 
 def test_s3_settings_are_not_checked_for_local_storage() -> None:
     settings = load_settings({"HEIMDEX_UPLOAD_URL_TTL_SECONDS": "999999"}, env_file=None)
-    assert settings.upload_url_ttl_seconds == 999_999
+    assert settings.uploads.url_ttl_seconds == 999_999
 
 
 def test_metrics_settings_default_to_an_open_api_endpoint_and_no_worker_port() -> None:
     settings = load_settings({}, env_file=None)
-    assert (settings.metrics_token, settings.worker_metrics_port) == (None, 0)
+    assert (settings.metrics.token, settings.metrics.worker_port) == (None, 0)
     given = load_settings(
         {"HEIMDEX_METRICS_TOKEN": "t0ken", "HEIMDEX_WORKER_METRICS_PORT": "9100"}, env_file=None
     )
-    assert (given.metrics_token, given.worker_metrics_port) == ("t0ken", 9100)
+    assert (given.metrics.token, given.metrics.worker_port) == ("t0ken", 9100)
 
 
 def test_decode_limits_are_read_and_reach_the_adapters() -> None:
@@ -249,16 +256,16 @@ def test_probe_limits_are_read_and_reach_the_adapters() -> None:
     assert isinstance(prober, PyAVProber)
     assert prober.pool.wait_seconds == 2.5
     defaults = load_settings({}, env_file=None)
-    assert (defaults.probe_max_per_org, defaults.probe_wait_seconds) == (1, 5.0)
+    assert (defaults.probe.max_per_org, defaults.probe.wait_seconds) == (1, 5.0)
 
 
 def test_http_connection_limits_default_to_common_server_values() -> None:
     settings = load_settings({}, env_file=None)
     assert (
-        settings.http_max_header_bytes,
-        settings.http_header_timeout_seconds,
-        settings.http_keep_alive_seconds,
-        settings.http_max_connections,
+        settings.http.max_header_bytes,
+        settings.http.header_timeout_seconds,
+        settings.http.keep_alive_seconds,
+        settings.http.max_connections,
     ) == (65_536, 10.0, 5.0, 4096)
 
 
@@ -291,7 +298,7 @@ def test_an_empty_metrics_token_is_refused_rather_than_leaving_metrics_open() ->
     with pytest.raises(SettingsError) as caught:
         load_settings({"HEIMDEX_METRICS_TOKEN": "  "}, env_file=None)
     assert caught.value.problems == ["HEIMDEX_METRICS_TOKEN is empty: set a value, or unset it"]
-    assert load_settings({}, env_file=None).metrics_token is None
+    assert load_settings({}, env_file=None).metrics.token is None
 
 
 def test_the_jwt_codec_refuses_an_empty_secret() -> None:
@@ -300,3 +307,94 @@ def test_the_jwt_codec_refuses_an_empty_secret() -> None:
 
     with pytest.raises(ValueError, match="empty"):
         JwtCodec(" ")
+
+
+def test_settings_come_in_sections_and_keep_their_variables() -> None:
+    settings = load_settings(
+        {
+            "HEIMDEX_PORT": "9001",
+            "HEIMDEX_DECODE_WORKERS": "3",
+            "HEIMDEX_JOB_LEASE_SECONDS": "90",
+            "HEIMDEX_S3_BUCKET": "media",
+            "HEIMDEX_RATE_LIMIT_PER_SECOND": "2.5",
+            "HEIMDEX_MAX_UPLOAD_SIZE_BYTES": "2048",
+            "HEIMDEX_SWEEP_INTERVAL_SECONDS": "7",
+        },
+        env_file=None,
+    )
+    assert settings.http.port == 9001
+    assert settings.decode.workers == 3
+    assert settings.jobs.lease_seconds == 90
+    assert settings.s3.bucket == "media"
+    assert settings.limits.rate_limit_per_second == 2.5
+    assert settings.uploads.max_size_bytes == 2048
+    assert settings.jobs.sweep_interval_seconds == 7
+
+
+def test_every_variable_sets_its_own_field_and_is_known() -> None:
+    found = variables()
+    assert len({(v.section, v.field) for v in found}) == len(found)
+    assert {v.name for v in found} == environment_variables()
+    assert unknown_variables(dict.fromkeys(environment_variables(), "")) == []
+
+
+def test_settings_built_in_code_take_the_variables_names() -> None:
+    settings = Settings.from_flat(data_dir=Path("/srv"), port=9000, decode_workers=1)
+    assert (settings.data_dir, settings.http.port, settings.decode.workers) == (
+        Path("/srv"),
+        9000,
+        1,
+    )
+    assert settings.jwt.secret == "change-me"  # the rest keep their defaults
+    changed = settings.replace_flat(port=9001, jwt_secret="s")
+    assert (changed.http.port, changed.jwt.secret, changed.decode.workers) == (9001, "s", 1)
+    assert settings.http.port == 9000
+    with pytest.raises(TypeError, match="HEIMDEX_PROT"):
+        Settings.from_flat(prot=1)
+
+
+@pytest.mark.parametrize(
+    ("variables_", "problem"),
+    [
+        ({"HEIMDEX_PORT": "0"}, "HEIMDEX_PORT=0: must be between 1 and 65535"),
+        ({"HEIMDEX_JOB_LEASE_SECONDS": "0"}, "HEIMDEX_JOB_LEASE_SECONDS=0: must be positive"),
+        (
+            {"HEIMDEX_DECODE_MAX_PIXELS": "-1"},
+            "HEIMDEX_DECODE_MAX_PIXELS=-1: must not be negative (0: no limit)",
+        ),
+        (
+            {"HEIMDEX_WORKER_METRICS_PORT": "65536"},
+            "HEIMDEX_WORKER_METRICS_PORT=65536: must be between 0 and 65535 (0: off)",
+        ),
+        (
+            {"HEIMDEX_JWT_LEEWAY_SECONDS": "-1"},
+            "HEIMDEX_JWT_LEEWAY_SECONDS=-1.0: must not be negative",
+        ),
+    ],
+)
+def test_a_range_declared_on_a_field_is_one_line_naming_its_variable(
+    variables_: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(variables_, env_file=None)
+    assert caught.value.problems == [problem]
+
+
+def test_every_declared_lower_bound_is_enforced() -> None:
+    """A number below its field's declared bound is refused, naming its variable."""
+    bounded = [
+        v
+        for v in variables()
+        if v.annotation in (int, float)
+        and any(m.gt is not None or m.ge is not None for m in v.constraints)
+    ]
+    assert len(bounded) > 30
+    for variable in bounded:
+        low = min(
+            m.gt if m.gt is not None else m.ge - 1
+            for m in variable.constraints
+            if m.gt is not None or m.ge is not None
+        )
+        with pytest.raises(SettingsError) as caught:
+            load_settings({variable.name: str(low)}, env_file=None)
+        assert any(p.startswith(variable.name) for p in caught.value.problems), variable.name

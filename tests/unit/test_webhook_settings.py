@@ -9,9 +9,9 @@ from heimdex.settings import SettingsError, load_settings
 
 def test_defaults_keep_private_networks_closed() -> None:
     settings = load_settings({}, env_file=None)
-    assert settings.webhook_allow_private_networks is False
-    assert settings.webhook_timeout_seconds == 10.0
-    assert settings.webhook_endpoint_concurrency <= settings.webhook_concurrency
+    assert settings.webhooks.allow_private_networks is False
+    assert settings.webhooks.timeout_seconds == 10.0
+    assert settings.webhooks.endpoint_concurrency <= settings.webhooks.concurrency
 
 
 @pytest.mark.parametrize(

@@ -45,12 +45,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from heimdex.settings import read_environment
 
     settings = _settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log.level, settings.log.format)
     log = get_logger("heimdex.serve")
     for name in unknown_variables(read_environment()):
         log.warning("unknown_setting", variable=name, hint="not a Heimdex setting; a typo?")
-    host = args.host or settings.host
-    port = args.port or settings.port
+    host = args.host or settings.http.host
+    port = args.port or settings.http.port
     from heimdex import __version__
 
     log.info(
@@ -60,8 +60,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=port,
         env=settings.env,
         database=settings.resolved_database_url.split("://", 1)[0],
-        storage=settings.storage_backend,
-        prober=settings.prober,
+        storage=settings.storage.backend,
+        prober=settings.probe.backend,
         legacy=settings.enable_legacy,
     )
     _preflight(settings)
@@ -70,10 +70,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=host,
         port=port,
         limits=ConnectionLimits(
-            max_header_bytes=settings.http_max_header_bytes,
-            header_timeout_seconds=settings.http_header_timeout_seconds,
-            keep_alive_seconds=settings.http_keep_alive_seconds,
-            max_connections=settings.http_max_connections,
+            max_header_bytes=settings.http.max_header_bytes,
+            header_timeout_seconds=settings.http.header_timeout_seconds,
+            keep_alive_seconds=settings.http.keep_alive_seconds,
+            max_connections=settings.http.max_connections,
         ),
     )
     return 0
@@ -142,17 +142,17 @@ def cmd_token(args: argparse.Namespace) -> int:
 # -- worker ------------------------------------------------------------------------------------
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings()
-    if settings.job_queue_backend != "redis":
+    if settings.jobs.queue_backend != "redis":
         raise CliError(
             "heimdex worker needs HEIMDEX_JOB_QUEUE_BACKEND=redis (with 'immediate', the API "
             "process runs the jobs itself)"
         )
     if args.processes < 1:
         raise CliError("--processes must be at least 1")
-    last_port = settings.worker_metrics_port + args.processes - 1
-    if settings.worker_metrics_port and last_port > _MAX_PORT:
+    last_port = settings.metrics.worker_port + args.processes - 1
+    if settings.metrics.worker_port and last_port > _MAX_PORT:
         raise CliError(
-            f"HEIMDEX_WORKER_METRICS_PORT={settings.worker_metrics_port} with --processes "
+            f"HEIMDEX_WORKER_METRICS_PORT={settings.metrics.worker_port} with --processes "
             f"{args.processes}: process N serves port + N, and {last_port} is past {_MAX_PORT}"
         )
     from taskiq.cli.worker.args import WorkerArgs
@@ -160,7 +160,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from heimdex.logs import configure_logging
 
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log.level, settings.log.format)
     _preflight(settings)
 
     worker_args = WorkerArgs.from_cli(
@@ -184,7 +184,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     upgrade(
         settings.resolved_migration_database_url,
         revision=args.revision,
-        directory=settings.migrations_dir,
+        directory=settings.database.migrations_dir,
     )
     print(f"database upgraded to {args.revision}")
     return 0

@@ -60,7 +60,7 @@ async def _replay(args: argparse.Namespace, settings: Any, since: Any, until: An
     from heimdex.bootstrap import build
     from heimdex.logs import configure_logging
 
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log.level, settings.log.format)
     services = build(settings)
     try:
         # SQLite: migrated like the server does; PostgreSQL: the tenancy check.

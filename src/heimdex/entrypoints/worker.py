@@ -26,7 +26,7 @@ from heimdex.logs import configure_logging, get_logger
 from heimdex.settings import load_settings
 
 settings = load_settings()
-broker = build_redis_broker(settings.redis_url, queue_name=settings.redis_queue_name)
+broker = build_redis_broker(settings.redis.url, queue_name=settings.redis.queue_name)
 log = get_logger("heimdex.worker")
 _DATABASE_WAIT_FIRST = 0.5
 _DATABASE_WAIT_MAX = 10.0
@@ -34,12 +34,12 @@ _DATABASE_WAIT_MAX = 10.0
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
 async def start_services(state: TaskiqState) -> None:
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log.level, settings.log.format)
     services = build(settings, broker=broker)
     await start_when_database_answers(services)
     state.services = services
     state.sweeper = asyncio.create_task(
-        sweep_forever(settings.sweep_interval_seconds, *services.sweeps())
+        sweep_forever(settings.jobs.sweep_interval_seconds, *services.sweeps())
     )
     state.metrics_server = _serve_metrics(services)
     # Workers never probe; their first job should not wait for the decode processes to start.
@@ -68,15 +68,15 @@ def worker_index() -> int:
 
 
 def _serve_metrics(services: Services) -> MetricsServer | None:
-    if not settings.worker_metrics_port:
+    if not settings.metrics.worker_port:
         return None
-    port = settings.worker_metrics_port + worker_index()
+    port = settings.metrics.worker_port + worker_index()
     try:
-        server = serve_metrics(services.metrics, settings.host, port, settings.metrics_token)
+        server = serve_metrics(services.metrics, settings.http.host, port, settings.metrics.token)
     except OSError as exc:  # jobs matter more than their metrics: keep working, say it loudly
-        log.error("worker_metrics_unavailable", host=settings.host, port=port, error=str(exc))
+        log.error("worker_metrics_unavailable", host=settings.http.host, port=port, error=str(exc))
         return None
-    log.info("worker_metrics_serving", host=settings.host, port=server.port)
+    log.info("worker_metrics_serving", host=settings.http.host, port=server.port)
     return server
 
 

@@ -94,7 +94,7 @@ def create_app(
             asyncio.create_task(
                 services.warm_decoders(
                     probing=True,
-                    thumbnails=services.settings.job_queue_backend == "immediate",
+                    thumbnails=services.settings.jobs.queue_backend == "immediate",
                 )
             )
             if warm_decoders
@@ -102,10 +102,10 @@ def create_app(
         )
         # In-process jobs: this process also sweeps the database (outbox, retries, dead leases,
         # abandoned uploads); with Redis the workers do. Its own scratch files it always sweeps.
-        immediate = services.settings.job_queue_backend == "immediate"
+        immediate = services.settings.jobs.queue_backend == "immediate"
         sweeper = asyncio.create_task(
             sweep_forever(
-                services.settings.sweep_interval_seconds,
+                services.settings.jobs.sweep_interval_seconds,
                 *(services.sweeps() if immediate else services.own_sweeps()),
             )
         )
@@ -150,7 +150,7 @@ def create_app(
         route_handlers=[UploadController],
         middleware=[InputGuardMiddleware],
         # Room for the declared length, so our own check answers first and precisely.
-        request_max_body_size=services.settings.max_upload_size_bytes + 1,
+        request_max_body_size=services.settings.uploads.max_size_bytes + 1,
     )
     # Off, the legacy route does not exist at all: it answers 404 and the document omits it.
     legacy = (
@@ -159,7 +159,8 @@ def create_app(
                 path="/",
                 route_handlers=[legacy_metadata],
                 middleware=[InputGuardMiddleware],
-                request_max_body_size=services.settings.max_upload_size_bytes + _MULTIPART_OVERHEAD,
+                request_max_body_size=services.settings.uploads.max_size_bytes
+                + _MULTIPART_OVERHEAD,
             )
         ]
         if services.settings.enable_legacy
@@ -173,7 +174,7 @@ def create_app(
         request_class=GuardedRequest,
         # Every route's body cap: JSON documents are small. The upload PUT and the legacy
         # upload set their own above.
-        request_max_body_size=services.settings.max_json_body_bytes,
+        request_max_body_size=services.settings.limits.max_json_body_bytes,
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="Heimdex",
@@ -225,5 +226,5 @@ def _answer_options_with_every_method(app: Litestar) -> None:
 def create_app_from_environment() -> Litestar:
     """Factory for ASGI servers (``uvicorn --factory heimdex.entrypoints.http.app:...``)."""
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log.level, settings.log.format)
     return create_app(settings=settings)

@@ -125,7 +125,7 @@ async def legacy_metadata(request: Request[Any, Any, Any], state: State) -> Medi
     if content_type != b"multipart/form-data" or not boundary:
         raise InvalidInput("send the file as multipart/form-data")
     with await run_blocking(services.request_bodies.spool) as handle:
-        sink = FirstFilePart(handle, settings.max_upload_size_bytes)
+        sink = FirstFilePart(handle, settings.uploads.max_size_bytes)
         await _stream_into(request, MultipartParser(boundary, callbacks=sink.callbacks()))
         if not sink.complete:
             raise InvalidInput("the multipart body ended before its closing boundary")

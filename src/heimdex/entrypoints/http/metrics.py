@@ -31,7 +31,7 @@ QUEUE_DEPTH_TIMEOUT_SECONDS = 2.0
 @get("/metrics", exclude_from_auth=True, include_in_schema=False)
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     services = services_from(request.app.state)
-    token = services.settings.metrics_token
+    token = services.settings.metrics.token
     if token and not bearer_matches(request.headers.get("authorization"), token):
         raise Unauthenticated("send the metrics token as Authorization: Bearer <token>")
     services.metrics.set_job_queue_depth(

@@ -45,9 +45,18 @@ from heimdex.application.probe_gate import ProbeSlots
 from heimdex.application.probing import ProbeService
 from heimdex.application.scratch import ScratchSweeper
 from heimdex.application.sidecars import SidecarService
+from heimdex.application.signed_urls import SignedUrlVerifier
 from heimdex.application.sweeping import Sweep
 from heimdex.domain.errors import HeimdexError, QueueMisconfigured, TenancyUnsafe
-from heimdex.domain.ports import HealthCheck, Prober, RateLimiter, Storage, Thumbnailer, UrlSigner
+from heimdex.domain.ports import (
+    Clock,
+    HealthCheck,
+    Prober,
+    RateLimiter,
+    Storage,
+    Thumbnailer,
+    UrlSigner,
+)
 from heimdex.domain.rate_limit import RatePolicy
 from heimdex.logs import get_logger
 from heimdex.settings import Settings
@@ -67,6 +76,8 @@ class Services:
     queue: InProcessJobQueue | RedisJobQueue
     tokens: JwtCodec
     signer: UrlSigner
+    #: checks the URLs ``signer`` signed, expiry by the process's clock
+    signed_urls: SignedUrlVerifier
     metrics: PrometheusMetrics
     probing: ProbeService
     ingest: IngestService
@@ -256,12 +267,13 @@ def build_storage(settings: Settings, signer: UrlSigner) -> Storage:
     return LocalStorage(settings.resolved_storage_root, signer, derived_root=settings.derived_root)
 
 
-def build_tokens(settings: Settings) -> JwtCodec:
+def build_tokens(settings: Settings, clock: Clock | None = None) -> JwtCodec:
     return JwtCodec(
         settings.jwt_secret,
         algorithm=settings.jwt_algorithm,
         require_exp=settings.is_production,
         leeway_seconds=settings.jwt_leeway_seconds,
+        clock=clock,
     )
 
 
@@ -365,8 +377,9 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         prober=prober,
         thumbnailer=thumbnailer,
         queue=queue,
-        tokens=build_tokens(settings),
+        tokens=build_tokens(settings, clock),
         signer=signer,
+        signed_urls=SignedUrlVerifier(signer, clock),
         metrics=metrics,
         probing=ProbeService(uow, storage, measured_prober, probe_slots),
         ingest=IngestService(

@@ -18,7 +18,7 @@ from heimdex.adapters.db.engine import Database
 from heimdex.adapters.db.idempotency import SqlIdempotencyStore
 from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.domain.errors import Conflict, DatabaseUnavailable, NotFound
-from heimdex.domain.idempotency import ClaimOutcome, IdempotencyScope, StoredResponse
+from heimdex.domain.idempotency import ClaimOutcome, ClaimWindow, IdempotencyScope, StoredResponse
 from heimdex.domain.media import Chapter, Color, MediaInfo, StreamInfo
 from heimdex.domain.model import (
     Asset,
@@ -532,7 +532,7 @@ async def test_an_unreachable_database_is_unavailable_not_a_crash() -> None:
                 pass
         with pytest.raises(DatabaseUnavailable):
             await SqlIdempotencyStore(database).claim(
-                scope(new_org()), "f", now=T0, lease_until=T0, expires_at=T0
+                scope(new_org()), "f", ClaimWindow(now=T0, lease_until=T0, expires_at=T0)
             )
     finally:
         await database.dispose()
@@ -550,9 +550,8 @@ TTL = timedelta(hours=24)
 async def claim(
     store: SqlIdempotencyStore, key: IdempotencyScope, fingerprint: str, now: datetime
 ) -> Any:
-    return await store.claim(
-        key, fingerprint, now=now, lease_until=now + LEASE, expires_at=now + TTL
-    )
+    window = ClaimWindow(now=now, lease_until=now + LEASE, expires_at=now + TTL)
+    return await store.claim(key, fingerprint, window)
 
 
 async def test_idempotency_claim_in_flight_mismatch_replay(store: SqlIdempotencyStore) -> None:

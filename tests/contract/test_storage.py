@@ -14,10 +14,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import pytest
+from tests.fixtures.killed_storage import COPIED_KEY, WRITTEN_KEY, kill_mid_work, spec_of
+from tests.fixtures.s3 import MotoServer, s3_storage
 
 from heimdex.adapters.auth.url_signing import HmacUrlSigner
 from heimdex.adapters.storage.local import LocalStorage
 from heimdex.adapters.storage.s3 import MIN_PART_SIZE, S3Storage
+from heimdex.domain.declared import Declared
 from heimdex.domain.errors import (
     ChecksumMismatch,
     InvalidStorageKey,
@@ -27,8 +30,6 @@ from heimdex.domain.errors import (
 )
 from heimdex.domain.model import Upload, UploadStatus
 from heimdex.domain.ports import Storage, StoredObject
-from tests.fixtures.killed_storage import COPIED_KEY, WRITTEN_KEY, kill_mid_work, spec_of
-from tests.fixtures.s3 import MotoServer, s3_storage
 
 SIGNER = HmacUrlSigner("storage-contract-secret-of-32-bytes!")
 
@@ -182,7 +183,7 @@ async def test_write_stream_enforces_the_expected_size_and_keeps_nothing(
     storage: Storage, data: bytes, error: type[Exception]
 ) -> None:
     with pytest.raises(error):
-        await storage.write_stream(KEY, chunks_of(data[:5], data[5:]), expected_size=10)
+        await storage.write_stream(KEY, chunks_of(data[:5], data[5:]), declared=Declared(size=10))
     assert await storage.stat(KEY) is None
 
 
@@ -196,17 +197,19 @@ async def test_a_longer_body_is_refused_before_it_is_all_read(storage: Storage) 
             yield b"x" * 1024
 
     with pytest.raises(UploadTooLarge):
-        await storage.write_stream(KEY, endless(), expected_size=4096)
+        await storage.write_stream(KEY, endless(), declared=Declared(size=4096))
     assert consumed <= 6
 
 
 async def test_write_stream_enforces_the_expected_sha256(storage: Storage) -> None:
     data = b"payload"
     with pytest.raises(ChecksumMismatch):
-        await storage.write_stream(KEY, chunks_of(data), expected_sha256="0" * 64)
+        await storage.write_stream(KEY, chunks_of(data), declared=Declared(sha256="0" * 64))
     assert await storage.stat(KEY) is None
     good = hashlib.sha256(data).hexdigest()
-    stored = await storage.write_stream(KEY, chunks_of(data), expected_sha256=good.upper())
+    stored = await storage.write_stream(
+        KEY, chunks_of(data), declared=Declared(sha256=good.upper())
+    )
     assert stored.sha256 == good
 
 
@@ -287,10 +290,12 @@ async def test_a_many_part_body_that_fails_its_checks_keeps_nothing(storage: Sto
     part = b"y" * (1024 * 1024)
     count = MIN_PART_SIZE // len(part) + 2
     with pytest.raises(ChecksumMismatch):
-        await storage.write_stream(KEY, chunks_of(*[part] * count), expected_sha256="0" * 64)
+        await storage.write_stream(
+            KEY, chunks_of(*[part] * count), declared=Declared(sha256="0" * 64)
+        )
     with pytest.raises(LengthMismatch):
         await storage.write_stream(
-            KEY, chunks_of(*[part] * count), expected_size=len(part) * (count + 1)
+            KEY, chunks_of(*[part] * count), declared=Declared(size=len(part) * (count + 1))
         )
     assert await storage.stat(KEY) is None
 

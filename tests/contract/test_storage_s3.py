@@ -21,13 +21,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from tests.fixtures.s3 import MotoServer, s3_session, s3_storage
+from tests.unit.fakes import FakeClock, FakeDatabase, FakeMetrics, FakeProber
 
 from heimdex.adapters.storage.s3 import MIN_PART_SIZE, S3Storage, _full_object_sha256
 from heimdex.application.ingest import IngestLimits, IngestService, UploadRequest
+from heimdex.domain.declared import Declared
 from heimdex.domain.errors import StorageError, UploadTooLarge
 from heimdex.domain.model import Principal, Upload, UploadStatus
-from tests.fixtures.s3 import MotoServer, s3_session, s3_storage
-from tests.unit.fakes import FakeClock, FakeDatabase, FakeMetrics, FakeProber
 
 KEY = "uploads/org-a/u1/clip.mp4"
 
@@ -201,7 +202,9 @@ async def test_a_failed_multipart_write_is_aborted(
             yield part
 
     with pytest.raises(UploadTooLarge):
-        await store.write_stream(KEY, too_long(), expected_size=MIN_PART_SIZE + 2 * len(part))
+        await store.write_stream(
+            KEY, too_long(), declared=Declared(size=MIN_PART_SIZE + 2 * len(part))
+        )
     assert await store.stat(KEY) is None
     leftovers = moto_server.client().list_multipart_uploads(Bucket=store.bucket)
     assert leftovers.get("Uploads", []) == []
@@ -219,7 +222,7 @@ async def test_memory_stays_bounded_by_a_part_not_the_object(store: S3Storage) -
     await store.write_bytes("uploads/org-a/u0/warm.bin", b"x")  # open the client first
     tracemalloc.start()
     try:
-        await store.write_stream(KEY, body(), expected_size=total)
+        await store.write_stream(KEY, body(), declared=Declared(size=total))
         write_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.reset_peak()
         async with store.local_copy(KEY) as copy:

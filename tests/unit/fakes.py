@@ -17,15 +17,13 @@ from uuid import UUID
 import msgspec
 import structlog
 
+from heimdex.domain.declared import Declared
 from heimdex.domain.errors import (
-    ChecksumMismatch,
     Conflict,
     DatabaseUnavailable,
     InvalidMedia,
-    LengthMismatch,
     QueueUnavailable,
     SourceNotFound,
-    UploadTooLarge,
 )
 from heimdex.domain.media import MediaInfo
 from heimdex.domain.model import (
@@ -73,23 +71,14 @@ class FakeStorage:
         self.scratch: list[ScratchFile] = []
 
     async def write_stream(
-        self,
-        key: str,
-        chunks: AsyncIterable[bytes],
-        *,
-        expected_size: int | None = None,
-        expected_sha256: str | None = None,
+        self, key: str, chunks: AsyncIterable[bytes], *, declared: Declared | None = None
     ) -> StoredObject:
+        declared = declared or Declared()
         data = b""
         async for chunk in chunks:
             data += chunk
-            if expected_size is not None and len(data) > expected_size:
-                raise UploadTooLarge("too large")
-        if expected_size is not None and len(data) != expected_size:
-            raise LengthMismatch("short")
-        digest = hashlib.sha256(data).hexdigest()
-        if expected_sha256 is not None and digest != expected_sha256:
-            raise ChecksumMismatch("checksum")
+            declared.check_so_far(len(data))
+        declared.check(len(data), hashlib.sha256(data).hexdigest())
         return await self.write_bytes(key, data)
 
     async def write_bytes(self, key: str, data: bytes) -> StoredObject:

@@ -11,7 +11,8 @@ import pytest
 from heimdex.adapters.db.engine import Database
 from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.domain.model import JobStatus, UploadStatus
-from tests.contract.test_repositories import T0, make_job, make_upload, new_org, stored_asset
+from tests.builders import T0, make_job, make_upload
+from tests.contract.test_repositories import new_org, stored_asset
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,8 +13,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import pytest
-from tests.fixtures.killed_storage import COPIED_KEY, WRITTEN_KEY, kill_mid_work, spec_of
-from tests.fixtures.s3 import MotoServer, s3_storage
 
 from heimdex.adapters.auth.url_signing import HmacUrlSigner
 from heimdex.adapters.storage.local import LocalStorage
@@ -28,8 +25,11 @@ from heimdex.domain.errors import (
     SourceNotFound,
     UploadTooLarge,
 )
-from heimdex.domain.model import Upload, UploadStatus
+from heimdex.domain.model import Upload
 from heimdex.domain.ports import Storage, StoredObject
+from tests.builders import make_upload
+from tests.fixtures.killed_storage import COPIED_KEY, WRITTEN_KEY, kill_mid_work, spec_of
+from tests.fixtures.s3 import MotoServer, s3_storage
 
 SIGNER = HmacUrlSigner("storage-contract-secret-of-32-bytes!")
 
@@ -61,19 +61,14 @@ def scratch_left(storage: Storage) -> list[Path]:
 
 
 def pending_upload(key: str = KEY, sha256: str | None = None, length: int = 123) -> Upload:
-    return Upload(
-        id=uuid.uuid4(),
-        org_id="org-a",
+    return make_upload(
+        "org-a",
+        at=datetime(2029, 12, 31, tzinfo=UTC),
         key=key,
         source_uri="x://" + key,
-        source_name="clip.mp4",
         content_length=length,
-        content_type="video/mp4",
         declared_sha256=sha256,
-        status=UploadStatus.PENDING,
         expires_at=datetime(2030, 1, 1, tzinfo=UTC),
-        created_at=datetime(2029, 12, 31, tzinfo=UTC),
-        updated_at=datetime(2029, 12, 31, tzinfo=UTC),
     )
 
 

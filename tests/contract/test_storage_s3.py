@@ -12,7 +12,6 @@ import hashlib
 import os
 import time
 import tracemalloc
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,14 +20,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from tests.fixtures.s3 import MotoServer, s3_session, s3_storage
-from tests.unit.fakes import FakeClock, FakeDatabase, FakeMetrics, FakeProber
 
 from heimdex.adapters.storage.s3 import MIN_PART_SIZE, S3Storage, _full_object_sha256
 from heimdex.application.ingest import IngestLimits, IngestService, UploadRequest
 from heimdex.domain.declared import Declared
 from heimdex.domain.errors import StorageError, UploadTooLarge
-from heimdex.domain.model import Principal, Upload, UploadStatus
+from heimdex.domain.model import Principal, Upload
+from tests.builders import make_upload
+from tests.fixtures.s3 import MotoServer, s3_session, s3_storage
+from tests.unit.fakes import FakeClock, FakeDatabase, FakeMetrics, FakeProber
 
 KEY = "uploads/org-a/u1/clip.mp4"
 
@@ -46,19 +46,14 @@ async def store(
 
 def upload_of(data: bytes, *, sha256: bool, ttl: timedelta = timedelta(hours=1)) -> Upload:
     now = datetime.now(UTC)
-    return Upload(
-        id=uuid.uuid4(),
-        org_id="org-a",
+    return make_upload(
+        "org-a",
+        at=now,
         key=KEY,
         source_uri="s3://bucket/" + KEY,
-        source_name="clip.mp4",
         content_length=len(data),
-        content_type="video/mp4",
         declared_sha256=hashlib.sha256(data).hexdigest() if sha256 else None,
-        status=UploadStatus.PENDING,
         expires_at=now + ttl,
-        created_at=now,
-        updated_at=now,
     )
 
 

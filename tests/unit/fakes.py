@@ -12,6 +12,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 from uuid import UUID
 
 import msgspec
@@ -22,10 +23,11 @@ from heimdex.domain.errors import (
     Conflict,
     DatabaseUnavailable,
     InvalidMedia,
+    NotFound,
     QueueUnavailable,
     SourceNotFound,
 )
-from heimdex.domain.media import MediaInfo
+from heimdex.domain.media import MediaInfo, StreamInfo
 from heimdex.domain.model import (
     Asset,
     AssetFilter,
@@ -166,6 +168,54 @@ class FakeTables(msgspec.Struct):
     jobs: dict[UUID, Job] = msgspec.field(default_factory=dict)
 
 
+E = TypeVar("E", Upload, Asset, Job)
+
+
+def _save(rows: dict[UUID, E], row: E, org_id: str, what: str) -> None:
+    """What the SQL repositories' ``save`` does: the unit of work's own rows only, and only a
+    row that exists."""
+    if row.org_id != org_id:
+        raise ValueError(f"the {what} belongs to another organisation than this unit of work")
+    current = rows.get(row.id)
+    if current is None or current.org_id != org_id:
+        raise NotFound(f"no such {what}")
+    rows[row.id] = row
+
+
+def _delete(rows: dict[UUID, E], row_id: UUID, org_id: str) -> bool:
+    current = rows.get(row_id)
+    if current is None or current.org_id != org_id:
+        return False
+    del rows[row_id]
+    return True
+
+
+def _video(media: MediaInfo) -> StreamInfo | None:
+    return next(iter(media.video_streams), None)
+
+
+def _codecs(media: MediaInfo) -> set[str]:
+    firsts = (*media.video_streams[:1], *media.audio_streams[:1])
+    return {stream.codec.lower() for stream in firsts if stream.codec}
+
+
+def _matches(asset: Asset, filters: AssetFilter) -> bool:
+    """The SQL filters of ``GET /v1/assets``, on the struct: durations and height inclusive,
+    creation times exclusive, ``codec`` the first video's or the first audio's."""
+    duration, video = asset.media.duration, _video(asset.media)
+    height = video.display_height if video else None
+    checks = [
+        filters.status is None or asset.status == filters.status,
+        filters.min_duration is None or (duration is not None and duration >= filters.min_duration),
+        filters.max_duration is None or (duration is not None and duration <= filters.max_duration),
+        filters.codec is None or filters.codec.lower() in _codecs(asset.media),
+        filters.min_height is None or (height is not None and height >= filters.min_height),
+        filters.created_after is None or asset.created_at > filters.created_after,
+        filters.created_before is None or asset.created_at < filters.created_before,
+    ]
+    return all(checks)
+
+
 class _Uploads:
     def __init__(self, tables: FakeTables, org_id: str) -> None:
         self._t, self._org = tables, org_id
@@ -202,7 +252,7 @@ class _Uploads:
         return True
 
     async def save(self, upload: Upload) -> None:
-        self._t.uploads[upload.id] = upload
+        _save(self._t.uploads, upload, self._org, "upload")
 
     async def reserved_bytes(self, now: datetime) -> int:
         return sum(
@@ -214,7 +264,7 @@ class _Uploads:
         )
 
     async def delete(self, upload_id: UUID) -> bool:
-        return self._t.uploads.pop(upload_id, None) is not None
+        return _delete(self._t.uploads, upload_id, self._org)
 
     async def delete_abandoned(self, upload_id: UUID, expired_before: datetime) -> Upload | None:
         upload = await self.get(upload_id)
@@ -263,8 +313,7 @@ class _Assets:
         )
         if after is not None:
             rows = [a for a in rows if (a.created_at, a.id) < (after.created_at, after.id)]
-        if filters.status is not None:
-            rows = [a for a in rows if a.status == filters.status]
+        rows = [a for a in rows if _matches(a, filters)]
         page = rows[:limit]
         more = len(rows) > limit
         last = page[-1] if page else None
@@ -272,10 +321,14 @@ class _Assets:
         return AssetPage(items=page, next_cursor=cursor)
 
     async def save(self, asset: Asset) -> None:
-        self._t.assets[asset.id] = asset
+        _save(self._t.assets, asset, self._org, "asset")
 
     async def delete(self, asset_id: UUID) -> bool:
-        return self._t.assets.pop(asset_id, None) is not None
+        if not _delete(self._t.assets, asset_id, self._org):
+            return False
+        for job in [j for j in self._t.jobs.values() if j.asset_id == asset_id]:
+            del self._t.jobs[job.id]  # ON DELETE CASCADE
+        return True
 
     async def existing(self, asset_ids: Sequence[UUID]) -> set[UUID]:
         return {i for i in asset_ids if await self.get(i) is not None}
@@ -293,7 +346,7 @@ class _Jobs:
         return job if job and job.org_id == self._org else None
 
     async def save(self, job: Job) -> None:
-        self._t.jobs[job.id] = job
+        _save(self._t.jobs, job, self._org, "job")
 
     async def latest_for_asset(self, asset_id: UUID, kind: JobKind) -> Job | None:
         mine = [
@@ -495,8 +548,12 @@ class FakeUnitOfWork:
         self.uploads = _Uploads(self._working, org_id)
         self.assets = _Assets(self._working, org_id)
         self.jobs = _Jobs(self._working, org_id)
+        self._entered = False
 
     async def __aenter__(self) -> FakeUnitOfWork:
+        if self._entered:
+            raise RuntimeError("a unit of work is used once; make another")
+        self._entered = True
         if self._database.unavailable_for > 0:  # the next N units of work find it down
             self._database.unavailable_for -= 1
             raise DatabaseUnavailable("the database is not available: connection refused")

@@ -1,5 +1,6 @@
-"""The Storage contract: every adapter passes the same suite (local files, and S3 on a real
-moto server). S3-only checks — what a presigned URL binds, memory — are in ``test_storage_s3``."""
+"""The Storage contract: every adapter passes the same suite (local files, S3 on a real moto
+server, and the application tests' in-memory fake). S3-only checks — what a presigned URL binds,
+memory — are in ``test_storage_s3``."""
 
 from __future__ import annotations
 
@@ -30,15 +31,18 @@ from heimdex.domain.ports import Storage, StoredObject
 from tests.builders import make_upload
 from tests.fixtures.killed_storage import COPIED_KEY, WRITTEN_KEY, kill_mid_work, spec_of
 from tests.fixtures.s3 import MotoServer, s3_storage
+from tests.unit.fakes import FakeStorage
 
 SIGNER = HmacUrlSigner("storage-contract-secret-of-32-bytes!")
 
 KEY = "uploads/org-a/u1/clip.mp4"
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "fake"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    if request.param == "local":
+    if request.param == "fake":
+        yield FakeStorage()
+    elif request.param == "local":
         yield LocalStorage(tmp_path / "storage", SIGNER)
     elif request.param == "s3":
         moto: MotoServer = request.getfixturevalue("moto_server")
@@ -353,6 +357,8 @@ def spec_for(storage: Storage, request: pytest.FixtureRequest) -> dict[str, str]
 async def test_scratch_a_killed_process_left_is_swept_once_old(
     storage: Storage, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    if isinstance(storage, FakeStorage):
+        pytest.skip("the in-memory fake has no process to kill and no disk to leave files on")
     data = os.urandom(100_000)
     await storage.write_bytes(COPIED_KEY, data)
     before = files_under(tmp_path)

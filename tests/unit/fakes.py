@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import tempfile
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -49,6 +50,7 @@ from heimdex.domain.ports import (
     StoredObject,
     UploadTarget,
 )
+from heimdex.domain.storage_keys import validate_key
 
 
 class FakeClock:
@@ -62,8 +64,20 @@ class FakeClock:
         self.current += timedelta(**delta)
 
 
+_CHUNK_SIZE = 1024 * 1024
+
+
+@contextmanager
+def _temporary_file(key: str, data: bytes) -> Iterator[Path]:
+    """``data`` in a file named like the key's last segment, removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="heimdex-fake-") as directory:
+        path = Path(directory) / key.rsplit("/", 1)[-1]
+        path.write_bytes(data)
+        yield path
+
+
 class FakeStorage:
-    """Objects in a dict; ``mem://KEY`` URIs."""
+    """Objects in a dict; ``mem://KEY`` URIs; local copies are temporary files."""
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
@@ -84,33 +98,40 @@ class FakeStorage:
         return await self.write_bytes(key, data)
 
     async def write_bytes(self, key: str, data: bytes) -> StoredObject:
-        self.objects[key] = data
+        self.objects[validate_key(key)] = data
         return StoredObject(key=key, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
 
     async def stat(self, key: str) -> StoredObject | None:
-        data = self.objects.get(key)
+        data = self.objects.get(validate_key(key))
         return None if data is None else StoredObject(key=key, size_bytes=len(data))
+
+    def _data(self, key: str) -> bytes:
+        data = self.objects.get(validate_key(key))
+        if data is None:
+            raise SourceNotFound(key)
+        return data
 
     @asynccontextmanager
     async def local_copy(self, key: str) -> AsyncIterator[LocalCopy]:
-        if key not in self.objects:
-            raise SourceNotFound(key)
+        data = self._data(key)
         self.opened.append(key)
-        data = self.objects[key]
         stored = StoredObject(
             key=key, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
         )
-        yield LocalCopy(path=Path("/fake") / key, stored=stored)
+        with _temporary_file(key, data) as path:
+            yield LocalCopy(path=path, stored=stored)
 
     @asynccontextmanager
     async def local_path(self, key: str) -> AsyncIterator[Path]:
-        if key not in self.objects:
-            raise SourceNotFound(key)
+        data = self._data(key)
         self.opened.append(key)
-        yield Path("/fake") / key
+        with _temporary_file(key, data) as path:
+            yield path
 
     async def read_chunks(self, key: str) -> AsyncIterator[bytes]:
-        yield self.objects[key]
+        data = self._data(key)
+        for start in range(0, len(data), _CHUNK_SIZE):
+            yield data[start : start + _CHUNK_SIZE]
 
     async def list_names(self, prefix: str) -> AsyncIterator[str]:
         below = [k[len(prefix) :] for k in self.objects if k.startswith(prefix)]
@@ -118,7 +139,7 @@ class FakeStorage:
             yield name
 
     async def delete(self, key: str) -> None:
-        self.objects.pop(key, None)
+        self.objects.pop(validate_key(key), None)
 
     async def delete_prefix(self, prefix: str) -> int:
         doomed = [k for k in self.objects if k.startswith(prefix)]
@@ -138,7 +159,11 @@ class FakeStorage:
         return f"{base_url}/get/{key}?expires={expires}"
 
     async def upload_target(self, upload: Upload, base_url: str) -> UploadTarget:
-        return UploadTarget(url=f"{base_url}/put/{upload.id}", method="PUT", headers={})
+        headers = {
+            "Content-Type": upload.content_type,
+            "Content-Length": str(upload.content_length),
+        }
+        return UploadTarget(url=f"{base_url}/put/{upload.id}", method="PUT", headers=headers)
 
     async def check(self) -> None:
         return None

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -34,36 +32,12 @@ from heimdex.domain.model import (
 )
 from heimdex.domain.ports import UnitOfWorkFactory
 from tests.builders import T0, make_asset, make_job, make_media, make_upload
-from tests.fixtures.db import migrated_database_url
-from tests.unit.fakes import FakeDatabase
 
 UNREACHABLE = "postgresql+asyncpg://postgres@127.0.0.1:1/none"
 
 
 def new_org() -> str:
     return f"org-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "fake"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated database's URL, or "fake"."""
-    if request.param == "fake":
-        return "fake"
-    return migrated_database_url(request, request.param, tmp_path)
-
-
-@pytest.fixture
-async def uow(backend: str) -> AsyncIterator[UnitOfWorkFactory]:
-    """The unit of work on SQLite, on PostgreSQL, and the application tests' in-memory fake: the
-    fake keeps the same contract."""
-    if backend == "fake":
-        yield FakeDatabase()
-        return
-    database = Database(backend)
-    try:
-        yield SqlUnitOfWorkFactory(database)
-    finally:
-        await database.dispose()
 
 
 @pytest.fixture

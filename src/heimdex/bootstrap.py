@@ -46,12 +46,21 @@ from heimdex.application.probing import ProbeService
 from heimdex.application.replay import ReplayService
 from heimdex.application.scratch import ScratchSweeper
 from heimdex.application.sidecars import SidecarService
+from heimdex.application.signed_urls import SignedUrlVerifier
 from heimdex.application.sweeping import Sweep
 from heimdex.application.webhook_delivery import DeliveryPolicy, WebhookDeliverer
 from heimdex.application.webhooks import WebhookPolicy, WebhookService
 from heimdex.bootstrap_media import build_prober, decode_limits
 from heimdex.domain.errors import HeimdexError, QueueMisconfigured, TenancyUnsafe
-from heimdex.domain.ports import HealthCheck, Prober, RateLimiter, Storage, Thumbnailer, UrlSigner
+from heimdex.domain.ports import (
+    Clock,
+    HealthCheck,
+    Prober,
+    RateLimiter,
+    Storage,
+    Thumbnailer,
+    UrlSigner,
+)
 from heimdex.domain.rate_limit import RatePolicy
 from heimdex.logs import get_logger
 from heimdex.settings import Settings
@@ -71,6 +80,8 @@ class Services:
     queue: InProcessJobQueue | RedisJobQueue
     tokens: JwtCodec
     signer: UrlSigner
+    #: checks the URLs ``signer`` signed, expiry by the process's clock
+    signed_urls: SignedUrlVerifier
     metrics: PrometheusMetrics
     probing: ProbeService
     ingest: IngestService
@@ -245,12 +256,13 @@ def build_storage(settings: Settings, signer: UrlSigner) -> Storage:
     )
 
 
-def build_tokens(settings: Settings) -> JwtCodec:
+def build_tokens(settings: Settings, clock: Clock | None = None) -> JwtCodec:
     return JwtCodec(
         settings.jwt.secret,
         algorithm=settings.jwt.algorithm,
         require_exp=settings.is_production,
         leeway_seconds=settings.jwt.leeway_seconds,
+        clock=clock,
     )
 
 
@@ -377,8 +389,9 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         prober=prober,
         thumbnailer=thumbnailer,
         queue=queue,
-        tokens=build_tokens(settings),
+        tokens=build_tokens(settings, clock),
         signer=signer,
+        signed_urls=SignedUrlVerifier(signer, clock),
         metrics=metrics,
         probing=ProbeService(uow, storage, measured_prober, probe_slots),
         ingest=IngestService(

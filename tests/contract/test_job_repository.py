@@ -17,7 +17,8 @@ from heimdex.adapters.db.engine import Database
 from heimdex.adapters.db.job_directory import SqlJobDirectory
 from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.domain.model import Job, JobKind, JobStatus, ThumbnailSpec
-from tests.contract.test_repositories import T0, make_job, new_org, stored_asset
+from tests.builders import T0, make_job
+from tests.contract.test_repositories import new_org, stored_asset
 from tests.fixtures.db import PostgresCatalogue
 
 

@@ -1,25 +1,20 @@
 """The repository questions quotas ask, on SQLite and PostgreSQL (as the runtime role, under
-row-level security): an organisation's stored bytes, its open uploads, its active jobs."""
+row-level security) and the in-memory fake: an organisation's stored bytes, its open uploads,
+its active jobs."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import msgspec
-import pytest
 
-from heimdex.adapters.db.engine import Database
-from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.domain.model import JobStatus, UploadStatus
-from tests.contract.test_repositories import T0, make_job, make_upload, new_org, stored_asset
+from heimdex.domain.ports import UnitOfWorkFactory
+from tests.builders import T0, make_job, make_upload
+from tests.contract.test_repositories import new_org, stored_asset
 
 
-@pytest.fixture
-def uow(database: Database) -> SqlUnitOfWorkFactory:
-    return SqlUnitOfWorkFactory(database)
-
-
-async def committed_asset(uow: SqlUnitOfWorkFactory, org: str, size: int) -> None:
+async def committed_asset(uow: UnitOfWorkFactory, org: str, size: int) -> None:
     """An asset and its upload as a commit leaves them: the upload ``committed``."""
     asset = await stored_asset(uow, org, size_bytes=size)
     async with uow(org) as work:
@@ -30,7 +25,7 @@ async def committed_asset(uow: SqlUnitOfWorkFactory, org: str, size: int) -> Non
 
 
 async def test_stored_and_reserved_bytes_are_the_organisations_own(
-    uow: SqlUnitOfWorkFactory,
+    uow: UnitOfWorkFactory,
 ) -> None:
     org, other = new_org(), new_org()
     async with uow(org) as work:
@@ -61,7 +56,7 @@ async def test_stored_and_reserved_bytes_are_the_organisations_own(
 
 
 async def test_active_jobs_are_queued_and_running_ones_of_the_organisation(
-    uow: SqlUnitOfWorkFactory,
+    uow: UnitOfWorkFactory,
 ) -> None:
     org, other = new_org(), new_org()
     asset = await stored_asset(uow, org)

@@ -1,4 +1,5 @@
-"""The repositories, unit of work and idempotency store: one contract, on SQLite and PostgreSQL.
+"""The repositories, unit of work and idempotency store: one contract, on SQLite and PostgreSQL
+(and the unit of work's in-memory fake of the application tests).
 
 Every test uses organisations of its own, so the PostgreSQL tests can share the session's
 database. On PostgreSQL they connect as the runtime role, under row-level security.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -18,24 +19,20 @@ from heimdex.adapters.db.engine import Database
 from heimdex.adapters.db.idempotency import SqlIdempotencyStore
 from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.domain.errors import Conflict, DatabaseUnavailable, NotFound
-from heimdex.domain.idempotency import ClaimOutcome, IdempotencyScope, StoredResponse
-from heimdex.domain.media import Chapter, Color, MediaInfo, StreamInfo
+from heimdex.domain.idempotency import ClaimOutcome, ClaimWindow, IdempotencyScope, StoredResponse
 from heimdex.domain.model import (
     Asset,
     AssetFilter,
     AssetStatus,
-    Job,
     JobError,
-    JobKind,
     JobStatus,
     PageCursor,
     Upload,
     UploadStatus,
 )
+from heimdex.domain.ports import UnitOfWorkFactory
+from tests.builders import T0, make_asset, make_job, make_media, make_upload
 
-# Not UTC on purpose: the round trip must keep the instant (and come back timezone-aware).
-PLUS_TWO = timezone(timedelta(hours=2))
-T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=PLUS_TWO)
 UNREACHABLE = "postgresql+asyncpg://postgres@127.0.0.1:1/none"
 
 
@@ -43,130 +40,12 @@ def new_org() -> str:
     return f"org-{uuid.uuid4().hex[:10]}"
 
 
-def make_upload(org_id: str, **changes: Any) -> Upload:
-    upload_id = uuid.uuid4()
-    upload = Upload(
-        id=upload_id,
-        org_id=org_id,
-        key=f"uploads/{org_id}/{upload_id}/clip.mp4",
-        source_uri=f"local://uploads/{org_id}/{upload_id}/clip.mp4",
-        source_name="clip.mp4",
-        content_length=412_345,
-        content_type="video/mp4",
-        declared_sha256="ab" * 32,
-        status=UploadStatus.PENDING,
-        expires_at=T0 + timedelta(hours=1),
-        created_at=T0,
-        updated_at=T0,
-    )
-    return msgspec.structs.replace(upload, **changes)
-
-
-def make_media(
-    *,
-    duration: float | None = 4.0,
-    video: str | None = "h264",
-    audio: str | None = "aac",
-    display_height: int | None = 640,
-) -> MediaInfo:
-    streams: list[StreamInfo] = []
-    if video is not None:
-        streams.append(
-            StreamInfo(
-                index=len(streams),
-                kind="video",
-                codec=video,
-                profile="High",
-                bit_rate=700_000,
-                duration=duration,
-                language=None,
-                tags={"handler_name": "VideoHandler"},
-                width=640,
-                height=360,
-                rotation=90,
-                display_width=360,
-                display_height=display_height,
-                display_aspect_ratio="9:16",
-                frame_rate=29.97002997002997,
-                pix_fmt="yuv420p10le",
-                bit_depth=10,
-                color=Color(range="tv", space="bt2020nc", transfer="smpte2084", primaries="bt2020"),
-                hdr=True,
-                field_order="progressive",
-            )
-        )
-    if audio is not None:
-        streams.append(
-            StreamInfo(
-                index=len(streams),
-                kind="audio",
-                codec=audio,
-                language="und",
-                channels=2,
-                channel_layout="stereo",
-                sample_rate=48_000,
-            )
-        )
-    return MediaInfo(
-        format_name="mov,mp4,m4a,3gp,3g2,mj2",
-        duration=duration,
-        bit_rate=812_345,
-        size_bytes=412_345,
-        tags={"major_brand": "isom", "title": "Ünïcode ☃"},
-        streams=streams,
-        chapters=[Chapter(index=0, start=0.0, end=2.5, title="Intro")],
-    )
-
-
-def make_asset(upload: Upload, **changes: Any) -> Asset:
-    asset = Asset(
-        id=uuid.uuid4(),
-        org_id=upload.org_id,
-        upload_id=upload.id,
-        key=upload.key,
-        source_uri=upload.source_uri,
-        source_name=upload.source_name,
-        size_bytes=upload.content_length,
-        sha256="cd" * 32,
-        content_type=upload.content_type,
-        status=AssetStatus.COMMITTED,
-        media=make_media(),
-        created_at=T0,
-        updated_at=T0,
-    )
-    return msgspec.structs.replace(asset, **changes)
-
-
-def make_job(asset: Asset, **changes: Any) -> Job:
-    job = Job(
-        id=uuid.uuid4(),
-        org_id=asset.org_id,
-        asset_id=asset.id,
-        kind=JobKind.SIDECAR,
-        status=JobStatus.QUEUED,
-        progress=0.0,
-        attempts=0,
-        max_attempts=5,
-        lease_expires_at=None,
-        next_attempt_at=None,
-        error=None,
-        created_at=T0,
-        updated_at=T0,
-    )
-    return msgspec.structs.replace(job, **changes)
-
-
-@pytest.fixture
-def uow(database: Database) -> SqlUnitOfWorkFactory:
-    return SqlUnitOfWorkFactory(database)
-
-
 @pytest.fixture
 def store(database: Database) -> SqlIdempotencyStore:
     return SqlIdempotencyStore(database)
 
 
-async def stored_upload(uow: SqlUnitOfWorkFactory, org_id: str, **changes: Any) -> Upload:
+async def stored_upload(uow: UnitOfWorkFactory, org_id: str, **changes: Any) -> Upload:
     upload = make_upload(org_id, **changes)
     async with uow(org_id) as unit:
         await unit.uploads.add(upload)
@@ -174,7 +53,7 @@ async def stored_upload(uow: SqlUnitOfWorkFactory, org_id: str, **changes: Any) 
     return upload
 
 
-async def stored_asset(uow: SqlUnitOfWorkFactory, org_id: str, **changes: Any) -> Asset:
+async def stored_asset(uow: UnitOfWorkFactory, org_id: str, **changes: Any) -> Asset:
     upload = await stored_upload(uow, org_id)
     asset = make_asset(upload, **changes)
     async with uow(org_id) as unit:
@@ -184,7 +63,7 @@ async def stored_asset(uow: SqlUnitOfWorkFactory, org_id: str, **changes: Any) -
 
 
 # -- round trips ---------------------------------------------------------------------------------
-async def test_upload_round_trips_every_field(uow: SqlUnitOfWorkFactory) -> None:
+async def test_upload_round_trips_every_field(uow: UnitOfWorkFactory) -> None:
     org = new_org()
     upload = await stored_upload(uow, org)
     async with uow(org) as unit:
@@ -210,7 +89,7 @@ async def test_upload_round_trips_every_field(uow: SqlUnitOfWorkFactory) -> None
     assert loaded.received_at.tzinfo is not None
 
 
-async def test_asset_round_trips_every_field_with_its_media(uow: SqlUnitOfWorkFactory) -> None:
+async def test_asset_round_trips_every_field_with_its_media(uow: UnitOfWorkFactory) -> None:
     org = new_org()
     asset = await stored_asset(uow, org)
     async with uow(org) as unit:
@@ -232,7 +111,7 @@ async def test_asset_round_trips_every_field_with_its_media(uow: SqlUnitOfWorkFa
         assert await unit.assets.get(asset.id) == changed
 
 
-async def test_job_round_trips_every_field(uow: SqlUnitOfWorkFactory) -> None:
+async def test_job_round_trips_every_field(uow: UnitOfWorkFactory) -> None:
     org = new_org()
     asset = await stored_asset(uow, org)
     job = make_job(asset)
@@ -259,7 +138,7 @@ async def test_job_round_trips_every_field(uow: SqlUnitOfWorkFactory) -> None:
         assert await unit.jobs.get(job.id) == failed
 
 
-async def test_saving_a_missing_row_is_not_found(uow: SqlUnitOfWorkFactory) -> None:
+async def test_saving_a_missing_row_is_not_found(uow: UnitOfWorkFactory) -> None:
     org = new_org()
     async with uow(org) as unit:
         with pytest.raises(NotFound):
@@ -268,7 +147,7 @@ async def test_saving_a_missing_row_is_not_found(uow: SqlUnitOfWorkFactory) -> N
 
 # -- tenancy -------------------------------------------------------------------------------------
 async def test_another_organisations_rows_are_invisible_and_untouchable(
-    uow: SqlUnitOfWorkFactory,
+    uow: UnitOfWorkFactory,
 ) -> None:
     org_a, org_b = new_org(), new_org()
     asset = await stored_asset(uow, org_a)
@@ -303,7 +182,7 @@ async def test_another_organisations_rows_are_invisible_and_untouchable(
 
 
 # -- listing -------------------------------------------------------------------------------------
-async def catalogue_for_filters(uow: SqlUnitOfWorkFactory, org: str) -> dict[str, Asset]:
+async def catalogue_for_filters(uow: UnitOfWorkFactory, org: str) -> dict[str, Asset]:
     """Six assets an hour apart (``a`` oldest), each with something to filter on."""
     specs: dict[str, dict[str, Any]] = {
         "a": {"media": make_media(duration=2.0, video="h264", audio="aac", display_height=360)},
@@ -325,16 +204,14 @@ async def catalogue_for_filters(uow: SqlUnitOfWorkFactory, org: str) -> dict[str
     return assets
 
 
-async def names(
-    uow: SqlUnitOfWorkFactory, org: str, assets: dict[str, Asset], **filters: Any
-) -> str:
+async def names(uow: UnitOfWorkFactory, org: str, assets: dict[str, Asset], **filters: Any) -> str:
     by_id = {asset.id: name for name, asset in assets.items()}
     async with uow(org) as unit:
         page = await unit.assets.list(AssetFilter(**filters), limit=50, after=None)
     return "".join(by_id[asset.id] for asset in page.items)
 
 
-async def test_list_filters_alone_and_combined(uow: SqlUnitOfWorkFactory) -> None:
+async def test_list_filters_alone_and_combined(uow: UnitOfWorkFactory) -> None:
     org = new_org()
     assets = await catalogue_for_filters(uow, org)
     await stored_asset(uow, new_org())  # another org's asset never shows
@@ -370,7 +247,7 @@ async def test_list_filters_alone_and_combined(uow: SqlUnitOfWorkFactory) -> Non
     )
 
 
-async def test_list_filters_by_sha256_within_the_organisation(uow: SqlUnitOfWorkFactory) -> None:
+async def test_list_filters_by_sha256_within_the_organisation(uow: UnitOfWorkFactory) -> None:
     org, other = new_org(), new_org()
     mine = await stored_asset(uow, org, sha256="ab" * 32)
     await stored_asset(uow, org, sha256="cd" * 32)
@@ -382,7 +259,7 @@ async def test_list_filters_by_sha256_within_the_organisation(uow: SqlUnitOfWork
     assert absent.items == []
 
 
-async def test_list_pages_newest_first_across_ties(uow: SqlUnitOfWorkFactory) -> None:
+async def test_list_pages_newest_first_across_ties(uow: UnitOfWorkFactory) -> None:
     org = new_org()
     # Seven assets, four sharing one creation time: the id breaks the tie, and the cursor too.
     times = [T0, T0 + timedelta(seconds=1), *[T0 + timedelta(seconds=2)] * 4, T0 + timedelta(3)]
@@ -417,7 +294,7 @@ async def test_list_pages_newest_first_across_ties(uow: SqlUnitOfWorkFactory) ->
 
 # -- uploads: the claim --------------------------------------------------------------------------
 async def test_claim_for_upload_wins_once_among_concurrent_callers(
-    uow: SqlUnitOfWorkFactory,
+    uow: UnitOfWorkFactory,
 ) -> None:
     org = new_org()
     upload = await stored_upload(uow, org)
@@ -439,7 +316,7 @@ async def test_claim_for_upload_wins_once_among_concurrent_callers(
 
 
 async def test_claim_for_upload_takes_over_a_stalled_upload_only(
-    uow: SqlUnitOfWorkFactory,
+    uow: UnitOfWorkFactory,
 ) -> None:
     org = new_org()
     stalled_since = T0 + timedelta(minutes=1)
@@ -461,7 +338,7 @@ async def test_claim_for_upload_takes_over_a_stalled_upload_only(
 
 
 # -- assets: conflicts, deletes, transactions ----------------------------------------------------
-async def test_a_second_asset_for_one_upload_is_a_conflict(uow: SqlUnitOfWorkFactory) -> None:
+async def test_a_second_asset_for_one_upload_is_a_conflict(uow: UnitOfWorkFactory) -> None:
     org = new_org()
     first = await stored_asset(uow, org)
     async with uow(org) as unit:
@@ -474,7 +351,7 @@ async def test_a_second_asset_for_one_upload_is_a_conflict(uow: SqlUnitOfWorkFac
 
 
 async def test_delete_removes_the_asset_its_jobs_and_then_its_upload(
-    uow: SqlUnitOfWorkFactory,
+    uow: UnitOfWorkFactory,
 ) -> None:
     org = new_org()
     asset = await stored_asset(uow, org)
@@ -494,7 +371,7 @@ async def test_delete_removes_the_asset_its_jobs_and_then_its_upload(
 
 
 async def test_existing_answers_which_ids_are_the_organisations_assets(
-    uow: SqlUnitOfWorkFactory,
+    uow: UnitOfWorkFactory,
 ) -> None:
     org, other = new_org(), new_org()
     mine = [await stored_asset(uow, org) for _ in range(2)]
@@ -508,7 +385,7 @@ async def test_existing_answers_which_ids_are_the_organisations_assets(
         assert await unit.assets.existing(asked) == {mine[0].id}
 
 
-async def test_leaving_without_commit_rolls_back(uow: SqlUnitOfWorkFactory) -> None:
+async def test_leaving_without_commit_rolls_back(uow: UnitOfWorkFactory) -> None:
     org = new_org()
     upload = make_upload(org)
     async with uow(org) as unit:
@@ -527,7 +404,7 @@ async def test_leaving_without_commit_rolls_back(uow: SqlUnitOfWorkFactory) -> N
         assert await unit.uploads.get_by_source_uri("local://other") is None
 
 
-async def test_a_unit_of_work_is_used_once(uow: SqlUnitOfWorkFactory) -> None:
+async def test_a_unit_of_work_is_used_once(uow: UnitOfWorkFactory) -> None:
     unit = uow(new_org())
     async with unit:
         pass
@@ -544,7 +421,7 @@ async def test_an_unreachable_database_is_unavailable_not_a_crash() -> None:
                 pass
         with pytest.raises(DatabaseUnavailable):
             await SqlIdempotencyStore(database).claim(
-                scope(new_org()), "f", now=T0, lease_until=T0, expires_at=T0
+                scope(new_org()), "f", ClaimWindow(now=T0, lease_until=T0, expires_at=T0)
             )
     finally:
         await database.dispose()
@@ -562,9 +439,8 @@ TTL = timedelta(hours=24)
 async def claim(
     store: SqlIdempotencyStore, key: IdempotencyScope, fingerprint: str, now: datetime
 ) -> Any:
-    return await store.claim(
-        key, fingerprint, now=now, lease_until=now + LEASE, expires_at=now + TTL
-    )
+    window = ClaimWindow(now=now, lease_until=now + LEASE, expires_at=now + TTL)
+    return await store.claim(key, fingerprint, window)
 
 
 async def test_idempotency_claim_in_flight_mismatch_replay(store: SqlIdempotencyStore) -> None:

@@ -1,12 +1,12 @@
-"""The Storage contract: every adapter passes the same suite (local files, and S3 on a real
-moto server). S3-only checks — what a presigned URL binds, memory — are in ``test_storage_s3``."""
+"""The Storage contract: every adapter passes the same suite (local files, S3 on a real moto
+server, and the application tests' in-memory fake). S3-only checks — what a presigned URL binds,
+memory — are in ``test_storage_s3``."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +18,7 @@ import pytest
 from heimdex.adapters.auth.url_signing import HmacUrlSigner
 from heimdex.adapters.storage.local import LocalStorage
 from heimdex.adapters.storage.s3 import MIN_PART_SIZE, S3Storage
+from heimdex.domain.declared import Declared
 from heimdex.domain.errors import (
     ChecksumMismatch,
     InvalidStorageKey,
@@ -25,19 +26,23 @@ from heimdex.domain.errors import (
     SourceNotFound,
     UploadTooLarge,
 )
-from heimdex.domain.model import Upload, UploadStatus
+from heimdex.domain.model import Upload
 from heimdex.domain.ports import Storage, StoredObject
+from tests.builders import make_upload
 from tests.fixtures.killed_storage import COPIED_KEY, WRITTEN_KEY, kill_mid_work, spec_of
 from tests.fixtures.s3 import MotoServer, s3_storage
+from tests.unit.fakes import FakeStorage
 
 SIGNER = HmacUrlSigner("storage-contract-secret-of-32-bytes!")
 
 KEY = "uploads/org-a/u1/clip.mp4"
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "fake"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    if request.param == "local":
+    if request.param == "fake":
+        yield FakeStorage()
+    elif request.param == "local":
         yield LocalStorage(tmp_path / "storage", SIGNER)
     elif request.param == "s3":
         moto: MotoServer = request.getfixturevalue("moto_server")
@@ -60,19 +65,14 @@ def scratch_left(storage: Storage) -> list[Path]:
 
 
 def pending_upload(key: str = KEY, sha256: str | None = None, length: int = 123) -> Upload:
-    return Upload(
-        id=uuid.uuid4(),
-        org_id="org-a",
+    return make_upload(
+        "org-a",
+        at=datetime(2029, 12, 31, tzinfo=UTC),
         key=key,
         source_uri="x://" + key,
-        source_name="clip.mp4",
         content_length=length,
-        content_type="video/mp4",
         declared_sha256=sha256,
-        status=UploadStatus.PENDING,
         expires_at=datetime(2030, 1, 1, tzinfo=UTC),
-        created_at=datetime(2029, 12, 31, tzinfo=UTC),
-        updated_at=datetime(2029, 12, 31, tzinfo=UTC),
     )
 
 
@@ -182,7 +182,7 @@ async def test_write_stream_enforces_the_expected_size_and_keeps_nothing(
     storage: Storage, data: bytes, error: type[Exception]
 ) -> None:
     with pytest.raises(error):
-        await storage.write_stream(KEY, chunks_of(data[:5], data[5:]), expected_size=10)
+        await storage.write_stream(KEY, chunks_of(data[:5], data[5:]), declared=Declared(size=10))
     assert await storage.stat(KEY) is None
 
 
@@ -196,17 +196,19 @@ async def test_a_longer_body_is_refused_before_it_is_all_read(storage: Storage) 
             yield b"x" * 1024
 
     with pytest.raises(UploadTooLarge):
-        await storage.write_stream(KEY, endless(), expected_size=4096)
+        await storage.write_stream(KEY, endless(), declared=Declared(size=4096))
     assert consumed <= 6
 
 
 async def test_write_stream_enforces_the_expected_sha256(storage: Storage) -> None:
     data = b"payload"
     with pytest.raises(ChecksumMismatch):
-        await storage.write_stream(KEY, chunks_of(data), expected_sha256="0" * 64)
+        await storage.write_stream(KEY, chunks_of(data), declared=Declared(sha256="0" * 64))
     assert await storage.stat(KEY) is None
     good = hashlib.sha256(data).hexdigest()
-    stored = await storage.write_stream(KEY, chunks_of(data), expected_sha256=good.upper())
+    stored = await storage.write_stream(
+        KEY, chunks_of(data), declared=Declared(sha256=good.upper())
+    )
     assert stored.sha256 == good
 
 
@@ -287,10 +289,12 @@ async def test_a_many_part_body_that_fails_its_checks_keeps_nothing(storage: Sto
     part = b"y" * (1024 * 1024)
     count = MIN_PART_SIZE // len(part) + 2
     with pytest.raises(ChecksumMismatch):
-        await storage.write_stream(KEY, chunks_of(*[part] * count), expected_sha256="0" * 64)
+        await storage.write_stream(
+            KEY, chunks_of(*[part] * count), declared=Declared(sha256="0" * 64)
+        )
     with pytest.raises(LengthMismatch):
         await storage.write_stream(
-            KEY, chunks_of(*[part] * count), expected_size=len(part) * (count + 1)
+            KEY, chunks_of(*[part] * count), declared=Declared(size=len(part) * (count + 1))
         )
     assert await storage.stat(KEY) is None
 
@@ -353,6 +357,8 @@ def spec_for(storage: Storage, request: pytest.FixtureRequest) -> dict[str, str]
 async def test_scratch_a_killed_process_left_is_swept_once_old(
     storage: Storage, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    if isinstance(storage, FakeStorage):
+        pytest.skip("the in-memory fake has no process to kill and no disk to leave files on")
     data = os.urandom(100_000)
     await storage.write_bytes(COPIED_KEY, data)
     before = files_under(tmp_path)

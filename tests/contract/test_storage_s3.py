@@ -12,7 +12,6 @@ import hashlib
 import os
 import time
 import tracemalloc
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,8 +23,10 @@ import pytest
 
 from heimdex.adapters.storage.s3 import MIN_PART_SIZE, S3Storage, _full_object_sha256
 from heimdex.application.ingest import IngestLimits, IngestService, UploadRequest
+from heimdex.domain.declared import Declared
 from heimdex.domain.errors import StorageError, UploadTooLarge
-from heimdex.domain.model import Principal, Upload, UploadStatus
+from heimdex.domain.model import Principal, Upload
+from tests.builders import make_upload
 from tests.fixtures.s3 import MotoServer, s3_session, s3_storage
 from tests.unit.fakes import FakeClock, FakeDatabase, FakeMetrics, FakeProber
 
@@ -45,19 +46,14 @@ async def store(
 
 def upload_of(data: bytes, *, sha256: bool, ttl: timedelta = timedelta(hours=1)) -> Upload:
     now = datetime.now(UTC)
-    return Upload(
-        id=uuid.uuid4(),
-        org_id="org-a",
+    return make_upload(
+        "org-a",
+        at=now,
         key=KEY,
         source_uri="s3://bucket/" + KEY,
-        source_name="clip.mp4",
         content_length=len(data),
-        content_type="video/mp4",
         declared_sha256=hashlib.sha256(data).hexdigest() if sha256 else None,
-        status=UploadStatus.PENDING,
         expires_at=now + ttl,
-        created_at=now,
-        updated_at=now,
     )
 
 
@@ -201,7 +197,9 @@ async def test_a_failed_multipart_write_is_aborted(
             yield part
 
     with pytest.raises(UploadTooLarge):
-        await store.write_stream(KEY, too_long(), expected_size=MIN_PART_SIZE + 2 * len(part))
+        await store.write_stream(
+            KEY, too_long(), declared=Declared(size=MIN_PART_SIZE + 2 * len(part))
+        )
     assert await store.stat(KEY) is None
     leftovers = moto_server.client().list_multipart_uploads(Bucket=store.bucket)
     assert leftovers.get("Uploads", []) == []
@@ -219,7 +217,7 @@ async def test_memory_stays_bounded_by_a_part_not_the_object(store: S3Storage) -
     await store.write_bytes("uploads/org-a/u0/warm.bin", b"x")  # open the client first
     tracemalloc.start()
     try:
-        await store.write_stream(KEY, body(), expected_size=total)
+        await store.write_stream(KEY, body(), declared=Declared(size=total))
         write_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.reset_peak()
         async with store.local_copy(KEY) as copy:

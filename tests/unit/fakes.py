@@ -7,28 +7,28 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import tempfile
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 from uuid import UUID
 
 import msgspec
 import structlog
 
+from heimdex.domain.declared import Declared
 from heimdex.domain.errors import (
-    ChecksumMismatch,
     Conflict,
     DatabaseUnavailable,
     InvalidMedia,
-    LengthMismatch,
     NotFound,
     QueueUnavailable,
     SourceNotFound,
-    UploadTooLarge,
 )
-from heimdex.domain.media import MediaInfo
+from heimdex.domain.media import MediaInfo, StreamInfo
 from heimdex.domain.model import (
     Asset,
     AssetFilter,
@@ -55,6 +55,7 @@ from heimdex.domain.ports import (
     WebhookResponse,
 )
 from heimdex.domain.replay import JobReplayFilter
+from heimdex.domain.storage_keys import validate_key
 from heimdex.domain.webhooks import (
     DeliveryFilter,
     DeliveryStatus,
@@ -75,8 +76,20 @@ class FakeClock:
         self.current += timedelta(**delta)
 
 
+_CHUNK_SIZE = 1024 * 1024
+
+
+@contextmanager
+def _temporary_file(key: str, data: bytes) -> Iterator[Path]:
+    """``data`` in a file named like the key's last segment, removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="heimdex-fake-") as directory:
+        path = Path(directory) / key.rsplit("/", 1)[-1]
+        path.write_bytes(data)
+        yield path
+
+
 class FakeStorage:
-    """Objects in a dict; ``mem://KEY`` URIs."""
+    """Objects in a dict; ``mem://KEY`` URIs; local copies are temporary files."""
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
@@ -86,53 +99,51 @@ class FakeStorage:
         self.scratch: list[ScratchFile] = []
 
     async def write_stream(
-        self,
-        key: str,
-        chunks: AsyncIterable[bytes],
-        *,
-        expected_size: int | None = None,
-        expected_sha256: str | None = None,
+        self, key: str, chunks: AsyncIterable[bytes], *, declared: Declared | None = None
     ) -> StoredObject:
+        declared = declared or Declared()
         data = b""
         async for chunk in chunks:
             data += chunk
-            if expected_size is not None and len(data) > expected_size:
-                raise UploadTooLarge("too large")
-        if expected_size is not None and len(data) != expected_size:
-            raise LengthMismatch("short")
-        digest = hashlib.sha256(data).hexdigest()
-        if expected_sha256 is not None and digest != expected_sha256:
-            raise ChecksumMismatch("checksum")
+            declared.check_so_far(len(data))
+        declared.check(len(data), hashlib.sha256(data).hexdigest())
         return await self.write_bytes(key, data)
 
     async def write_bytes(self, key: str, data: bytes) -> StoredObject:
-        self.objects[key] = data
+        self.objects[validate_key(key)] = data
         return StoredObject(key=key, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
 
     async def stat(self, key: str) -> StoredObject | None:
-        data = self.objects.get(key)
+        data = self.objects.get(validate_key(key))
         return None if data is None else StoredObject(key=key, size_bytes=len(data))
+
+    def _data(self, key: str) -> bytes:
+        data = self.objects.get(validate_key(key))
+        if data is None:
+            raise SourceNotFound(key)
+        return data
 
     @asynccontextmanager
     async def local_copy(self, key: str) -> AsyncIterator[LocalCopy]:
-        if key not in self.objects:
-            raise SourceNotFound(key)
+        data = self._data(key)
         self.opened.append(key)
-        data = self.objects[key]
         stored = StoredObject(
             key=key, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
         )
-        yield LocalCopy(path=Path("/fake") / key, stored=stored)
+        with _temporary_file(key, data) as path:
+            yield LocalCopy(path=path, stored=stored)
 
     @asynccontextmanager
     async def local_path(self, key: str) -> AsyncIterator[Path]:
-        if key not in self.objects:
-            raise SourceNotFound(key)
+        data = self._data(key)
         self.opened.append(key)
-        yield Path("/fake") / key
+        with _temporary_file(key, data) as path:
+            yield path
 
     async def read_chunks(self, key: str) -> AsyncIterator[bytes]:
-        yield self.objects[key]
+        data = self._data(key)
+        for start in range(0, len(data), _CHUNK_SIZE):
+            yield data[start : start + _CHUNK_SIZE]
 
     async def list_names(self, prefix: str) -> AsyncIterator[str]:
         below = [k[len(prefix) :] for k in self.objects if k.startswith(prefix)]
@@ -140,7 +151,7 @@ class FakeStorage:
             yield name
 
     async def delete(self, key: str) -> None:
-        self.objects.pop(key, None)
+        self.objects.pop(validate_key(key), None)
 
     async def delete_prefix(self, prefix: str) -> int:
         doomed = [k for k in self.objects if k.startswith(prefix)]
@@ -160,7 +171,11 @@ class FakeStorage:
         return f"{base_url}/get/{key}?expires={expires}"
 
     async def upload_target(self, upload: Upload, base_url: str) -> UploadTarget:
-        return UploadTarget(url=f"{base_url}/put/{upload.id}", method="PUT", headers={})
+        headers = {
+            "Content-Type": upload.content_type,
+            "Content-Length": str(upload.content_length),
+        }
+        return UploadTarget(url=f"{base_url}/put/{upload.id}", method="PUT", headers=headers)
 
     async def check(self) -> None:
         return None
@@ -190,6 +205,55 @@ class FakeTables(msgspec.Struct):
     jobs: dict[UUID, Job] = msgspec.field(default_factory=dict)
     endpoints: dict[UUID, WebhookEndpoint] = msgspec.field(default_factory=dict)
     deliveries: dict[UUID, WebhookDelivery] = msgspec.field(default_factory=dict)
+
+
+E = TypeVar("E", Upload, Asset, Job)
+
+
+def _save(rows: dict[UUID, E], row: E, org_id: str, what: str) -> None:
+    """What the SQL repositories' ``save`` does: the unit of work's own rows only, and only a
+    row that exists."""
+    if row.org_id != org_id:
+        raise ValueError(f"the {what} belongs to another organisation than this unit of work")
+    current = rows.get(row.id)
+    if current is None or current.org_id != org_id:
+        raise NotFound(f"no such {what}")
+    rows[row.id] = row
+
+
+def _delete(rows: dict[UUID, E], row_id: UUID, org_id: str) -> bool:
+    current = rows.get(row_id)
+    if current is None or current.org_id != org_id:
+        return False
+    del rows[row_id]
+    return True
+
+
+def _video(media: MediaInfo) -> StreamInfo | None:
+    return next(iter(media.video_streams), None)
+
+
+def _codecs(media: MediaInfo) -> set[str]:
+    firsts = (*media.video_streams[:1], *media.audio_streams[:1])
+    return {stream.codec.lower() for stream in firsts if stream.codec}
+
+
+def _matches(asset: Asset, filters: AssetFilter) -> bool:
+    """The SQL filters of ``GET /v1/assets``, on the struct: durations and height inclusive,
+    creation times exclusive, ``codec`` the first video's or the first audio's."""
+    duration, video = asset.media.duration, _video(asset.media)
+    height = video.display_height if video else None
+    checks = [
+        filters.status is None or asset.status == filters.status,
+        filters.min_duration is None or (duration is not None and duration >= filters.min_duration),
+        filters.max_duration is None or (duration is not None and duration <= filters.max_duration),
+        filters.codec is None or filters.codec.lower() in _codecs(asset.media),
+        filters.min_height is None or (height is not None and height >= filters.min_height),
+        filters.created_after is None or asset.created_at > filters.created_after,
+        filters.created_before is None or asset.created_at < filters.created_before,
+        filters.sha256 is None or asset.sha256 == filters.sha256.lower(),
+    ]
+    return all(checks)
 
 
 class _Uploads:
@@ -228,7 +292,7 @@ class _Uploads:
         return True
 
     async def save(self, upload: Upload) -> None:
-        self._t.uploads[upload.id] = upload
+        _save(self._t.uploads, upload, self._org, "upload")
 
     async def reserved_bytes(self, now: datetime) -> int:
         return sum(
@@ -240,7 +304,7 @@ class _Uploads:
         )
 
     async def delete(self, upload_id: UUID) -> bool:
-        return self._t.uploads.pop(upload_id, None) is not None
+        return _delete(self._t.uploads, upload_id, self._org)
 
     async def delete_abandoned(self, upload_id: UUID, expired_before: datetime) -> Upload | None:
         upload = await self.get(upload_id)
@@ -289,10 +353,7 @@ class _Assets:
         )
         if after is not None:
             rows = [a for a in rows if (a.created_at, a.id) < (after.created_at, after.id)]
-        if filters.status is not None:
-            rows = [a for a in rows if a.status == filters.status]
-        if filters.sha256 is not None:
-            rows = [a for a in rows if a.sha256 == filters.sha256.lower()]
+        rows = [a for a in rows if _matches(a, filters)]
         page = rows[:limit]
         more = len(rows) > limit
         last = page[-1] if page else None
@@ -300,10 +361,14 @@ class _Assets:
         return AssetPage(items=page, next_cursor=cursor)
 
     async def save(self, asset: Asset) -> None:
-        self._t.assets[asset.id] = asset
+        _save(self._t.assets, asset, self._org, "asset")
 
     async def delete(self, asset_id: UUID) -> bool:
-        return self._t.assets.pop(asset_id, None) is not None
+        if not _delete(self._t.assets, asset_id, self._org):
+            return False
+        for job in [j for j in self._t.jobs.values() if j.asset_id == asset_id]:
+            del self._t.jobs[job.id]  # ON DELETE CASCADE
+        return True
 
     async def existing(self, asset_ids: Sequence[UUID]) -> set[UUID]:
         return {i for i in asset_ids if await self.get(i) is not None}
@@ -321,7 +386,7 @@ class _Jobs:
         return job if job and job.org_id == self._org else None
 
     async def save(self, job: Job) -> None:
-        self._t.jobs[job.id] = job
+        _save(self._t.jobs, job, self._org, "job")
 
     async def latest_for_asset(self, asset_id: UUID, kind: JobKind) -> Job | None:
         mine = [
@@ -751,8 +816,12 @@ class FakeUnitOfWork:
         self.jobs = _Jobs(self._working, org_id)
         self.webhooks = _Endpoints(self._working, org_id)
         self.deliveries = _Deliveries(self._working, org_id)
+        self._entered = False
 
     async def __aenter__(self) -> FakeUnitOfWork:
+        if self._entered:
+            raise RuntimeError("a unit of work is used once; make another")
+        self._entered = True
         if self._database.unavailable_for > 0:  # the next N units of work find it down
             self._database.unavailable_for -= 1
             raise DatabaseUnavailable("the database is not available: connection refused")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +17,6 @@ from heimdex.domain.errors import (
     NotFound,
     StorageError,
 )
-from heimdex.domain.media import MediaInfo
 from heimdex.domain.model import (
     Asset,
     AssetStatus,
@@ -27,6 +25,7 @@ from heimdex.domain.model import (
     Principal,
     ThumbnailSpec,
 )
+from tests.builders import make_asset, make_upload, short_media
 from tests.unit.fakes import (
     FakeClock,
     FakeDatabase,
@@ -66,23 +65,8 @@ class World:
         )
 
     async def asset(self, org_id: str = "org-a") -> Asset:
-        now = self.clock.now()
-        asset_id = uuid.uuid4()
-        asset = Asset(
-            id=asset_id,
-            org_id=org_id,
-            upload_id=uuid.uuid4(),
-            key=f"uploads/{org_id}/{asset_id}/clip.mp4",
-            source_uri="mem://clip",
-            source_name="clip.mp4",
-            size_bytes=3,
-            sha256="ab" * 32,
-            content_type="video/mp4",
-            status=AssetStatus.COMMITTED,
-            media=MediaInfo(format_name="mov,mp4", duration=2.0, bit_rate=None, size_bytes=3),
-            created_at=now,
-            updated_at=now,
-        )
+        upload = make_upload(org_id, at=self.clock.now(), source_uri="mem://clip")
+        asset = make_asset(upload, size_bytes=3, sha256="ab" * 32, media=short_media(size_bytes=3))
         async with self.database(org_id) as uow:
             await uow.assets.add(asset)
             await uow.commit()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import time
+from datetime import UTC, datetime
 
 import jwt
 import pytest
 
 from heimdex.adapters.auth.jwt import JwtCodec
 from heimdex.domain.errors import Unauthenticated
+from tests.unit.fakes import FakeClock
 
 SECRET = "s" * 64
 
@@ -76,10 +78,13 @@ def test_leeway_tolerates_small_clock_skew() -> None:
 
 
 def test_minted_tokens_round_trip_and_expire() -> None:
-    codec = JwtCodec(SECRET)
+    # The clock is fixed (at a whole second of the present, so PyJWT's own exp check passes).
+    clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
+    codec = JwtCodec(SECRET, clock=clock)
     token = codec.mint("acme", scopes=["admin"], ttl_seconds=60)
     claims = jwt.decode(token, SECRET, algorithms=["HS256"])
     assert claims["org_id"] == "acme"
     assert claims["scopes"] == ["admin"]
-    assert 55 <= claims["exp"] - time.time() <= 61
+    assert claims["iat"] == clock.now().timestamp()
+    assert claims["exp"] == claims["iat"] + 60
     assert codec.decode(token).has_scope("admin")

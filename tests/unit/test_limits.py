@@ -3,7 +3,6 @@ init and the concurrent-jobs quota at sidecar requests."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import msgspec
@@ -12,10 +11,8 @@ import pytest
 from heimdex.application.ingest import IngestLimits, IngestService, UploadRequest
 from heimdex.application.jobs import JobPolicy, JobService
 from heimdex.domain.errors import JobQuotaExceeded, StorageQuotaExceeded
-from heimdex.domain.media import MediaInfo
 from heimdex.domain.model import (
     Asset,
-    AssetStatus,
     JobStatus,
     Principal,
     ThumbnailSpec,
@@ -23,6 +20,7 @@ from heimdex.domain.model import (
 )
 from heimdex.domain.rate_limit import BucketState, RatePolicy, take
 from heimdex.settings import SettingsError, load_settings
+from tests.builders import make_asset, make_upload, short_media
 from tests.unit.fakes import (
     FakeClock,
     FakeDatabase,
@@ -100,23 +98,8 @@ def upload_request(size: int) -> UploadRequest:
 
 
 async def add_asset(database: FakeDatabase, clock: FakeClock, org_id: str, size: int) -> Asset:
-    now = clock.now()
-    asset_id = uuid.uuid4()
-    asset = Asset(
-        id=asset_id,
-        org_id=org_id,
-        upload_id=uuid.uuid4(),
-        key=f"uploads/{org_id}/{asset_id}/clip.mp4",
-        source_uri=f"mem://{asset_id}",
-        source_name="clip.mp4",
-        size_bytes=size,
-        sha256="ab" * 32,
-        content_type="video/mp4",
-        status=AssetStatus.COMMITTED,
-        media=MediaInfo(format_name="mov,mp4", duration=2.0, bit_rate=None, size_bytes=size),
-        created_at=now,
-        updated_at=now,
-    )
+    upload = make_upload(org_id, at=clock.now())
+    asset = make_asset(upload, size_bytes=size, media=short_media(size_bytes=size))
     async with database(org_id) as uow:
         await uow.assets.add(asset)
         await uow.commit()

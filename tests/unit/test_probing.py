@@ -7,8 +7,8 @@ import pytest
 
 from heimdex.application.probing import ProbeService
 from heimdex.domain.errors import InvalidMedia, NotFound, SourceUriForbidden
-from heimdex.domain.media import MediaInfo
-from heimdex.domain.model import Asset, AssetStatus, Principal, Upload, UploadStatus
+from heimdex.domain.model import Principal, Upload, UploadStatus
+from tests.builders import make_asset, make_upload, short_media
 from tests.unit.fakes import FakeDatabase, FakeProber, FakeStorage
 
 ORG_A = Principal(org_id="org-a")
@@ -16,20 +16,19 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def upload(org: str, name: str) -> Upload:
-    key = f"uploads/{org}/{uuid.uuid4()}/{name}"
-    return Upload(
-        id=uuid.uuid4(),
-        org_id=org,
+    upload_id = uuid.uuid4()
+    key = f"uploads/{org}/{upload_id}/{name}"
+    return make_upload(
+        org,
+        at=NOW,
+        id=upload_id,
         key=key,
         source_uri="mem://" + key,
         source_name=name,
         content_length=1,
-        content_type="video/mp4",
         declared_sha256=None,
         status=UploadStatus.RECEIVED,
         expires_at=NOW,
-        created_at=NOW,
-        updated_at=NOW,
     )
 
 
@@ -117,22 +116,8 @@ async def test_an_asset_answers_its_stored_description_without_probing(
     service: ProbeService, database: FakeDatabase, storage: FakeStorage, prober: FakeProber
 ) -> None:
     own = await stored(database, storage, upload("org-a", "clip.mp4"))
-    media = MediaInfo(format_name="matroska,webm", duration=2.0, bit_rate=None, size_bytes=1)
-    asset = Asset(
-        id=uuid.uuid4(),
-        org_id="org-a",
-        upload_id=own.id,
-        key=own.key,
-        source_uri=own.source_uri,
-        source_name=own.source_name,
-        size_bytes=1,
-        sha256="0" * 64,
-        content_type="video/mp4",
-        status=AssetStatus.COMMITTED,
-        media=media,
-        created_at=NOW,
-        updated_at=NOW,
-    )
+    media = short_media(size_bytes=1, format_name="matroska,webm")
+    asset = make_asset(own, size_bytes=1, media=media)
     async with database("org-a") as uow:
         await uow.assets.add(asset)
         await uow.commit()

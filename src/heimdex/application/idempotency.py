@@ -14,6 +14,7 @@ from heimdex.domain.errors import (
 from heimdex.domain.idempotency import (
     MAX_KEY_LENGTH,
     ClaimOutcome,
+    ClaimWindow,
     IdempotencyClaim,
     IdempotencyScope,
     StoredResponse,
@@ -59,13 +60,8 @@ class IdempotencyService:
         """``CLAIMED``: run the request; ``REPLAY``: answer ``claim.response``. Raises for a
         reused key or one still in flight."""
         now = self._clock.now()
-        claim = await self._store.claim(
-            scope,
-            body_fingerprint,
-            now=now,
-            lease_until=now + self._lease,
-            expires_at=now + self._ttl,
-        )
+        window = ClaimWindow(now=now, lease_until=now + self._lease, expires_at=now + self._ttl)
+        claim = await self._store.claim(scope, body_fingerprint, window)
         if claim.outcome is ClaimOutcome.MISMATCH:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used with a different request body; use a new key"

@@ -13,11 +13,11 @@ import msgspec
 
 from heimdex.application.probe_gate import ProbeSlots, SingleFlight
 from heimdex.application.webhook_events import asset_data, record_event
+from heimdex.domain.declared import Declared
 from heimdex.domain.errors import (
     ChecksumMismatch,
     Conflict,
     InvalidInput,
-    LengthMismatch,
     NotFound,
     SourceNotFound,
     SourceUriForbidden,
@@ -175,8 +175,7 @@ class IngestService:
             stored = await self._storage.write_stream(
                 upload.key,
                 chunks,
-                expected_size=upload.content_length,
-                expected_sha256=upload.declared_sha256,
+                declared=Declared(size=upload.content_length, sha256=upload.declared_sha256),
             )
         except BaseException:
             with anyio.CancelScope(shield=True):  # reopen the slot even if we were cancelled
@@ -303,7 +302,7 @@ class IngestService:
             if upload.status in (UploadStatus.RECEIVED, UploadStatus.COMMITTED):
                 raise UploadNotReceived("the uploaded object is missing; upload it again")
             raise UploadNotReceived("upload the file to upload_url before committing")
-        self._compare(head.size_bytes, head.sha256, upload.content_length, _expected(upload))
+        _expected(upload).check(head.size_bytes, head.sha256, subject=_STORED)
 
     def _check_copy(self, upload: Upload, stored: StoredObject) -> str:
         """Size and sha256 of the bytes read back must be what was declared (and received);
@@ -311,19 +310,16 @@ class IngestService:
         (some S3-compatible stores ignore a declared checksum)."""
         if stored.sha256 is None:
             raise ChecksumMismatch("the stored object's sha256 could not be computed")
-        self._compare(stored.size_bytes, stored.sha256, upload.content_length, _expected(upload))
+        _expected(upload).check(stored.size_bytes, stored.sha256, subject=_STORED)
         return stored.sha256
 
-    @staticmethod
-    def _compare(size: int, sha256: str | None, declared_size: int, expected: str | None) -> None:
-        if size != declared_size:
-            raise LengthMismatch(
-                f"the stored object has {size} bytes, {declared_size} were declared"
-            )
-        if sha256 is not None and expected is not None and sha256 != expected:
-            raise ChecksumMismatch("the stored object's sha256 is not the uploaded one")
+
+_STORED = "the stored object"
 
 
-def _expected(upload: Upload) -> str | None:
-    """The sha256 the stored bytes must have: the declared one, else the one the API received."""
-    return upload.declared_sha256 or upload.received_sha256
+def _expected(upload: Upload) -> Declared:
+    """What the stored bytes must be: the declared length, and the declared sha256, else the one
+    the API received."""
+    return Declared(
+        size=upload.content_length, sha256=upload.declared_sha256 or upload.received_sha256
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 
 import msgspec
 
@@ -16,6 +17,15 @@ class IdempotencyScope(msgspec.Struct, frozen=True, kw_only=True):
     method: str
     route: str
     key: str
+
+
+class ClaimWindow(msgspec.Struct, frozen=True, kw_only=True):
+    """The times of a claim: when it is made, until when its lease holds (a crashed request's
+    claim can be taken over after), and when the record is forgotten."""
+
+    now: datetime
+    lease_until: datetime
+    expires_at: datetime
 
 
 class StoredResponse(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,7 +14,13 @@ from uuid import UUID
 
 import msgspec
 
-from heimdex.domain.idempotency import IdempotencyClaim, IdempotencyScope, StoredResponse
+from heimdex.domain.declared import Declared
+from heimdex.domain.idempotency import (
+    ClaimWindow,
+    IdempotencyClaim,
+    IdempotencyScope,
+    StoredResponse,
+)
 from heimdex.domain.media import MediaInfo
 from heimdex.domain.model import (
     Asset,
@@ -119,18 +125,14 @@ class Storage(HealthCheck, ScratchArea, Protocol):
     """
 
     async def write_stream(
-        self,
-        key: str,
-        chunks: AsyncIterable[bytes],
-        *,
-        expected_size: int | None = None,
-        expected_sha256: str | None = None,
+        self, key: str, chunks: AsyncIterable[bytes], *, declared: Declared | None = None
     ) -> StoredObject:
         """Store the chunks under ``key`` atomically, hashing as it goes (sha256).
 
-        With ``expected_size``, a byte past it raises ``UploadTooLarge`` at once and a shorter
-        stream ``LengthMismatch``; with ``expected_sha256`` another digest raises
-        ``ChecksumMismatch``. Whatever fails, nothing is kept (an older object stays whole).
+        Checked against ``declared`` (``Declared.check_so_far`` as bytes arrive, then
+        ``Declared.check``): a byte past the declared size raises ``UploadTooLarge`` at once, a
+        shorter stream ``LengthMismatch``, another digest ``ChecksumMismatch``. Whatever fails,
+        nothing is kept (an older object stays whole).
         """
         ...
 
@@ -599,13 +601,7 @@ class IdempotencyStore(Protocol):
     """Claims and remembers ``Idempotency-Key``s; each call is its own committed transaction."""
 
     async def claim(
-        self,
-        scope: IdempotencyScope,
-        fingerprint: str,
-        *,
-        now: datetime,
-        lease_until: datetime,
-        expires_at: datetime,
+        self, scope: IdempotencyScope, fingerprint: str, window: ClaimWindow
     ) -> IdempotencyClaim:
         """Claim with one atomic insert (never select-then-insert); a claim whose lease ran out
         is taken over."""

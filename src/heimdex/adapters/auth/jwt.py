@@ -1,12 +1,13 @@
 """``JwtCodec``: verifies bearer tokens (and mints development ones) with PyJWT.
 
 One algorithm is pinned, so ``alg: none`` and key-confusion tokens are refused by PyJWT itself.
-``exp``/``nbf`` are checked when present; production also requires ``exp``.
+``exp``/``nbf`` are checked when present (by PyJWT, against the system time, as every other
+validator of the token does); production also requires ``exp``. Minted tokens take their times
+from the ``Clock``.
 """
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -15,8 +16,10 @@ from typing import Any
 import jwt
 from jwt.warnings import InsecureKeyLengthWarning
 
+from heimdex.adapters.clock import SystemClock
 from heimdex.domain.errors import Unauthenticated
 from heimdex.domain.model import Principal
+from heimdex.domain.ports import Clock
 from heimdex.domain.storage_keys import is_valid_org_id
 
 
@@ -30,6 +33,7 @@ class JwtCodec:
         algorithm: str = "HS256",
         require_exp: bool = False,
         leeway_seconds: float = 30.0,
+        clock: Clock | None = None,
     ) -> None:
         if not secret.strip():
             # PyJWT would refuse it on every request (a 500 each): refuse it once, at start-up.
@@ -38,6 +42,7 @@ class JwtCodec:
         self._algorithm = algorithm
         self._require = ["exp"] if require_exp else []
         self._leeway = leeway_seconds
+        self._clock: Clock = clock or SystemClock()
 
     @contextmanager
     def _quiet_short_key(self) -> Iterator[None]:
@@ -86,7 +91,7 @@ class JwtCodec:
         ttl_seconds: int | None = 3600,
     ) -> str:
         """A token the way an identity provider would issue it (used by ``heimdex token``)."""
-        now = int(time.time())
+        now = int(self._clock.now().timestamp())
         claims: dict[str, Any] = {"org_id": org_id, "iat": now}
         scope_list = sorted(set(scopes))
         if scope_list:

@@ -25,6 +25,7 @@ from heimdex.adapters.db.tables import metadata
 from heimdex.adapters.db.unit_of_work import set_org
 from heimdex.domain.idempotency import (
     ClaimOutcome,
+    ClaimWindow,
     IdempotencyClaim,
     IdempotencyScope,
     StoredResponse,
@@ -70,14 +71,9 @@ class SqlIdempotencyStore:
         self._clock: Clock = clock or SystemClock()
 
     async def claim(
-        self,
-        scope: IdempotencyScope,
-        fingerprint: str,
-        *,
-        now: datetime,
-        lease_until: datetime,
-        expires_at: datetime,
+        self, scope: IdempotencyScope, fingerprint: str, window: ClaimWindow
     ) -> IdempotencyClaim:
+        now, lease_until = window.now, window.lease_until
         claim_it = self._insert().values(
             id=uuid.uuid4(),
             org_id=scope.org_id,
@@ -86,7 +82,7 @@ class SqlIdempotencyStore:
             key=scope.key,
             fingerprint=fingerprint,
             lease_until=lease_until,
-            expires_at=expires_at,
+            expires_at=window.expires_at,
             created_at=now,
         )
         async with self._transaction(scope.org_id) as connection:

@@ -18,9 +18,9 @@ Rows never leave this module: callers get domain structs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 import msgspec
@@ -54,6 +54,8 @@ from heimdex.domain.model import (
 UPLOADS: Table = metadata.tables["uploads"]
 ASSETS: Table = metadata.tables["assets"]
 JOBS: Table = metadata.tables["jobs"]
+
+E = TypeVar("E")
 
 
 def is_unique_violation(error: IntegrityError) -> bool:
@@ -90,6 +92,40 @@ class _OrgRepository:
             if is_unique_violation(error):
                 raise Conflict(duplicate) from error
             raise
+
+    async def _first(
+        self, table: Table, condition: ColumnElement[bool], from_row: Callable[[RowMapping], E]
+    ) -> E | None:
+        """The organisation's first row of ``table`` that meets ``condition``, as an entity."""
+        result = await self._execute(select(table).where(table.c.org_id == self._org_id, condition))
+        row = result.mappings().first()
+        return None if row is None else from_row(row)
+
+    async def _update(
+        self, table: Table, values: dict[str, Any], what: str, *also: ColumnElement[bool]
+    ) -> int:
+        """Write ``values`` (the ``what``'s, with its id and organisation) over its row when the
+        row also meets ``also``; answers how many rows changed (0 or 1)."""
+        values = dict(values)
+        entity_id = values.pop("id")
+        self._own(values.pop("org_id"), f"the {what}")
+        return await self._change(
+            update(table)
+            .where(table.c.org_id == self._org_id, table.c.id == entity_id, *also)
+            .values(values)
+        )
+
+    async def _save(self, table: Table, values: dict[str, Any], what: str) -> None:
+        """Write an entity over its row; ``NotFound`` when the organisation has none."""
+        if await self._update(table, values, what) == 0:
+            raise NotFound(f"no such {what}")
+
+    async def _delete(self, table: Table, entity_id: UUID) -> bool:
+        """Delete the organisation's row with this id; whether there was one."""
+        changed = await self._change(
+            delete(table).where(table.c.org_id == self._org_id, table.c.id == entity_id)
+        )
+        return changed == 1
 
     def _own(self, org_id: str, what: str) -> None:
         # A row of another organisation through this unit of work is a programming error; on
@@ -186,22 +222,10 @@ class SqlUploadRepository(_OrgRepository):
         return int(result.scalar_one())
 
     async def save(self, upload: Upload) -> None:
-        self._own(upload.org_id, "the upload")
-        values = _upload_values(upload)
-        del values["id"], values["org_id"]
-        changed = await self._change(
-            update(UPLOADS)
-            .where(UPLOADS.c.org_id == self._org_id, UPLOADS.c.id == upload.id)
-            .values(values)
-        )
-        if changed == 0:
-            raise NotFound("no such upload")
+        await self._save(UPLOADS, _upload_values(upload), "upload")
 
     async def delete(self, upload_id: UUID) -> bool:
-        changed = await self._change(
-            delete(UPLOADS).where(UPLOADS.c.org_id == self._org_id, UPLOADS.c.id == upload_id)
-        )
-        return changed == 1
+        return await self._delete(UPLOADS, upload_id)
 
     async def delete_abandoned(self, upload_id: UUID, expired_before: datetime) -> Upload | None:
         # DELETE … RETURNING (PostgreSQL, SQLite 3.35+): the condition is checked against the
@@ -221,11 +245,7 @@ class SqlUploadRepository(_OrgRepository):
         return None if row is None else _upload_from_row(row)
 
     async def _one(self, condition: ColumnElement[bool]) -> Upload | None:
-        result = await self._execute(
-            select(UPLOADS).where(UPLOADS.c.org_id == self._org_id, condition)
-        )
-        row = result.mappings().first()
-        return None if row is None else _upload_from_row(row)
+        return await self._first(UPLOADS, condition, _upload_from_row)
 
 
 # -- assets ------------------------------------------------------------------------------------
@@ -362,22 +382,10 @@ class SqlAssetRepository(_OrgRepository):
         )
 
     async def save(self, asset: Asset) -> None:
-        self._own(asset.org_id, "the asset")
-        values = _asset_values(asset)
-        del values["id"], values["org_id"]
-        changed = await self._change(
-            update(ASSETS)
-            .where(ASSETS.c.org_id == self._org_id, ASSETS.c.id == asset.id)
-            .values(values)
-        )
-        if changed == 0:
-            raise NotFound("no such asset")
+        await self._save(ASSETS, _asset_values(asset), "asset")
 
     async def delete(self, asset_id: UUID) -> bool:
-        changed = await self._change(
-            delete(ASSETS).where(ASSETS.c.org_id == self._org_id, ASSETS.c.id == asset_id)
-        )
-        return changed == 1
+        return await self._delete(ASSETS, asset_id)
 
     async def existing(self, asset_ids: Sequence[UUID]) -> set[UUID]:
         if not asset_ids:
@@ -390,11 +398,7 @@ class SqlAssetRepository(_OrgRepository):
         return {UUID(str(value)) for value in result.scalars()}
 
     async def _one(self, condition: ColumnElement[bool]) -> Asset | None:
-        result = await self._execute(
-            select(ASSETS).where(ASSETS.c.org_id == self._org_id, condition)
-        )
-        row = result.mappings().first()
-        return None if row is None else _asset_from_row(row)
+        return await self._first(ASSETS, condition, _asset_from_row)
 
 
 # -- jobs --------------------------------------------------------------------------------------
@@ -462,21 +466,10 @@ class SqlJobRepository(_OrgRepository):
         await self._insert_unique(insert(JOBS).values(_job_values(job)), "the job exists")
 
     async def get(self, job_id: UUID) -> Job | None:
-        result = await self._execute(
-            select(JOBS).where(JOBS.c.org_id == self._org_id, JOBS.c.id == job_id)
-        )
-        row = result.mappings().first()
-        return None if row is None else _job_from_row(row)
+        return await self._first(JOBS, JOBS.c.id == job_id, _job_from_row)
 
     async def save(self, job: Job) -> None:
-        self._own(job.org_id, "the job")
-        values = _job_values(job)
-        del values["id"], values["org_id"]
-        changed = await self._change(
-            update(JOBS).where(JOBS.c.org_id == self._org_id, JOBS.c.id == job.id).values(values)
-        )
-        if changed == 0:
-            raise NotFound("no such job")
+        await self._save(JOBS, _job_values(job), "job")
 
     async def latest_for_asset(self, asset_id: UUID, kind: JobKind) -> Job | None:
         result = await self._execute(
@@ -543,20 +536,9 @@ class SqlJobRepository(_OrgRepository):
         return changed == 1
 
     async def finish(self, job: Job, owner: str) -> bool:
-        self._own(job.org_id, "the job")
-        values = _job_values(job)
-        del values["id"], values["org_id"]
-        changed = await self._change(
-            update(JOBS)
-            .where(
-                JOBS.c.org_id == self._org_id,
-                JOBS.c.id == job.id,
-                JOBS.c.status == JobStatus.RUNNING.value,
-                JOBS.c.lease_owner == owner,
-            )
-            .values(values)
-        )
-        return changed == 1
+        running = JOBS.c.status == JobStatus.RUNNING.value
+        owned = JOBS.c.lease_owner == owner
+        return await self._update(JOBS, _job_values(job), "job", running, owned) == 1
 
     async def list(self, filters: JobFilter, *, limit: int, after: PageCursor | None) -> JobPage:
         """Newest first, ties by id; creation times exclusive, like the asset listing."""

@@ -9,13 +9,10 @@ differ where their libraries do.
 from __future__ import annotations
 
 import math
-import os
 import re
-import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from pathlib import Path
 
 import msgspec
 
@@ -112,24 +109,6 @@ class ChapterFacts:
     title: str | None
 
 
-def regular_file_size(path: Path) -> int:
-    """The size of ``path`` if it is a regular file (symlinks followed); ``InvalidMedia`` if not.
-
-    A FIFO or device would block the prober or stream forever, a directory is not media.
-    """
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise InvalidMedia(f"{path.name}: no such file") from None
-    except OSError as exc:
-        raise InvalidMedia(f"{path.name}: cannot be read ({exc.strerror})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise InvalidMedia(f"{path.name}: not a regular file")
-    if info.st_size == 0:
-        raise InvalidMedia(f"{path.name}: the file is empty")
-    return info.st_size
-
-
 def describe(
     *,
     name: str,
@@ -140,8 +119,20 @@ def describe(
     tags: Mapping[str, str],
     streams: Sequence[StreamFacts],
     chapters: Sequence[ChapterFacts],
+    packet_times: Mapping[int, Sequence[int]] | None = None,
 ) -> MediaInfo:
-    """The media description of one file; ``InvalidMedia`` when it has no audio or video."""
+    """The media description of one file; ``InvalidMedia`` when it has no audio or video.
+
+    ``packet_times``: the presentation times of a video stream's first packets, by stream
+    index, when the declared rates were worth checking (``rate_needs_packets``); its frame rate
+    then follows them (``packet_rate``)."""
+    times = packet_times or {}
+    streams = [
+        replace(f, packet_rate=packet_rate(times[f.index], f.time_base))
+        if f.index in times and f.media_type == "video"
+        else f
+        for f in streams
+    ]
     described = [_stream(facts) for facts in streams]
     if not any(s.kind in ("video", "audio") for s in described):
         raise InvalidMedia(f"{name}: no audio or video stream")

@@ -23,10 +23,7 @@ off: the shared filter chain turns the picture exactly as the PyAV thumbnailer d
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import re
-import shutil
 import signal
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -35,8 +32,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from heimdex.adapters.media.allowlist import FFPROBE_PROTOCOLS, format_whitelist
-from heimdex.adapters.media.description import regular_file_size
+from heimdex.adapters.media.ffmpeg_process import Failures, run_binary
 from heimdex.adapters.media.limits import DecodeLimits
+from heimdex.adapters.media.local_file import local_file
 from heimdex.adapters.media.thumbnail_plan import (
     JPEG_QSCALE,
     WEBP_QUALITY,
@@ -63,7 +61,7 @@ T = TypeVar("T")
 
 _STDERR_LIMIT = 500
 _CHECK_TIMEOUT = 10.0
-_ENV = {**os.environ, "AV_LOG_FORCE_NOCOLOR": "1"}
+_FAILURES = Failures(unavailable=ThumbnailerUnavailable, timed_out=ThumbnailTimeout, doing="ffmpeg")
 _ENCODERS = {
     "jpg": ("-c:v", "mjpeg", "-q:v", str(JPEG_QSCALE)),
     "webp": ("-c:v", "libwebp", "-quality", str(WEBP_QUALITY)),
@@ -119,15 +117,15 @@ class FfmpegThumbnailer:
     async def thumbnails(
         self, path: Path, media: MediaInfo, spec: ThumbnailSpec
     ) -> Sequence[Thumbnail]:
+        """The plan's slots, each picture from its own ffmpeg runs, ``concurrency`` at a time
+        after the first."""
         plan = plan_thumbnails(path.name, media, spec)
         if plan is None:
             return []
         self._limits.check_media(path.name, media)
-        # A FIFO or a directory never reaches ffmpeg; ``file:`` and an absolute path: a name
-        # starting with "-" is never an option, a name with a colon never another protocol.
-        run = _Run(
-            self, "file:" + await run_blocking(_local_file, path, self._limits), path.name, plan
-        )
+        # A FIFO or a directory never reaches ffmpeg, nor too many tags (parsed once per run).
+        local = await run_blocking(local_file, path, self._limits)
+        run = _Run(self, local.url, path.name, plan)
         # The first alone: a broken file fails once, not once per thumbnail.
         first = await run.shot(plan.slots[0])
         rest = await _all_or_nothing([run.shot(slot) for slot in plan.slots[1:]], self._concurrency)
@@ -163,36 +161,9 @@ class FfmpegThumbnailer:
     async def _run(
         self, args: Sequence[str], *, limit: float, what: str
     ) -> tuple[int, bytes, bytes]:
-        """Run ffmpeg under the decode limits; kill its process group if it outlives ``limit``
-        seconds."""
-        binary = shutil.which(self._binary)
-        if binary is None:  # found here: behind nice/prlimit it would be their exit status
-            raise ThumbnailerUnavailable(f"cannot run {self._binary}: not found or not executable")
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *self._limits.argv(binary, args),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,  # its own process group, so a kill takes any children
-                env=_ENV,
-            )
-        except OSError as exc:
-            raise ThumbnailerUnavailable(
-                f"cannot run {self._binary}: {exc.strerror or exc}"
-            ) from exc
-        try:
-            async with asyncio.timeout(limit):
-                stdout, stderr = await process.communicate()
-        except TimeoutError:
-            raise ThumbnailTimeout(f"{what}: ffmpeg took longer than {limit:g} s") from None
-        finally:
-            # Timed out or cancelled: kill the group and reap the child, leaving no zombie.
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):  # already gone
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
-        return process.returncode if process.returncode is not None else -1, stdout, stderr
+        return await run_binary(
+            self._binary, args, limits=self._limits, limit=limit, what=what, failures=_FAILURES
+        )
 
 
 class _Run:
@@ -313,14 +284,6 @@ def _frame_time(relative: int, tick: Fraction, position: str, start: str) -> flo
     offset = (Fraction(position) + Fraction(start)) / tick
     ticks = relative + int(offset + Fraction(1, 2))  # av_rescale_q: to nearest, halves up
     return max(float(ticks * tick - Fraction(start)), 0.0)
-
-
-def _local_file(path: Path, limits: DecodeLimits) -> str:
-    """The absolute path of a regular file within the metadata budget (``MetadataTooLarge``
-    before ffmpeg would parse too many tags, quadratically, once per thumbnail)."""
-    regular_file_size(path)
-    limits.check_metadata(path)
-    return os.path.abspath(path)
 
 
 def _signal_name(number: int) -> str:

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import re
-import shutil
-import signal
-from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,11 +14,11 @@ from heimdex.adapters.media.description import (
     ChapterFacts,
     StreamFacts,
     describe,
-    packet_rate,
     rate_needs_packets,
-    regular_file_size,
 )
+from heimdex.adapters.media.ffmpeg_process import Failures, run_binary
 from heimdex.adapters.media.limits import DecodeLimits
+from heimdex.adapters.media.local_file import local_file
 from heimdex.adapters.offload import run_blocking
 from heimdex.domain.errors import InvalidMedia, ProberUnavailable, ProbeTimeout
 from heimdex.domain.media import MediaInfo
@@ -32,8 +26,7 @@ from heimdex.domain.media import MediaInfo
 _STDERR_LIMIT = 500
 _ADDRESS = re.compile(r" @ 0x[0-9a-f]+\]")  # "[hls @ 0x55c6313cb1c0]" names a demuxer instance
 _CHECK_TIMEOUT = 10.0
-# No colour codes in the error text we hand back.
-_ENV = {**os.environ, "AV_LOG_FORCE_NOCOLOR": "1"}
+_FAILURES = Failures(unavailable=ProberUnavailable, timed_out=ProbeTimeout, doing="probing")
 
 
 # -- ffprobe's JSON, as far as we read it ------------------------------------------------------
@@ -132,18 +125,11 @@ class FfprobeProber:
         self._pixel_depths: dict[str, int] | None = None
 
     async def probe(self, path: Path) -> MediaInfo:
-        size, url = await run_blocking(_inspect, path, self._limits)
+        # ``MetadataTooLarge`` before ffprobe would spend its quadratic CPU on too many tags.
+        local = await run_blocking(local_file, path, self._limits)
+        size, url = local.size, local.url
         returncode, stdout, stderr = await self._run(
-            "-v",
-            "error",
-            "-hide_banner",
-            "-protocol_whitelist",
-            FFPROBE_PROTOCOLS,
-            "-format_whitelist",
-            format_whitelist(),
-            "-enable_drefs",
-            "0",
-            *self._limits.decoder_arguments(),
+            *self._opening(),
             "-show_format",
             "-show_streams",
             "-show_chapters",
@@ -168,14 +154,9 @@ class FfprobeProber:
         depths = await self._depths()
         fmt = output.format
         facts = [_facts(s, depths) for s in output.streams]
+        times = None
         if any(rate_needs_packets(fmt.format_name, f) for f in facts):
             times = await self._packet_times(url)
-            facts = [
-                replace(f, packet_rate=packet_rate(times[f.index], f.time_base))
-                if f.index in times and f.media_type == "video"
-                else f
-                for f in facts
-            ]
         media = describe(
             name=path.name,
             format_name=fmt.format_name,
@@ -184,6 +165,7 @@ class FfprobeProber:
             size_bytes=size,
             tags=fmt.tags,
             streams=facts,
+            packet_times=times,
             chapters=[
                 ChapterFacts(
                     start=_float(c.start_time) or 0.0,
@@ -201,16 +183,7 @@ class FfprobeProber:
         rate's evidence. A run of its own: reading packets moves what some parsers report (an
         MP3's bit rate), so the description is read without."""
         returncode, stdout, _ = await self._run(
-            "-v",
-            "error",
-            "-hide_banner",
-            "-protocol_whitelist",
-            FFPROBE_PROTOCOLS,
-            "-format_whitelist",
-            format_whitelist(),
-            "-enable_drefs",
-            "0",
-            *self._limits.decoder_arguments(),
+            *self._opening(),
             "-read_intervals",
             f"%+#{RATE_SAMPLE_PACKETS}",
             "-show_entries",
@@ -261,48 +234,19 @@ class FfprobeProber:
             }
         return self._pixel_depths
 
+    def _opening(self) -> tuple[str, ...]:
+        """How every run that reads the file opens it: the allow-lists, no MOV data references,
+        the decode limits."""
+        return (
+            *("-v", "error", "-hide_banner", "-protocol_whitelist", FFPROBE_PROTOCOLS),
+            *("-format_whitelist", format_whitelist(), "-enable_drefs", "0"),
+            *self._limits.decoder_arguments(),
+        )
+
     async def _run(self, *args: str, limit: float, what: str) -> tuple[int, bytes, bytes]:
-        """Run ffprobe with ``args`` under the decode limits; kill its process group if it
-        outlives ``limit`` seconds."""
-        binary = shutil.which(self._binary)
-        if binary is None:  # found here: behind nice/prlimit it would be their exit status
-            raise ProberUnavailable(f"cannot run {self._binary}: not found or not executable")
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *self._limits.argv(binary, args),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,  # its own process group, so a kill takes any children
-                env=_ENV,
-            )
-        except OSError as exc:
-            raise ProberUnavailable(f"cannot run {self._binary}: {exc.strerror or exc}") from exc
-        try:
-            async with asyncio.timeout(limit):
-                stdout, stderr = await process.communicate()
-        except TimeoutError:
-            raise ProbeTimeout(f"{what}: probing took longer than {limit:g} s") from None
-        finally:
-            # Timed out or cancelled: kill the group and reap the child, leaving no zombie.
-            if process.returncode is None:
-                _kill_group(process.pid)
-                await process.wait()
-        return process.returncode if process.returncode is not None else -1, stdout, stderr
-
-
-def _inspect(path: Path, limits: DecodeLimits) -> tuple[int, str]:
-    """The file's size, and the URL to give ffprobe: ``file:`` plus the absolute path, which is
-    never mistaken for an option (a name starting with ``-``) or for another protocol.
-    ``MetadataTooLarge`` before ffprobe would spend its quadratic CPU on too many tags."""
-    size = regular_file_size(path)
-    limits.check_metadata(path)
-    return size, "file:" + os.path.abspath(path)
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # already gone
-        os.killpg(pgid, signal.SIGKILL)
+        return await run_binary(
+            self._binary, args, limits=self._limits, limit=limit, what=what, failures=_FAILURES
+        )
 
 
 def _facts(stream: _Stream, depths: dict[str, int]) -> StreamFacts:

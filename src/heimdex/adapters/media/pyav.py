@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-import os
 import struct
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -24,11 +22,10 @@ from heimdex.adapters.media.description import (
     ChapterFacts,
     StreamFacts,
     describe,
-    packet_rate,
     rate_needs_packets,
-    regular_file_size,
 )
 from heimdex.adapters.media.limits import DecodeLimits
+from heimdex.adapters.media.local_file import local_file
 from heimdex.adapters.media.pooled_decoder import PooledDecoder
 from heimdex.domain.errors import (
     InvalidMedia,
@@ -232,12 +229,12 @@ def capability_missing() -> str | None:
 def probe_file(path: Path, timeout: float, limits: DecodeLimits) -> MediaInfo:
     """The description of the file at ``path``; ``InvalidMedia`` (or a subclass) when it is not
     readable media or breaks ``limits``' ``max_pixels``/``max_streams``."""
-    size = regular_file_size(path)
-    limits.check_metadata(path)  # before FFmpeg spends its quadratic CPU on the tags
+    local = local_file(path, limits)  # before FFmpeg spends its quadratic CPU on the tags
+    size = local.size
     deadline = time.monotonic() + timeout
     try:
         with av.open(
-            "file:" + os.path.abspath(path),
+            local.url,
             mode="r",
             options=limits.decoder_options(),  # codec options, for every decoder
             container_options=OPEN_OPTIONS,
@@ -262,14 +259,9 @@ def _describe(container: Any, path: Path, size: int, deadline: float) -> MediaIn
     rotations = _display_rotations(container, streams, path, size, deadline)
     # Facts first: reading packets moves what some parsers report (an MP3's bit rate).
     facts = [_facts(stream, rotations) for stream in streams]
+    times = None
     if any(rate_needs_packets(container.format.name, f) for f in facts):
         times = _packet_times(container, deadline)
-        facts = [
-            replace(f, packet_rate=packet_rate(times[f.index], f.time_base))
-            if f.index in times
-            else f
-            for f in facts
-        ]
     return describe(
         name=path.name,
         format_name=container.format.name,
@@ -278,6 +270,7 @@ def _describe(container: Any, path: Path, size: int, deadline: float) -> MediaIn
         size_bytes=size,
         tags=dict(container.metadata),
         streams=facts,
+        packet_times=times,
         chapters=[_chapter(chapter) for chapter in container.chapters()],
     )
 

@@ -14,7 +14,6 @@ one of its slot when one is found.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,9 +25,9 @@ import av.error
 import av.filter
 
 from heimdex.adapters.media.decode_pool import DecodePool
-from heimdex.adapters.media.description import regular_file_size
 from heimdex.adapters.media.frame_picker import FramePicker, Picked
 from heimdex.adapters.media.limits import DecodeLimits
+from heimdex.adapters.media.local_file import local_file
 from heimdex.adapters.media.pooled_decoder import PooledDecoder
 from heimdex.adapters.media.pyav import OPEN_OPTIONS
 from heimdex.adapters.media.thumbnail_plan import (
@@ -90,7 +89,7 @@ class PyAVThumbnailer(PooledDecoder):
         plan = plan_thumbnails(path.name, media, spec)
         if plan is None:
             return []
-        location = await run_blocking(local_file, path, self._pool.limits)
+        location = (await run_blocking(local_file, path, self._pool.limits)).path
         try:
             # The time runs from when a worker takes the file, not while it waits for one.
             return await self._run_on(
@@ -111,16 +110,6 @@ class PyAVThumbnailer(PooledDecoder):
         missing = await self._pool.run(capabilities_missing, call_seconds=self._timeout)
         if missing:
             raise ThumbnailerUnavailable("PyAV's FFmpeg lacks " + ", ".join(missing))
-
-
-def local_file(path: Path, limits: DecodeLimits | None = None) -> str:
-    """The absolute path of ``path``, a regular file: a FIFO, a device or a directory never
-    reaches FFmpeg (``InvalidMedia``), nor a file with more metadata than ``limits`` allow
-    (``MetadataTooLarge``: FFmpeg would parse it, quadratically, before any frame)."""
-    regular_file_size(path)
-    if limits is not None:
-        limits.check_metadata(path)
-    return os.path.abspath(path)
 
 
 # -- in the worker process ----------------------------------------------------------------------

@@ -17,13 +17,11 @@ import anyio
 
 from heimdex.adapters.offload import run_blocking
 from heimdex.adapters.scratch_files import sweep_old_files
+from heimdex.domain.declared import Declared
 from heimdex.domain.errors import (
-    ChecksumMismatch,
     InvalidStorageKey,
-    LengthMismatch,
     SourceNotFound,
     StorageError,
-    UploadTooLarge,
 )
 from heimdex.domain.model import Upload
 from heimdex.domain.ports import LocalCopy, ScratchFile, StoredObject, UploadTarget, UrlSigner
@@ -109,13 +107,9 @@ class LocalStorage:
 
     # -- writes -------------------------------------------------------------------------------
     async def write_stream(
-        self,
-        key: str,
-        chunks: AsyncIterable[bytes],
-        *,
-        expected_size: int | None = None,
-        expected_sha256: str | None = None,
+        self, key: str, chunks: AsyncIterable[bytes], *, declared: Declared | None = None
     ) -> StoredObject:
+        declared = declared or Declared()
         base, rest = self._base_and_rest(key)
         target = base / rest
         scratch = base / SCRATCH_DIR
@@ -147,10 +141,7 @@ class LocalStorage:
                 try:
                     async for chunk in chunks:
                         size += len(chunk)
-                        if expected_size is not None and size > expected_size:
-                            raise UploadTooLarge(
-                                f"the body is longer than the declared {expected_size} bytes"
-                            )
+                        declared.check_so_far(size)
                         await send.send(chunk)
                 except anyio.BrokenResourceError:
                     pass  # the drain stopped; its failure is kept
@@ -163,12 +154,7 @@ class LocalStorage:
                 await fill()
             if failure is not None:
                 raise failure
-            if expected_size is not None and size != expected_size:
-                raise LengthMismatch(f"the body has {size} bytes, {expected_size} were declared")
-            if expected_sha256 is not None and digest.hexdigest() != expected_sha256.lower():
-                raise ChecksumMismatch(
-                    f"the body's sha256 is {digest.hexdigest()}, {expected_sha256} was declared"
-                )
+            declared.check(size, digest.hexdigest())
             await run_blocking(_flush_and_sync, handle)
             handle.close()
             await run_blocking(os.replace, temp, target)

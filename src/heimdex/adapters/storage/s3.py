@@ -27,12 +27,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from heimdex.adapters.offload import run_blocking
 from heimdex.adapters.storage.content_types import content_type_for
 from heimdex.adapters.storage.s3_presign import presigned_get, presigned_put
+from heimdex.domain.chunks import rechunk
+from heimdex.domain.declared import Declared
 from heimdex.domain.errors import (
-    ChecksumMismatch,
-    LengthMismatch,
     SourceNotFound,
     StorageError,
-    UploadTooLarge,
 )
 from heimdex.domain.model import Upload
 from heimdex.domain.ports import LocalCopy, ScratchFile, StoredObject, UploadTarget
@@ -163,16 +162,12 @@ class S3Storage:
         return max(self.part_size, -(-expected_size // MAX_PARTS))
 
     async def write_stream(
-        self,
-        key: str,
-        chunks: AsyncIterable[bytes],
-        *,
-        expected_size: int | None = None,
-        expected_sha256: str | None = None,
+        self, key: str, chunks: AsyncIterable[bytes], *, declared: Declared | None = None
     ) -> StoredObject:
         validate_key(key)
+        declared = declared or Declared()
         client = await self._s3()
-        part_size = self._part_size_for(expected_size)
+        part_size = self._part_size_for(declared.size)
         digest = hashlib.sha256()
         size = 0
         pending: list[bytes] = []
@@ -181,10 +176,7 @@ class S3Storage:
         try:
             async for chunk in chunks:
                 size += len(chunk)
-                if expected_size is not None and size > expected_size:
-                    raise UploadTooLarge(
-                        f"the body is longer than the declared {expected_size} bytes"
-                    )
+                declared.check_so_far(size)
                 await run_blocking(digest.update, chunk)
                 pending.append(chunk)
                 pending_size += len(chunk)
@@ -194,13 +186,8 @@ class S3Storage:
                     await multipart.send(b"".join(pending))
                     pending.clear()
                     pending_size = 0
-            if expected_size is not None and size != expected_size:
-                raise LengthMismatch(f"the body has {size} bytes, {expected_size} were declared")
             sha256 = digest.hexdigest()
-            if expected_sha256 is not None and sha256 != expected_sha256.lower():
-                raise ChecksumMismatch(
-                    f"the body's sha256 is {sha256}, {expected_sha256} was declared"
-                )
+            declared.check(size, sha256)
             if multipart is None:  # one PUT; the store checks the sha256 we send along
                 with _storage_errors(f"writing {key!r}"):
                     await client.put_object(
@@ -250,19 +237,8 @@ class S3Storage:
             response = await client.get_object(Bucket=self.bucket, Key=key)
             body = response["Body"]
             try:
-                pieces: list[bytes] = []
-                buffered = 0
-                # The socket hands over whatever arrived (often 64 KiB); re-cut into ~1 MiB so
-                # hashing and file writes make fewer thread hops.
-                while piece := await body.read(CHUNK_SIZE - buffered):
-                    pieces.append(piece)
-                    buffered += len(piece)
-                    if buffered >= CHUNK_SIZE:
-                        yield b"".join(pieces)
-                        pieces.clear()
-                        buffered = 0
-                if pieces:
-                    yield b"".join(pieces)
+                async for chunk in rechunk(body.iter_chunks(CHUNK_SIZE), CHUNK_SIZE):
+                    yield chunk
             finally:
                 body.close()
 

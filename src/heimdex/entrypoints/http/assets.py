@@ -25,6 +25,7 @@ from heimdex.entrypoints.http.openapi import (
     documented,
     raises,
 )
+from heimdex.entrypoints.http.query_values import parse_timestamp
 
 SHA256_PATTERN = "^[0-9a-fA-F]{64}$"
 _ASSET_ID = {"asset_id": "$response.body#/asset_id"}
@@ -134,16 +135,6 @@ def asset_view(asset: Asset) -> AssetView:
     )
 
 
-def _timestamp(name: str, value: str | None) -> datetime | None:
-    """An RFC 3339 date-time, strictly: a bare number is not read as Unix seconds."""
-    if value is None:
-        return None
-    try:
-        return msgspec.convert(value, datetime, strict=True)
-    except msgspec.ValidationError as exc:
-        raise errors.InvalidInput(f"{name} must be an RFC 3339 date-time") from exc
-
-
 class AssetController(Controller):
     path = "/assets"
     tags = ["assets"]
@@ -180,8 +171,8 @@ class AssetController(Controller):
                 max_duration=max_duration,
                 codec=codec,
                 min_height=min_height,
-                created_after=_timestamp("created_after", created_after),
-                created_before=_timestamp("created_before", created_before),
+                created_after=parse_timestamp("created_after", created_after),
+                created_before=parse_timestamp("created_before", created_before),
                 sha256=sha256.lower() if sha256 else None,
             ),
             limit,

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from heimdex.application.assets import AssetService
-from heimdex.application.health import HealthService
-from heimdex.application.ingest import IngestService
-from heimdex.application.job_listing import JobListing
-from heimdex.application.jobs import JobService
-from heimdex.application.probing import ProbeService
-from heimdex.application.sidecars import SidecarService
-from heimdex.application.webhooks import WebhookService
 from heimdex.bootstrap import Services
 from heimdex.domain.model import Principal
 from heimdex.entrypoints.http.auth import current_principal
+
+T = TypeVar("T")
 
 
 def services_from(state: State) -> Services:
@@ -26,36 +21,13 @@ def services_from(state: State) -> Services:
     return services
 
 
-async def provide_probing(state: State) -> ProbeService:
-    return services_from(state).probing
+def _use_case(pick: Callable[[Services], T]) -> Provide:
+    """A provider of the use case ``pick`` takes from the process's ``Services``."""
 
+    def provide(state: State) -> T:
+        return pick(services_from(state))
 
-async def provide_ingest(state: State) -> IngestService:
-    return services_from(state).ingest
-
-
-async def provide_assets(state: State) -> AssetService:
-    return services_from(state).assets
-
-
-async def provide_jobs(state: State) -> JobService:
-    return services_from(state).jobs
-
-
-async def provide_sidecars(state: State) -> SidecarService:
-    return services_from(state).sidecars
-
-
-async def provide_health(state: State) -> HealthService:
-    return services_from(state).health
-
-
-async def provide_webhooks(state: State) -> WebhookService:
-    return services_from(state).webhooks
-
-
-async def provide_job_listing(state: State) -> JobListing:
-    return services_from(state).job_listing
+    return Provide(provide, sync_to_thread=False)
 
 
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
@@ -63,13 +35,13 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
 
 
 DEPENDENCIES = {
-    "probing": Provide(provide_probing),
-    "ingest": Provide(provide_ingest),
-    "assets": Provide(provide_assets),
-    "jobs": Provide(provide_jobs),
-    "sidecars": Provide(provide_sidecars),
-    "health": Provide(provide_health),
+    "probing": _use_case(lambda services: services.probing),
+    "ingest": _use_case(lambda services: services.ingest),
+    "assets": _use_case(lambda services: services.assets),
+    "jobs": _use_case(lambda services: services.jobs),
+    "sidecars": _use_case(lambda services: services.sidecars),
+    "health": _use_case(lambda services: services.health),
     "principal": Provide(provide_principal),
-    "webhooks": Provide(provide_webhooks),
-    "job_listing": Provide(provide_job_listing),
+    "webhooks": _use_case(lambda services: services.webhooks),
+    "job_listing": _use_case(lambda services: services.job_listing),
 }

@@ -3,7 +3,6 @@ with the signature in the URL instead of a token — what a presigned S3 GET is 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from litestar import Controller, Request, Response, get
@@ -11,6 +10,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 from litestar.response import Stream
 
+from heimdex.application.signed_urls import Refusals
 from heimdex.domain import errors
 from heimdex.domain.errors import InvalidUrlSignature, UrlExpired
 from heimdex.domain.storage_keys import validate_key
@@ -23,8 +23,14 @@ from heimdex.entrypoints.http.openapi import (
     raises,
     signed_url_parameters,
 )
-from heimdex.entrypoints.http.signed_urls import is_epoch_seconds
 
+_REFUSALS = Refusals(
+    invalid=InvalidUrlSignature,
+    expired=UrlExpired,
+    name="this URL",
+    unsigned_hint="ask for a fresh one",
+    expired_hint="ask for a fresh one",
+)
 _MEDIA_TYPES = {"jpg": "image/jpeg", "webp": "image/webp", "json": "application/json"}
 
 
@@ -66,25 +72,16 @@ class FileController(Controller):
         services = services_from(request.app.state)
         key = key.lstrip("/")
         query = request.query_params
-        org_id: str | None = query.get("org")
-        expires: str | None = query.get("expires")
-        signature: str | None = query.get("signature")
-        if not (org_id and expires and signature and is_epoch_seconds(expires)):
-            raise InvalidUrlSignature("this URL is not signed; ask for a fresh one")
-        if not services.signer.verify("GET", request.url.path, org_id, int(expires), signature):
-            raise InvalidUrlSignature("this URL's signature does not match")
-        if int(expires) <= time.time():
-            raise UrlExpired("this URL has expired; ask for a fresh one")
+        signed = services.signed_urls.verify("GET", request.url.path, query, _REFUSALS)
         validate_key(key)
-        stored, chunks = await services.sidecars.signed_file(org_id, key)
+        stored, chunks = await services.sidecars.signed_file(signed.org_id, key)
         media_type = _MEDIA_TYPES.get(key.rsplit(".", 1)[-1], "application/octet-stream")
         # A browser may keep it for as long as the URL is valid, never a shared cache.
-        max_age = max(int(expires) - int(time.time()), 0)
         return Stream(
             chunks,
             media_type=media_type,
             headers={
                 "Content-Length": str(stored.size_bytes),
-                "Cache-Control": f"private, max-age={max_age}",
+                "Cache-Control": f"private, max-age={signed.seconds_left}",
             },
         )

@@ -39,6 +39,7 @@ from heimdex.entrypoints.http.openapi import (
     raises,
 )
 from heimdex.entrypoints.http.public_url import public_base_url
+from heimdex.entrypoints.http.query_values import parse_timestamp
 
 _JOB_LINKS = {
     "getJob": Link(operation_id="getJob", parameters={"job_id": "$response.body#/job_id"}),
@@ -114,16 +115,6 @@ def job_view(job: Job) -> JobView:
             thumbnails=f"{asset}/thumbnails",
         ),
     )
-
-
-def parse_timestamp(name: str, value: str | None) -> datetime | None:
-    """An RFC 3339 date-time, strictly (as the asset listing reads its own)."""
-    if value is None:
-        return None
-    try:
-        return msgspec.convert(value, datetime, strict=True)
-    except msgspec.ValidationError as exc:
-        raise errors.InvalidInput(f"{name} must be an RFC 3339 date-time") from exc
 
 
 class JobList(msgspec.Struct, frozen=True, kw_only=True):

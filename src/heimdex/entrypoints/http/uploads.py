@@ -6,7 +6,6 @@ Authorised by a bearer token of the upload's organisation, or by the signature c
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -27,8 +26,10 @@ from litestar.openapi.spec import (
 from litestar.params import FromPath
 
 from heimdex.application.ingest import IngestService
+from heimdex.application.signed_urls import Refusals
 from heimdex.bootstrap import Services
 from heimdex.domain import errors
+from heimdex.domain.chunks import rechunk
 from heimdex.domain.errors import (
     InvalidUploadSignature,
     LengthMismatch,
@@ -36,7 +37,6 @@ from heimdex.domain.errors import (
     UploadExpired,
 )
 from heimdex.domain.model import Principal, UploadStatus
-from heimdex.domain.storage_keys import is_valid_org_id
 from heimdex.entrypoints.http.deps import services_from
 from heimdex.entrypoints.http.openapi import (
     PARAMETERS,
@@ -45,9 +45,15 @@ from heimdex.entrypoints.http.openapi import (
     raises,
     signed_url_parameters,
 )
-from heimdex.entrypoints.http.signed_urls import is_epoch_seconds
 
 CHUNK_SIZE = 1024 * 1024
+_REFUSALS = Refusals(
+    invalid=InvalidUploadSignature,
+    expired=UploadExpired,
+    name="the upload URL",
+    unsigned_hint="use upload_url as issued",
+    expired_hint="ask for a new upload slot",
+)
 
 
 class UploadReceipt(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,38 +72,18 @@ def _org_from_request(request: Request[Any, Any, Any], services: Services) -> st
             raise InvalidUploadSignature("send a bearer token or use the signed upload_url")
         principal: Principal = services.tokens.decode(token.strip())
         return principal.org_id
-    query = request.query_params
-    org_id: str | None = query.get("org")
-    expires: str | None = query.get("expires")
-    signature: str | None = query.get("signature")
-    if not (org_id and expires and signature and is_valid_org_id(org_id)):
-        raise InvalidUploadSignature("the upload URL is not signed; use upload_url as issued")
-    if not is_epoch_seconds(expires):
-        raise InvalidUploadSignature("the upload URL is not signed; use upload_url as issued")
-    if not services.signer.verify("PUT", request.url.path, org_id, int(expires), signature):
-        raise InvalidUploadSignature("the upload URL's signature does not match")
-    if int(expires) <= time.time():
-        raise UploadExpired("the upload URL has expired; ask for a new upload slot")
-    return org_id
+    signed = services.signed_urls.verify("PUT", request.url.path, request.query_params, _REFUSALS)
+    return signed.org_id
 
 
 async def _fixed_chunks(request: Request[Any, Any, Any]) -> AsyncIterator[bytes]:
     """The body re-cut into about CHUNK_SIZE pieces: fewer thread hops, memory bounded by a
     couple of chunks, one copy per chunk."""
-    pieces: list[bytes] = []
-    buffered = 0
     try:
-        async for piece in request.stream():
-            pieces.append(piece)
-            buffered += len(piece)
-            if buffered >= CHUNK_SIZE:
-                yield b"".join(pieces)
-                pieces.clear()
-                buffered = 0
+        async for chunk in rechunk(request.stream(), CHUNK_SIZE):
+            yield chunk
     except InternalServerException as exc:  # the client went away mid-body
         raise LengthMismatch("the connection closed before the whole body arrived") from exc
-    if pieces:
-        yield b"".join(pieces)
 
 
 class UploadController(Controller):

@@ -81,7 +81,8 @@ class FramePicker:
         a long forward decode up, and only slow lone keyframes down."""
         located = [self._keyframe_at(self._bounds(slot)[1]) for slot in slots]
         inside = all(self._inside(slot, key) for slot, key in zip(slots, located, strict=True))
-        self._decoder.thread_type = "SLICE" if inside else "AUTO"
+        if not self._decoder.is_open:  # fixed once decoding began (a second locate)
+            self._decoder.thread_type = "SLICE" if inside else "AUTO"
         return located
 
     # -- time ----------------------------------------------------------------------------------
@@ -96,22 +97,43 @@ class FramePicker:
         return self.pts(slot.start), self.pts(slot.target), end
 
     # -- picking -------------------------------------------------------------------------------
-    def pick(self, slot: Slot, located: Keyframe | None = None) -> Picked | None:
+    def pick(
+        self, slot: Slot, located: Keyframe | None = None, budget: int = FRAME_BUDGET
+    ) -> Picked | None:
         """A frame presented inside ``slot`` (see the module's rule); ``None`` when none is.
-        ``located``: the slot's keyframe from :meth:`locate` (else it is looked for now)."""
+        ``located``: the slot's keyframe from :meth:`locate` (else it is looked for now);
+        ``budget``: frames decoded forward at most."""
         start, target, end = self._bounds(slot)
         keyframe = located if located is not None else self._keyframe_at(target)
         if self._inside(slot, keyframe):
             picked = self._alone(keyframe)
             if picked is not None:
                 return picked
-        found = self._forward(keyframe.pts, target)
+        found = self._forward(keyframe.pts, target, budget)
         if found is not None and start <= found.pts < end:
             return found
         before = self._before
         if before is not None and start <= before.pts < end:
             return before
         return None
+
+    def keyframe(self, keyframe: Keyframe) -> Picked | None:
+        """The keyframe decoded on its own: the cheapest picture near a time."""
+        return self._alone(keyframe)
+
+    def at(self, seconds: float) -> Picked | None:
+        """The frame shown at ``seconds``: the last one presented at or before it (the first
+        frame for a time before any), decoding forward from the keyframe before it."""
+        target = self.pts(seconds)
+        keyframe = self._keyframe_at(target)
+        if keyframe.pts == target:
+            picked = self._alone(keyframe)
+            if picked is not None:
+                return picked
+        found = self._forward(keyframe.pts, target, FRAME_BUDGET)
+        if found is not None and found.pts <= target:
+            return found
+        return self._before or found
 
     def _inside(self, slot: Slot, keyframe: Keyframe) -> bool:
         start, _, end = self._bounds(slot)
@@ -178,7 +200,7 @@ class FramePicker:
         frame = next((f for f in frames if f.pts == key), frames[0] if frames else None)
         return Picked(frame, key) if frame is not None else None
 
-    def _forward(self, key: int, target: int) -> Picked | None:
+    def _forward(self, key: int, target: int, budget: int = FRAME_BUDGET) -> Picked | None:
         """The first frame at or after ``target``, decoding on from the keyframe ``key`` — or
         from where the decoder already is, when that is in the same GOP and not past it. The
         last frame before it stays in ``_before``; ``None`` when the stream ends first."""
@@ -193,7 +215,7 @@ class FramePicker:
         for count, frame in enumerate(self._frames, start=1):
             pts = frame.pts if frame.pts is not None else target  # no pts: take it as it comes
             picked = Picked(frame, pts)
-            if pts >= target or count >= FRAME_BUDGET:
+            if pts >= target or count >= budget:
                 self._last = picked
                 return picked
             self._before = self._last = picked

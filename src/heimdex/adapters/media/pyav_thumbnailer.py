@@ -163,7 +163,7 @@ def render(path: str, name: str, plan: ThumbnailPlan, max_pixels: int = 0) -> li
 
 
 @dataclass(frozen=True, slots=True)
-class _Look:
+class Look:
     """A picked frame, filtered to the thumbnail's picture, and whether it is dull."""
 
     pts: int
@@ -184,7 +184,7 @@ class _Renderer:
         limits.check_frame(name, stream.codec_context.width, stream.codec_context.height)
         self._name = name
         self._plan = plan
-        self._images = _Images(name, plan, self._picker.time_base)
+        self._images = Images(name, plan, self._picker.time_base)
 
     def thumbnails(self) -> list[Thumbnail]:
         picker, plan = self._picker, self._plan
@@ -210,7 +210,7 @@ class _Renderer:
             raise InvalidMedia(f"{self._name}: no frame of the video stream could be decoded")
         return thumbnails
 
-    def _replacement(self, slot: Slot, dull: _Look) -> _Look | None:
+    def _replacement(self, slot: Slot, dull: Look) -> Look | None:
         """A frame of the same slot that is not dull, among ``DULL_TRIES`` others."""
         picker = self._picker
         tick = float(picker.time_base)
@@ -224,7 +224,7 @@ class _Renderer:
         return None
 
 
-class _Images:
+class Images:
     """Frames to encoded thumbnails: one filter graph (rebuilt if the frame size or format
     changes mid-stream) and one encoder per file."""
 
@@ -239,11 +239,11 @@ class _Images:
         self._encoded = 0
         self._limited = plan.format != "jpg"
 
-    def look(self, picked: Picked) -> _Look:
+    def look(self, picked: Picked) -> Look:
         picture = self._filtered(picked.frame)
         plane = picture.planes[0]
         stats = luma_stats(plane, picture.width, picture.height, plane.line_size, self._limited)
-        return _Look(pts=picked.pts, picture=picture, dull=stats.dull)
+        return Look(pts=picked.pts, picture=picture, dull=stats.dull)
 
     def encode(self, picture: Any) -> bytes:
         # Encoders refuse timestamps that do not increase (PyAV rescales to the encoder's base).
@@ -278,12 +278,18 @@ class _Images:
 
 
 def _encoder(plan: ThumbnailPlan) -> Any:
-    encoder: Any = av.CodecContext.create(_ENCODERS[plan.format], "w")
-    encoder.width = plan.width
-    encoder.height = plan.height
+    return image_encoder(plan.format, plan.width, plan.height)
+
+
+def image_encoder(image_format: str, width: int, height: int) -> Any:
+    """An mjpeg (``jpg``) or libwebp encoder of ``width`` x ``height`` yuv420p pictures, at
+    the quality every thumbnail uses."""
+    encoder: Any = av.CodecContext.create(_ENCODERS[image_format], "w")
+    encoder.width = width
+    encoder.height = height
     encoder.pix_fmt = "yuv420p"
     encoder.time_base = _ENCODER_TIME_BASE
-    if plan.format == "jpg":
+    if image_format == "jpg":
         encoder.color_range = 2  # full range, as JPEG (JFIF) defines it
         encoder.qmin = encoder.qmax = JPEG_QSCALE  # a fixed quality, not a bit rate
     else:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from itertools import pairwise
 
 from heimdex.adapters.media.thumbnail_plan import (
     LUMA_STEP,
@@ -153,7 +154,7 @@ def detail_score(
     ]
     total = count = 0
     for index, row in enumerate(rows):
-        total += sum(abs(a - b) for a, b in zip(row, row[1:], strict=False))
+        total += sum(abs(a - b) for a, b in pairwise(row))
         count += max(len(row) - 1, 0)
         if index + 1 < len(rows):
             below = rows[index + 1]

@@ -22,6 +22,7 @@ from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
 from heimdex.adapters.media.ffprobe import FfprobeProber
 from heimdex.adapters.media.limits import DecodeLimits
 from heimdex.adapters.media.pyav import PyAVProber
+from heimdex.adapters.media.pyav_pictures import PyAVPictureMaker
 from heimdex.adapters.media.pyav_thumbnailer import PyAVThumbnailer
 from heimdex.adapters.metrics.measured_media import MeasuredProber, MeasuredThumbnailer
 from heimdex.adapters.metrics.prometheus import PrometheusMetrics
@@ -41,6 +42,7 @@ from heimdex.application.health import HealthService
 from heimdex.application.idempotency import IdempotencyService
 from heimdex.application.ingest import IngestLimits, IngestService
 from heimdex.application.jobs import JobPolicy, JobService
+from heimdex.application.pictures import PictureService
 from heimdex.application.probe_gate import ProbeSlots
 from heimdex.application.probing import ProbeService
 from heimdex.application.scratch import ScratchSweeper
@@ -74,6 +76,7 @@ class Services:
     idempotency: IdempotencyService
     jobs: JobService
     sidecars: SidecarService
+    pictures: PictureService
     abandoned_uploads: AbandonedUploadSweeper
     #: thumbnails and sidecars of assets that are gone
     derived_files: DerivedFileSweeper
@@ -83,6 +86,8 @@ class Services:
     health: HealthService
     #: per-organisation request buckets; ``None`` when ``HEIMDEX_RATE_LIMIT_PER_SECOND`` is 0
     rate_limiter: RateLimiter | None = None
+    #: storyboards and posters (PyAV, in the thumbnailer's decode pool or one of its own)
+    picture_maker: PyAVPictureMaker | None = None
 
     def sweeps(self) -> tuple[Sweep, ...]:
         """What the periodic sweep runs in a process that sweeps for everyone: due jobs,
@@ -123,6 +128,8 @@ class Services:
         parts: dict[str, object] = {"prober": self.prober} if probing else {}
         if thumbnails:
             parts["thumbnailer"] = self.thumbnailer
+            if self.picture_maker is not None:
+                parts["pictures"] = self.picture_maker
         for name, part in parts.items():
             warm = getattr(part, "warm", None)  # the PyAV adapters; subprocess ones need none
             if warm is None:
@@ -142,7 +149,7 @@ class Services:
         if self.rate_limiter is not None:
             await self.rate_limiter.aclose()
         await self.database.dispose()
-        for decoder in (self.prober, self.thumbnailer):
+        for decoder in (self.prober, self.thumbnailer, self.picture_maker):
             close = getattr(decoder, "close", None)
             if close is not None:  # the PyAV adapters' decode pools
                 await close()
@@ -280,6 +287,18 @@ def build_thumbnailer(settings: Settings) -> Thumbnailer:
     )
 
 
+def build_picture_maker(settings: Settings, thumbnailer: Thumbnailer) -> PyAVPictureMaker:
+    """Storyboards and posters: PyAV in the PyAV thumbnailer's decode pool, or (with the ffmpeg
+    thumbnailer, which has none) in a pool of their own."""
+    pool = thumbnailer.pool if isinstance(thumbnailer, PyAVThumbnailer) else None
+    return PyAVPictureMaker(
+        workers=settings.decode_workers,
+        timeout=settings.thumbnail_timeout_seconds,
+        pool=pool,
+        limits=decode_limits(settings),
+    )
+
+
 def job_policy(settings: Settings) -> JobPolicy:
     return JobPolicy(
         max_attempts=settings.job_max_attempts,
@@ -336,6 +355,7 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         # organisations cannot take turns (``JobService.run``).
         queue = InProcessJobQueue(run_job, concurrency=settings.decode_workers)
     thumbnailer = build_thumbnailer(settings)
+    picture_maker = build_picture_maker(settings, thumbnailer)
     jobs = JobService(
         uow,
         SqlJobDirectory(database),
@@ -346,6 +366,7 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         job_policy(settings),
         prober_name=prober.name,
         metrics=metrics,
+        pictures=picture_maker,
     )
     checks: dict[str, HealthCheck] = {
         "database": database,
@@ -392,6 +413,10 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         ),
         jobs=jobs,
         sidecars=SidecarService(uow, storage, clock, settings.download_url_ttl_seconds),
+        pictures=PictureService(
+            uow, storage, clock, settings.download_url_ttl_seconds, picture_maker
+        ),
+        picture_maker=picture_maker,
         abandoned_uploads=AbandonedUploadSweeper(
             uow,
             SqlUploadDirectory(database),

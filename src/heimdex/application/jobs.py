@@ -24,6 +24,7 @@ import anyio
 import msgspec
 
 from heimdex import __version__
+from heimdex.application.pictures import read_sidecar, store_poster, store_storyboard
 from heimdex.domain.errors import (
     AssetGone,
     DatabaseUnavailable,
@@ -41,7 +42,9 @@ from heimdex.domain.model import (
     JobError,
     JobKind,
     JobStatus,
+    Pictures,
     Principal,
+    StoryboardSpec,
     ThumbnailSpec,
 )
 from heimdex.domain.ports import (
@@ -50,6 +53,7 @@ from heimdex.domain.ports import (
     JobOutcome,
     JobQueue,
     Metrics,
+    PictureMaker,
     Storage,
     Thumbnailer,
     UnitOfWork,
@@ -57,6 +61,7 @@ from heimdex.domain.ports import (
 )
 from heimdex.domain.sidecar import (
     Generator,
+    PosterRef,
     ThumbnailRef,
     ThumbnailSummary,
     build_sidecar,
@@ -70,6 +75,7 @@ T = TypeVar("T")
 _DATABASE_RETRY_MAX_SECONDS = 5.0
 # Picks a slot tries before it runs its message's own job (if that is claimable).
 _TURN_ATTEMPTS = 3
+_DEFAULT_STORYBOARD = StoryboardSpec()
 
 
 class JobPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,8 +114,11 @@ class JobService:
         policy: JobPolicy,
         prober_name: str,
         metrics: Metrics,
+        pictures: PictureMaker | None = None,
     ) -> None:
+        """``pictures`` makes each job's storyboard and poster; without it, jobs make none."""
         self._uow = uow
+        self._pictures = pictures
         self._directory = directory
         self._queue = queue
         self._storage = storage
@@ -131,9 +140,11 @@ class JobService:
         *,
         force: bool = False,
         source_uri: str | None = None,
+        storyboard: StoryboardSpec | None = _DEFAULT_STORYBOARD,
     ) -> tuple[Job, bool]:
-        """The job that makes the asset's sidecar, and whether it is new. A queued or running
-        job is returned as it is; a finished one too, unless ``force`` asks to re-generate."""
+        """The job that makes the asset's sidecar (and its storyboard, unless ``storyboard``
+        is ``None``), and whether it is new. A queued or running job is returned as it is; a
+        finished one too, unless ``force`` asks to re-generate."""
         now = self._clock.now()
         async with self._uow(principal.org_id) as uow:
             # Held to the commit: two requests for one asset must not both find no active job
@@ -165,6 +176,7 @@ class JobService:
                 created_at=now,
                 updated_at=now,
                 thumbnails=spec,
+                storyboard=storyboard,
             )
             await uow.jobs.add(job)
             await uow.assets.save(
@@ -324,8 +336,15 @@ class JobService:
             asset = await uow.assets.get(job.asset_id)
         if asset is None:
             raise AssetGone("the asset was deleted before its sidecar was made")
+        # A poster a user chose outlives a re-run: it is made again at the time they chose.
+        chosen = await self._user_poster(asset)
+        pictures = Pictures()
         async with self._storage.local_path(asset.key) as path:
             thumbnails = await self._thumbnailer.thumbnails(path, asset.media, job.thumbnails)
+            if self._pictures is not None and asset.media.video_streams:
+                pictures = await self._pictures.pictures(
+                    path, asset.media, job.storyboard, chosen.time if chosen else None
+                )
         # Deterministic keys: a re-run overwrites. Clear first, so a smaller count leaves none over.
         await self._storage.delete_prefix(asset_derived_prefix(asset.org_id, asset.id))
         refs: list[ThumbnailRef] = []
@@ -349,11 +368,25 @@ class JobService:
             log.info(
                 "thumbnails_fewer_than_requested", requested=summary.requested, made=summary.made
             )
-        document = build_sidecar(asset, refs, self._generator, summary=summary)
+        storyboard = await store_storyboard(self._storage, asset, pictures.storyboard)
+        poster = None
+        if pictures.poster is not None:
+            poster = await store_poster(
+                self._storage, asset, pictures.poster, "user" if chosen else "auto"
+            )
+        document = build_sidecar(
+            asset, refs, self._generator, summary=summary, storyboard=storyboard, poster=poster
+        )
         await self._storage.write_bytes(
             sidecar_key(asset.org_id, asset.id), encode_sidecar(document)
         )
         return asset
+
+    async def _user_poster(self, asset: Asset) -> PosterRef | None:
+        """The poster of the asset's current sidecar when a user chose it."""
+        document = await read_sidecar(self._storage, asset)
+        poster = document.poster if document is not None else None
+        return poster if poster is not None and poster.chosen_by == "user" else None
 
     async def _record_success(self, job: Job, asset: Asset) -> bool:
         """Record the run's success, unless its asset was deleted while it ran: then what it

@@ -44,6 +44,7 @@ from heimdex.domain.model import (
     JobKind,
     JobStatus,
     PageCursor,
+    StoryboardSpec,
     ThumbnailSpec,
     Upload,
     UploadStatus,
@@ -413,6 +414,8 @@ def _job_values(job: Job) -> dict[str, Any]:
         "thumbnail_count": job.thumbnails.count,
         "thumbnail_width": job.thumbnails.width,
         "thumbnail_format": job.thumbnails.format,
+        "storyboard_width": job.storyboard.width if job.storyboard else None,
+        "storyboard_format": job.storyboard.format if job.storyboard else None,
         "lease_owner": job.lease_owner,
         "enqueued_at": job.enqueued_at,
         "started_at": job.started_at,
@@ -442,6 +445,11 @@ def _job_from_row(row: RowMapping) -> Job:
             count=row["thumbnail_count"],
             width=row["thumbnail_width"],
             format=row["thumbnail_format"],
+        ),
+        storyboard=(
+            StoryboardSpec(width=row["storyboard_width"], format=row["storyboard_format"])
+            if row["storyboard_width"] is not None and row["storyboard_format"] is not None
+            else None
         ),
         lease_owner=row["lease_owner"],
         enqueued_at=row["enqueued_at"],

@@ -272,8 +272,8 @@ class _Sheet:
 
     def encoded(self, name: str) -> Sprite:
         frame = self._frame
-        for plane, data in zip(frame.planes, self._planes, strict=True):
-            plane.update(bytes(data))
+        for plane, buffer in zip(frame.planes, self._planes, strict=True):
+            plane.update(bytes(buffer))
         encoder = image_encoder(self._format, frame.width, frame.height)
         frame.pts = 0
         data = b"".join(bytes(packet) for packet in encoder.encode(frame))

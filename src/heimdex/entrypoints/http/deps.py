@@ -12,6 +12,7 @@ from heimdex.application.assets import AssetService
 from heimdex.application.health import HealthService
 from heimdex.application.ingest import IngestService
 from heimdex.application.jobs import JobService
+from heimdex.application.pictures import PictureService
 from heimdex.application.probing import ProbeService
 from heimdex.application.sidecars import SidecarService
 from heimdex.bootstrap import Services
@@ -44,6 +45,10 @@ async def provide_sidecars(state: State) -> SidecarService:
     return services_from(state).sidecars
 
 
+async def provide_pictures(state: State) -> PictureService:
+    return services_from(state).pictures
+
+
 async def provide_health(state: State) -> HealthService:
     return services_from(state).health
 
@@ -58,6 +63,7 @@ DEPENDENCIES = {
     "assets": Provide(provide_assets),
     "jobs": Provide(provide_jobs),
     "sidecars": Provide(provide_sidecars),
+    "pictures": Provide(provide_pictures),
     "health": Provide(provide_health),
     "principal": Provide(provide_principal),
 }

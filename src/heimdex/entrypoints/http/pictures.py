@@ -118,6 +118,8 @@ class PictureController(Controller):
             raises(
                 errors.TimeOutOfRange,
                 errors.InvalidMedia,
+                errors.DecoderCrashed,
+                errors.DecodeLimitExceeded,
                 errors.ThumbnailTimeout,
                 errors.ThumbnailerUnavailable,
                 errors.DecodersBusy,

@@ -11,7 +11,8 @@ from pathlib import Path
 import av
 import pytest
 
-from heimdex.adapters.media.pictures_plan import FORWARD_FRAMES, POSTER_MAX_WIDTH
+from heimdex.adapters.media import pyav_pictures
+from heimdex.adapters.media.pictures_plan import FORWARD_FRAMES, POSTER_MAX_WIDTH, plan_pictures
 from heimdex.adapters.media.pyav_pictures import PyAVPictureMaker
 from heimdex.domain.model import StoryboardSpec
 from tests.fixtures.media import SHARED_MEDIA_DIR, MediaFactory
@@ -32,8 +33,9 @@ def _size(image: bytes) -> tuple[int, int]:
         return frame.width, frame.height
 
 
+@pytest.mark.parametrize("storyboard", [None, StoryboardSpec()], ids=["thumbnail_slots", "tiles"])
 async def test_the_automatic_poster_prefers_detail_to_smooth_shading(
-    maker: PyAVPictureMaker, media_factory: MediaFactory
+    maker: PyAVPictureMaker, media_factory: MediaFactory, storyboard: StoryboardSpec | None
 ) -> None:
     # 3 s of a smooth moving gradient (bright and varied: not dull, little detail), then 3 s
     # of the busy test pattern.
@@ -45,8 +47,8 @@ async def test_the_automatic_poster_prefers_detail_to_smooth_shading(
         *("-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "25"),
     )
     media = await shared_pyav_prober().probe(path)
-    made = await maker.pictures(path, media, None, None)
-    assert made.storyboard is None
+    made = await maker.pictures(path, media, storyboard, None)
+    assert (made.storyboard is None) is (storyboard is None)
     assert made.poster is not None
     assert made.poster.time >= 3.0
 
@@ -107,3 +109,28 @@ async def test_audio_gets_no_pictures(maker: PyAVPictureMaker, audio_m4a: Path) 
     made = await maker.pictures(audio_m4a, media, StoryboardSpec(), None)
     assert made.storyboard is None
     assert made.poster is None
+
+
+async def test_the_storyboard_stops_decoding_forward_when_its_budget_is_spent(
+    media_factory: MediaFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In this process, with a budget of 30 frames for the whole storyboard: the first
+    forward tile decodes up to it, and every later tile shows its keyframe."""
+    path = media_factory(
+        "storyboard_budget.mp4",
+        *("-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=6"),
+        *("-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"),
+        *("-g", "250", "-keyint_min", "250", "-sc_threshold", "0"),
+    )
+    media = await shared_pyav_prober().probe(path)
+    monkeypatch.setattr(pyav_pictures, "forward_budget", lambda width, height: 30)
+    plan = plan_pictures(path.name, media, StoryboardSpec(), None)
+    assert plan is not None
+    made = pyav_pictures.render_pictures(str(path), path.name, plan)
+    assert made.storyboard is not None
+    times = [tile.time for tile in made.storyboard.tiles]
+    # Tiles 0 and 1: the keyframe; tile 2 (middle 2.5 s): 30 frames in, the budget's end
+    # (1.2 s: x264 reorders, so the count is of frames out of the decoder); then keyframes.
+    assert times[:2] == [0.0, 0.0]
+    assert 0.0 < times[2] < 2.5
+    assert times[3:] == [0.0] * 3

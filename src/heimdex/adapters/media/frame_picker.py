@@ -73,6 +73,8 @@ class FramePicker:
         self._last: Picked | None = None
         self._before: Picked | None = None
         self._target = 0
+        #: frames decoded so far (what a caller bounding its work counts)
+        self.decoded = 0
 
     def locate(self, slots: Sequence[Slot]) -> list[Keyframe]:
         """The keyframe each slot starts from — a seek and one packet each, nothing decoded —
@@ -121,10 +123,23 @@ class FramePicker:
         """The keyframe decoded on its own: the cheapest picture near a time."""
         return self._alone(keyframe)
 
+    @property
+    def codec_context(self) -> Any:
+        """The stream's decoder."""
+        return self._decoder
+
+    @property
+    def last(self) -> Picked | None:
+        """The last frame a forward decode reached (where a budget stopped it)."""
+        return self._last
+
     def at(self, seconds: float) -> Picked | None:
         """The frame shown at ``seconds``: the last one presented at or before it (the first
         frame for a time before any), decoding forward from the keyframe before it."""
-        target = self.pts(seconds)
+        return self.at_pts(self.pts(seconds))
+
+    def at_pts(self, target: int) -> Picked | None:
+        """:meth:`at` in the stream's time base."""
         keyframe = self._keyframe_at(target)
         if keyframe.pts == target:
             picked = self._alone(keyframe)
@@ -196,6 +211,7 @@ class FramePicker:
             frames = decoder.decode(packet) + decoder.decode(None)
         except av.error.FFmpegError:
             frames = []
+        self.decoded += len(frames)
         decoder.flush_buffers()  # after a drain the decoder takes packets again only so
         frame = next((f for f in frames if f.pts == key), frames[0] if frames else None)
         return Picked(frame, key) if frame is not None else None
@@ -234,6 +250,7 @@ class FramePicker:
                 frames = decoder.decode(packet)
             except av.error.InvalidDataError:
                 continue  # a damaged packet: the next keyframe repairs the picture
+            self.decoded += len(frames)
             yield from frames
         decoder.skip_frame = "DEFAULT"
         yield from decoder.decode(None)  # the end: drain what the reorder delay holds

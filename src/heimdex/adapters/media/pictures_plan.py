@@ -5,18 +5,22 @@ Storyboard. A tile every ``max(1 s, duration / 100)`` seconds (so at most 100), 
 pixels wide (160 by default), upright and tone-mapped like a thumbnail, packed in order, ten
 to a row, on one sprite sheet. Tile i stands for ``[i·interval, (i+1)·interval)`` and shows a
 frame from near its middle: the keyframe at or before the middle when that keyframe is at most
-``max(interval, KEYFRAME_SLACK)`` before it (a keyframe decodes alone: dense keyframes make a
-storyboard cheap); otherwise the decoder runs forward from that keyframe, at most
-``FORWARD_FRAMES`` frames (sparse keyframes cost a bounded amount per tile; the tile shows the
-frame the budget reached, or the keyframe when nothing better was decoded).
+``max(interval, KEYFRAME_SLACK)`` before it (a keyframe decodes alone, once for every tile it
+stands for: dense keyframes make a storyboard cheap); otherwise the decoder runs forward from
+that keyframe (on from the tile before, within one GOP) to the first frame at or after the
+middle, at most ``FORWARD_FRAMES`` frames a tile and ``FORWARD_PIXELS`` decoded pixels for the
+whole storyboard — sparse keyframes cost a bounded amount. A tile whose budget ran out shows the
+frame it reached; once the storyboard's budget is spent, its keyframe.
 
-Poster (automatic). Among the frames the thumbnail rule finds for ``POSTER_CANDIDATES`` equal
-slots, the one that is not dull (``thumbnail_plan``'s test: not near-black, not flat) with the
-most detail — the mean absolute difference between neighbouring luma samples, horizontally and
-vertically, on the scoring picture ``SCORE_WIDTH`` wide; the earliest on a tie; the most
-detailed dull one when every candidate is dull. A poster chosen by a user is the frame shown
-at the time asked for. Either way it is rendered at the video's display width, at most
-``POSTER_MAX_WIDTH``.
+Poster (automatic). The candidates are the storyboard's tiles (a frame every
+``max(1 s, duration / 100)``), or, with no storyboard, the frames the thumbnail rule finds for
+``POSTER_CANDIDATES`` equal slots. The poster is the candidate that is not dull
+(``thumbnail_plan``'s test: not near-black, not flat) with the most detail — the mean absolute
+difference between neighbouring luma samples, horizontally and vertically, on the candidate's
+small picture (160 px tiles, ``SCORE_WIDTH`` thumbnails); the earliest on a tie; the most
+detailed dull one when every candidate is dull. That frame is decoded again and rendered at the
+video's display width, at most ``POSTER_MAX_WIDTH``. A poster chosen by a user is the frame
+shown at the time asked for, rendered the same way.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ MAX_TILE_WIDTH = 640
 # the tile; past that, forward decoding, at most FORWARD_FRAMES frames a tile.
 KEYFRAME_SLACK = 2.0
 FORWARD_FRAMES = 60
+# And all tiles together decode at most this many pixels forward (300 frames of 1080p, about a
+# second of one CPU); past it, a tile shows its keyframe.
+FORWARD_PIXELS = 300 * 1920 * 1080
 
 POSTER_CANDIDATES = 10
 POSTER_MAX_WIDTH = 1280
@@ -94,6 +101,11 @@ class PicturesPlan:
     poster: ThumbnailPlan
     score: ThumbnailPlan
     poster_time: float | None
+
+
+def forward_budget(width: int, height: int) -> int:
+    """Frames of ``width`` x ``height`` all of a storyboard's tiles may decode forward."""
+    return FORWARD_PIXELS // max(width * height, 1)
 
 
 def check_storyboard(spec: StoryboardSpec) -> None:

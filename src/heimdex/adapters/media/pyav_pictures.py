@@ -24,6 +24,7 @@ from heimdex.adapters.media.pictures_plan import (
     PicturesPlan,
     StoryboardPlan,
     detail_score,
+    forward_budget,
     plan_pictures,
 )
 from heimdex.adapters.media.pooled_decoder import PooledDecoder
@@ -145,6 +146,8 @@ class _PictureRenderer:
 
     def pictures(self) -> Pictures:
         board = self._plan.storyboard
+        # Each tile's rank as a poster candidate: (not dull, detail), and its frame's pts.
+        self._candidates: list[tuple[tuple[bool, float], int]] = []
         storyboard = self._storyboard(board) if board is not None else None
         return Pictures(storyboard=storyboard, poster=self._poster())
 
@@ -155,6 +158,9 @@ class _PictureRenderer:
         sheet = _Sheet(plan.width, plan.height, board.columns, board.rows, plan.format)
         # Keyframes standing for more than one tile: their tile picture, and its pts.
         by_keyframe: dict[int, tuple[Any, int]] = {}
+        decoder = picker_decoder_size(self._picker)
+        budget = forward_budget(*decoder)
+        started = picker.decoded
         tiles: list[StoryboardTile] = []
         previous: StoryboardTile | None = None
         for position, (slot, key) in enumerate(
@@ -165,11 +171,21 @@ class _PictureRenderer:
                 tile = by_keyframe.get(key.pts)
                 picked = None if tile is not None else picker.keyframe(key)
             else:
-                picked = picker.pick(slot, key, budget=FORWARD_FRAMES) or picker.keyframe(key)
+                left = budget - (picker.decoded - started)
+                picked = None
+                if left > 0:
+                    picked = picker.pick(slot, key, budget=min(FORWARD_FRAMES, left))
+                    reached = picker.last
+                    if picked is None and reached is not None and key.pts < reached.pts:
+                        picked = reached  # the budget stopped short: the frame it reached
+                if picked is None:
+                    tile = by_keyframe.get(key.pts)
+                    picked = None if tile is not None else picker.keyframe(key)
             if picked is not None:
                 tile = images.look(picked).picture, picked.pts
                 if picked.pts == key.pts:
                     by_keyframe[key.pts] = tile
+                self._candidates.append((_rank(tile[0], plan.format != "jpg"), picked.pts))
             x, y = (
                 (position % board.columns) * plan.width,
                 (position // board.columns) * plan.height,
@@ -207,6 +223,11 @@ class _PictureRenderer:
         if plan.poster_time is not None:
             picked = picker.at(plan.poster_time)
             time = plan.poster_time
+        elif self._candidates:
+            # The best tile; the earliest on a tie (max keeps the first of equals).
+            _, pts = max(self._candidates, key=lambda candidate: candidate[0])
+            picked = picker.at_pts(pts)
+            time = picker.seconds(picked.pts) if picked is not None else 0.0
         else:
             picked = self._most_detailed()
             time = picker.seconds(picked.pts) if picked is not None else 0.0
@@ -231,16 +252,23 @@ class _PictureRenderer:
             picked = picker.pick(slot, key)
             if picked is None:
                 continue
-            picture = images.look(picked).picture
-            plane = picture.planes[0]
-            stats = luma_stats(plane, picture.width, picture.height, plane.line_size, False)
-            rank = (
-                not stats.dull,
-                detail_score(plane, picture.width, picture.height, plane.line_size),
-            )
+            rank = _rank(images.look(picked).picture, score.format != "jpg")
             if best is None or rank > best:
                 best, chosen = rank, picked
         return chosen
+
+
+def _rank(picture: Any, limited: bool) -> tuple[bool, float]:
+    """A poster candidate's rank: not dull first, then detail (``pictures_plan``)."""
+    plane = picture.planes[0]
+    stats = luma_stats(plane, picture.width, picture.height, plane.line_size, limited)
+    return not stats.dull, detail_score(plane, picture.width, picture.height, plane.line_size)
+
+
+def picker_decoder_size(picker: FramePicker) -> tuple[int, int]:
+    """The coded frame size the picker decodes."""
+    context = picker.codec_context
+    return int(context.width or 1), int(context.height or 1)
 
 
 class _Sheet:

@@ -95,8 +95,9 @@ class PictureController(Controller):
         **documented(AUTHENTICATED, PARAMETERS, SERVER, _READ),
         summary="Read the poster",
         description="The picture that stands for the video, with a signed URL. Made by every "
-        "sidecar job (`chosen_by: auto`: among the frames of the ten thumbnail slots, the "
-        "most detailed one that is not dull) unless a user chose one (`chosen_by: user`).",
+        "sidecar job (`chosen_by: auto`: among the storyboard's tiles — or the ten thumbnail "
+        "slots' frames without a storyboard — the most detailed one that is not dull) unless a "
+        "user chose one (`chosen_by: user`).",
     )
     async def get_poster(
         self,

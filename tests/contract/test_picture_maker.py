@@ -5,6 +5,7 @@ shared file gives upright pictures, and media without video gives nothing."""
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from heimdex.adapters.media import pyav_pictures
 from heimdex.adapters.media.pictures_plan import FORWARD_FRAMES, POSTER_MAX_WIDTH, plan_pictures
 from heimdex.adapters.media.pyav_pictures import PyAVPictureMaker
 from heimdex.domain.model import StoryboardSpec
-from tests.fixtures.media import SHARED_MEDIA_DIR, MediaFactory
+from tests.fixtures.media import SHARED_MEDIA_DIR, MediaFactory, shared_media_names
 from tests.fixtures.probers import shared_pyav_prober
 
 pytestmark = pytest.mark.ffmpeg
@@ -134,3 +135,27 @@ async def test_the_storyboard_stops_decoding_forward_when_its_budget_is_spent(
     assert times[:2] == [0.0, 0.0]
     assert 0.0 < times[2] < 2.5
     assert times[3:] == [0.0] * 3
+
+
+@pytest.mark.parametrize("name", list(shared_media_names()))
+async def test_every_shared_file_gets_a_storyboard_and_a_poster_when_it_has_video(
+    maker: PyAVPictureMaker, name: str
+) -> None:
+    path = SHARED_MEDIA_DIR / name
+    media = await shared_pyav_prober().probe(path)
+    made = await maker.pictures(path, media, StoryboardSpec(), None)
+    if not media.video_streams:
+        assert made.storyboard is None
+        assert made.poster is None
+        return
+    assert made.storyboard is not None
+    assert made.poster is not None
+    board = made.storyboard
+    duration = media.video_streams[0].duration or media.duration or 0
+    assert len(board.tiles) == max(1, min(100, math.ceil(duration / board.interval - 1e-9)))
+    sprite = board.sprites[0]
+    assert _size(sprite.data) == (sprite.width, sprite.height)
+    for tile in board.tiles:
+        assert tile.x + tile.w <= sprite.width
+        assert tile.y + tile.h <= sprite.height
+    assert _size(made.poster.data) == (made.poster.width, made.poster.height)

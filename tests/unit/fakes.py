@@ -119,6 +119,8 @@ class FakeStorage:
         yield Path("/fake") / key
 
     async def read_chunks(self, key: str) -> AsyncIterator[bytes]:
+        if key not in self.objects:  # as the real storages say it
+            raise SourceNotFound(f"no object at {key}")
         yield self.objects[key]
 
     async def list_names(self, prefix: str) -> AsyncIterator[str]:

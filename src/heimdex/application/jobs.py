@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 from uuid import UUID
 
@@ -45,6 +46,7 @@ from heimdex.domain.model import (
     Pictures,
     Principal,
     StoryboardSpec,
+    Thumbnail,
     ThumbnailSpec,
 )
 from heimdex.domain.ports import (
@@ -338,13 +340,10 @@ class JobService:
             raise AssetGone("the asset was deleted before its sidecar was made")
         # A poster a user chose outlives a re-run: it is made again at the time they chose.
         chosen = await self._user_poster(asset)
-        pictures = Pictures()
         async with self._storage.local_path(asset.key) as path:
-            thumbnails = await self._thumbnailer.thumbnails(path, asset.media, job.thumbnails)
-            if self._pictures is not None and asset.media.video_streams:
-                pictures = await self._pictures.pictures(
-                    path, asset.media, job.storyboard, chosen.time if chosen else None
-                )
+            thumbnails, pictures = await self._decode(
+                path, asset, job, chosen.time if chosen else None
+            )
         # Deterministic keys: a re-run overwrites. Clear first, so a smaller count leaves none over.
         await self._storage.delete_prefix(asset_derived_prefix(asset.org_id, asset.id))
         refs: list[ThumbnailRef] = []
@@ -381,6 +380,46 @@ class JobService:
             sidecar_key(asset.org_id, asset.id), encode_sidecar(document)
         )
         return asset
+
+    async def _decode(
+        self, path: Path, asset: Asset, job: Job, poster_time: float | None
+    ) -> tuple[Sequence[Thumbnail], Pictures]:
+        """The thumbnails, and the storyboard and poster, made at the same time (each in a
+        decode worker of its own when the pool has two free). The first failure cancels the
+        other and is raised as it is, so its code (``invalid_media``…) decides the retry."""
+        thumbnails: Sequence[Thumbnail] = []
+        pictures = Pictures()
+        failures: list[Exception] = []
+        maker = self._pictures if asset.media.video_streams else None
+
+        async with anyio.create_task_group() as group:
+
+            async def make_thumbnails() -> None:
+                nonlocal thumbnails
+                try:
+                    thumbnails = await self._thumbnailer.thumbnails(
+                        path, asset.media, job.thumbnails
+                    )
+                except Exception as exc:  # raised below, once both have stopped
+                    failures.append(exc)
+                    group.cancel_scope.cancel()
+
+            async def make_pictures(made_by: PictureMaker) -> None:
+                nonlocal pictures
+                try:
+                    pictures = await made_by.pictures(
+                        path, asset.media, job.storyboard, poster_time
+                    )
+                except Exception as exc:
+                    failures.append(exc)
+                    group.cancel_scope.cancel()
+
+            group.start_soon(make_thumbnails)
+            if maker is not None:
+                group.start_soon(make_pictures, maker)
+        if failures:
+            raise failures[0]
+        return thumbnails, pictures
 
     async def _user_poster(self, asset: Asset) -> PosterRef | None:
         """The poster of the asset's current sidecar when a user chose it."""

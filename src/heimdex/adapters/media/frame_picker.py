@@ -76,16 +76,22 @@ class FramePicker:
         #: frames decoded so far (what a caller bounding its work counts)
         self.decoded = 0
 
-    def locate(self, slots: Sequence[Slot]) -> list[Keyframe]:
+    def locate(self, slots: Sequence[Slot], alone: bool | None = None) -> list[Keyframe]:
         """The keyframe each slot starts from — a seek and one packet each, nothing decoded —
         located before any decoding, so that :meth:`pick` s of slots in order can carry one
         forward decode through a GOP. Also chooses the decoder's threads: frame threads speed
-        a long forward decode up, and only slow lone keyframes down."""
+        a long forward decode up, and only slow lone keyframes down. ``alone``: whether the
+        caller decodes only the keyframes (when it knows better than the slot rule)."""
         located = [self._keyframe_at(self._bounds(slot)[1]) for slot in slots]
-        inside = all(self._inside(slot, key) for slot, key in zip(slots, located, strict=True))
+        if alone is None:
+            alone = all(self._inside(slot, key) for slot, key in zip(slots, located, strict=True))
         if not self._decoder.is_open:  # fixed once decoding began (a second locate)
-            self._decoder.thread_type = "SLICE" if inside else "AUTO"
+            self._decoder.thread_type = "SLICE" if alone else "AUTO"
         return located
+
+    def keyframe_before(self, slot: Slot) -> Keyframe:
+        """The keyframe :meth:`locate` finds for ``slot``, on its own."""
+        return self._keyframe_at(self._bounds(slot)[1])
 
     # -- time ----------------------------------------------------------------------------------
     def pts(self, seconds: float) -> int:

@@ -163,11 +163,15 @@ class _PictureRenderer:
         started = picker.decoded
         tiles: list[StoryboardTile] = []
         previous: StoryboardTile | None = None
-        for position, (slot, key) in enumerate(
-            zip(plan.slots, picker.locate(plan.slots), strict=True)
-        ):
+        located = [picker.keyframe_before(slot) for slot in plan.slots]
+        near = [
+            slot.target - picker.seconds(key.pts) <= board.slack + EPSILON
+            for slot, key in zip(plan.slots, located, strict=True)
+        ]
+        picker.locate([], alone=all(near))  # threads for lone keyframes, or for decoding on
+        for position, (slot, key, close) in enumerate(zip(plan.slots, located, near, strict=True)):
             tile: tuple[Any, int] | None = None
-            if slot.target - picker.seconds(key.pts) <= board.slack + EPSILON:
+            if close:
                 tile = by_keyframe.get(key.pts)
                 picked = None if tile is not None else picker.keyframe(key)
             else:

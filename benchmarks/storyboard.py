@@ -81,7 +81,6 @@ def ours(path: Path, media: MediaInfo) -> list[bytes]:
             "file:" + str(path), format=plan.poster.demuxer, container_options=OPEN_OPTIONS
         ) as container:
             renderer = _PictureRenderer(container, path.name, plan, DecodeLimits())
-            renderer._candidates = []
             renderer._storyboard(plan.storyboard)
     finally:
         _Sheet.paste = paste  # type: ignore[method-assign]

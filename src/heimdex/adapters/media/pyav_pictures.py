@@ -143,11 +143,11 @@ class _PictureRenderer:
         self._picker = FramePicker(container, stream, name)
         self._name = name
         self._plan = plan
+        # Each tile's rank as a poster candidate: (not dull, detail), and its frame's pts.
+        self._candidates: list[tuple[tuple[bool, float], int]] = []
 
     def pictures(self) -> Pictures:
         board = self._plan.storyboard
-        # Each tile's rank as a poster candidate: (not dull, detail), and its frame's pts.
-        self._candidates: list[tuple[tuple[bool, float], int]] = []
         storyboard = self._storyboard(board) if board is not None else None
         return Pictures(storyboard=storyboard, poster=self._poster())
 
@@ -180,7 +180,11 @@ class _PictureRenderer:
                 if left > 0:
                     picked = picker.pick(slot, key, budget=min(FORWARD_FRAMES, left))
                     reached = picker.last
-                    if picked is None and reached is not None and key.pts < reached.pts:
+                    if (
+                        picked is None
+                        and reached is not None
+                        and key.pts < reached.pts < picker.pts(slot.end)
+                    ):
                         picked = reached  # the budget stopped short: the frame it reached
                 if picked is None:
                     tile = by_keyframe.get(key.pts)

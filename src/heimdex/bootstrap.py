@@ -20,6 +20,7 @@ from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.adapters.db.upload_directory import SqlUploadDirectory
 from heimdex.adapters.db.webhook_directory import SqlWebhookDirectory
 from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
+from heimdex.adapters.media.pyav_pictures import PyAVPictureMaker
 from heimdex.adapters.media.pyav_thumbnailer import PyAVThumbnailer
 from heimdex.adapters.metrics.measured_media import MeasuredProber, MeasuredThumbnailer
 from heimdex.adapters.metrics.prometheus import PrometheusMetrics
@@ -41,6 +42,7 @@ from heimdex.application.idempotency import IdempotencyService
 from heimdex.application.ingest import IngestLimits, IngestService
 from heimdex.application.job_listing import JobListing
 from heimdex.application.jobs import JobPolicy, JobService
+from heimdex.application.pictures import PictureService
 from heimdex.application.probe_gate import ProbeSlots
 from heimdex.application.probing import ProbeService
 from heimdex.application.replay import ReplayService
@@ -89,6 +91,7 @@ class Services:
     idempotency: IdempotencyService
     jobs: JobService
     sidecars: SidecarService
+    pictures: PictureService
     abandoned_uploads: AbandonedUploadSweeper
     #: thumbnails and sidecars of assets that are gone
     derived_files: DerivedFileSweeper
@@ -104,6 +107,8 @@ class Services:
     replay: ReplayService
     #: per-organisation request buckets; ``None`` when ``HEIMDEX_RATE_LIMIT_PER_SECOND`` is 0
     rate_limiter: RateLimiter | None = None
+    #: storyboards and posters (PyAV, in the thumbnailer's decode pool or one of its own)
+    picture_maker: PyAVPictureMaker | None = None
 
     def sweeps(self) -> tuple[Sweep, ...]:
         """What the periodic sweep runs in a process that sweeps for everyone: due jobs,
@@ -148,6 +153,8 @@ class Services:
         parts: dict[str, object] = {"prober": self.prober} if probing else {}
         if thumbnails:
             parts["thumbnailer"] = self.thumbnailer
+            if self.picture_maker is not None:
+                parts["pictures"] = self.picture_maker
         for name, part in parts.items():
             warm = getattr(part, "warm", None)  # the PyAV adapters; subprocess ones need none
             if warm is None:
@@ -169,7 +176,7 @@ class Services:
         if self.rate_limiter is not None:
             await self.rate_limiter.aclose()
         await self.database.dispose()
-        for decoder in (self.prober, self.thumbnailer):
+        for decoder in (self.prober, self.thumbnailer, self.picture_maker):
             close = getattr(decoder, "close", None)
             if close is not None:  # the PyAV adapters' decode pools
                 await close()
@@ -281,6 +288,18 @@ def build_thumbnailer(settings: Settings) -> Thumbnailer:
     )
 
 
+def build_picture_maker(settings: Settings, thumbnailer: Thumbnailer) -> PyAVPictureMaker:
+    """Storyboards and posters: PyAV in the PyAV thumbnailer's decode pool, or (with the ffmpeg
+    thumbnailer, which has none) in a pool of their own."""
+    pool = thumbnailer.pool if isinstance(thumbnailer, PyAVThumbnailer) else None
+    return PyAVPictureMaker(
+        workers=settings.decode.workers,
+        timeout=settings.thumbnails.timeout_seconds,
+        pool=pool,
+        limits=decode_limits(settings),
+    )
+
+
 def job_policy(settings: Settings) -> JobPolicy:
     return JobPolicy(
         max_attempts=settings.jobs.max_attempts,
@@ -339,6 +358,7 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         # organisations cannot take turns (``JobService.run``).
         queue = InProcessJobQueue(run_job, concurrency=settings.decode.workers)
     thumbnailer = build_thumbnailer(settings)
+    picture_maker = build_picture_maker(settings, thumbnailer)
     jobs = JobService(
         uow,
         SqlJobDirectory(database),
@@ -349,6 +369,7 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         job_policy(settings),
         prober_name=prober.name,
         metrics=metrics,
+        pictures=picture_maker,
     )
     checks: dict[str, HealthCheck] = {
         "database": database,
@@ -417,6 +438,10 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         ),
         jobs=jobs,
         sidecars=SidecarService(uow, storage, clock, settings.storage.download_url_ttl_seconds),
+        pictures=PictureService(
+            uow, storage, clock, settings.storage.download_url_ttl_seconds, picture_maker
+        ),
+        picture_maker=picture_maker,
         abandoned_uploads=AbandonedUploadSweeper(
             uow,
             SqlUploadDirectory(database),

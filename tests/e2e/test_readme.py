@@ -81,5 +81,8 @@ def test_the_walkthrough_runs_as_pasted(tmp_path: Path) -> None:
     assert re.search(r"job [0-9a-f-]{36}: succeeded", out), out[-3000:]
     assert '"schema": "heimdex.sidecar/v1"' in out
     assert "200 image/jpeg" in out
+    assert re.search(r"WEBVTT\n\n00:00:00\.000 --> 00:00:01\.000\nhttp\S+#xywh=0,0,160,90", out)
+    assert '"chosen_by":"auto"' in out
+    assert out.count("200 image/jpeg") == 3  # a thumbnail, the sprite sheet, the chosen poster
     assert out.rstrip().endswith("204"), out[-500:]
     assert "null" not in re.findall(r'"asset_id": (\S+)', out)

@@ -66,6 +66,8 @@ def test_walkthrough_on_s3_storage(
     }
     assert any(k.startswith("derived/acme/sidecars/") for k in keys)
     assert sum(1 for k in keys if "/thumbs/" in k) == 10
+    assert sum(1 for k in keys if "/storyboard/sprite-" in k) == 1
+    assert sum(1 for k in keys if "/poster/" in k) == 1  # the chosen one replaced the first
     assert not (heimdex_deployment.workdir / "data" / "storage").exists()
     delete_asset(heimdex_deployment, walked)
     assert moto_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents", []) == []
@@ -140,6 +142,18 @@ def walk_through(deployment: Heimdex, clip: Path) -> dict[str, Any]:
         image = httpx.get(thumbnails[0]["url"])  # signed: no token
         assert image.status_code == 200
         assert image.content[:3] == b"\xff\xd8\xff"
+        # The worker made the storyboard and the poster; the API makes a chosen poster.
+        vtt = client.get(f"/v1/assets/{asset_id}/storyboard.vtt")
+        assert vtt.status_code == 200
+        assert vtt.headers["content-type"].startswith("text/vtt")
+        sprite_url = vtt.text.split("\n")[3].split("#xywh=")[0]
+        assert httpx.get(sprite_url).content[:3] == b"\xff\xd8\xff"  # signed: no token
+        poster = client.get(f"/v1/assets/{asset_id}/poster").json()
+        assert poster["chosen_by"] == "auto"
+        chosen = client.put(f"/v1/assets/{asset_id}/poster", json={"time": 1.5})
+        assert chosen.status_code == 200, chosen.text
+        assert chosen.json()["chosen_by"] == "user"
+        assert httpx.get(chosen.json()["url"]).content[:3] == b"\xff\xd8\xff"
         assert client.get(f"/v1/assets/{asset_id}").json()["status"] == "ready"
         health = client.get(
             "/v1/admin/health",

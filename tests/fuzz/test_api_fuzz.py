@@ -57,9 +57,10 @@ Exclusions and loosened expectations, each for a reason:
   reasons JSON Schema cannot state: 400 for a ``cursor`` this API did not issue (opaque) or
   an upload body whose length is not the declared one; 410 for an expired slot; 413/415 for a
   size over ``HEIMDEX_MAX_UPLOAD_SIZE_BYTES`` or a type that is not video/audio; 422 for bytes
-  that are not media, a ``source_uri`` that is not the caller's, or an ``Idempotency-Key``
-  reused with another body; 422 for a webhook URL on a private network (a host JSON Schema
-  cannot tell from a public one), 400 past the organisation's endpoint limit.
+  that are not media, a ``source_uri`` that is not the caller's, a poster ``time`` past the
+  asset's duration, or an ``Idempotency-Key`` reused with another body; 422 for a webhook URL on
+  a private network (a host JSON Schema cannot tell from a public one), 400 past the
+  organisation's endpoint limit.
 - ``POST /metadata`` (legacy) is off in this app (``HEIMDEX_ENABLE_LEGACY=false``), so the
   document does not list it and it is not exercised.
 """
@@ -154,6 +155,7 @@ CONFIG = schemathesis.Config.from_dict(
                 ("POST /v1/ingest/probe", ["400", "422"]),
                 ("POST /v1/assets/{asset_id}/sidecar", ["422"]),
                 ("DELETE /v1/assets/{asset_id}", ["422"]),
+                ("PUT /v1/assets/{asset_id}/poster", ["422"]),
                 ("PUT /v1/uploads/{upload_id}", ["400", "410", "413", "422"]),
                 ("GET /v1/files/{key}", ["410", "422"]),
                 ("GET /v1/jobs", ["400"]),

@@ -461,6 +461,8 @@ def test_the_top_level_keys_come_in_the_documented_order() -> None:
         "thumbnails",
         "generator",
         "thumbnail_summary",
+        "storyboard",
+        "poster",
     ]
     assert document["schema"] == SCHEMA_ID == "heimdex.sidecar/v1"
     assert document["asset_id"] == str(ASSET_ID)
@@ -608,12 +610,12 @@ def _object_schemas(node: Any) -> Iterator[Json]:
 
 
 # Keys added to v1 after its release: optional, so documents written before still validate.
-ADDED_IN_V1 = {"thumbnail_summary"}
+ADDED_IN_V1 = {"thumbnail_summary", "storyboard", "poster"}
 
 
 def test_the_schema_requires_every_key_and_allows_no_other(schema: Json) -> None:
     objects = list(_object_schemas(schema))
-    assert len(objects) == 10  # document, source, container, color, stream, chapter, media, …
+    assert len(objects) == 14  # document, source, container, color, stream, chapter, media, …
     for node in objects:
         assert set(node["required"]) == set(node["properties"]) - ADDED_IN_V1
         assert node["additionalProperties"] is False
@@ -731,3 +733,43 @@ def test_the_schema_rejects_a_broken_document(
     broken = copy.deepcopy(valid_document)
     corrupt(broken)
     assert not validator.is_valid(broken)
+
+
+def test_a_storyboard_and_a_poster_are_listed_and_valid(validator: Draft202012Validator) -> None:
+    from heimdex.domain.model import StoryboardTile
+    from heimdex.domain.sidecar import PosterRef, SpriteRef, StoryboardRef
+    from heimdex.domain.storage_keys import poster_key, sprite_key
+
+    tiles = [
+        StoryboardTile(start=i, end=i + 1, time=i, sprite=0, x=160 * i, y=0, w=160, h=90)
+        for i in range(4)
+    ]
+    board = StoryboardRef(
+        interval=1.0,
+        tile_width=160,
+        tile_height=90,
+        format="jpg",
+        sprites=[
+            SpriteRef(
+                index=0, key=sprite_key(ORG, ASSET_ID, 0, "jpg"), width=640, height=90, format="jpg"
+            )
+        ],
+        tiles=tiles,
+    )
+    poster = PosterRef(
+        time=2.5,
+        key=poster_key(ORG, ASSET_ID, 2.5),
+        width=640,
+        height=360,
+        format="jpg",
+        chosen_by="user",
+    )
+    media = h264_aac()
+    document = as_json(
+        build_sidecar(asset(media), thumbs(media, 2), GENERATOR, storyboard=board, poster=poster)
+    )
+    assert [e.message for e in validator.iter_errors(document)] == []
+    assert document["poster"]["key"].endswith("/poster/000002500.jpg")
+    assert document["storyboard"]["tiles"][3]["x"] == 480
+    document["poster"]["chosen_by"] = "someone"
+    assert list(validator.iter_errors(document))

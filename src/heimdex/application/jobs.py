@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 from uuid import UUID
 
@@ -24,6 +25,7 @@ import anyio
 import msgspec
 
 from heimdex import __version__
+from heimdex.application.pictures import read_sidecar, store_poster, store_storyboard
 from heimdex.application.webhook_events import asset_data, job_data, record_event
 from heimdex.domain.errors import (
     AssetGone,
@@ -42,7 +44,10 @@ from heimdex.domain.model import (
     JobError,
     JobKind,
     JobStatus,
+    Pictures,
     Principal,
+    StoryboardSpec,
+    Thumbnail,
     ThumbnailSpec,
 )
 from heimdex.domain.ports import (
@@ -51,6 +56,7 @@ from heimdex.domain.ports import (
     JobOutcome,
     JobQueue,
     Metrics,
+    PictureMaker,
     Storage,
     Thumbnailer,
     UnitOfWork,
@@ -58,6 +64,7 @@ from heimdex.domain.ports import (
 )
 from heimdex.domain.sidecar import (
     Generator,
+    PosterRef,
     ThumbnailRef,
     ThumbnailSummary,
     build_sidecar,
@@ -72,6 +79,7 @@ T = TypeVar("T")
 _DATABASE_RETRY_MAX_SECONDS = 5.0
 # Picks a slot tries before it runs its message's own job (if that is claimable).
 _TURN_ATTEMPTS = 3
+_DEFAULT_STORYBOARD = StoryboardSpec()
 
 
 class JobPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -110,8 +118,11 @@ class JobService:
         policy: JobPolicy,
         prober_name: str,
         metrics: Metrics,
+        pictures: PictureMaker | None = None,
     ) -> None:
+        """``pictures`` makes each job's storyboard and poster; without it, jobs make none."""
         self._uow = uow
+        self._pictures = pictures
         self._directory = directory
         self._queue = queue
         self._storage = storage
@@ -133,9 +144,11 @@ class JobService:
         *,
         force: bool = False,
         source_uri: str | None = None,
+        storyboard: StoryboardSpec | None = _DEFAULT_STORYBOARD,
     ) -> tuple[Job, bool]:
-        """The job that makes the asset's sidecar, and whether it is new. A queued or running
-        job is returned as it is; a finished one too, unless ``force`` asks to re-generate."""
+        """The job that makes the asset's sidecar (and its storyboard, unless ``storyboard``
+        is ``None``), and whether it is new. A queued or running job is returned as it is; a
+        finished one too, unless ``force`` asks to re-generate."""
         now = self._clock.now()
         async with self._uow(principal.org_id) as uow:
             # Held to the commit: two requests for one asset must not both find no active job
@@ -167,6 +180,7 @@ class JobService:
                 created_at=now,
                 updated_at=now,
                 thumbnails=spec,
+                storyboard=storyboard,
             )
             await uow.jobs.add(job)
             await uow.assets.save(
@@ -326,8 +340,12 @@ class JobService:
             asset = await uow.assets.get(job.asset_id)
         if asset is None:
             raise AssetGone("the asset was deleted before its sidecar was made")
+        # A poster a user chose outlives a re-run: it is made again at the time they chose.
+        chosen = await self._user_poster(asset)
         async with self._storage.local_path(asset.key) as path:
-            thumbnails = await self._thumbnailer.thumbnails(path, asset.media, job.thumbnails)
+            thumbnails, pictures = await self._decode(
+                path, asset, job, chosen.time if chosen else None
+            )
         # Deterministic keys: a re-run overwrites. Clear first, so a smaller count leaves none over.
         await self._storage.delete_prefix(asset_derived_prefix(asset.org_id, asset.id))
         refs: list[ThumbnailRef] = []
@@ -351,11 +369,65 @@ class JobService:
             log.info(
                 "thumbnails_fewer_than_requested", requested=summary.requested, made=summary.made
             )
-        document = build_sidecar(asset, refs, self._generator, summary=summary)
+        storyboard = await store_storyboard(self._storage, asset, pictures.storyboard)
+        poster = None
+        if pictures.poster is not None:
+            poster = await store_poster(
+                self._storage, asset, pictures.poster, "user" if chosen else "auto"
+            )
+        document = build_sidecar(
+            asset, refs, self._generator, summary=summary, storyboard=storyboard, poster=poster
+        )
         await self._storage.write_bytes(
             sidecar_key(asset.org_id, asset.id), encode_sidecar(document)
         )
         return asset
+
+    async def _decode(
+        self, path: Path, asset: Asset, job: Job, poster_time: float | None
+    ) -> tuple[Sequence[Thumbnail], Pictures]:
+        """The thumbnails, and the storyboard and poster, made at the same time (each in a
+        decode worker of its own when the pool has two free). The first failure cancels the
+        other and is raised as it is, so its code (``invalid_media``…) decides the retry."""
+        thumbnails: Sequence[Thumbnail] = []
+        pictures = Pictures()
+        failures: list[Exception] = []
+        maker = self._pictures if asset.media.video_streams else None
+
+        async with anyio.create_task_group() as group:
+
+            async def make_thumbnails() -> None:
+                nonlocal thumbnails
+                try:
+                    thumbnails = await self._thumbnailer.thumbnails(
+                        path, asset.media, job.thumbnails
+                    )
+                except Exception as exc:  # raised below, once both have stopped
+                    failures.append(exc)
+                    group.cancel_scope.cancel()
+
+            async def make_pictures(made_by: PictureMaker) -> None:
+                nonlocal pictures
+                try:
+                    pictures = await made_by.pictures(
+                        path, asset.media, job.storyboard, poster_time
+                    )
+                except Exception as exc:
+                    failures.append(exc)
+                    group.cancel_scope.cancel()
+
+            group.start_soon(make_thumbnails)
+            if maker is not None:
+                group.start_soon(make_pictures, maker)
+        if failures:
+            raise failures[0]
+        return thumbnails, pictures
+
+    async def _user_poster(self, asset: Asset) -> PosterRef | None:
+        """The poster of the asset's current sidecar when a user chose it."""
+        document = await read_sidecar(self._storage, asset)
+        poster = document.poster if document is not None else None
+        return poster if poster is not None and poster.chosen_by == "user" else None
 
     async def _record_success(self, job: Job, asset: Asset) -> bool:
         """Record the run's success, unless its asset was deleted while it ran: then what it

@@ -7,6 +7,7 @@ from uuid import UUID
 
 import msgspec
 
+from heimdex.application.owned_assets import owned_asset
 from heimdex.domain.errors import NotFound, SidecarNotReady, SourceNotFound
 from heimdex.domain.model import Asset, Principal
 from heimdex.domain.ports import Clock, Storage, StoredObject, UnitOfWorkFactory
@@ -38,11 +39,7 @@ class SidecarService:
         self._url_ttl = url_ttl_seconds
 
     async def _asset(self, principal: Principal, asset_id: UUID) -> Asset:
-        async with self._uow(principal.org_id) as uow:
-            asset = await uow.assets.get(asset_id)
-        if asset is None:
-            raise NotFound("no such asset")
-        return asset
+        return await owned_asset(self._uow, principal, asset_id)
 
     async def document(self, principal: Principal, asset_id: UUID) -> bytes:
         """The sidecar's bytes as written (``heimdex.sidecar/v1``)."""

@@ -244,6 +244,28 @@ class SidecarNotReady(NotFound):
     title = "The sidecar has not been generated yet"
 
 
+class NoStoryboard(NotFound):
+    """The sidecar has no storyboard: asked for with ``storyboard: false``, or made before
+    storyboards were."""
+
+    code = "no_storyboard"
+    title = "The asset has no storyboard"
+
+
+class NoVideo(Conflict):
+    """A picture of the video was asked for, and the asset has no video stream."""
+
+    code = "no_video"
+    title = "The asset has no video"
+
+
+class TimeOutOfRange(HeimdexError):
+    """A time in the video outside ``[0, duration]``."""
+
+    code = "time_out_of_range"
+    title = "The time is outside the video"
+
+
 class AssetGone(HeimdexError):
     """The job's asset was deleted before the job ran."""
 

@@ -136,6 +136,63 @@ class ThumbnailSpec(msgspec.Struct, frozen=True, kw_only=True):
     format: str = "jpg"
 
 
+class StoryboardSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """How wide a storyboard's tiles are and which image format its sprite sheets use."""
+
+    width: int = 160
+    format: str = "jpg"
+
+
+class StoryboardTile(msgspec.Struct, frozen=True, kw_only=True):
+    """One tile: the stretch of the video it stands for (``start`` ≤ t < ``end``), the time of
+    the frame it shows, and where it is on which sprite sheet."""
+
+    start: float
+    end: float
+    time: float
+    sprite: int
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+class Sprite(msgspec.Struct, frozen=True, kw_only=True):
+    """One encoded sprite sheet of a storyboard."""
+
+    index: int
+    width: int
+    height: int
+    data: bytes
+
+
+class Storyboard(msgspec.Struct, frozen=True, kw_only=True):
+    """Tiles every ``interval`` seconds, packed into sprite sheets."""
+
+    interval: float
+    tile_width: int
+    tile_height: int
+    format: str
+    tiles: list[StoryboardTile]
+    sprites: list[Sprite]
+
+
+class Poster(msgspec.Struct, frozen=True, kw_only=True):
+    """The picture that stands for a video: a frame at ``time``, encoded as JPEG."""
+
+    time: float
+    width: int
+    height: int
+    data: bytes
+
+
+class Pictures(msgspec.Struct, frozen=True, kw_only=True):
+    """What one pictures run made: a storyboard and a poster, each when asked for."""
+
+    storyboard: Storyboard | None = None
+    poster: Poster | None = None
+
+
 class Job(msgspec.Struct, frozen=True, kw_only=True):
     """The truth about one piece of background work; the queue only carries its id.
 
@@ -158,6 +215,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     updated_at: datetime
     thumbnails: ThumbnailSpec = msgspec.field(default_factory=lambda: ThumbnailSpec())
+    # ``None``: no storyboard (asked for with ``storyboard: false``).
+    storyboard: StoryboardSpec | None = msgspec.field(default_factory=lambda: StoryboardSpec())
     lease_owner: str | None = None
     enqueued_at: datetime | None = None
     started_at: datetime | None = None

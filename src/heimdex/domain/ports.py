@@ -32,6 +32,8 @@ from heimdex.domain.model import (
     JobPage,
     JobStatus,
     PageCursor,
+    Pictures,
+    StoryboardSpec,
     Thumbnail,
     ThumbnailSpec,
     Upload,
@@ -227,6 +229,25 @@ class Thumbnailer(HealthCheck, Protocol):
         self, path: Path, media: MediaInfo, spec: ThumbnailSpec
     ) -> Sequence[Thumbnail]:
         """Upright thumbnails of the first video stream; empty for audio-only media."""
+        ...
+
+
+class PictureMaker(HealthCheck, Protocol):
+    """Makes the pictures that stand for a video besides its thumbnails: a storyboard (tiles
+    for a seek bar, on sprite sheets) and a poster."""
+
+    name: str
+
+    async def pictures(
+        self,
+        path: Path,
+        media: MediaInfo,
+        storyboard: StoryboardSpec | None,
+        poster_time: float | None,
+    ) -> Pictures:
+        """The storyboard of ``storyboard`` (none when ``None``) and a poster: the frame shown
+        at ``poster_time``, or the automatic choice when ``None``. Both ``None`` for media with
+        no video."""
         ...
 
 

@@ -21,7 +21,7 @@ from uuid import UUID
 import msgspec
 
 from heimdex.domain.media import Chapter, MediaInfo, StreamInfo
-from heimdex.domain.model import Asset
+from heimdex.domain.model import Asset, StoryboardTile
 from heimdex.domain.storage_keys import THUMBNAIL_FORMATS
 
 SCHEMA_ID: Final = "heimdex.sidecar/v1"
@@ -93,6 +93,44 @@ class ThumbnailSummary(msgspec.Struct, frozen=True, kw_only=True):
         return cls(requested=requested, made=made, shortfall=shortfall)
 
 
+class SpriteRef(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored sprite sheet of the storyboard."""
+
+    index: int
+    key: str
+    width: int
+    height: int
+    format: str
+
+
+class StoryboardRef(msgspec.Struct, frozen=True, kw_only=True):
+    """The storyboard: a tile every ``interval`` seconds (each standing for ``start`` ≤ t <
+    ``end`` and showing the frame at ``time``), at ``x``, ``y``, ``w``, ``h`` on sprite sheet
+    ``sprite``."""
+
+    interval: float
+    tile_width: int
+    tile_height: int
+    format: str
+    sprites: list[SpriteRef]
+    tiles: list[StoryboardTile]
+
+
+PosterChooser = Literal["auto", "user"]
+
+
+class PosterRef(msgspec.Struct, frozen=True, kw_only=True):
+    """The stored poster: the frame shown at ``time``, and who chose it (``auto``: the rule;
+    ``user``: ``PUT /v1/assets/{id}/poster``)."""
+
+    time: float
+    key: str
+    width: int
+    height: int
+    format: str
+    chosen_by: PosterChooser
+
+
 class Generator(msgspec.Struct, frozen=True, kw_only=True):
     """What made the document: Heimdex's version and the prober and thumbnailer adapters' names."""
 
@@ -123,6 +161,10 @@ class SidecarDocument(msgspec.Struct, frozen=True, kw_only=True):
     # Added in v1 after its first release: optional in the schema (older documents lack it),
     # always written now.
     thumbnail_summary: ThumbnailSummary | None = None
+    # Added later still, optional the same way: null when not made (no video, or
+    # ``storyboard: false``).
+    storyboard: StoryboardRef | None = None
+    poster: PosterRef | None = None
 
 
 def build_sidecar(
@@ -131,6 +173,8 @@ def build_sidecar(
     generator: Generator,
     *,
     summary: ThumbnailSummary | None = None,
+    storyboard: StoryboardRef | None = None,
+    poster: PosterRef | None = None,
 ) -> SidecarDocument:
     """The sidecar of ``asset`` with its stored ``thumbnails`` (empty for audio-only media) and,
     when known, how they compare to what was asked for."""
@@ -157,6 +201,8 @@ def build_sidecar(
         thumbnails=sorted(thumbnails, key=lambda t: t.index),
         generator=generator,
         thumbnail_summary=summary,
+        storyboard=storyboard,
+        poster=poster,
     )
 
 

@@ -4,6 +4,8 @@
 uploads/{org_id}/{upload_id}/{safe_source_name}
 derived/{org_id}/sidecars/{asset_id}.json
 derived/{org_id}/{asset_id}/thumbs/{index:04d}.{jpg|webp}
+derived/{org_id}/{asset_id}/storyboard/sprite-{index:02d}.{jpg|webp}
+derived/{org_id}/{asset_id}/poster/{milliseconds:09d}.jpg
 ```
 """
 
@@ -83,6 +85,27 @@ def thumbnail_key(org_id: str, asset_id: UUID, index: int, fmt: str) -> str:
             f"thumbnail format {fmt!r} is not one of {sorted(THUMBNAIL_FORMATS)}"
         )
     return f"{asset_derived_prefix(org_id, asset_id)}thumbs/{index:04d}.{fmt}"
+
+
+def storyboard_prefix(org_id: str, asset_id: UUID) -> str:
+    return f"{asset_derived_prefix(org_id, asset_id)}storyboard/"
+
+
+def sprite_key(org_id: str, asset_id: UUID, index: int, fmt: str) -> str:
+    """A storyboard's sprite sheet ``index``."""
+    if fmt not in THUMBNAIL_FORMATS:
+        raise InvalidStorageKey(f"sprite format {fmt!r} is not one of {sorted(THUMBNAIL_FORMATS)}")
+    return f"{storyboard_prefix(org_id, asset_id)}sprite-{index:02d}.{fmt}"
+
+
+def poster_prefix(org_id: str, asset_id: UUID) -> str:
+    return f"{asset_derived_prefix(org_id, asset_id)}poster/"
+
+
+def poster_key(org_id: str, asset_id: UUID, seconds: float) -> str:
+    """The poster taken at ``seconds``: the time is in the name, so a new choice is a new URL
+    (a browser's cached copy of the old one never stands in for it)."""
+    return f"{poster_prefix(org_id, asset_id)}{max(round(seconds * 1000), 0):09d}.jpg"
 
 
 def org_of_derived_name(name: str) -> str | None:

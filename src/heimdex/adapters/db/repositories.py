@@ -46,6 +46,7 @@ from heimdex.domain.model import (
     JobPage,
     JobStatus,
     PageCursor,
+    StoryboardSpec,
     ThumbnailSpec,
     Upload,
     UploadStatus,
@@ -421,6 +422,8 @@ def _job_values(job: Job) -> dict[str, Any]:
         "thumbnail_count": job.thumbnails.count,
         "thumbnail_width": job.thumbnails.width,
         "thumbnail_format": job.thumbnails.format,
+        "storyboard_width": job.storyboard.width if job.storyboard else None,
+        "storyboard_format": job.storyboard.format if job.storyboard else None,
         "lease_owner": job.lease_owner,
         "enqueued_at": job.enqueued_at,
         "started_at": job.started_at,
@@ -450,6 +453,11 @@ def _job_from_row(row: RowMapping) -> Job:
             count=row["thumbnail_count"],
             width=row["thumbnail_width"],
             format=row["thumbnail_format"],
+        ),
+        storyboard=(
+            StoryboardSpec(width=row["storyboard_width"], format=row["storyboard_format"])
+            if row["storyboard_width"] is not None and row["storyboard_format"] is not None
+            else None
         ),
         lease_owner=row["lease_owner"],
         enqueued_at=row["enqueued_at"],

@@ -152,6 +152,9 @@ class JobRow(UUIDPrimaryKey, Base):
     thumbnail_count: Mapped[int] = mapped_column(Integer, server_default="10")
     thumbnail_width: Mapped[int] = mapped_column(Integer, server_default="320")
     thumbnail_format: Mapped[str] = mapped_column(String(8), server_default="jpg")
+    # Both null: no storyboard.
+    storyboard_width: Mapped[int | None] = mapped_column(Integer, server_default="160")
+    storyboard_format: Mapped[str | None] = mapped_column(String(8), server_default="jpg")
     lease_owner: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))

@@ -73,16 +73,25 @@ class FramePicker:
         self._last: Picked | None = None
         self._before: Picked | None = None
         self._target = 0
+        #: frames decoded so far (what a caller bounding its work counts)
+        self.decoded = 0
 
-    def locate(self, slots: Sequence[Slot]) -> list[Keyframe]:
+    def locate(self, slots: Sequence[Slot], alone: bool | None = None) -> list[Keyframe]:
         """The keyframe each slot starts from — a seek and one packet each, nothing decoded —
         located before any decoding, so that :meth:`pick` s of slots in order can carry one
         forward decode through a GOP. Also chooses the decoder's threads: frame threads speed
-        a long forward decode up, and only slow lone keyframes down."""
+        a long forward decode up, and only slow lone keyframes down. ``alone``: whether the
+        caller decodes only the keyframes (when it knows better than the slot rule)."""
         located = [self._keyframe_at(self._bounds(slot)[1]) for slot in slots]
-        inside = all(self._inside(slot, key) for slot, key in zip(slots, located, strict=True))
-        self._decoder.thread_type = "SLICE" if inside else "AUTO"
+        if alone is None:
+            alone = all(self._inside(slot, key) for slot, key in zip(slots, located, strict=True))
+        if not self._decoder.is_open:  # fixed once decoding began (a second locate)
+            self._decoder.thread_type = "SLICE" if alone else "AUTO"
         return located
+
+    def keyframe_before(self, slot: Slot) -> Keyframe:
+        """The keyframe :meth:`locate` finds for ``slot``, on its own."""
+        return self._keyframe_at(self._bounds(slot)[1])
 
     # -- time ----------------------------------------------------------------------------------
     def pts(self, seconds: float) -> int:
@@ -96,22 +105,56 @@ class FramePicker:
         return self.pts(slot.start), self.pts(slot.target), end
 
     # -- picking -------------------------------------------------------------------------------
-    def pick(self, slot: Slot, located: Keyframe | None = None) -> Picked | None:
+    def pick(
+        self, slot: Slot, located: Keyframe | None = None, budget: int = FRAME_BUDGET
+    ) -> Picked | None:
         """A frame presented inside ``slot`` (see the module's rule); ``None`` when none is.
-        ``located``: the slot's keyframe from :meth:`locate` (else it is looked for now)."""
+        ``located``: the slot's keyframe from :meth:`locate` (else it is looked for now);
+        ``budget``: frames decoded forward at most."""
         start, target, end = self._bounds(slot)
         keyframe = located if located is not None else self._keyframe_at(target)
         if self._inside(slot, keyframe):
             picked = self._alone(keyframe)
             if picked is not None:
                 return picked
-        found = self._forward(keyframe.pts, target)
+        found = self._forward(keyframe.pts, target, budget)
         if found is not None and start <= found.pts < end:
             return found
         before = self._before
         if before is not None and start <= before.pts < end:
             return before
         return None
+
+    def keyframe(self, keyframe: Keyframe) -> Picked | None:
+        """The keyframe decoded on its own: the cheapest picture near a time."""
+        return self._alone(keyframe)
+
+    @property
+    def codec_context(self) -> Any:
+        """The stream's decoder."""
+        return self._decoder
+
+    @property
+    def last(self) -> Picked | None:
+        """The last frame a forward decode reached (where a budget stopped it)."""
+        return self._last
+
+    def at(self, seconds: float) -> Picked | None:
+        """The frame shown at ``seconds``: the last one presented at or before it (the first
+        frame for a time before any), decoding forward from the keyframe before it."""
+        return self.at_pts(self.pts(seconds))
+
+    def at_pts(self, target: int) -> Picked | None:
+        """:meth:`at` in the stream's time base."""
+        keyframe = self._keyframe_at(target)
+        if keyframe.pts == target:
+            picked = self._alone(keyframe)
+            if picked is not None:
+                return picked
+        found = self._forward(keyframe.pts, target, FRAME_BUDGET)
+        if found is not None and found.pts <= target:
+            return found
+        return self._before or found
 
     def _inside(self, slot: Slot, keyframe: Keyframe) -> bool:
         start, _, end = self._bounds(slot)
@@ -174,11 +217,12 @@ class FramePicker:
             frames = decoder.decode(packet) + decoder.decode(None)
         except av.error.FFmpegError:
             frames = []
+        self.decoded += len(frames)
         decoder.flush_buffers()  # after a drain the decoder takes packets again only so
         frame = next((f for f in frames if f.pts == key), frames[0] if frames else None)
         return Picked(frame, key) if frame is not None else None
 
-    def _forward(self, key: int, target: int) -> Picked | None:
+    def _forward(self, key: int, target: int, budget: int = FRAME_BUDGET) -> Picked | None:
         """The first frame at or after ``target``, decoding on from the keyframe ``key`` — or
         from where the decoder already is, when that is in the same GOP and not past it. The
         last frame before it stays in ``_before``; ``None`` when the stream ends first."""
@@ -193,7 +237,7 @@ class FramePicker:
         for count, frame in enumerate(self._frames, start=1):
             pts = frame.pts if frame.pts is not None else target  # no pts: take it as it comes
             picked = Picked(frame, pts)
-            if pts >= target or count >= FRAME_BUDGET:
+            if pts >= target or count >= budget:
                 self._last = picked
                 return picked
             self._before = self._last = picked
@@ -212,6 +256,7 @@ class FramePicker:
                 frames = decoder.decode(packet)
             except av.error.InvalidDataError:
                 continue  # a damaged packet: the next keyframe repairs the picture
+            self.decoded += len(frames)
             yield from frames
         decoder.skip_frame = "DEFAULT"
         yield from decoder.decode(None)  # the end: drain what the reorder delay holds

@@ -27,8 +27,7 @@ import av.filter
 from heimdex.adapters.media.decode_pool import DecodePool
 from heimdex.adapters.media.frame_picker import FramePicker, Picked
 from heimdex.adapters.media.limits import DecodeLimits
-from heimdex.adapters.media.local_file import local_file
-from heimdex.adapters.media.pooled_decoder import PooledDecoder
+from heimdex.adapters.media.pooled_renderer import PooledRenderer
 from heimdex.adapters.media.pyav import OPEN_OPTIONS
 from heimdex.adapters.media.thumbnail_plan import (
     JPEG_QSCALE,
@@ -40,7 +39,6 @@ from heimdex.adapters.media.thumbnail_plan import (
     plan_thumbnails,
     replacement_slots,
 )
-from heimdex.adapters.offload import run_blocking
 from heimdex.domain.errors import (
     InvalidMedia,
     ThumbnailerUnavailable,
@@ -56,7 +54,7 @@ _ENCODER_TIME_BASE = Fraction(1, 1)
 _FILTERS = ("scale", "format", "lutrgb", "colorchannelmixer", "setparams", "transpose")
 
 
-class PyAVThumbnailer(PooledDecoder):
+class PyAVThumbnailer(PooledRenderer):
     """Thumbnails with PyAV in ``workers`` reused processes, ``timeout`` seconds per file.
 
     Pass ``pool`` to share one :class:`DecodePool`; otherwise the thumbnailer owns one and
@@ -74,14 +72,7 @@ class PyAVThumbnailer(PooledDecoder):
         limits: DecodeLimits | None = None,
     ) -> None:
         """``limits`` for the pool this thumbnailer starts; a ``pool`` passed in has its own."""
-        super().__init__(
-            pool,
-            workers=workers,
-            preload=[__name__],
-            limits=limits,
-            unavailable=ThumbnailerUnavailable,
-        )
-        self._timeout = timeout
+        super().__init__(__name__, workers, timeout, pool=pool, limits=limits)
 
     async def thumbnails(
         self, path: Path, media: MediaInfo, spec: ThumbnailSpec
@@ -89,22 +80,7 @@ class PyAVThumbnailer(PooledDecoder):
         plan = plan_thumbnails(path.name, media, spec)
         if plan is None:
             return []
-        location = (await run_blocking(local_file, path, self._pool.limits)).path
-        try:
-            # The time runs from when a worker takes the file, not while it waits for one.
-            return await self._run_on(
-                path.name,
-                render,
-                location,
-                path.name,
-                plan,
-                self._pool.limits.max_pixels,
-                call_seconds=self._timeout,
-            )
-        except TimeoutError:
-            raise ThumbnailTimeout(
-                f"{path.name}: making thumbnails took longer than {self._timeout:g} s"
-            ) from None
+        return await self._render(path, "thumbnails", render, plan)
 
     async def check(self) -> None:
         missing = await self._pool.run(capabilities_missing, call_seconds=self._timeout)
@@ -152,7 +128,7 @@ def render(path: str, name: str, plan: ThumbnailPlan, max_pixels: int = 0) -> li
 
 
 @dataclass(frozen=True, slots=True)
-class _Look:
+class Look:
     """A picked frame, filtered to the thumbnail's picture, and whether it is dull."""
 
     pts: int
@@ -173,7 +149,7 @@ class _Renderer:
         limits.check_frame(name, stream.codec_context.width, stream.codec_context.height)
         self._name = name
         self._plan = plan
-        self._images = _Images(name, plan, self._picker.time_base)
+        self._images = Images(name, plan, self._picker.time_base)
 
     def thumbnails(self) -> list[Thumbnail]:
         picker, plan = self._picker, self._plan
@@ -199,7 +175,7 @@ class _Renderer:
             raise InvalidMedia(f"{self._name}: no frame of the video stream could be decoded")
         return thumbnails
 
-    def _replacement(self, slot: Slot, dull: _Look) -> _Look | None:
+    def _replacement(self, slot: Slot, dull: Look) -> Look | None:
         """A frame of the same slot that is not dull, among ``DULL_TRIES`` others."""
         picker = self._picker
         tick = float(picker.time_base)
@@ -213,7 +189,7 @@ class _Renderer:
         return None
 
 
-class _Images:
+class Images:
     """Frames to encoded thumbnails: one filter graph (rebuilt if the frame size or format
     changes mid-stream) and one encoder per file."""
 
@@ -228,11 +204,11 @@ class _Images:
         self._encoded = 0
         self._limited = plan.format != "jpg"
 
-    def look(self, picked: Picked) -> _Look:
+    def look(self, picked: Picked) -> Look:
         picture = self._filtered(picked.frame)
         plane = picture.planes[0]
         stats = luma_stats(plane, picture.width, picture.height, plane.line_size, self._limited)
-        return _Look(pts=picked.pts, picture=picture, dull=stats.dull)
+        return Look(pts=picked.pts, picture=picture, dull=stats.dull)
 
     def encode(self, picture: Any) -> bytes:
         # Encoders refuse timestamps that do not increase (PyAV rescales to the encoder's base).
@@ -267,12 +243,18 @@ class _Images:
 
 
 def _encoder(plan: ThumbnailPlan) -> Any:
-    encoder: Any = av.CodecContext.create(_ENCODERS[plan.format], "w")
-    encoder.width = plan.width
-    encoder.height = plan.height
+    return image_encoder(plan.format, plan.width, plan.height)
+
+
+def image_encoder(image_format: str, width: int, height: int) -> Any:
+    """An mjpeg (``jpg``) or libwebp encoder of ``width`` x ``height`` yuv420p pictures, at
+    the quality every thumbnail uses."""
+    encoder: Any = av.CodecContext.create(_ENCODERS[image_format], "w")
+    encoder.width = width
+    encoder.height = height
     encoder.pix_fmt = "yuv420p"
     encoder.time_base = _ENCODER_TIME_BASE
-    if plan.format == "jpg":
+    if image_format == "jpg":
         encoder.color_range = 2  # full range, as JPEG (JFIF) defines it
         encoder.qmin = encoder.qmax = JPEG_QSCALE  # a fixed quality, not a bit rate
     else:

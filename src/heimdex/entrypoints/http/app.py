@@ -31,6 +31,7 @@ from heimdex.entrypoints.http.jobs import JobController, SidecarController
 from heimdex.entrypoints.http.legacy import legacy_metadata
 from heimdex.entrypoints.http.metrics import metrics
 from heimdex.entrypoints.http.openapi import finalize as finalize_openapi
+from heimdex.entrypoints.http.pictures import PictureController
 from heimdex.entrypoints.http.problems import EXCEPTION_HANDLERS
 from heimdex.entrypoints.http.rate_limit import RateLimitMiddleware
 from heimdex.entrypoints.http.request_log import log_request
@@ -127,6 +128,7 @@ def create_app(
             IngestController,
             AssetController,
             SidecarController,
+            PictureController,
             JobController,
             WebhookController,
         ],

@@ -41,6 +41,7 @@ DEPENDENCIES = {
     "jobs": _use_case(lambda services: services.jobs),
     "sidecars": _use_case(lambda services: services.sidecars),
     "health": _use_case(lambda services: services.health),
+    "pictures": _use_case(lambda services: services.pictures),
     "principal": Provide(provide_principal),
     "webhooks": _use_case(lambda services: services.webhooks),
     "job_listing": _use_case(lambda services: services.job_listing),

@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` on every POST and DELETE under /v1 (after authentication).
+"""``Idempotency-Key`` on every POST, PUT and DELETE under /v1 (after authentication).
 
 The first answer is stored and replayed (with ``Idempotent-Replayed: true``) for the same key and
 request; the protocol's rules live in ``heimdex.application.idempotency``.
@@ -62,7 +62,7 @@ class IdempotencyMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP or scope["method"] not in ("POST", "DELETE"):
+        if scope["type"] != ScopeType.HTTP or scope["method"] not in ("POST", "PUT", "DELETE"):
             await self.app(scope, receive, send)
             return
         raw_key = _header(scope, HEADER)

@@ -27,6 +27,7 @@ from heimdex.domain.model import (
     JobKind,
     JobStatus,
     Principal,
+    StoryboardSpec,
     ThumbnailSpec,
 )
 from heimdex.entrypoints.http.openapi import (
@@ -59,10 +60,17 @@ class ThumbnailOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     format: Literal["jpg", "webp"] = "jpg"
 
 
+class StoryboardOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    width: Annotated[int, msgspec.Meta(ge=16, le=640)] = 160
+    format: Literal["jpg", "webp"] = "jpg"
+
+
 class SidecarRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     org_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
     source_uri: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
     thumbnails: ThumbnailOptions | None = None
+    # ``false``: no storyboard; ``true``, null or left out: the defaults.
+    storyboard: bool | StoryboardOptions | None = None
     force: bool = False
 
 
@@ -88,6 +96,7 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     started_at: datetime | None
     finished_at: datetime | None
     thumbnails: ThumbnailSpec
+    storyboard: StoryboardSpec | None
     links: JobLinks
 
 
@@ -108,6 +117,7 @@ def job_view(job: Job) -> JobView:
         started_at=job.started_at,
         finished_at=job.finished_at,
         thumbnails=job.thumbnails,
+        storyboard=job.storyboard,
         links=JobLinks(
             self=f"/v1/jobs/{job.id}",
             asset=asset,
@@ -115,6 +125,13 @@ def job_view(job: Job) -> JobView:
             thumbnails=f"{asset}/thumbnails",
         ),
     )
+
+
+def _storyboard_spec(option: bool | StoryboardOptions | None) -> StoryboardSpec | None:
+    if option is False:
+        return None
+    chosen = option if isinstance(option, StoryboardOptions) else StoryboardOptions()
+    return StoryboardSpec(width=chosen.width, format=chosen.format)
 
 
 class JobList(msgspec.Struct, frozen=True, kw_only=True):
@@ -192,7 +209,9 @@ class SidecarController(Controller):
             links=_JOB_LINKS,
         ),
         summary="Generate the sidecar",
-        description="Queues a job that makes thumbnails and the `heimdex.sidecar/v1` document; "
+        description="Queues a job that makes thumbnails, a storyboard (unless `storyboard: "
+        "false`; `{width, format}` to choose its tiles' width and its sheets' format), a poster "
+        "and the `heimdex.sidecar/v1` document; "
         "answers the job (202, `Location: /v1/jobs/{job_id}`). While one is queued or running, "
         "that job is answered; once the sidecar is ready, the finished job — unless "
         "`force: true` asks to make it again.",
@@ -208,7 +227,12 @@ class SidecarController(Controller):
         options = data.thumbnails or ThumbnailOptions()
         spec = ThumbnailSpec(count=options.count, width=options.width, format=options.format)
         job, _ = await jobs.request_sidecar(
-            principal, asset_id, spec, force=data.force, source_uri=data.source_uri
+            principal,
+            asset_id,
+            spec,
+            force=data.force,
+            source_uri=data.source_uri,
+            storyboard=_storyboard_spec(data.storyboard),
         )
         return Response(
             job_view(job),

@@ -44,7 +44,7 @@ AUTHENTICATED: Problems = {401: ["unauthenticated"], 429: ["rate_limited"]}
 SERVER: Problems = {500: ["internal_error"], 503: ["database_unavailable", "tenancy_unsafe"]}
 #: a JSON body that may not validate, or may name another organisation
 JSON_BODY: Problems = {400: ["invalid_request"], 403: ["org_mismatch"]}
-#: the idempotency middleware on POST and DELETE under /v1
+#: the idempotency middleware on POST, PUT and DELETE under /v1
 IDEMPOTENT: Problems = {
     400: ["invalid_idempotency_key"],
     409: ["idempotency_key_in_flight"],

@@ -118,6 +118,7 @@ JOB: dict[str, Any] = {
     "started_at": "2026-12-01T15:20:16.054725Z",
     "finished_at": "2026-12-01T15:20:16.158081Z",
     "thumbnails": {"count": 10, "width": 320, "format": "jpg"},
+    "storyboard": {"width": 160, "format": "jpg"},
     "links": {
         "self": f"/v1/jobs/{JOB_ID}",
         "asset": f"/v1/assets/{ASSET_ID}",
@@ -147,6 +148,38 @@ def _thumbnail(index: int) -> dict[str, Any]:
         "url": f"https://heimdex.example.com/v1/files/{key}?{SIGNED}",
     }
 
+
+_SPRITE_KEY = f"derived/{ORG}/{ASSET_ID}/storyboard/sprite-00.jpg"
+_SPRITE_URL = f"https://heimdex.example.com/v1/files/{_SPRITE_KEY}?{SIGNED}"
+_POSTER_KEY = f"derived/{ORG}/{ASSET_ID}/poster/000002520.jpg"
+_TILES = [
+    {"start": float(i), "end": float(i + 1), "time": float(i), "sprite": 0, "x": 160 * i}
+    | {"y": 0, "w": 160, "h": 120}
+    for i in range(4)
+]
+STORYBOARD: dict[str, Any] = {
+    "interval": 1.0,
+    "tile_width": 160,
+    "tile_height": 120,
+    "format": "jpg",
+    "sprites": [{"index": 0, "width": 640, "height": 120, "url": _SPRITE_URL}],
+    "cues": [
+        {
+            "start": tile["start"],
+            "end": tile["end"],
+            "time": tile["time"],
+            "url": f"{_SPRITE_URL}#xywh={tile['x']},0,160,120",
+        }
+        for tile in _TILES
+    ],
+}
+POSTER: dict[str, Any] = {
+    "time": 2.52,
+    "width": 320,
+    "height": 240,
+    "url": f"https://heimdex.example.com/v1/files/{_POSTER_KEY}?{SIGNED}",
+    "chosen_by": "auto",
+}
 
 SIDECAR: dict[str, Any] = {
     "schema": "heimdex.sidecar/v1",
@@ -180,6 +213,22 @@ SIDECAR: dict[str, Any] = {
     ],
     "generator": {"name": "heimdex", "version": "0.1.0", "prober": "pyav", "thumbnailer": "pyav"},
     "thumbnail_summary": {"requested": 3, "made": 3, "shortfall": None},
+    "storyboard": {
+        "interval": 1.0,
+        "tile_width": 160,
+        "tile_height": 120,
+        "format": "jpg",
+        "sprites": [{"index": 0, "key": _SPRITE_KEY, "width": 640, "height": 120, "format": "jpg"}],
+        "tiles": _TILES,
+    },
+    "poster": {
+        "time": 2.52,
+        "key": _POSTER_KEY,
+        "width": 320,
+        "height": 240,
+        "format": "jpg",
+        "chosen_by": "auto",
+    },
 }
 
 WEBHOOK_ID = "5f0c8a47-3b1e-4d8a-9c64-2a7e0b9d1f35"
@@ -278,10 +327,26 @@ OPERATIONS: dict[str, tuple[Any, dict[str, Any]]] = {
     ),
     "readSidecar": (None, {"200": SIDECAR}),
     "requestSidecar": (
-        {"thumbnails": {"count": 10, "width": 320, "format": "jpg"}},
+        {
+            "thumbnails": {"count": 10, "width": 320, "format": "jpg"},
+            "storyboard": {"width": 160, "format": "jpg"},
+        },
         {"202": _QUEUED_JOB},
     ),
     "getJob": (None, {"200": JOB}),
+    "getStoryboard": (None, {"200": STORYBOARD}),
+    "getStoryboardVtt": (
+        None,
+        {
+            "200": "WEBVTT\n\n"
+            + "".join(
+                f"00:00:0{i}.000 --> 00:00:0{i + 1}.000\n{cue['url']}\n\n"
+                for i, cue in enumerate(STORYBOARD["cues"])
+            )
+        },
+    ),
+    "getPoster": (None, {"200": POSTER}),
+    "setPoster": ({"time": 2.5}, {"200": {**POSTER, "time": 2.5, "chosen_by": "user"}}),
     "V1SchemasSidecarSidecarSchema": (
         None,
         {

@@ -26,6 +26,8 @@ STATUS_BY_ERROR: dict[type[errors.HeimdexError], int] = {
     errors.InsufficientScope: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,
+    errors.NoVideo: 409,
+    errors.TimeOutOfRange: 422,
     errors.Gone: 410,
     errors.AssetGone: 410,
     errors.LengthMismatch: 400,

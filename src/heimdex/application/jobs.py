@@ -35,6 +35,7 @@ from heimdex.domain.errors import (
     SourceUriForbidden,
 )
 from heimdex.domain.model import (
+    INTERRUPTED,
     Asset,
     AssetStatus,
     Job,
@@ -150,21 +151,13 @@ class JobService:
             ):
                 return latest, False
             await self._check_job_quota(uow)
-            job = Job(
-                id=uuid.uuid4(),
+            job = Job.created(
                 org_id=principal.org_id,
                 asset_id=asset_id,
                 kind=JobKind.SIDECAR,
-                status=JobStatus.QUEUED,
-                progress=0.0,
-                attempts=0,
-                max_attempts=self._policy.max_attempts,
-                lease_expires_at=None,
-                next_attempt_at=None,
-                error=None,
-                created_at=now,
-                updated_at=now,
                 thumbnails=spec,
+                max_attempts=self._policy.max_attempts,
+                now=now,
             )
             await uow.jobs.add(job)
             await uow.assets.save(
@@ -359,16 +352,7 @@ class JobService:
         """Record the run's success, unless its asset was deleted while it ran: then what it
         wrote is removed and the answer is ``False``."""
         now = self._clock.now()
-        done = msgspec.structs.replace(
-            job,
-            status=JobStatus.SUCCEEDED,
-            progress=1.0,
-            error=None,
-            lease_expires_at=None,
-            next_attempt_at=None,
-            finished_at=now,
-            updated_at=now,
-        )
+        done = job.succeeded(now)
         async with self._uow(job.org_id) as uow:
             # The delete holds this lock too, and removes files only after it committed: the
             # asset is either gone now (so this run removes what it wrote, below) or stays
@@ -410,39 +394,21 @@ class JobService:
     async def _record_failure(self, job: Job, exc: BaseException) -> bool:
         """Record the failed run on the row; answers whether the job will be tried again."""
         now = self._clock.now()
-        error = JobError(
-            code=exc.code if isinstance(exc, HeimdexError) else "internal_error",
-            message=exc.message if isinstance(exc, HeimdexError) else type(exc).__name__,
-        )
-        if not isinstance(exc, Exception):  # cancelled (worker shutting down): hand it back
-            error = JobError(code="interrupted", message="the worker stopped during the job")
-            backoff = timedelta(0)
+        interrupted = not isinstance(exc, Exception)  # cancelled: the worker is stopping
+        if interrupted:
+            error = INTERRUPTED
+            outcome = job.interrupted(now)
         else:
-            backoff = self._policy.backoff(job.attempts)
-        permanent = isinstance(exc, InvalidMedia | AssetGone)
-        interrupted = not isinstance(exc, Exception)
-        retry = interrupted or (not permanent and job.attempts < job.max_attempts)
-        if retry:
-            outcome = msgspec.structs.replace(
-                job,
-                status=JobStatus.QUEUED,
-                error=error,
-                lease_owner=None,
-                lease_expires_at=None,
-                next_attempt_at=now + backoff,
-                enqueued_at=None,
-                updated_at=now,
+            error = JobError(
+                code=exc.code if isinstance(exc, HeimdexError) else "internal_error",
+                message=exc.message if isinstance(exc, HeimdexError) else type(exc).__name__,
             )
-        else:
-            outcome = msgspec.structs.replace(
-                job,
-                status=JobStatus.FAILED,
-                error=error,
-                lease_expires_at=None,
-                next_attempt_at=None,
-                finished_at=now,
-                updated_at=now,
-            )
+            permanent = isinstance(exc, InvalidMedia | AssetGone)
+            if permanent or not job.has_attempts_left:
+                outcome = job.failed(error, now)
+            else:
+                outcome = job.rescheduled(error, now, now + self._policy.backoff(job.attempts))
+        retry = outcome.status is JobStatus.QUEUED
         async with self._uow(job.org_id) as uow:
             if not interrupted:  # as in _record_success: a delete is before or after this
                 await uow.lock_org()

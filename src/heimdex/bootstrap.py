@@ -40,7 +40,9 @@ from heimdex.application.derived_files import DerivedFileSweeper
 from heimdex.application.health import HealthService
 from heimdex.application.idempotency import IdempotencyService
 from heimdex.application.ingest import IngestLimits, IngestService
-from heimdex.application.jobs import JobPolicy, JobService
+from heimdex.application.job_policy import JobPolicy
+from heimdex.application.job_requests import JobRequests
+from heimdex.application.job_runner import JobRunner
 from heimdex.application.probe_gate import ProbeSlots
 from heimdex.application.probing import ProbeService
 from heimdex.application.scratch import ScratchSweeper
@@ -72,7 +74,10 @@ class Services:
     ingest: IngestService
     assets: AssetService
     idempotency: IdempotencyService
-    jobs: JobService
+    #: asking for jobs (the API)
+    jobs: JobRequests
+    #: running them, sweeping the due ones, the queue's depth (workers, the API's own queue)
+    job_runner: JobRunner
     sidecars: SidecarService
     abandoned_uploads: AbandonedUploadSweeper
     #: thumbnails and sidecars of assets that are gone
@@ -89,7 +94,7 @@ class Services:
         abandoned uploads, derived files of deleted assets, then this process's own scratch
         files."""
         return (
-            self.jobs.sweep,
+            self.job_runner.sweep,
             self.abandoned_uploads.sweep,
             self.derived_files.sweep,
             *self.own_sweeps(),
@@ -319,12 +324,12 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
     # The use cases get timed media ports; health checks and shutdown use the adapters as built.
     measured_prober = MeasuredProber(prober, metrics)
     probe_slots = build_probe_slots(settings)
-    jobs: JobService
+    job_runner: JobRunner
 
     async def run_job(
         job_id: UUID,
-    ) -> None:  # bound late: the queue and the service need each other
-        await jobs.run(job_id)
+    ) -> None:  # bound late: the queue and the runner need each other
+        await job_runner.run(job_id)
 
     queue: InProcessJobQueue | RedisJobQueue
     if settings.job_queue_backend == "redis":
@@ -333,17 +338,19 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         )
     else:
         # As many jobs at once as the decoder can work on: more would wait inside it, where
-        # organisations cannot take turns (``JobService.run``).
+        # organisations cannot take turns (``JobRunner.run``).
         queue = InProcessJobQueue(run_job, concurrency=settings.decode_workers)
     thumbnailer = build_thumbnailer(settings)
-    jobs = JobService(
+    job_directory = SqlJobDirectory(database)
+    policy = job_policy(settings)
+    job_runner = JobRunner(
         uow,
-        SqlJobDirectory(database),
+        job_directory,
         queue,
         storage,
         MeasuredThumbnailer(thumbnailer, metrics),
         clock,
-        job_policy(settings),
+        policy,
         prober_name=prober.name,
         metrics=metrics,
     )
@@ -390,7 +397,8 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
             ttl=timedelta(seconds=settings.idempotency_ttl_seconds),
             lease=timedelta(seconds=settings.idempotency_lease_seconds),
         ),
-        jobs=jobs,
+        jobs=JobRequests(uow, job_directory, queue, clock, policy),
+        job_runner=job_runner,
         sidecars=SidecarService(uow, storage, clock, settings.download_url_ttl_seconds),
         abandoned_uploads=AbandonedUploadSweeper(
             uow,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
-from heimdex.application.jobs import JobPolicy
+from heimdex.application.job_policy import JobPolicy
 from heimdex.domain.errors import Conflict, InvalidJobTransition
 from heimdex.domain.model import Job, JobError, JobKind, JobStatus, ThumbnailSpec
 

@@ -11,7 +11,7 @@ from litestar.di import Provide
 from heimdex.application.assets import AssetService
 from heimdex.application.health import HealthService
 from heimdex.application.ingest import IngestService
-from heimdex.application.jobs import JobService
+from heimdex.application.job_requests import JobRequests
 from heimdex.application.probing import ProbeService
 from heimdex.application.sidecars import SidecarService
 from heimdex.bootstrap import Services
@@ -36,7 +36,7 @@ async def provide_assets(state: State) -> AssetService:
     return services_from(state).assets
 
 
-async def provide_jobs(state: State) -> JobService:
+async def provide_jobs(state: State) -> JobRequests:
     return services_from(state).jobs
 
 

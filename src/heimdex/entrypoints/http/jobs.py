@@ -14,7 +14,7 @@ from litestar.openapi.spec import Link
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from heimdex.application.jobs import JobService
+from heimdex.application.job_requests import JobRequests
 from heimdex.application.sidecars import SidecarService, ThumbnailListing
 from heimdex.application.tenancy import ensure_same_org
 from heimdex.domain import errors
@@ -120,7 +120,7 @@ class JobController(Controller):
         self,
         job_id: FromPath[UUID],
         principal: NamedDependency[Principal],
-        jobs: NamedDependency[JobService],
+        jobs: NamedDependency[JobRequests],
     ) -> JobView:
         return job_view(await jobs.get(principal, job_id))
 
@@ -153,7 +153,7 @@ class SidecarController(Controller):
         asset_id: FromPath[UUID],
         data: JSONBody[SidecarRequest],
         principal: NamedDependency[Principal],
-        jobs: NamedDependency[JobService],
+        jobs: NamedDependency[JobRequests],
     ) -> Response[JobView]:
         ensure_same_org(principal, data.org_id)
         options = data.thumbnails or ThumbnailOptions()

@@ -1,10 +1,11 @@
-"""Sidecar jobs: request one, run one (on any worker, any number of times), sweep the due ones.
+"""Running sidecar jobs (on any worker, any number of times) and sweeping the due ones.
 
-The job row is the truth and doubles as an outbox: it is written first, then its id is handed to
-the queue; if the queue is down the sweep hands it over later. Delivery is at least once; a
-worker claims the row with a conditional update under a lease, so a second delivery of a live
+The job row is the truth and doubles as an outbox: a request writes it, then hands its id to
+the queue; if the queue was down the sweep here hands it over later. Delivery is at least once;
+a worker claims the row with a conditional update under a lease, so a second delivery of a live
 job is a no-op, and a job whose worker died is claimed again once its lease runs out. Outputs go
-to deterministic keys, so a re-run overwrites rather than duplicates.
+to deterministic keys, so a re-run overwrites rather than duplicates. The job's own states and
+transitions are ``Job``'s (``heimdex.domain.model``); this module does the I/O around them.
 
 Organisations take turns: the queue is first in, first out, but a worker slot that takes a
 message runs the claimable job of the organisation with the fewest jobs running
@@ -16,7 +17,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import TypeVar
 from uuid import UUID
 
@@ -24,15 +24,14 @@ import anyio
 import msgspec
 
 from heimdex import __version__
+from heimdex.application.job_handover import JobHandOver
+from heimdex.application.job_policy import JobPolicy
 from heimdex.domain.errors import (
     AssetGone,
     DatabaseUnavailable,
     HeimdexError,
     InvalidMedia,
-    JobQuotaExceeded,
-    NotFound,
     QueueUnavailable,
-    SourceUriForbidden,
 )
 from heimdex.domain.model import (
     INTERRUPTED,
@@ -40,10 +39,7 @@ from heimdex.domain.model import (
     AssetStatus,
     Job,
     JobError,
-    JobKind,
     JobStatus,
-    Principal,
-    ThumbnailSpec,
 )
 from heimdex.domain.ports import (
     Clock,
@@ -53,7 +49,6 @@ from heimdex.domain.ports import (
     Metrics,
     Storage,
     Thumbnailer,
-    UnitOfWork,
     UnitOfWorkFactory,
 )
 from heimdex.domain.sidecar import (
@@ -73,30 +68,10 @@ _DATABASE_RETRY_MAX_SECONDS = 5.0
 _TURN_ATTEMPTS = 3
 
 
-class JobPolicy(msgspec.Struct, frozen=True, kw_only=True):
-    max_attempts: int = 3
-    lease: timedelta = timedelta(seconds=60)
-    retry_base: timedelta = timedelta(seconds=5)
-    retry_cap: timedelta = timedelta(minutes=5)
-    # A queued job the queue accepted this long ago without a worker claiming it is handed over
-    # again (a lost message); shorter than this is left to the queue.
-    redeliver_after: timedelta = timedelta(minutes=2)
-    # Jobs one organisation may have queued or running at once; 0: no limit. A request over it
-    # is told to come back after ``quota_retry_after``.
-    max_active_per_org: int = 0
-    quota_retry_after: timedelta = timedelta(seconds=5)
-    # A worker that cannot reach the database to claim a job or record its outcome tries again
-    # after this, doubling up to 5 s, for up to one lease; then the sweep's redelivery takes over.
-    database_retry: timedelta = timedelta(seconds=0.5)
-
-    def backoff(self, attempts: int) -> timedelta:
-        seconds = self.retry_base.total_seconds() * 2 ** max(attempts - 1, 0)
-        return min(timedelta(seconds=seconds), self.retry_cap)
-
-
-class JobService:
-    """Everything about sidecar jobs except the transport (``JobQueue``) and the pixels
-    (``Thumbnailer``)."""
+class JobRunner:
+    """The runner side of sidecar jobs: claim one in turn, run it under a heartbeat, record its
+    outcome; sweep the due ones back to the queue; say how deep the queue is. Asking for jobs
+    is ``JobRequests``'s."""
 
     def __init__(
         self,
@@ -121,80 +96,8 @@ class JobService:
         self._generator = Generator(
             name="heimdex", version=__version__, prober=prober_name, thumbnailer=thumbnailer.name
         )
+        self._hand_over = JobHandOver(queue, directory, clock)
         self.worker_id = f"worker-{uuid.uuid4().hex[:12]}"
-
-    # -- requests ---------------------------------------------------------------------------
-    async def request_sidecar(
-        self,
-        principal: Principal,
-        asset_id: UUID,
-        spec: ThumbnailSpec,
-        *,
-        force: bool = False,
-        source_uri: str | None = None,
-    ) -> tuple[Job, bool]:
-        """The job that makes the asset's sidecar, and whether it is new. A queued or running
-        job is returned as it is; a finished one too, unless ``force`` asks to re-generate."""
-        now = self._clock.now()
-        async with self._uow(principal.org_id) as uow:
-            # Held to the commit: two requests for one asset must not both find no active job
-            # and start two, nor two of one organisation both fit its job quota.
-            await uow.lock_org()
-            asset = await uow.assets.get(asset_id)
-            if asset is None:
-                raise NotFound("no such asset")
-            if source_uri is not None and source_uri != asset.source_uri:
-                raise SourceUriForbidden("source_uri is not this asset's")
-            latest = await uow.jobs.latest_for_asset(asset_id, JobKind.SIDECAR)
-            if latest is not None and (
-                latest.is_active or (latest.status is JobStatus.SUCCEEDED and not force)
-            ):
-                return latest, False
-            await self._check_job_quota(uow)
-            job = Job.created(
-                org_id=principal.org_id,
-                asset_id=asset_id,
-                kind=JobKind.SIDECAR,
-                thumbnails=spec,
-                max_attempts=self._policy.max_attempts,
-                now=now,
-            )
-            await uow.jobs.add(job)
-            await uow.assets.save(
-                msgspec.structs.replace(asset, status=AssetStatus.PROCESSING, updated_at=now)
-            )
-            await uow.commit()
-        log.info("job_queued", job_id=str(job.id), asset_id=str(asset_id), kind=job.kind.value)
-        await self._hand_over(job.id, job.org_id)
-        return job, True
-
-    async def _check_job_quota(self, uow: UnitOfWork) -> None:
-        limit = self._policy.max_active_per_org
-        if limit <= 0:
-            return
-        active = await uow.jobs.count_active()
-        if active >= limit:
-            raise JobQuotaExceeded(
-                f"{active} jobs are queued or running, the most this organisation may have at "
-                "once; try again when one has finished",
-                retry_after=max(1, int(self._policy.quota_retry_after.total_seconds())),
-            )
-
-    async def _hand_over(self, job_id: UUID, org_id: str) -> None:
-        """Give the id to the queue; a broker outage is the sweep's to repair, not the client's."""
-        try:
-            await self._queue.enqueue(job_id)
-        except (QueueUnavailable, OSError, ConnectionError, TimeoutError) as exc:
-            log.warning("job_enqueue_deferred", job_id=str(job_id), error=str(exc))
-            return
-        await self._directory.mark_enqueued(job_id, org_id, self._clock.now())
-
-    async def get(self, principal: Principal, job_id: UUID) -> Job:
-        async with self._uow(principal.org_id) as uow:
-            job = await uow.jobs.get(job_id)
-        if job is None:
-            raise NotFound("no such job")
-        return job
 
     # -- running ----------------------------------------------------------------------------
     async def run(self, job_id: UUID) -> None:
@@ -348,6 +251,7 @@ class JobService:
         )
         return asset
 
+    # -- recording outcomes: each in one transaction with the asset's status ----------------
     async def _record_success(self, job: Job, asset: Asset) -> bool:
         """Record the run's success, unless its asset was deleted while it ran: then what it
         wrote is removed and the answer is ``False``."""

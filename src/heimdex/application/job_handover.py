@@ -24,7 +24,7 @@ class JobHandOver:
         """Give the id to the queue; a broker outage is the sweep's to repair, not the client's."""
         try:
             await self._queue.enqueue(job_id)
-        except (QueueUnavailable, OSError, ConnectionError, TimeoutError) as exc:
+        except QueueUnavailable as exc:  # the adapters translate their transport's errors
             log.warning("job_enqueue_deferred", job_id=str(job_id), error=str(exc))
             return
         await self._directory.mark_enqueued(job_id, org_id, self._clock.now())

@@ -32,6 +32,7 @@ from heimdex.domain.errors import (
     HeimdexError,
     InvalidMedia,
     QueueUnavailable,
+    StorageError,
 )
 from heimdex.domain.model import (
     INTERRUPTED,
@@ -284,7 +285,7 @@ class JobRunner:
                 asset_derived_prefix(job.org_id, job.asset_id)
             )
             await self._storage.delete(sidecar_key(job.org_id, job.asset_id))
-        except (HeimdexError, OSError) as exc:
+        except StorageError as exc:
             log.warning("job_outputs_not_discarded", job_id=str(job.id), error=str(exc))
             return
         log.warning(
@@ -363,7 +364,7 @@ class JobRunner:
         cutoff = now - self._policy.redeliver_after
         try:
             oldest = await self._queue.oldest_waiting()
-        except (QueueUnavailable, OSError, ConnectionError, TimeoutError):
+        except QueueUnavailable:
             oldest = None  # nothing can be handed over now anyway; the next sweep will see
         if oldest is not None:
             cutoff = min(cutoff, oldest)

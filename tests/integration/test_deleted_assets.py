@@ -173,7 +173,7 @@ async def test_a_job_whose_asset_is_deleted_mid_run_publishes_nothing(
     world.thumbnailer.armed = False
     job, _ = await world.jobs.request_sidecar(org, asset.id, SPEC)
     await world.runner.run(job.id)
-    links = await world.sidecars.thumbnails(org, asset.id, "http://testserver")
+    links = (await world.sidecars.thumbnails(org, asset.id, "http://testserver")).items
     assert len(links) == SPEC.count
     keys = [thumbnail_key(org.org_id, asset.id, i, SPEC.format) for i in range(SPEC.count)]
     assert await storage.stat(keys[0]) is not None

@@ -41,7 +41,9 @@ from heimdex.application.health import HealthService
 from heimdex.application.idempotency import IdempotencyService
 from heimdex.application.ingest import IngestLimits, IngestService
 from heimdex.application.job_listing import JobListing
-from heimdex.application.jobs import JobPolicy, JobService
+from heimdex.application.job_policy import JobPolicy
+from heimdex.application.job_requests import JobRequests
+from heimdex.application.job_runner import JobRunner
 from heimdex.application.pictures import PictureService
 from heimdex.application.probe_gate import ProbeSlots
 from heimdex.application.probing import ProbeService
@@ -89,7 +91,10 @@ class Services:
     ingest: IngestService
     assets: AssetService
     idempotency: IdempotencyService
-    jobs: JobService
+    #: asking for jobs (the API)
+    jobs: JobRequests
+    #: running them, sweeping the due ones, the queue's depth (workers, the API's own queue)
+    job_runner: JobRunner
     sidecars: SidecarService
     pictures: PictureService
     abandoned_uploads: AbandonedUploadSweeper
@@ -115,7 +120,7 @@ class Services:
         webhook deliveries, abandoned uploads, derived files of deleted assets, then this
         process's own scratch files."""
         return (
-            self.jobs.sweep,
+            self.job_runner.sweep,
             self.deliverer.sweep,
             self.abandoned_uploads.sweep,
             self.derived_files.sweep,
@@ -341,12 +346,12 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
     # The use cases get timed media ports; health checks and shutdown use the adapters as built.
     measured_prober = MeasuredProber(prober, metrics)
     probe_slots = build_probe_slots(settings)
-    jobs: JobService
+    job_runner: JobRunner
 
     async def run_job(
         job_id: UUID,
-    ) -> None:  # bound late: the queue and the service need each other
-        await jobs.run(job_id)
+    ) -> None:  # bound late: the queue and the runner need each other
+        await job_runner.run(job_id)
 
     queue: InProcessJobQueue | RedisJobQueue
     if settings.jobs.queue_backend == "redis":
@@ -355,18 +360,20 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         )
     else:
         # As many jobs at once as the decoder can work on: more would wait inside it, where
-        # organisations cannot take turns (``JobService.run``).
+        # organisations cannot take turns (``JobRunner.run``).
         queue = InProcessJobQueue(run_job, concurrency=settings.decode.workers)
     thumbnailer = build_thumbnailer(settings)
     picture_maker = build_picture_maker(settings, thumbnailer)
-    jobs = JobService(
+    job_directory = SqlJobDirectory(database)
+    policy = job_policy(settings)
+    job_runner = JobRunner(
         uow,
-        SqlJobDirectory(database),
+        job_directory,
         queue,
         storage,
         MeasuredThumbnailer(thumbnailer, metrics),
         clock,
-        job_policy(settings),
+        policy,
         prober_name=prober.name,
         metrics=metrics,
         pictures=picture_maker,
@@ -436,7 +443,8 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
             ttl=timedelta(seconds=settings.idempotency.ttl_seconds),
             lease=timedelta(seconds=settings.idempotency.lease_seconds),
         ),
-        jobs=jobs,
+        jobs=JobRequests(uow, job_directory, queue, clock, policy),
+        job_runner=job_runner,
         sidecars=SidecarService(uow, storage, clock, settings.storage.download_url_ttl_seconds),
         pictures=PictureService(
             uow, storage, clock, settings.storage.download_url_ttl_seconds, picture_maker

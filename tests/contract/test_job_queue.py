@@ -145,7 +145,7 @@ async def test_an_unstarted_in_process_queue_refuses_work() -> None:
 
 async def test_the_in_process_queue_runs_at_most_its_concurrency_and_holds_the_rest() -> None:
     # The jobs a slot cannot start yet wait in the queue, where the handler picks whose turn
-    # it is (JobService.run), not inside the decoder; they count as waiting until started.
+    # it is (JobRunner.run), not inside the decoder; they count as waiting until started.
     release, running = asyncio.Event(), Delivered()
 
     async def held(job_id: uuid.UUID) -> None:

@@ -24,6 +24,7 @@ from heimdex.domain.errors import (
     InvalidStorageKey,
     LengthMismatch,
     SourceNotFound,
+    StorageError,
     UploadTooLarge,
 )
 from heimdex.domain.model import Upload
@@ -137,6 +138,15 @@ async def test_delete_and_delete_prefix(storage: Storage) -> None:
     await storage.delete(KEY)
     await storage.delete(KEY)  # deleting twice is fine
     assert await storage.stat(KEY) is None
+
+
+async def test_a_delete_the_filesystem_refuses_is_a_storage_error(tmp_path: Path) -> None:
+    # What the port promises its callers (the sweeps, a job discarding its outputs), rather
+    # than the filesystem's own OSError.
+    storage = LocalStorage(tmp_path / "storage", SIGNER)
+    await storage.write_bytes("derived/org-a/sidecars/a1.json", b"x")
+    with pytest.raises(StorageError):
+        await storage.delete("derived/org-a/sidecars/a1.json/inside")  # under a file
 
 
 async def names(storage: Storage, prefix: str) -> list[str]:

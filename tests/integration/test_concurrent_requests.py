@@ -15,7 +15,8 @@ from heimdex.adapters.db.engine import Database
 from heimdex.adapters.db.job_directory import SqlJobDirectory
 from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.application.ingest import IngestLimits, IngestService, UploadRequest
-from heimdex.application.jobs import JobPolicy, JobService
+from heimdex.application.job_policy import JobPolicy
+from heimdex.application.job_requests import JobRequests
 from heimdex.domain.errors import JobQuotaExceeded, StorageQuotaExceeded
 from heimdex.domain.model import Principal, ThumbnailSpec
 from tests.contract.test_repositories import new_org, stored_asset
@@ -25,7 +26,6 @@ from tests.unit.fakes import (
     FakeProber,
     FakeQueue,
     FakeStorage,
-    FakeThumbnailer,
 )
 
 AT_ONCE = 12
@@ -38,17 +38,9 @@ def uow(database: Database) -> SqlUnitOfWorkFactory:
     return SqlUnitOfWorkFactory(database)
 
 
-def job_service(database: Database, uow: SqlUnitOfWorkFactory, **policy: Any) -> JobService:
-    return JobService(
-        uow,
-        SqlJobDirectory(database),
-        FakeQueue(),
-        FakeStorage(),
-        FakeThumbnailer(),
-        FakeClock(),
-        JobPolicy(**policy),
-        prober_name="fake",
-        metrics=FakeMetrics(),
+def job_service(database: Database, uow: SqlUnitOfWorkFactory, **policy: Any) -> JobRequests:
+    return JobRequests(
+        uow, SqlJobDirectory(database), FakeQueue(), FakeClock(), JobPolicy(**policy)
     )
 
 

@@ -28,7 +28,9 @@ from heimdex.adapters.storage.local import LocalStorage
 from heimdex.application.assets import AssetService
 from heimdex.application.derived_files import DerivedFileSweeper
 from heimdex.application.ingest import IngestLimits, IngestService, UploadRequest
-from heimdex.application.jobs import JobPolicy, JobService
+from heimdex.application.job_policy import JobPolicy
+from heimdex.application.job_requests import JobRequests
+from heimdex.application.job_runner import JobRunner
 from heimdex.application.sidecars import SidecarService
 from heimdex.domain.errors import NotFound
 from heimdex.domain.media import MediaInfo
@@ -116,7 +118,10 @@ class World:
         self.sidecars = SidecarService(self.uow, storage, self.clock, url_ttl_seconds=3600)
         self.thumbnailer = GatedThumbnailer(FfmpegThumbnailer(concurrency=1))
         self.queue = FakeQueue()
-        self.jobs = JobService(
+        self.jobs = JobRequests(
+            self.uow, SqlJobDirectory(database), self.queue, self.clock, JobPolicy()
+        )
+        self.runner = JobRunner(
             self.uow,
             SqlJobDirectory(database),
             self.queue,
@@ -167,7 +172,7 @@ async def test_a_job_whose_asset_is_deleted_mid_run_publishes_nothing(
     # A first run publishes thumbnails and a sidecar, and hands out signed URLs for them.
     world.thumbnailer.armed = False
     job, _ = await world.jobs.request_sidecar(org, asset.id, SPEC)
-    await world.jobs.run(job.id)
+    await world.runner.run(job.id)
     links = (await world.sidecars.thumbnails(org, asset.id, "http://testserver")).items
     assert len(links) == SPEC.count
     keys = [thumbnail_key(org.org_id, asset.id, i, SPEC.format) for i in range(SPEC.count)]
@@ -178,7 +183,7 @@ async def test_a_job_whose_asset_is_deleted_mid_run_publishes_nothing(
     rerun, created = await world.jobs.request_sidecar(org, asset.id, SPEC, force=True)
     assert created
     async with anyio.create_task_group() as group:
-        group.start_soon(world.jobs.run, rerun.id)
+        group.start_soon(world.runner.run, rerun.id)
         await world.thumbnailer.reached()
         await world.assets.delete(org, asset.id)
         world.thumbnailer.release.set()
@@ -209,7 +214,7 @@ async def test_a_run_that_fails_after_its_asset_was_deleted_removes_what_was_wri
     job, _ = await world.jobs.request_sidecar(org, asset.id, SPEC)
     leftover = thumbnail_key(org.org_id, asset.id, 0, SPEC.format)
     async with anyio.create_task_group() as group:
-        group.start_soon(world.jobs.run, job.id)
+        group.start_soon(world.runner.run, job.id)
         await world.thumbnailer.reached()
         await world.assets.delete(org, asset.id)
         # What another run of the job (its lease lost, still going) wrote after the delete.

@@ -124,7 +124,7 @@ async def with_worker(redis_settings: Settings) -> AsyncIterator[AsyncTestClient
     services = build(redis_settings, broker=broker)
 
     async def run_job(job_id: str) -> None:
-        await services.jobs.run(uuid.UUID(job_id))
+        await services.job_runner.run(uuid.UUID(job_id))
 
     broker.register_task(run_job, task_name=RUN_JOB_TASK)
     broker.is_worker_process = True

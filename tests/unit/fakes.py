@@ -403,23 +403,9 @@ class _Jobs:
         self, job_id: UUID, owner: str, now: datetime, lease_until: datetime
     ) -> Job | None:
         job = await self.get(job_id)
-        if job is None:
+        if job is None or not job.is_claimable(now):
             return None
-        due = job.status is JobStatus.QUEUED and (
-            job.next_attempt_at is None or job.next_attempt_at <= now
-        )
-        expired = job.status is JobStatus.RUNNING and (job.lease_expires_at or now) < now
-        if not (due or expired):
-            return None
-        claimed = msgspec.structs.replace(
-            job,
-            status=JobStatus.RUNNING,
-            attempts=job.attempts + 1,
-            lease_owner=owner,
-            lease_expires_at=lease_until,
-            started_at=job.started_at or now,
-            updated_at=now,
-        )
+        claimed = job.claimed(owner, now, lease_until)
         self._t.jobs[job_id] = claimed
         return claimed
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from heimdex.application.abandoned_uploads import AbandonedUploadSweeper
 from heimdex.application.ingest import IngestLimits, IngestService, UploadRequest
+from heimdex.domain.errors import StorageError
 from heimdex.domain.model import Principal, Upload
 from tests.unit.fakes import (
     FakeClock,
@@ -31,7 +32,7 @@ class FailingDeletes(FakeStorage):
 
     async def delete(self, key: str) -> None:
         if key == self.refuse:
-            raise OSError("the store refused the delete")
+            raise StorageError("the store refused the delete")
         await super().delete(key)
 
 

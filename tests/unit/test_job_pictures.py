@@ -7,7 +7,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from heimdex.application.jobs import JobService
+from heimdex.application.job_runner import JobRunner
 from heimdex.domain.errors import InvalidMedia
 from heimdex.domain.media import MediaInfo, StreamInfo
 from heimdex.domain.model import (
@@ -79,14 +79,14 @@ class PictureWorld(World):
     def __init__(self) -> None:
         super().__init__()
         self.pictures = FakePictureMaker()
-        self.jobs = JobService(
+        self.runner = JobRunner(
             self.database,
-            self.jobs._directory,
+            self.runner._directory,
             self.queue,
             self.storage,
             self.thumbnailer,
             self.clock,
-            self.jobs._policy,
+            self.runner._policy,
             prober_name="fake",
             metrics=self.metrics,
             pictures=self.pictures,
@@ -114,7 +114,7 @@ def world() -> PictureWorld:
 async def test_the_job_stores_and_lists_the_storyboard_and_the_poster(world: PictureWorld) -> None:
     asset = await world.video()
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
-    await world.jobs.run(job.id)
+    await world.runner.run(job.id)
     document = await world.document(asset)
     assert document.storyboard is not None
     assert document.storyboard.sprites[0].key.endswith("/storyboard/sprite-00.jpg")
@@ -127,7 +127,7 @@ async def test_the_job_stores_and_lists_the_storyboard_and_the_poster(world: Pic
 async def test_a_rerun_keeps_a_poster_a_user_chose(world: PictureWorld) -> None:
     asset = await world.video()
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC, storyboard=None)
-    await world.jobs.run(job.id)
+    await world.runner.run(job.id)
     document = await world.document(asset)
     assert document.storyboard is None
     assert document.poster is not None
@@ -137,7 +137,7 @@ async def test_a_rerun_keeps_a_poster_a_user_chose(world: PictureWorld) -> None:
         msgspec.json.encode(msgspec.structs.replace(document, poster=chosen)),
     )
     again, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC, force=True)
-    await world.jobs.run(again.id)
+    await world.runner.run(again.id)
     assert world.pictures.asked[-1] == (StoryboardSpec(), 1.5)
     poster = (await world.document(asset)).poster
     assert poster is not None
@@ -147,7 +147,7 @@ async def test_a_rerun_keeps_a_poster_a_user_chose(world: PictureWorld) -> None:
 async def test_audio_asks_for_no_pictures(world: PictureWorld) -> None:
     asset = await world.asset()
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
-    await world.jobs.run(job.id)
+    await world.runner.run(job.id)
     assert world.pictures.asked == []
     document = await world.document(asset)
     assert document.storyboard is None
@@ -158,7 +158,7 @@ async def test_a_picture_failure_fails_the_job_with_its_own_code(world: PictureW
     asset = await world.video()
     world.pictures.error = InvalidMedia("clip.mp4: broken")
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
-    await world.jobs.run(job.id)
+    await world.runner.run(job.id)
     done = await world.jobs.get(ORG, job.id)
     assert done.status is JobStatus.FAILED  # permanent: no retry
     assert done.error is not None

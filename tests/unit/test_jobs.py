@@ -9,7 +9,9 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from heimdex.application.jobs import JobPolicy, JobService
+from heimdex.application.job_policy import JobPolicy
+from heimdex.application.job_requests import JobRequests
+from heimdex.application.job_runner import JobRunner
 from heimdex.domain.errors import (
     DatabaseUnavailable,
     DecoderCrashed,
@@ -48,18 +50,20 @@ class World:
         self.queue = FakeQueue()
         self.thumbnailer = FakeThumbnailer()
         self.metrics = FakeMetrics()
-        self.jobs = JobService(
+        policy = JobPolicy(
+            max_attempts=3, lease=timedelta(seconds=60), database_retry=timedelta(milliseconds=5)
+        )
+        self.jobs = JobRequests(
+            self.database, FakeJobDirectory(self.database), self.queue, self.clock, policy
+        )
+        self.runner = JobRunner(
             self.database,
             FakeJobDirectory(self.database),
             self.queue,
             self.storage,
             self.thumbnailer,
             self.clock,
-            JobPolicy(
-                max_attempts=3,
-                lease=timedelta(seconds=60),
-                database_retry=timedelta(milliseconds=5),
-            ),
+            policy,
             prober_name="fake",
             metrics=self.metrics,
         )
@@ -91,7 +95,7 @@ async def test_a_job_runs_to_success_and_writes_deterministic_outputs(world: Wor
     assert created
     assert world.queue.ids == [job.id]
     assert await world.asset_status(asset) is AssetStatus.PROCESSING
-    await world.jobs.run(job.id)
+    await world.runner.run(job.id)
     done = await world.jobs.get(ORG, job.id)
     assert (done.status, done.attempts, done.progress) == (JobStatus.SUCCEEDED, 1, 1.0)
     keys = sorted(k for k in world.storage.objects if k.startswith("derived/"))
@@ -106,8 +110,8 @@ async def test_a_job_runs_to_success_and_writes_deterministic_outputs(world: Wor
 async def test_a_second_delivery_is_a_no_op(world: World) -> None:
     asset = await world.asset()
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
-    await world.jobs.run(job.id)
-    await world.jobs.run(job.id)
+    await world.runner.run(job.id)
+    await world.runner.run(job.id)
     assert world.thumbnailer.calls == 1
     assert (await world.jobs.get(ORG, job.id)).attempts == 1
 
@@ -126,9 +130,9 @@ async def test_organisations_take_turns_whatever_order_the_messages_come_in(
     late_handed_over = (await world.jobs.get(other, late.id)).enqueued_at
     assert late_handed_over is not None
 
-    await world.jobs.run(backlog[0].id)  # nobody ran yet: the message's own job
+    await world.runner.run(backlog[0].id)  # nobody ran yet: the message's own job
     world.clock.advance(seconds=1)
-    await world.jobs.run(backlog[1].id)  # org-a was served, org-b never: org-b's turn
+    await world.runner.run(backlog[1].id)  # org-a was served, org-b never: org-b's turn
     assert (await world.jobs.get(other, late.id)).status is JobStatus.SUCCEEDED
     waiting = await world.jobs.get(ORG, backlog[1].id)
     assert waiting.status is JobStatus.QUEUED
@@ -137,7 +141,7 @@ async def test_organisations_take_turns_whatever_order_the_messages_come_in(
     assert waiting.enqueued_at == late_handed_over
     for message in (backlog[2].id, late.id):  # the rest run, each message one job
         world.clock.advance(seconds=1)
-        await world.jobs.run(message)
+        await world.runner.run(message)
     for job in backlog:
         assert (await world.jobs.get(ORG, job.id)).status is JobStatus.SUCCEEDED
     assert world.thumbnailer.calls == 4
@@ -148,7 +152,7 @@ async def test_requests_return_the_live_or_finished_job_until_forced(world: Worl
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
     same, created = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
     assert (same.id, created) == (job.id, False)
-    await world.jobs.run(job.id)
+    await world.runner.run(job.id)
     finished, created = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
     assert (finished.id, finished.status, created) == (job.id, JobStatus.SUCCEEDED, False)
     forced, created = await world.jobs.request_sidecar(ORG, asset.id, SPEC, force=True)
@@ -164,9 +168,9 @@ async def test_a_broker_outage_still_accepts_and_the_sweep_hands_over_later(
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
     assert world.queue.ids == []
     world.queue.down = False
-    assert await world.jobs.sweep() == 1
+    assert await world.runner.sweep() == 1
     assert world.queue.ids == [job.id]
-    assert await world.jobs.sweep() == 0  # handed over recently: left to the queue
+    assert await world.runner.sweep() == 0  # handed over recently: left to the queue
 
 
 async def test_a_job_waiting_behind_a_backlog_is_not_handed_over_again(world: World) -> None:
@@ -176,12 +180,12 @@ async def test_a_job_waiting_behind_a_backlog_is_not_handed_over_again(world: Wo
     # The queue still holds a message from before this job's: a backlog the job waits behind.
     world.queue.oldest = handed_at - timedelta(minutes=1)
     world.clock.advance(minutes=10)  # long past redeliver_after (2 minutes)
-    assert await world.jobs.sweep() == 0
+    assert await world.runner.sweep() == 0
     assert world.queue.ids == [job.id]  # no duplicate queued behind the first
 
     # The backlog has drained past this job's message, yet the job was never claimed: lost.
     world.queue.oldest = handed_at + timedelta(seconds=1)
-    assert await world.jobs.sweep() == 1
+    assert await world.runner.sweep() == 1
     assert world.queue.ids == [job.id, job.id]
 
 
@@ -189,10 +193,10 @@ async def test_with_nothing_left_in_the_queue_a_stale_job_is_handed_over(world: 
     asset = await world.asset()
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
     world.clock.advance(minutes=1)
-    assert await world.jobs.sweep() == 0  # within redeliver_after: left to the queue
+    assert await world.runner.sweep() == 0  # within redeliver_after: left to the queue
     world.clock.advance(minutes=2)
     assert world.queue.oldest is None  # a Redis that restarted empty holds nothing
-    assert await world.jobs.sweep() == 1
+    assert await world.runner.sweep() == 1
     assert world.queue.ids == [job.id, job.id]
 
 
@@ -200,20 +204,20 @@ async def test_transient_failures_retry_with_back_off_then_fail(world: World) ->
     asset = await world.asset()
     world.thumbnailer.error = StorageError("disk full")
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
-    await world.jobs.run(job.id)
+    await world.runner.run(job.id)
     retry = await world.jobs.get(ORG, job.id)
     assert retry.status is JobStatus.QUEUED
     assert retry.error is not None
     assert retry.error.code == "storage_error"
     assert retry.next_attempt_at == world.clock.now() + timedelta(seconds=5)
-    await world.jobs.run(job.id)  # not due yet: not claimable
+    await world.runner.run(job.id)  # not due yet: not claimable
     assert (await world.jobs.get(ORG, job.id)).attempts == 1
     world.clock.advance(seconds=5)
-    await world.jobs.run(job.id)
+    await world.runner.run(job.id)
     second = await world.jobs.get(ORG, job.id)
     assert second.next_attempt_at == world.clock.now() + timedelta(seconds=10)
     world.clock.advance(seconds=10)
-    await world.jobs.run(job.id)
+    await world.runner.run(job.id)
     final = await world.jobs.get(ORG, job.id)
     assert (final.status, final.attempts) == (JobStatus.FAILED, 3)
     assert await world.asset_status(asset) is AssetStatus.FAILED
@@ -224,7 +228,7 @@ async def test_invalid_media_fails_at_once_with_its_code(world: World, error: Ex
     asset = await world.asset()
     world.thumbnailer.error = error
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
-    await world.jobs.run(job.id)
+    await world.runner.run(job.id)
     failed = await world.jobs.get(ORG, job.id)
     assert (failed.status, failed.attempts) == (JobStatus.FAILED, 1)
     assert failed.error is not None
@@ -238,8 +242,8 @@ async def test_a_dead_workers_job_is_claimed_again_after_its_lease(world: World)
         await uow.jobs.claim(job.id, "dead", world.clock.now(), world.clock.now())
         await uow.commit()
     world.clock.advance(seconds=1)
-    assert await world.jobs.sweep() == 1
-    await world.jobs.run(job.id)
+    assert await world.runner.sweep() == 1
+    await world.runner.run(job.id)
     done = await world.jobs.get(ORG, job.id)
     assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 2)
 
@@ -249,7 +253,7 @@ async def test_a_worker_waits_for_the_database_to_claim_a_job(world: World) -> N
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
     world.database.unavailable_for = 2  # the message arrives while PostgreSQL restarts
     with capture_logs() as logs:
-        await world.jobs.run(job.id)
+        await world.runner.run(job.id)
     done = await world.jobs.get(ORG, job.id)
     assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1)
     waits = [line for line in logs if line["event"] == "job_waiting_for_database"]
@@ -268,7 +272,7 @@ async def test_a_finished_run_waits_for_the_database_to_record_its_outcome(
         return await produce(*args)
 
     world.thumbnailer.thumbnails = database_goes_away_meanwhile  # type: ignore[method-assign]
-    await world.jobs.run(job.id)
+    await world.runner.run(job.id)
     done = await world.jobs.get(ORG, job.id)
     assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1)  # not thrown away
     assert world.thumbnailer.calls == 1
@@ -280,7 +284,7 @@ async def test_a_worker_gives_up_waiting_after_one_lease_and_leaves_it_to_the_sw
 ) -> None:
     asset = await world.asset()
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
-    impatient = JobService(
+    impatient = JobRunner(
         world.database,
         FakeJobDirectory(world.database),
         world.queue,
@@ -312,37 +316,37 @@ async def test_every_run_reports_its_kind_outcome_and_duration(world: World) -> 
     asset = await world.asset()
     world.thumbnailer.error = StorageError("disk full")
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
-    await world.jobs.run(job.id)
+    await world.runner.run(job.id)
     world.clock.advance(seconds=5)
     world.thumbnailer.error = None
-    await world.jobs.run(job.id)
-    await world.jobs.run(job.id)  # a second delivery of a finished job ran nothing
+    await world.runner.run(job.id)
+    await world.runner.run(job.id)  # a second delivery of a finished job ran nothing
     assert world.metrics.job_outcomes == ["retry", "succeeded"]
     assert all(kind is JobKind.SIDECAR and seconds >= 0 for kind, _, seconds in world.metrics.jobs)
 
     other = await world.asset()
     world.thumbnailer.error = InvalidMedia("broken")
     failed, _ = await world.jobs.request_sidecar(ORG, other.id, SPEC)
-    await world.jobs.run(failed.id)
+    await world.runner.run(failed.id)
     assert world.metrics.job_outcomes == ["retry", "succeeded", "failed"]
 
 
 async def test_the_queue_depth_counts_queued_and_running_jobs(world: World) -> None:
-    assert await world.jobs.queue_depth() == {JobStatus.QUEUED: 0, JobStatus.RUNNING: 0}
+    assert await world.runner.queue_depth() == {JobStatus.QUEUED: 0, JobStatus.RUNNING: 0}
     first, second = await world.asset(), await world.asset()
     job, _ = await world.jobs.request_sidecar(ORG, first.id, SPEC)
     await world.jobs.request_sidecar(ORG, second.id, SPEC)
     async with world.database("org-a") as uow:
         await uow.jobs.claim(job.id, "w", world.clock.now(), world.clock.now())
         await uow.commit()
-    assert await world.jobs.queue_depth() == {JobStatus.QUEUED: 1, JobStatus.RUNNING: 1}
+    assert await world.runner.queue_depth() == {JobStatus.QUEUED: 1, JobStatus.RUNNING: 1}
 
 
 async def test_every_line_a_job_run_logs_names_its_job_and_asset(world: World) -> None:
     asset = await world.asset()
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
     with capture_logs() as logs:
-        await world.jobs.run(job.id)
+        await world.runner.run(job.id)
     ids = {"job_id": str(job.id), "asset_id": str(asset.id)}
     assert world.thumbnailer.log_contexts == [ids | {"org_id": "org-a"}]
     lines = {line["event"]: line for line in logs}

@@ -9,7 +9,8 @@ import msgspec
 import pytest
 
 from heimdex.application.ingest import IngestLimits, IngestService, UploadRequest
-from heimdex.application.jobs import JobPolicy, JobService
+from heimdex.application.job_policy import JobPolicy
+from heimdex.application.job_requests import JobRequests
 from heimdex.domain.errors import JobQuotaExceeded, StorageQuotaExceeded
 from heimdex.domain.model import (
     Asset,
@@ -29,7 +30,6 @@ from tests.unit.fakes import (
     FakeProber,
     FakeQueue,
     FakeStorage,
-    FakeThumbnailer,
 )
 
 ORG_A = Principal(org_id="org-a")
@@ -148,17 +148,13 @@ async def test_no_quota_means_no_limit() -> None:
 
 
 # -- the concurrent-jobs quota -----------------------------------------------------------------
-def job_service(database: FakeDatabase, clock: FakeClock, limit: int) -> JobService:
-    return JobService(
+def job_service(database: FakeDatabase, clock: FakeClock, limit: int) -> JobRequests:
+    return JobRequests(
         database,
         FakeJobDirectory(database),
         FakeQueue(),
-        FakeStorage(),
-        FakeThumbnailer(),
         clock,
         JobPolicy(max_active_per_org=limit, quota_retry_after=timedelta(seconds=7)),
-        prober_name="fake",
-        metrics=FakeMetrics(),
     )
 
 

@@ -62,7 +62,7 @@ async def test_a_job_that_fails_for_good_tells_asset_failed_and_job_failed() -> 
     asset = await world.asset()
     world.thumbnailer.error = InvalidMedia("not a video")
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
-    await world.jobs.run(job.id)
+    await world.runner.run(job.id)
     found = events(world.database)
     types = [t for t, _ in found]
     assert types.count(WebhookEventType.ASSET_FAILED) == 1
@@ -84,7 +84,7 @@ async def test_a_job_that_succeeds_tells_asset_ready_with_links() -> None:
     await subscribe(world.database, WebhookEventType.ASSET_READY, WebhookEventType.JOB_SUCCEEDED)
     asset = await world.asset()
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
-    await world.jobs.run(job.id)
+    await world.runner.run(job.id)
     found = dict(events(world.database))
     ready = found[WebhookEventType.ASSET_READY]
     assert ready["status"] == "ready"

@@ -11,7 +11,7 @@ from uuid import UUID
 from heimdex.application.assets import AssetService
 from heimdex.application.bulk_ingest import IngestFailure, UploadSlot
 from heimdex.application.ingest import IngestService, UploadRequest
-from heimdex.application.jobs import JobService
+from heimdex.application.job_requests import JobRequests
 from heimdex.domain.errors import HeimdexError
 from heimdex.domain.model import AssetFilter, JobStatus, Principal, ThumbnailSpec
 
@@ -22,7 +22,7 @@ class InProcessIngestTarget:
     """The organisation ``org_id`` of this process's Heimdex."""
 
     def __init__(
-        self, org_id: str, *, ingest: IngestService, assets: AssetService, jobs: JobService
+        self, org_id: str, *, ingest: IngestService, assets: AssetService, jobs: JobRequests
     ) -> None:
         self._principal = Principal(org_id=org_id, subject="heimdex-ingest")
         self._ingest, self._assets, self._jobs = ingest, assets, jobs

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from heimdex.application.webhook_events import record_event, upload_data
-from heimdex.domain.errors import HeimdexError
+from heimdex.domain.errors import StorageError
 from heimdex.domain.ports import Clock, Storage, UnitOfWorkFactory, UploadDirectory
 from heimdex.domain.webhooks import WebhookEventType
 from heimdex.logs import get_logger
@@ -55,7 +55,7 @@ class AbandonedUploadSweeper:
             # this delete fail, the object is an orphan no row points at, never a lost asset.
             try:
                 await self._storage.delete(upload.key)
-            except (HeimdexError, OSError) as exc:
+            except StorageError as exc:
                 log.warning("upload_object_not_deleted", upload_id=str(upload.id), error=str(exc))
             removed += 1
             log.info(

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from uuid import UUID
 
-from heimdex.domain.errors import HeimdexError
+from heimdex.domain.errors import StorageError
 from heimdex.domain.ports import Storage, UnitOfWorkFactory
 from heimdex.domain.storage_keys import (
     DERIVED_ROOT,
@@ -86,7 +86,7 @@ class DerivedFileSweeper:
         try:
             files = await self._storage.delete_prefix(asset_derived_prefix(org_id, asset_id))
             await self._storage.delete(sidecar_key(org_id, asset_id))
-        except (HeimdexError, OSError) as exc:  # one that fails must not keep the rest
+        except StorageError as exc:  # one that fails must not keep the rest
             log.warning("derived_files_not_removed", asset_id=str(asset_id), error=str(exc))
             return False
         log.info("derived_files_removed", org_id=org_id, asset_id=str(asset_id), files=files)

@@ -167,6 +167,14 @@ class Gone(HeimdexError):
     title = "The resource is no longer available"
 
 
+class InvalidJobTransition(Conflict):
+    """A job was asked to change in a way its status does not allow (succeed while queued,
+    be claimed while another worker's lease holds): a bug in the caller, never the client's."""
+
+    code = "invalid_job_transition"
+    title = "The job cannot change that way now"
+
+
 class UploadExpired(Gone):
     code = "upload_expired"
     title = "The upload slot has expired"

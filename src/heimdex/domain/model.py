@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import enum
+import uuid
 from datetime import datetime
 from uuid import UUID
 
 import msgspec
 
+from heimdex.domain.errors import InvalidJobTransition
 from heimdex.domain.media import MediaInfo
 
 
@@ -128,6 +130,10 @@ class JobError(msgspec.Struct, frozen=True, kw_only=True):
     message: str
 
 
+#: Why a run its worker stopped (shutting down) was handed back: not the job's fault.
+INTERRUPTED = JobError(code="interrupted", message="the worker stopped during the job")
+
+
 class ThumbnailSpec(msgspec.Struct, frozen=True, kw_only=True):
     """How many thumbnails, how wide, in which format."""
 
@@ -197,8 +203,12 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     """The truth about one piece of background work; the queue only carries its id.
 
     ``queued`` → ``running`` (claimed under a lease by ``lease_owner``) → ``succeeded`` or
-    ``failed``; a transient failure goes back to ``queued`` until ``next_attempt_at``.
+    ``failed``; a transient failure goes back to ``queued`` until ``next_attempt_at``
+    (``rescheduled``), and so does a run its worker stopped (``interrupted``, due at once).
     ``enqueued_at`` is the outbox mark: when the queue last accepted the id.
+
+    Each transition answers the new job and refuses (``InvalidJobTransition``) one its status
+    does not allow. The repository's conditional updates hold the same rules under concurrency.
     """
 
     id: UUID
@@ -222,9 +232,132 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
+    @classmethod
+    def created(
+        cls,
+        *,
+        org_id: str,
+        asset_id: UUID,
+        kind: JobKind,
+        thumbnails: ThumbnailSpec,
+        storyboard: StoryboardSpec | None,
+        max_attempts: int,
+        now: datetime,
+    ) -> Job:
+        """A new job, queued and due at once, not yet handed to the queue; ``storyboard``
+        ``None`` makes none."""
+        return cls(
+            id=uuid.uuid4(),
+            org_id=org_id,
+            asset_id=asset_id,
+            kind=kind,
+            status=JobStatus.QUEUED,
+            progress=0.0,
+            attempts=0,
+            max_attempts=max_attempts,
+            lease_expires_at=None,
+            next_attempt_at=None,
+            error=None,
+            created_at=now,
+            updated_at=now,
+            thumbnails=thumbnails,
+            storyboard=storyboard,
+        )
+
     @property
     def is_active(self) -> bool:
         return self.status in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+    @property
+    def has_attempts_left(self) -> bool:
+        """Whether a failed run may be tried again (the run that failed counted already)."""
+        return self.attempts < self.max_attempts
+
+    def is_claimable(self, now: datetime) -> bool:
+        """Queued and due, or running under a lease that ran out (its worker died)."""
+        if self.status is JobStatus.QUEUED:
+            return self.next_attempt_at is None or self.next_attempt_at <= now
+        if self.status is JobStatus.RUNNING:
+            return self.lease_expires_at is not None and self.lease_expires_at < now
+        return False
+
+    def claimed(self, owner: str, now: datetime, lease_until: datetime) -> Job:
+        """Running under ``owner``'s lease until ``lease_until``, one attempt more."""
+        if not self.is_claimable(now):
+            raise self._refused("be claimed")
+        return msgspec.structs.replace(
+            self,
+            status=JobStatus.RUNNING,
+            attempts=self.attempts + 1,
+            lease_owner=owner,
+            lease_expires_at=lease_until,
+            started_at=self.started_at or now,
+            updated_at=now,
+        )
+
+    def succeeded(self, now: datetime) -> Job:
+        """The run finished: done, its lease released."""
+        self._require_running("succeed")
+        return msgspec.structs.replace(
+            self,
+            status=JobStatus.SUCCEEDED,
+            progress=1.0,
+            error=None,
+            lease_expires_at=None,
+            next_attempt_at=None,
+            finished_at=now,
+            updated_at=now,
+        )
+
+    def rescheduled(self, error: JobError, now: datetime, retry_at: datetime) -> Job:
+        """The run failed and may be tried again: queued, due at ``retry_at`` (after the
+        back-off, ``JobPolicy.backoff``), and to be handed to the queue again."""
+        self._require_running("be rescheduled")
+        if not self.has_attempts_left:
+            raise self._refused("be rescheduled with no attempts left")
+        return self._requeued(error, now, retry_at)
+
+    def failed(self, error: JobError, now: datetime) -> Job:
+        """The run failed for good (a permanent error, or the last attempt)."""
+        self._require_running("fail")
+        return msgspec.structs.replace(
+            self,
+            status=JobStatus.FAILED,
+            error=error,
+            lease_expires_at=None,
+            next_attempt_at=None,
+            finished_at=now,
+            updated_at=now,
+        )
+
+    def interrupted(self, now: datetime) -> Job:
+        """Its worker stopped during the run: queued again and due at once, whatever the
+        attempts (the stop was not the job's fault)."""
+        self._require_running("be interrupted")
+        return self._requeued(INTERRUPTED, now, now)
+
+    def _requeued(self, error: JobError, now: datetime, retry_at: datetime) -> Job:
+        return msgspec.structs.replace(
+            self,
+            status=JobStatus.QUEUED,
+            error=error,
+            lease_owner=None,
+            lease_expires_at=None,
+            next_attempt_at=retry_at,
+            enqueued_at=None,
+            updated_at=now,
+        )
+
+    def _require_running(self, change: str) -> None:
+        if self.status is not JobStatus.RUNNING:
+            raise self._refused(change)
+
+    def _refused(self, change: str) -> InvalidJobTransition:
+        return InvalidJobTransition(
+            f"job {self.id} is {self.status.value} and cannot {change}",
+            job_id=str(self.id),
+            status=self.status.value,
+        )
 
 
 class Thumbnail(msgspec.Struct, frozen=True, kw_only=True):

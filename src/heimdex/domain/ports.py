@@ -178,11 +178,12 @@ class Storage(HealthCheck, ScratchArea, Protocol):
         ...
 
     async def delete(self, key: str) -> None:
-        """Remove one object; missing is fine."""
+        """Remove one object; missing is fine. Raises ``StorageError`` when the store fails."""
         ...
 
     async def delete_prefix(self, prefix: str) -> int:
-        """Remove every object under ``prefix``; answers how many."""
+        """Remove every object under ``prefix``; answers how many. Raises ``StorageError``
+        when the store fails (some may be gone by then)."""
         ...
 
     def uri_for(self, key: str) -> str:

@@ -2,7 +2,7 @@
 
 taskiq imports this module in every worker process, so the broker is built here from the
 settings (building it connects to nothing); each process builds its services at start-up, runs
-the periodic sweep, and runs job ids through ``JobService.run``. With
+the periodic sweep, and runs job ids through ``JobRunner.run``. With
 ``HEIMDEX_WORKER_METRICS_PORT`` set, process N (taskiq names it ``worker-N``) serves its own
 ``/metrics`` on that port + N, since its jobs are counted nowhere else.
 """
@@ -44,7 +44,7 @@ async def start_services(state: TaskiqState) -> None:
     state.metrics_server = _serve_metrics(services)
     # Workers never probe; their first job should not wait for the decode processes to start.
     state.warming = asyncio.create_task(services.warm_decoders(probing=False, thumbnails=True))
-    log.info("worker_started", worker_id=services.jobs.worker_id)
+    log.info("worker_started", worker_id=services.job_runner.worker_id)
 
 
 async def start_when_database_answers(services: Services) -> None:
@@ -95,4 +95,4 @@ async def stop_services(state: TaskiqState) -> None:
 @broker.task(task_name=RUN_JOB_TASK)
 async def run_job(job_id: str, context: Context = TaskiqDepends()) -> None:  # noqa: B008
     services: Services = context.state.services
-    await services.jobs.run(UUID(job_id))
+    await services.job_runner.run(UUID(job_id))

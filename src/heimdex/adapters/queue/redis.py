@@ -9,7 +9,7 @@ whose worker died is delivered again. Its known traps, and what this module does
   trimming can drop entries still pending: no ``maxlen``; acknowledging also deletes the entry
   (XACK + XDEL), so the stream holds only what is unread or pending.
 - ``idle_timeout`` redelivers a message whose task is still running: the job's lease turns that
-  second delivery into a no-op (``JobService.run``).
+  second delivery into a no-op (``JobRunner.run``).
 - A task that raises is acknowledged all the same: retries are the job layer's
   (``next_attempt_at`` + the sweep), never Redis's.
 - ``xreadgroup`` takes up to 100 entries at once by default, and an entry read stays with its

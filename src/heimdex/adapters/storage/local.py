@@ -211,11 +211,18 @@ class LocalStorage:
 
     # -- deletes ------------------------------------------------------------------------------
     async def delete(self, key: str) -> None:
-        await run_blocking(self.path_for(key).unlink, missing_ok=True)
+        path = self.path_for(key)
+        try:
+            await run_blocking(path.unlink, missing_ok=True)
+        except OSError as exc:  # the port's callers expect its own error, not the filesystem's
+            raise StorageError(f"deleting {key!r}: {exc}") from exc
 
     async def delete_prefix(self, prefix: str) -> int:
         validate_key(prefix)
-        return await run_blocking(self._delete_prefix, prefix)
+        try:
+            return await run_blocking(self._delete_prefix, prefix)
+        except OSError as exc:
+            raise StorageError(f"deleting under {prefix!r}: {exc}") from exc
 
     def _delete_prefix(self, prefix: str) -> int:
         if prefix.endswith("/"):

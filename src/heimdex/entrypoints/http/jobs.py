@@ -16,7 +16,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from heimdex.application.assets import encode_cursor
 from heimdex.application.job_listing import MAX_JOB_PAGE, JobListing
-from heimdex.application.jobs import JobService
+from heimdex.application.job_requests import JobRequests
 from heimdex.application.sidecars import SidecarService, ThumbnailListing
 from heimdex.application.tenancy import ensure_same_org
 from heimdex.domain import errors
@@ -186,7 +186,7 @@ class JobController(Controller):
         self,
         job_id: FromPath[UUID],
         principal: NamedDependency[Principal],
-        jobs: NamedDependency[JobService],
+        jobs: NamedDependency[JobRequests],
     ) -> JobView:
         return job_view(await jobs.get(principal, job_id))
 
@@ -221,7 +221,7 @@ class SidecarController(Controller):
         asset_id: FromPath[UUID],
         data: JSONBody[SidecarRequest],
         principal: NamedDependency[Principal],
-        jobs: NamedDependency[JobService],
+        jobs: NamedDependency[JobRequests],
     ) -> Response[JobView]:
         ensure_same_org(principal, data.org_id)
         options = data.thumbnails or ThumbnailOptions()

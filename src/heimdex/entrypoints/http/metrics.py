@@ -35,10 +35,14 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     if token and not bearer_matches(request.headers.get("authorization"), token):
         raise Unauthenticated("send the metrics token as Authorization: Bearer <token>")
     services.metrics.set_job_queue_depth(
-        await _read_in_time(services.jobs.queue_depth, "queue_depth_unavailable", "the database")
+        await _read_in_time(
+            services.job_runner.queue_depth, "queue_depth_unavailable", "the database"
+        )
     )
     services.metrics.set_oldest_message_age(
-        await _read_in_time(services.jobs.oldest_message_age, "queue_age_unavailable", "the queue")
+        await _read_in_time(
+            services.job_runner.oldest_message_age, "queue_age_unavailable", "the queue"
+        )
     )
     backlog = await _read_in_time(
         services.deliverer.backlog, "webhook_backlog_unavailable", "the database"

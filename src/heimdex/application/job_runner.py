@@ -1,10 +1,11 @@
-"""Sidecar jobs: request one, run one (on any worker, any number of times), sweep the due ones.
+"""Running sidecar jobs (on any worker, any number of times) and sweeping the due ones.
 
-The job row is the truth and doubles as an outbox: it is written first, then its id is handed to
-the queue; if the queue is down the sweep hands it over later. Delivery is at least once; a
-worker claims the row with a conditional update under a lease, so a second delivery of a live
+The job row is the truth and doubles as an outbox: a request writes it, then hands its id to
+the queue; if the queue was down the sweep here hands it over later. Delivery is at least once;
+a worker claims the row with a conditional update under a lease, so a second delivery of a live
 job is a no-op, and a job whose worker died is claimed again once its lease runs out. Outputs go
-to deterministic keys, so a re-run overwrites rather than duplicates.
+to deterministic keys, so a re-run overwrites rather than duplicates. The job's own states and
+transitions are ``Job``'s (``heimdex.domain.model``); this module does the I/O around them.
 
 Organisations take turns: the queue is first in, first out, but a worker slot that takes a
 message runs the claimable job of the organisation with the fewest jobs running
@@ -16,7 +17,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 from uuid import UUID
@@ -25,6 +25,8 @@ import anyio
 import msgspec
 
 from heimdex import __version__
+from heimdex.application.job_handover import JobHandOver
+from heimdex.application.job_policy import JobPolicy
 from heimdex.application.pictures import read_sidecar, store_poster, store_storyboard
 from heimdex.application.webhook_events import asset_data, job_data, record_event
 from heimdex.domain.errors import (
@@ -32,23 +34,18 @@ from heimdex.domain.errors import (
     DatabaseUnavailable,
     HeimdexError,
     InvalidMedia,
-    JobQuotaExceeded,
-    NotFound,
     QueueUnavailable,
-    SourceUriForbidden,
+    StorageError,
 )
 from heimdex.domain.model import (
+    INTERRUPTED,
     Asset,
     AssetStatus,
     Job,
     JobError,
-    JobKind,
     JobStatus,
     Pictures,
-    Principal,
-    StoryboardSpec,
     Thumbnail,
-    ThumbnailSpec,
 )
 from heimdex.domain.ports import (
     Clock,
@@ -59,7 +56,6 @@ from heimdex.domain.ports import (
     PictureMaker,
     Storage,
     Thumbnailer,
-    UnitOfWork,
     UnitOfWorkFactory,
 )
 from heimdex.domain.sidecar import (
@@ -79,33 +75,12 @@ T = TypeVar("T")
 _DATABASE_RETRY_MAX_SECONDS = 5.0
 # Picks a slot tries before it runs its message's own job (if that is claimable).
 _TURN_ATTEMPTS = 3
-_DEFAULT_STORYBOARD = StoryboardSpec()
 
 
-class JobPolicy(msgspec.Struct, frozen=True, kw_only=True):
-    max_attempts: int = 3
-    lease: timedelta = timedelta(seconds=60)
-    retry_base: timedelta = timedelta(seconds=5)
-    retry_cap: timedelta = timedelta(minutes=5)
-    # A queued job the queue accepted this long ago without a worker claiming it is handed over
-    # again (a lost message); shorter than this is left to the queue.
-    redeliver_after: timedelta = timedelta(minutes=2)
-    # Jobs one organisation may have queued or running at once; 0: no limit. A request over it
-    # is told to come back after ``quota_retry_after``.
-    max_active_per_org: int = 0
-    quota_retry_after: timedelta = timedelta(seconds=5)
-    # A worker that cannot reach the database to claim a job or record its outcome tries again
-    # after this, doubling up to 5 s, for up to one lease; then the sweep's redelivery takes over.
-    database_retry: timedelta = timedelta(seconds=0.5)
-
-    def backoff(self, attempts: int) -> timedelta:
-        seconds = self.retry_base.total_seconds() * 2 ** max(attempts - 1, 0)
-        return min(timedelta(seconds=seconds), self.retry_cap)
-
-
-class JobService:
-    """Everything about sidecar jobs except the transport (``JobQueue``) and the pixels
-    (``Thumbnailer``)."""
+class JobRunner:
+    """The runner side of sidecar jobs: claim one in turn, run it under a heartbeat, record its
+    outcome; sweep the due ones back to the queue; say how deep the queue is. Asking for jobs
+    is ``JobRequests``'s."""
 
     def __init__(
         self,
@@ -133,91 +108,8 @@ class JobService:
         self._generator = Generator(
             name="heimdex", version=__version__, prober=prober_name, thumbnailer=thumbnailer.name
         )
+        self._hand_over = JobHandOver(queue, directory, clock)
         self.worker_id = f"worker-{uuid.uuid4().hex[:12]}"
-
-    # -- requests ---------------------------------------------------------------------------
-    async def request_sidecar(
-        self,
-        principal: Principal,
-        asset_id: UUID,
-        spec: ThumbnailSpec,
-        *,
-        force: bool = False,
-        source_uri: str | None = None,
-        storyboard: StoryboardSpec | None = _DEFAULT_STORYBOARD,
-    ) -> tuple[Job, bool]:
-        """The job that makes the asset's sidecar (and its storyboard, unless ``storyboard``
-        is ``None``), and whether it is new. A queued or running job is returned as it is; a
-        finished one too, unless ``force`` asks to re-generate."""
-        now = self._clock.now()
-        async with self._uow(principal.org_id) as uow:
-            # Held to the commit: two requests for one asset must not both find no active job
-            # and start two, nor two of one organisation both fit its job quota.
-            await uow.lock_org()
-            asset = await uow.assets.get(asset_id)
-            if asset is None:
-                raise NotFound("no such asset")
-            if source_uri is not None and source_uri != asset.source_uri:
-                raise SourceUriForbidden("source_uri is not this asset's")
-            latest = await uow.jobs.latest_for_asset(asset_id, JobKind.SIDECAR)
-            if latest is not None and (
-                latest.is_active or (latest.status is JobStatus.SUCCEEDED and not force)
-            ):
-                return latest, False
-            await self._check_job_quota(uow)
-            job = Job(
-                id=uuid.uuid4(),
-                org_id=principal.org_id,
-                asset_id=asset_id,
-                kind=JobKind.SIDECAR,
-                status=JobStatus.QUEUED,
-                progress=0.0,
-                attempts=0,
-                max_attempts=self._policy.max_attempts,
-                lease_expires_at=None,
-                next_attempt_at=None,
-                error=None,
-                created_at=now,
-                updated_at=now,
-                thumbnails=spec,
-                storyboard=storyboard,
-            )
-            await uow.jobs.add(job)
-            await uow.assets.save(
-                msgspec.structs.replace(asset, status=AssetStatus.PROCESSING, updated_at=now)
-            )
-            await uow.commit()
-        log.info("job_queued", job_id=str(job.id), asset_id=str(asset_id), kind=job.kind.value)
-        await self._hand_over(job.id, job.org_id)
-        return job, True
-
-    async def _check_job_quota(self, uow: UnitOfWork) -> None:
-        limit = self._policy.max_active_per_org
-        if limit <= 0:
-            return
-        active = await uow.jobs.count_active()
-        if active >= limit:
-            raise JobQuotaExceeded(
-                f"{active} jobs are queued or running, the most this organisation may have at "
-                "once; try again when one has finished",
-                retry_after=max(1, int(self._policy.quota_retry_after.total_seconds())),
-            )
-
-    async def _hand_over(self, job_id: UUID, org_id: str) -> None:
-        """Give the id to the queue; a broker outage is the sweep's to repair, not the client's."""
-        try:
-            await self._queue.enqueue(job_id)
-        except (QueueUnavailable, OSError, ConnectionError, TimeoutError) as exc:
-            log.warning("job_enqueue_deferred", job_id=str(job_id), error=str(exc))
-            return
-        await self._directory.mark_enqueued(job_id, org_id, self._clock.now())
-
-    async def get(self, principal: Principal, job_id: UUID) -> Job:
-        async with self._uow(principal.org_id) as uow:
-            job = await uow.jobs.get(job_id)
-        if job is None:
-            raise NotFound("no such job")
-        return job
 
     # -- running ----------------------------------------------------------------------------
     async def run(self, job_id: UUID) -> None:
@@ -429,20 +321,12 @@ class JobService:
         poster = document.poster if document is not None else None
         return poster if poster is not None and poster.chosen_by == "user" else None
 
+    # -- recording outcomes: each in one transaction with the asset's status ----------------
     async def _record_success(self, job: Job, asset: Asset) -> bool:
         """Record the run's success, unless its asset was deleted while it ran: then what it
         wrote is removed and the answer is ``False``."""
         now = self._clock.now()
-        done = msgspec.structs.replace(
-            job,
-            status=JobStatus.SUCCEEDED,
-            progress=1.0,
-            error=None,
-            lease_expires_at=None,
-            next_attempt_at=None,
-            finished_at=now,
-            updated_at=now,
-        )
+        done = job.succeeded(now)
         async with self._uow(job.org_id) as uow:
             # The delete holds this lock too, and removes files only after it committed: the
             # asset is either gone now (so this run removes what it wrote, below) or stays
@@ -471,7 +355,7 @@ class JobService:
                 asset_derived_prefix(job.org_id, job.asset_id)
             )
             await self._storage.delete(sidecar_key(job.org_id, job.asset_id))
-        except (HeimdexError, OSError) as exc:
+        except StorageError as exc:
             log.warning("job_outputs_not_discarded", job_id=str(job.id), error=str(exc))
             return
         log.warning(
@@ -485,39 +369,21 @@ class JobService:
     async def _record_failure(self, job: Job, exc: BaseException) -> bool:
         """Record the failed run on the row; answers whether the job will be tried again."""
         now = self._clock.now()
-        error = JobError(
-            code=exc.code if isinstance(exc, HeimdexError) else "internal_error",
-            message=exc.message if isinstance(exc, HeimdexError) else type(exc).__name__,
-        )
-        if not isinstance(exc, Exception):  # cancelled (worker shutting down): hand it back
-            error = JobError(code="interrupted", message="the worker stopped during the job")
-            backoff = timedelta(0)
+        interrupted = not isinstance(exc, Exception)  # cancelled: the worker is stopping
+        if interrupted:
+            error = INTERRUPTED
+            outcome = job.interrupted(now)
         else:
-            backoff = self._policy.backoff(job.attempts)
-        permanent = isinstance(exc, InvalidMedia | AssetGone)
-        interrupted = not isinstance(exc, Exception)
-        retry = interrupted or (not permanent and job.attempts < job.max_attempts)
-        if retry:
-            outcome = msgspec.structs.replace(
-                job,
-                status=JobStatus.QUEUED,
-                error=error,
-                lease_owner=None,
-                lease_expires_at=None,
-                next_attempt_at=now + backoff,
-                enqueued_at=None,
-                updated_at=now,
+            error = JobError(
+                code=exc.code if isinstance(exc, HeimdexError) else "internal_error",
+                message=exc.message if isinstance(exc, HeimdexError) else type(exc).__name__,
             )
-        else:
-            outcome = msgspec.structs.replace(
-                job,
-                status=JobStatus.FAILED,
-                error=error,
-                lease_expires_at=None,
-                next_attempt_at=None,
-                finished_at=now,
-                updated_at=now,
-            )
+            permanent = isinstance(exc, InvalidMedia | AssetGone)
+            if permanent or not job.has_attempts_left:
+                outcome = job.failed(error, now)
+            else:
+                outcome = job.rescheduled(error, now, now + self._policy.backoff(job.attempts))
+        retry = outcome.status is JobStatus.QUEUED
         async with self._uow(job.org_id) as uow:
             if not interrupted:  # as in _record_success: a delete is before or after this
                 await uow.lock_org()
@@ -574,7 +440,7 @@ class JobService:
         cutoff = now - self._policy.redeliver_after
         try:
             oldest = await self._queue.oldest_waiting()
-        except (QueueUnavailable, OSError, ConnectionError, TimeoutError):
+        except QueueUnavailable:
             oldest = None  # nothing can be handed over now anyway; the next sweep will see
         if oldest is not None:
             cutoff = min(cutoff, oldest)

@@ -266,8 +266,10 @@ def main() -> None:
         postgres.destroy()
 
     scratch = sweep_dead_scratch(workdir / "data/storage")
-    report(tally, outages, state, workdir / "data/storage/derived", scratch)
-    shutil.rmtree(workdir, ignore_errors=True)
+    if report(tally, outages, state, workdir / "data/storage/derived", scratch):
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"kept for a look: {workdir} (the processes' logs are its *.log files)")
 
 
 def sweep_dead_scratch(storage_root: Path) -> int:
@@ -289,7 +291,7 @@ def report(
     state: dict[str, Any],
     derived: Path,
     scratch_swept: int,
-) -> None:
+) -> bool:
     jobs_by_id = {str(j["id"]): j for j in state["jobs"]}
     jobs_per_asset = collections.Counter(str(j["asset_id"]) for j in state["jobs"])
     asked = set(tally.accepted_jobs.values())
@@ -335,6 +337,10 @@ def report(
     print(f"scratch files a killed process left, removed by the scratch sweep: {scratch_swept}")
     ok = not (lost or duplicated or missing_outputs or extra_outputs or leftovers or outside)
     print("verdict:", "OK" if ok else "PROBLEMS FOUND")
+    for job_id in lost:
+        job = jobs_by_id.get(job_id)
+        print(f"  lost job {job_id}: {job or 'no row'}")
+    return ok
 
 
 if __name__ == "__main__":

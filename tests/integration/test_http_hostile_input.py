@@ -57,24 +57,28 @@ async def _json_operations(client: Client) -> list[tuple[str, str]]:
     return found
 
 
+# Every listing that filters by creation time: the class, not only the first route found.
+LISTINGS = ["/v1/assets", "/v1/jobs"]
+
+
+@pytest.mark.parametrize("listing", LISTINGS)
 @pytest.mark.parametrize("name", ["created_after", "created_before"])
 @pytest.mark.parametrize("value", OVERFLOWING)
 async def test_a_filter_date_time_that_overflows_in_utc_is_400(
-    client: Client, make_token: TokenFactory, org_a: str, name: str, value: str
+    client: Client, make_token: TokenFactory, org_a: str, listing: str, name: str, value: str
 ) -> None:
-    response = await client.get(
-        "/v1/assets", params={name: value}, headers=bearer(make_token(org_a))
-    )
+    response = await client.get(listing, params={name: value}, headers=bearer(make_token(org_a)))
     _assert_problem(response, 400, "timestamp_out_of_range")
     assert name in response.json()["detail"]
 
 
+@pytest.mark.parametrize("listing", LISTINGS)
 @pytest.mark.parametrize("value", OVERFLOWING)
 async def test_a_forged_cursor_whose_date_time_overflows_in_utc_is_400(
-    client: Client, make_token: TokenFactory, org_a: str, value: str
+    client: Client, make_token: TokenFactory, org_a: str, listing: str, value: str
 ) -> None:
     response = await client.get(
-        "/v1/assets", params={"cursor": _cursor(value)}, headers=bearer(make_token(org_a))
+        listing, params={"cursor": _cursor(value)}, headers=bearer(make_token(org_a))
     )
     _assert_problem(response, 400, "timestamp_out_of_range")
 

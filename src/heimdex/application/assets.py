@@ -14,7 +14,7 @@ from heimdex.domain.errors import InvalidInput, NotFound
 from heimdex.domain.model import Asset, AssetFilter, AssetPage, PageCursor, Principal
 from heimdex.domain.ports import Storage, UnitOfWorkFactory
 from heimdex.domain.storage_keys import asset_derived_prefix, sidecar_key
-from heimdex.domain.timestamps import as_utc
+from heimdex.domain.timestamps import as_utc, optional_utc
 from heimdex.domain.webhooks import WebhookEventType
 
 MAX_PAGE_SIZE = 200
@@ -37,10 +37,6 @@ def decode_cursor(token: str) -> PageCursor:
     if cursor.created_at.tzinfo is None:
         raise InvalidInput("cursor is not one this API issued")
     return msgspec.structs.replace(cursor, created_at=as_utc(cursor.created_at, "cursor"))
-
-
-def _as_utc(moment: datetime | None, name: str) -> datetime | None:
-    return None if moment is None else as_utc(moment, name)
 
 
 class AssetService:
@@ -73,8 +69,8 @@ class AssetService:
         after = decode_cursor(cursor) if cursor else None
         filters = msgspec.structs.replace(
             filters,
-            created_after=_as_utc(filters.created_after, "created_after"),
-            created_before=_as_utc(filters.created_before, "created_before"),
+            created_after=optional_utc(filters.created_after, "created_after"),
+            created_before=optional_utc(filters.created_before, "created_before"),
         )
         async with self._uow(principal.org_id) as uow:
             return await uow.assets.list(filters, limit=limit, after=after)

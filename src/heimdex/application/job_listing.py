@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import msgspec
 
 from heimdex.application.assets import decode_cursor
 from heimdex.domain.errors import InvalidInput
 from heimdex.domain.model import JobFilter, JobPage, Principal
 from heimdex.domain.ports import UnitOfWorkFactory
+from heimdex.domain.timestamps import optional_utc
 
 MAX_JOB_PAGE = 200
-
-
-def _as_utc(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
 
 
 class JobListing:
@@ -34,8 +27,8 @@ class JobListing:
         after = decode_cursor(cursor) if cursor else None
         filters = msgspec.structs.replace(
             filters,
-            created_after=_as_utc(filters.created_after),
-            created_before=_as_utc(filters.created_before),
+            created_after=optional_utc(filters.created_after, "created_after"),
+            created_before=optional_utc(filters.created_before, "created_before"),
         )
         async with self._uow(principal.org_id) as uow:
             return await uow.jobs.list(filters, limit=limit, after=after)

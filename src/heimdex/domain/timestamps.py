@@ -22,3 +22,8 @@ def as_utc(moment: datetime, name: str) -> datetime:
         raise TimestampOutOfRange(
             f"{name} is out of range once converted to UTC (years 1 to 9999)"
         ) from exc
+
+
+def optional_utc(moment: datetime | None, name: str) -> datetime | None:
+    """``as_utc`` for a filter that may be absent."""
+    return None if moment is None else as_utc(moment, name)

@@ -15,6 +15,7 @@ from typing import Any
 
 from heimdex.domain.model import JobKind
 from heimdex.domain.replay import JobReplayFilter
+from heimdex.domain.timestamps import as_utc
 from heimdex.domain.webhooks import DeliveryFilter
 
 DEFAULT_STUCK_SECONDS = 900.0
@@ -32,7 +33,7 @@ def _moment(name: str, text: str | None) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
         raise ReplayUsageError(f"{name} {text!r}: use an ISO 8601 date or date-time") from exc
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return as_utc(moment, name)
 
 
 class ReplayTarget(StrEnum):

@@ -146,7 +146,7 @@ class JobController(Controller):
     @get(
         "/",
         operation_id="listJobs",
-        **documented(AUTHENTICATED, PARAMETERS, SERVER),
+        **documented(AUTHENTICATED, PARAMETERS, SERVER, raises(errors.TimestampOutOfRange)),
         summary="List jobs",
         description="Newest first. Pass `next_cursor` back as `cursor` for the next page; "
         "`created_after`/`created_before` are exclusive.",

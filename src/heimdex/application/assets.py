@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import UTC, datetime
+from typing import TypeVar
 from uuid import UUID
 
 import msgspec
 
 from heimdex.application.webhook_events import deleted_asset_data, record_event
 from heimdex.domain.errors import InvalidInput, NotFound
-from heimdex.domain.model import Asset, AssetFilter, AssetPage, PageCursor, Principal
+from heimdex.domain.model import Asset, AssetFilter, AssetPage, JobFilter, PageCursor, Principal
 from heimdex.domain.ports import Storage, UnitOfWorkFactory
 from heimdex.domain.storage_keys import asset_derived_prefix, sidecar_key
 from heimdex.domain.timestamps import as_utc, optional_utc
@@ -37,6 +38,23 @@ def decode_cursor(token: str) -> PageCursor:
     if cursor.created_at.tzinfo is None:
         raise InvalidInput("cursor is not one this API issued")
     return msgspec.structs.replace(cursor, created_at=as_utc(cursor.created_at, "cursor"))
+
+
+ListingFilter = TypeVar("ListingFilter", AssetFilter, JobFilter)
+
+
+def listing_window(
+    filters: ListingFilter, cursor: str | None
+) -> tuple[ListingFilter, PageCursor | None]:
+    """What the asset and job listings share: creation-time filters in UTC (one that overflows
+    is ``TimestampOutOfRange``) and the opaque cursor decoded."""
+    after = decode_cursor(cursor) if cursor else None
+    window = msgspec.structs.replace(
+        filters,
+        created_after=optional_utc(filters.created_after, "created_after"),
+        created_before=optional_utc(filters.created_before, "created_before"),
+    )
+    return window, after
 
 
 class AssetService:
@@ -66,12 +84,7 @@ class AssetService:
             raise InvalidInput("min_duration is greater than max_duration")
         if filters.min_height is not None and not 0 <= filters.min_height <= MAX_HEIGHT:
             raise InvalidInput(f"min_height must be between 0 and {MAX_HEIGHT}")
-        after = decode_cursor(cursor) if cursor else None
-        filters = msgspec.structs.replace(
-            filters,
-            created_after=optional_utc(filters.created_after, "created_after"),
-            created_before=optional_utc(filters.created_before, "created_before"),
-        )
+        filters, after = listing_window(filters, cursor)
         async with self._uow(principal.org_id) as uow:
             return await uow.assets.list(filters, limit=limit, after=after)
 

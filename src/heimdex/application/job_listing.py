@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import msgspec
-
-from heimdex.application.assets import decode_cursor
+from heimdex.application.assets import listing_window
 from heimdex.domain.errors import InvalidInput
 from heimdex.domain.model import JobFilter, JobPage, Principal
 from heimdex.domain.ports import UnitOfWorkFactory
-from heimdex.domain.timestamps import optional_utc
 
 MAX_JOB_PAGE = 200
 
@@ -24,11 +21,6 @@ class JobListing:
     ) -> JobPage:
         if not 1 <= limit <= MAX_JOB_PAGE:
             raise InvalidInput(f"limit must be between 1 and {MAX_JOB_PAGE}")
-        after = decode_cursor(cursor) if cursor else None
-        filters = msgspec.structs.replace(
-            filters,
-            created_after=optional_utc(filters.created_after, "created_after"),
-            created_before=optional_utc(filters.created_before, "created_before"),
-        )
+        filters, after = listing_window(filters, cursor)
         async with self._uow(principal.org_id) as uow:
             return await uow.jobs.list(filters, limit=limit, after=after)

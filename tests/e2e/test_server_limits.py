@@ -137,10 +137,15 @@ class Attack(threading.Thread):
         self.step = step
         self.stopping = threading.Event()
         self.rounds = 0
+        self.errors: list[OSError] = []
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            self.step()
+            try:
+                self.step()
+            except OSError as exc:  # a connect that failed on a loaded machine: try again
+                self.errors.append(exc)
+                time.sleep(0.1)
             self.rounds += 1
 
     def __enter__(self) -> Attack:

@@ -178,11 +178,30 @@ async def settle(admin_url: str, seconds: float) -> dict[str, Any]:
             if active == 0:
                 break
             await asyncio.sleep(1)
-        jobs = await connection.fetch("SELECT id, asset_id, org_id, status, error_code FROM jobs")
+        jobs = await connection.fetch(
+            "SELECT id, asset_id, org_id, status, error_code, attempts, enqueued_at, "
+            "next_attempt_at, lease_expires_at, created_at, updated_at FROM jobs"
+        )
         assets = await connection.fetch("SELECT id, org_id FROM assets")
         return {"jobs": [dict(j) for j in jobs], "assets": [dict(a) for a in assets]}
     finally:
         await connection.close()
+
+
+def stream_state(redis: PrivateRedis, stream: str) -> dict[str, Any]:
+    """What the job stream holds at the end: its first entry and its groups' pending counts
+    (an entry nobody reads keeps the sweep from handing newer lost jobs over again)."""
+    import redis as redis_client
+
+    client = redis_client.Redis(host="127.0.0.1", port=redis.port)
+    try:
+        return {
+            "first": client.xrange(stream, count=1),
+            "length": client.xlen(stream),
+            "groups": client.xinfo_groups(stream) if client.exists(stream) else [],
+        }
+    finally:
+        client.close()
 
 
 def main() -> None:
@@ -207,7 +226,8 @@ def main() -> None:
         deployment.env.update(
             HEIMDEX_UPLOAD_STALL_SECONDS="5",  # a PUT cut off by an outage may be retried soon
             HEIMDEX_JOB_REDELIVER_SECONDS="5",  # ids Redis lost come back quickly
-            HEIMDEX_LOG_LEVEL="warning",
+            # info: a problem found is then explained by the kept logs (job_started, …)
+            HEIMDEX_LOG_LEVEL="info",
         )
         deployment.serve()
         workers = [deployment.worker("worker-1"), deployment.worker("worker-2")]
@@ -259,6 +279,7 @@ def main() -> None:
         state = asyncio.run(
             settle(postgres.url("postgres").replace("postgresql+asyncpg", "postgresql"), 180)
         )
+        state["stream"] = stream_state(redis, deployment.env["HEIMDEX_REDIS_QUEUE_NAME"])
     finally:
         if deployment is not None:
             deployment.stop_all()
@@ -340,6 +361,8 @@ def report(
     for job_id in lost:
         job = jobs_by_id.get(job_id)
         print(f"  lost job {job_id}: {job or 'no row'}")
+    if lost:
+        print(f"  the job stream at the end: {state.get('stream')}")
     return ok
 
 

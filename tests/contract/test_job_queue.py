@@ -317,3 +317,45 @@ async def test_enqueue_with_redis_down_is_queue_unavailable() -> None:
     with pytest.raises(QueueUnavailable):
         await queue.check()
     await queue.shutdown()
+
+
+@pytest.mark.redis
+async def test_an_ack_that_meets_a_dead_connection_is_tried_again(
+    redis: Redis, stream: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a Redis restart the pool's first connection is dead: the ack must still land, or
+    the entry stays first in the stream and no newer lost job is ever handed over again."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    import heimdex.adapters.queue.redis as redis_queue
+
+    broker = build_redis_broker(REDIS_URL, queue_name=stream)
+    await broker.startup()
+    try:
+        await RedisJobQueue(broker).enqueue(uuid.uuid4())
+        read = await redis.xreadgroup(
+            broker.consumer_group_name, "test-consumer", {stream: ">"}, count=1
+        )
+        entry_id = read[0][1][0][0]
+        failures = {"left": 2}
+        real_pipeline = Redis.pipeline
+
+        def failing_pipeline(self: Redis, *args: Any, **kwargs: Any) -> Any:
+            pipe = real_pipeline(self, *args, **kwargs)
+            if failures["left"] > 0:
+                failures["left"] -= 1
+
+                async def dead(*_: Any, **__: Any) -> Any:
+                    raise RedisConnectionError("Connection closed by server.")
+
+                pipe.execute = dead  # type: ignore[method-assign]
+            return pipe
+
+        monkeypatch.setattr(redis_queue.Redis, "pipeline", failing_pipeline)
+        monkeypatch.setattr(redis_queue, "_ACK_RETRY_SECONDS", 0.01)
+        await broker._ack_generator(entry_id, stream)()
+        monkeypatch.undo()
+        assert failures["left"] == 0
+        assert await redis.xlen(stream) == 0  # acknowledged and deleted after the retries
+    finally:
+        await broker.shutdown()

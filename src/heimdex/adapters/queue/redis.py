@@ -45,6 +45,8 @@ DEAD_LETTER_STREAM = "heimdex:dead-letter"
 DEAD_LETTER_MAXLEN = 10_000
 _RECONNECT_FIRST = 0.5
 _RECONNECT_MAX = 10.0
+_ACK_ATTEMPTS = 5
+_ACK_RETRY_SECONDS = 0.2
 
 
 class HeimdexStreamBroker(RedisStreamBroker):
@@ -52,11 +54,23 @@ class HeimdexStreamBroker(RedisStreamBroker):
 
     def _ack_generator(self, id: str, queue_name: str) -> Callable[[], Awaitable[None]]:
         async def ack() -> None:
-            async with Redis(connection_pool=self.connection_pool) as redis:
-                pipe = redis.pipeline(transaction=True)
-                pipe.xack(queue_name, self.consumer_group_name, id)
-                pipe.xdel(queue_name, id)
-                await pipe.execute()
+            # A pooled connection that died with a Redis restart fails on first use. An entry
+            # left unacknowledged stays first in the stream, and the sweep hands over no lost
+            # job newer than the stream's first entry: so try again on a fresh connection.
+            for attempt in range(_ACK_ATTEMPTS):
+                try:
+                    async with Redis(connection_pool=self.connection_pool) as redis:
+                        pipe = redis.pipeline(transaction=True)
+                        pipe.xack(queue_name, self.consumer_group_name, id)
+                        pipe.xdel(queue_name, id)
+                        await pipe.execute()
+                    return
+                except (RedisError, OSError) as exc:
+                    if attempt + 1 == _ACK_ATTEMPTS:
+                        log.error("queue_ack_failed", entry=id, error=str(exc))
+                        raise
+                    log.warning("queue_ack_retried", entry=id, error=str(exc))
+                    await asyncio.sleep(_ACK_RETRY_SECONDS * (attempt + 1))
 
         return ack
 

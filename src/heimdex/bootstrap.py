@@ -400,6 +400,8 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         DeliveryPolicy(
             concurrency=settings.webhooks.concurrency,
             per_endpoint=settings.webhooks.endpoint_concurrency,
+            # A cap above the process's own is the process's own.
+            per_org=min(settings.webhooks.org_concurrency, settings.webhooks.concurrency),
             timeout=timedelta(seconds=settings.webhooks.timeout_seconds),
             disable_after=timedelta(seconds=settings.webhooks.disable_after_seconds),
         ),

@@ -227,6 +227,7 @@ class WebhookSettings(Section, frozen=True, kw_only=True):
     timeout_seconds: Annotated[float, Positive] = 10.0
     concurrency: Annotated[int, Positive] = 16
     endpoint_concurrency: Annotated[int, Positive] = 2
+    org_concurrency: Annotated[int, Positive] = 4
     secret_grace_seconds: Annotated[int, NotNegative] = 86_400
     disable_after_seconds: Annotated[float, Positive] = 5 * 86_400.0
 
@@ -489,6 +490,10 @@ def _check(settings: Settings) -> list[str]:
     if settings.webhooks.endpoint_concurrency > settings.webhooks.concurrency:
         problems.append(
             "HEIMDEX_WEBHOOK_ENDPOINT_CONCURRENCY must be at most HEIMDEX_WEBHOOK_CONCURRENCY"
+        )
+    if settings.webhooks.endpoint_concurrency > settings.webhooks.org_concurrency:
+        problems.append(
+            "HEIMDEX_WEBHOOK_ENDPOINT_CONCURRENCY must be at most HEIMDEX_WEBHOOK_ORG_CONCURRENCY"
         )
     if settings.storage.backend == "s3":
         problems.extend(_check_s3(settings))

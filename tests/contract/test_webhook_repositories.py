@@ -248,7 +248,7 @@ async def test_due_caps_each_endpoint_so_a_backlog_hides_no_one(backend: Backend
     not_yet = make_delivery(quiet, next_attempt_at=T0 + timedelta(hours=1))
     await stored(backend, busy, *backlog)
     await stored(backend, quiet, lone, not_yet)
-    due = await backend.directory.due(T0, per_endpoint=2, limit=1000)
+    due = await backend.directory.due(T0, per_endpoint=2, per_org=100, limit=1000)
     mine = [(d, o, e) for d, o, e in due if e in (busy.id, quiet.id)]
     assert sum(1 for _, _, e in mine if e == busy.id) == 2
     assert (lone.id, other_org, quiet.id) in mine
@@ -256,6 +256,29 @@ async def test_due_caps_each_endpoint_so_a_backlog_hides_no_one(backend: Backend
     count, oldest = await backend.directory.pending()
     assert count >= 8
     assert oldest is not None
+
+
+async def test_due_caps_each_organisation_and_lets_organisations_take_turns(
+    backend: Backend,
+) -> None:
+    greedy, quiet = new_org(), new_org()
+    endpoints = [make_endpoint(greedy) for _ in range(3)]
+    lone_endpoint = make_endpoint(quiet)
+    backlog = [
+        make_delivery(endpoint, next_attempt_at=T0 - timedelta(minutes=30, seconds=-n))
+        for n, endpoint in enumerate(endpoints * 2)
+    ]
+    for endpoint in endpoints:
+        await stored(backend, endpoint, *(d for d in backlog if d.endpoint_id == endpoint.id))
+    lone = make_delivery(lone_endpoint, next_attempt_at=T0 - timedelta(minutes=1))
+    await stored(backend, lone_endpoint, lone)
+    due = await backend.directory.due(T0, per_endpoint=2, per_org=4, limit=10_000)
+    mine = [(d, o) for d, o, _ in due if o in (greedy, quiet)]
+    assert sum(1 for _, o in mine if o == greedy) == 4
+    # The quiet organisation's one delivery, newer than all of the greedy one's, comes in the
+    # first turn: right after the greedy organisation's oldest, before its second.
+    assert [o for _, o in mine[:3]] == [greedy, quiet, greedy]
+    assert mine[0][0] == backlog[0].id
 
 
 async def test_failed_deliveries_are_found_and_requeued_with_their_id(backend: Backend) -> None:

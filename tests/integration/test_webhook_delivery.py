@@ -202,6 +202,42 @@ async def test_a_hanging_receiver_delays_neither_other_endpoints_nor_jobs(
     assert took <= hanging
 
 
+async def test_an_organisation_with_many_hanging_endpoints_holds_only_its_share(
+    client: AsyncTestClient[Litestar],
+    make_token: TokenFactory,
+    org_a: str,
+    org_b: str,
+    receiver: Receiver,
+    h264_aac_mp4: Path,
+) -> None:
+    receiver.hang_seconds = 60  # past the 10 s timeout: its attempts are in flight all test
+    greedy, quiet = make_token(org_a), make_token(org_b)
+    # Three endpoints with two slots each would take six; the organisation's cap is four.
+    hanging = [f"/hang/{n}" for n in range(3)]
+    for path in hanging:
+        await register(client, greedy, receiver.url(path))
+    await register(client, quiet, receiver.url("/ok"))
+    for _ in range(3):
+        await ingest_file(client, greedy, h264_aac_mp4)
+
+    def in_flight() -> int:
+        return sum(len(receiver.on(path)) for path in hanging)
+
+    for _ in range(100):
+        if in_flight() >= 4:
+            break
+        await receiver_pause()
+    hung_since = time.perf_counter()
+    await ingest_file(client, quiet, h264_aac_mp4)
+    arrived = await receiver.wait_for("/ok", 1, within=20)
+    took = arrived[0].at - hung_since
+    held = time.perf_counter() - hung_since
+    print(f"quiet organisation: {took:.2f} s while the greedy one held {in_flight()} slots")
+    assert in_flight() == 4
+    assert held < 10  # the greedy organisation's attempts had not timed out: nobody waited
+    assert took <= held
+
+
 async def test_retries_keep_the_webhook_id_and_a_410_disables_the_endpoint(
     client: AsyncTestClient[Litestar],
     make_token: TokenFactory,

@@ -573,7 +573,7 @@ class FakeWebhookDirectory:
         self._database = database
 
     async def due(
-        self, now: datetime, per_endpoint: int, limit: int
+        self, now: datetime, per_endpoint: int, per_org: int, limit: int
     ) -> list[tuple[UUID, str, UUID]]:
         found = sorted(
             (
@@ -586,14 +586,20 @@ class FakeWebhookDirectory:
             ),
             key=lambda d: (d.next_attempt_at or now, d.id),
         )
-        taken: dict[UUID, int] = {}
+        per_endpoint_taken: dict[UUID, int] = {}
+        turns: dict[str, int] = {}
         due = []
         for delivery in found:
-            if taken.get(delivery.endpoint_id, 0) >= per_endpoint:
+            if per_endpoint_taken.get(delivery.endpoint_id, 0) >= per_endpoint:
                 continue
-            taken[delivery.endpoint_id] = taken.get(delivery.endpoint_id, 0) + 1
-            due.append((delivery.id, delivery.org_id, delivery.endpoint_id))
-        return due[:limit]
+            per_endpoint_taken[delivery.endpoint_id] = (
+                per_endpoint_taken.get(delivery.endpoint_id, 0) + 1
+            )
+            turn = turns[delivery.org_id] = turns.get(delivery.org_id, 0) + 1
+            if turn <= per_org:
+                due.append((turn, delivery.next_attempt_at or now, delivery.id, delivery))
+        due.sort(key=lambda entry: entry[:3])
+        return [(d.id, d.org_id, d.endpoint_id) for *_, d in due[:limit]]
 
     async def pending(self) -> tuple[int, datetime | None]:
         pending = [

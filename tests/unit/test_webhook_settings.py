@@ -11,7 +11,12 @@ def test_defaults_keep_private_networks_closed() -> None:
     settings = load_settings({}, env_file=None)
     assert settings.webhooks.allow_private_networks is False
     assert settings.webhooks.timeout_seconds == 10.0
-    assert settings.webhooks.endpoint_concurrency <= settings.webhooks.concurrency
+    assert settings.webhooks.endpoint_concurrency <= settings.webhooks.org_concurrency
+    assert settings.webhooks.org_concurrency <= settings.webhooks.concurrency
+    # The process's cap below the organisation's default is not an error (it caps both).
+    assert (
+        load_settings({"HEIMDEX_WEBHOOK_CONCURRENCY": "2"}, env_file=None).webhooks.concurrency == 2
+    )
 
 
 @pytest.mark.parametrize(
@@ -22,6 +27,10 @@ def test_defaults_keep_private_networks_closed() -> None:
         ({"HEIMDEX_WEBHOOK_SECRET_GRACE_SECONDS": "-5"}, "HEIMDEX_WEBHOOK_SECRET_GRACE_SECONDS"),
         (
             {"HEIMDEX_WEBHOOK_CONCURRENCY": "2", "HEIMDEX_WEBHOOK_ENDPOINT_CONCURRENCY": "4"},
+            "HEIMDEX_WEBHOOK_ENDPOINT_CONCURRENCY",
+        ),
+        (
+            {"HEIMDEX_WEBHOOK_ORG_CONCURRENCY": "2", "HEIMDEX_WEBHOOK_ENDPOINT_CONCURRENCY": "3"},
             "HEIMDEX_WEBHOOK_ENDPOINT_CONCURRENCY",
         ),
         ({"HEIMDEX_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "maybe"}, "HEIMDEX_WEBHOOK_ALLOW_PRIVATE"),

@@ -3,10 +3,13 @@
 At least once, with the same ``webhook-id`` every attempt. A delivery is claimed under a lease
 (one conditional update) before it is sent, so two processes never send it at once and one
 whose process died mid-send is claimed again once the lease runs out. Each delivery runs in a
-task of its own, at most ``concurrency`` at once and ``per_endpoint`` to any one endpoint, so a
-receiver that hangs holds its own slots only — never the sweep, the jobs, or anyone else's
-deliveries. Failures retry on the Standard Webhooks schedule (``domain/webhooks.py``); a 410
-disables the endpoint, and so does failing with no success for ``disable_after``.
+task of its own, at most ``concurrency`` at once, ``per_endpoint`` to any one endpoint and
+``per_org`` for any one organisation, so a receiver that hangs holds its own slots only — never
+the sweep, the jobs, or anyone else's deliveries — and an organisation with many slow endpoints
+leaves the other slots to everyone else. Free slots go to the organisations with the fewest
+deliveries in flight first. Failures retry on the Standard Webhooks schedule
+(``domain/webhooks.py``); a 410 disables the endpoint, and so does failing with no success for
+``disable_after``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextvars
 import time
 import uuid
 from datetime import datetime, timedelta
+from typing import TypeVar
 from uuid import UUID
 
 import msgspec
@@ -39,6 +43,7 @@ from heimdex.domain.webhooks import (
 from heimdex.logs import get_logger
 
 log = get_logger(__name__)
+_Key = TypeVar("_Key")
 USER_AGENT = "Heimdex-Webhooks/1"
 
 
@@ -52,6 +57,8 @@ _Outcome = tuple[
 class DeliveryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     concurrency: int = 16
     per_endpoint: int = 2
+    #: deliveries in flight for any one organisation, whatever its number of endpoints
+    per_org: int = 4
     timeout: timedelta = timedelta(seconds=10)
     #: an endpoint failing with no success for this long is disabled
     disable_after: timedelta = timedelta(days=5)
@@ -82,6 +89,7 @@ class WebhookDeliverer:
         self._policy = policy
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_endpoint: dict[UUID, int] = {}
+        self._per_org: dict[str, int] = {}
         #: set once this process sweeps deliveries: only then does ``wake()`` do anything
         self._delivering = False
         self._sweep_task: asyncio.Task[None] | None = None
@@ -125,26 +133,43 @@ class WebhookDeliverer:
         room = self._policy.concurrency - self._sending
         if room <= 0:
             return 0
+        policy = self._policy
         due = await self._directory.due(
-            self._clock.now(), self._policy.per_endpoint, room * self._policy.per_endpoint
+            self._clock.now(), policy.per_endpoint, policy.per_org, room * policy.per_endpoint
         )
-        # A full answer, or an endpoint answered up to its cap, may leave more due: then each
-        # delivery that ends sweeps again at once rather than at the next interval.
+        # A full answer, or an endpoint or organisation answered up to its cap, may leave more
+        # due: then each delivery that ends sweeps again at once rather than at the next interval.
         per_endpoint: dict[UUID, int] = {}
-        for _, _, endpoint_id in due:
+        per_org: dict[str, int] = {}
+        for _, org_id, endpoint_id in due:
             per_endpoint[endpoint_id] = per_endpoint.get(endpoint_id, 0) + 1
-        self._backlog = len(due) >= room * self._policy.per_endpoint or any(
-            count >= self._policy.per_endpoint for count in per_endpoint.values()
+            per_org[org_id] = per_org.get(org_id, 0) + 1
+        self._backlog = (
+            len(due) >= room * policy.per_endpoint
+            or any(count >= policy.per_endpoint for count in per_endpoint.values())
+            or any(count >= policy.per_org for count in per_org.values())
         )
+        # Turns: an organisation's n-th candidate goes after every organisation's (n-1)-th,
+        # counting what each already has in flight, so a free slot goes to whoever has fewest.
+        turns: dict[str, int] = {}
+        ranked: list[tuple[int, int, UUID, str, UUID]] = []
+        for position, (delivery_id, org_id, endpoint_id) in enumerate(due):
+            turns[org_id] = turns.get(org_id, self._per_org.get(org_id, 0)) + 1
+            ranked.append((turns[org_id], position, delivery_id, org_id, endpoint_id))
+        ranked.sort()
         chosen: dict[str, list[tuple[UUID, UUID]]] = {}
         taken = 0
-        for delivery_id, org_id, endpoint_id in due:
-            if self._sending + taken >= self._policy.concurrency:
+        for _, _, delivery_id, org_id, endpoint_id in ranked:
+            if self._sending + taken >= policy.concurrency:
                 break
-            if self._per_endpoint.get(endpoint_id, 0) >= self._policy.per_endpoint:
+            if (
+                self._per_endpoint.get(endpoint_id, 0) >= policy.per_endpoint
+                or self._per_org.get(org_id, 0) >= policy.per_org
+            ):
                 self._backlog = True
-                continue  # that endpoint has its share in flight; others go first
+                continue  # that endpoint or organisation has its share in flight
             self._per_endpoint[endpoint_id] = self._per_endpoint.get(endpoint_id, 0) + 1
+            self._per_org[org_id] = self._per_org.get(org_id, 0) + 1
             chosen.setdefault(org_id, []).append((delivery_id, endpoint_id))
             taken += 1
         started = 0
@@ -173,7 +198,7 @@ class WebhookDeliverer:
             got = {delivery.id for delivery in claimed}
             for delivery_id, endpoint_id in items:
                 if delivery_id not in got:
-                    self._release(endpoint_id)
+                    self._release(org_id, endpoint_id)
         for delivery in claimed:
             self._sending += 1
             task = asyncio.get_running_loop().create_task(
@@ -183,12 +208,9 @@ class WebhookDeliverer:
             task.add_done_callback(self._tasks.discard)
         return len(claimed)
 
-    def _release(self, endpoint_id: UUID) -> None:
-        left = self._per_endpoint.get(endpoint_id, 1) - 1
-        if left > 0:
-            self._per_endpoint[endpoint_id] = left
-        else:
-            self._per_endpoint.pop(endpoint_id, None)
+    def _release(self, org_id: str, endpoint_id: UUID) -> None:
+        _give_back(self._per_endpoint, endpoint_id)
+        _give_back(self._per_org, org_id)
 
     async def aclose(self) -> None:
         """Stop sending: what was in flight is claimed again after its lease, same id."""
@@ -220,7 +242,7 @@ class WebhookDeliverer:
         except Exception:
             log.exception("webhook_delivery_crashed", delivery_id=str(delivery.id))
         finally:
-            self._release(delivery.endpoint_id)
+            self._release(delivery.org_id, delivery.endpoint_id)
             self._sending -= 1
             # More were due: sweep again now rather than at the next interval — once a quarter
             # of the slots are free (this task still holds one), so one query fills several.
@@ -390,3 +412,11 @@ class WebhookDeliverer:
         if endpoint.failing_since is None:
             return msgspec.structs.replace(endpoint, failing_since=failing_since)
         return endpoint
+
+
+def _give_back(counts: dict[_Key, int], key: _Key) -> None:
+    left = counts.get(key, 1) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)

@@ -499,11 +499,13 @@ class WebhookDirectory(Protocol):
     Answers ids and counts, never payloads."""
 
     async def due(
-        self, now: datetime, per_endpoint: int, limit: int
+        self, now: datetime, per_endpoint: int, per_org: int, limit: int
     ) -> list[tuple[UUID, str, UUID]]:
         """(delivery id, org id, endpoint id) of pending deliveries that are due and not leased
-        by a live worker, oldest first, at most ``per_endpoint`` of any one endpoint (so one
-        endpoint's backlog never hides another's)."""
+        by a live worker: at most ``per_endpoint`` of any one endpoint and ``per_org`` of any
+        one organisation, in turns (every organisation's oldest, then every one's second, …;
+        oldest first within a turn), so one endpoint's or one organisation's backlog never
+        hides another's."""
         ...
 
     async def pending(self) -> tuple[int, datetime | None]:

@@ -37,7 +37,7 @@ class SqlWebhookDirectory:
                 return list(result.all())
 
     async def due(
-        self, now: datetime, per_endpoint: int, limit: int
+        self, now: datetime, per_endpoint: int, per_org: int, limit: int
     ) -> list[tuple[UUID, str, UUID]]:
         place = (
             func.row_number()
@@ -47,7 +47,7 @@ class SqlWebhookDirectory:
             )
             .label("place")
         )
-        ranked = (
+        by_endpoint = (
             select(
                 DELIVERIES.c.id,
                 DELIVERIES.c.org_id,
@@ -62,15 +62,35 @@ class SqlWebhookDirectory:
             )
             .subquery()
         )
+        turn = (
+            func.row_number()
+            .over(
+                partition_by=by_endpoint.c.org_id,
+                order_by=(by_endpoint.c.next_attempt_at, by_endpoint.c.id),
+            )
+            .label("turn")
+        )
+        by_org = (
+            select(
+                by_endpoint.c.id,
+                by_endpoint.c.org_id,
+                by_endpoint.c.endpoint_id,
+                by_endpoint.c.next_attempt_at,
+                turn,
+            )
+            .where(by_endpoint.c.place <= per_endpoint)
+            .subquery()
+        )
         sqlite = (
-            select(ranked.c.id, ranked.c.org_id, ranked.c.endpoint_id)
-            .where(ranked.c.place <= per_endpoint)
-            .order_by(ranked.c.next_attempt_at)
+            select(by_org.c.id, by_org.c.org_id, by_org.c.endpoint_id)
+            .where(by_org.c.turn <= per_org)
+            .order_by(by_org.c.turn, by_org.c.next_attempt_at, by_org.c.id)
             .limit(limit)
         )
         rows = await self._rows(
-            "SELECT id, org_id, endpoint_id FROM heimdex_due_webhook_deliveries(:now, :per, :lim)",
-            {"now": now, "per": per_endpoint, "lim": limit},
+            "SELECT id, org_id, endpoint_id "
+            "FROM heimdex_due_webhook_deliveries(:now, :per, :per_org, :lim)",
+            {"now": now, "per": per_endpoint, "per_org": per_org, "lim": limit},
             sqlite,
         )
         return [(UUID(str(row[0])), str(row[1]), UUID(str(row[2]))) for row in rows]

@@ -113,6 +113,8 @@ async def main(runs: int, deliveries: int) -> None:
             log_level="warning",
             webhook_concurrency=16,
             webhook_endpoint_concurrency=2,
+            # One organisation here, so its cap is the process's: 16 in flight, as the bare loop.
+            webhook_org_concurrency=16,
         )
     )
     await services.startup()

@@ -173,24 +173,36 @@ def test_an_oversize_header_is_cut_off_and_does_not_stall_others(
     chunk = b"a" * 65536
     budget = 64 << 20  # the 64 MiB header
 
+    state: dict[str, object] = {}
+
     def oversize_header() -> None:
         sent = 0
         started = time.perf_counter()
+        state.update(phase="connecting", sent=0)
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             try:
                 sock.sendall(HEAD + b"X-Big: ")
                 while sent < budget and not attack.stopping.is_set():
+                    state.update(phase="sending", sent=sent)
                     sock.sendall(chunk)
                     sent += len(chunk)
-            except OSError:
-                pass  # reset by the server: cut off
+            except OSError as exc:
+                state.update(phase="cut off", error=repr(exc))  # reset by the server
             else:
                 if sent < budget:
                     return  # stopped by the test, not the server
             cutoffs.append((sent, time.perf_counter() - started))
 
     with Attack(oversize_header) as attack:
-        wait_until(lambda: len(cutoffs) >= 1, 30, "the first oversize header was not cut off")
+        try:
+            wait_until(lambda: len(cutoffs) >= 1, 30, "the first oversize header was not cut off")
+        except AssertionError as exc:
+            # What the attacker saw instead (connects that failed, rounds), and the server's own
+            # words: a failure here must say why.
+            raise AssertionError(
+                f"{exc}; attacker {state}, rounds {attack.rounds}, errors "
+                f"{attack.errors[-5:]!r}, server alive: {server.process.poll() is None}"
+            ) from exc
         assert_health_holds(port, alone)
     assert cutoffs, "no oversize header was cut off"
     for sent, seconds in cutoffs:

@@ -1,4 +1,5 @@
-"""Job leases and the job directory: one contract, on SQLite and PostgreSQL (runtime role)."""
+"""Job leases and the job directory: one contract, on SQLite, PostgreSQL (runtime role) and the
+application tests' in-memory fakes."""
 
 from __future__ import annotations
 
@@ -17,22 +18,27 @@ from heimdex.adapters.db.engine import Database
 from heimdex.adapters.db.job_directory import SqlJobDirectory
 from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.domain.model import Job, JobKind, JobStatus, ThumbnailSpec
+from heimdex.domain.ports import JobDirectory, UnitOfWorkFactory
 from tests.builders import T0, make_job
 from tests.contract.test_repositories import new_org, stored_asset
 from tests.fixtures.db import PostgresCatalogue
+from tests.unit.fakes import FakeDatabase, FakeJobDirectory
 
 
 @pytest.fixture
-def uow(database: Database) -> SqlUnitOfWorkFactory:
-    return SqlUnitOfWorkFactory(database)
+async def directory(backend: str, uow: UnitOfWorkFactory) -> AsyncIterator[JobDirectory]:
+    """The directory over the same store as ``uow`` (the contract conftest's backends)."""
+    if isinstance(uow, FakeDatabase):
+        yield FakeJobDirectory(uow)
+        return
+    database = Database(backend)
+    try:
+        yield SqlJobDirectory(database)
+    finally:
+        await database.dispose()
 
 
-@pytest.fixture
-def directory(database: Database) -> SqlJobDirectory:
-    return SqlJobDirectory(database)
-
-
-async def stored_job(uow: SqlUnitOfWorkFactory, org: str, **changes: Any) -> Job:
+async def stored_job(uow: UnitOfWorkFactory, org: str, **changes: Any) -> Job:
     asset = await stored_asset(uow, org)
     fresh: dict[str, Any] = {
         "status": JobStatus.QUEUED,
@@ -48,7 +54,7 @@ async def stored_job(uow: SqlUnitOfWorkFactory, org: str, **changes: Any) -> Job
     return job
 
 
-async def test_new_columns_round_trip(uow: SqlUnitOfWorkFactory) -> None:
+async def test_new_columns_round_trip(uow: UnitOfWorkFactory) -> None:
     org = new_org()
     job = await stored_job(
         uow,
@@ -63,7 +69,7 @@ async def test_new_columns_round_trip(uow: SqlUnitOfWorkFactory) -> None:
         assert await work.jobs.get(job.id) == job
 
 
-async def test_claim_once_among_concurrent_workers(uow: SqlUnitOfWorkFactory) -> None:
+async def test_claim_once_among_concurrent_workers(uow: UnitOfWorkFactory) -> None:
     org = new_org()
     job = await stored_job(uow, org)
 
@@ -84,7 +90,7 @@ async def test_claim_once_among_concurrent_workers(uow: SqlUnitOfWorkFactory) ->
 
 
 async def test_a_live_lease_blocks_and_an_expired_one_is_taken_over(
-    uow: SqlUnitOfWorkFactory,
+    uow: UnitOfWorkFactory,
 ) -> None:
     org = new_org()
     job = await stored_job(uow, org)
@@ -107,7 +113,7 @@ async def test_a_live_lease_blocks_and_an_expired_one_is_taken_over(
         await work.commit()
 
 
-async def test_a_job_not_yet_due_is_not_claimable(uow: SqlUnitOfWorkFactory) -> None:
+async def test_a_job_not_yet_due_is_not_claimable(uow: UnitOfWorkFactory) -> None:
     org = new_org()
     job = await stored_job(uow, org, next_attempt_at=T0 + timedelta(seconds=30))
     async with uow(org) as work:
@@ -118,7 +124,7 @@ async def test_a_job_not_yet_due_is_not_claimable(uow: SqlUnitOfWorkFactory) -> 
         assert later is not None
 
 
-async def test_latest_for_asset(uow: SqlUnitOfWorkFactory) -> None:
+async def test_latest_for_asset(uow: UnitOfWorkFactory) -> None:
     org = new_org()
     job = await stored_job(uow, org)
     newer = msgspec.structs.replace(
@@ -135,7 +141,7 @@ async def test_latest_for_asset(uow: SqlUnitOfWorkFactory) -> None:
 
 
 async def test_directory_answers_the_org_of_a_job_id_only(
-    uow: SqlUnitOfWorkFactory, directory: SqlJobDirectory
+    uow: UnitOfWorkFactory, directory: JobDirectory
 ) -> None:
     org = new_org()
     job = await stored_job(uow, org)
@@ -144,7 +150,7 @@ async def test_directory_answers_the_org_of_a_job_id_only(
 
 
 async def test_directory_lists_due_jobs_across_organisations(
-    uow: SqlUnitOfWorkFactory, directory: SqlJobDirectory
+    uow: UnitOfWorkFactory, directory: JobDirectory
 ) -> None:
     org_a, org_b = new_org(), new_org()
     never_enqueued = await stored_job(uow, org_a)
@@ -179,7 +185,7 @@ async def test_directory_lists_due_jobs_across_organisations(
 
 
 async def test_directory_counts_active_jobs_across_organisations(
-    uow: SqlUnitOfWorkFactory, directory: SqlJobDirectory
+    uow: UnitOfWorkFactory, directory: JobDirectory
 ) -> None:
     """The queue depth: on PostgreSQL the runtime role, which sees one organisation per
     transaction, still counts every organisation's queued and running jobs."""
@@ -197,10 +203,12 @@ async def test_directory_counts_active_jobs_across_organisations(
 
 
 # -- whose turn it is -----------------------------------------------------------------------------
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "fake"])
 def private_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated database of the test's own: the turn is taken across every organisation, so
-    other tests' jobs must not be in it."""
+    """A migrated database of the test's own, or "fake": the turn is taken across every
+    organisation, so other tests' jobs must not be in it."""
+    if request.param == "fake":
+        return "fake"
     if request.param == "sqlite":
         template: Path = request.getfixturevalue("sqlite_template")
         shutil.copyfile(template, tmp_path / "turns.db")
@@ -210,18 +218,25 @@ def private_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def private_database(private_database_url: str) -> AsyncIterator[Database]:
+async def private_store(
+    private_database_url: str,
+) -> AsyncIterator[tuple[UnitOfWorkFactory, JobDirectory]]:
+    """A unit of work and the job directory over that private store."""
+    if private_database_url == "fake":
+        fake = FakeDatabase()
+        yield fake, FakeJobDirectory(fake)
+        return
     database = Database(private_database_url)
     try:
-        yield database
+        yield SqlUnitOfWorkFactory(database), SqlJobDirectory(database)
     finally:
         await database.dispose()
 
 
 async def test_the_turn_is_the_organisation_with_the_fewest_jobs_running(
-    private_database: Database,
+    private_store: tuple[UnitOfWorkFactory, JobDirectory],
 ) -> None:
-    uow, directory = SqlUnitOfWorkFactory(private_database), SqlJobDirectory(private_database)
+    uow, directory = private_store
     busy, waiting = new_org(), new_org()
     await stored_job(
         uow,
@@ -239,10 +254,10 @@ async def test_the_turn_is_the_organisation_with_the_fewest_jobs_running(
 
 
 async def test_among_equals_the_turn_is_the_organisation_served_longest_ago(
-    private_database: Database,
+    private_store: tuple[UnitOfWorkFactory, JobDirectory],
 ) -> None:
     # One worker slot: nobody is running when it picks, so who ran last decides.
-    uow, directory = SqlUnitOfWorkFactory(private_database), SqlJobDirectory(private_database)
+    uow, directory = private_store
     served, never_served, served_long_ago = new_org(), new_org(), new_org()
     await stored_job(uow, served, status=JobStatus.SUCCEEDED, started_at=T0)
     oldest = await stored_job(uow, served, created_at=T0 - timedelta(hours=1))
@@ -268,9 +283,9 @@ async def test_among_equals_the_turn_is_the_organisation_served_longest_ago(
 
 
 async def test_the_turn_prefers_the_messages_organisation_then_its_oldest_job(
-    private_database: Database,
+    private_store: tuple[UnitOfWorkFactory, JobDirectory],
 ) -> None:
-    uow, directory = SqlUnitOfWorkFactory(private_database), SqlJobDirectory(private_database)
+    uow, directory = private_store
     mine, other = new_org(), new_org()
     await stored_job(uow, other, created_at=T0 - timedelta(hours=1))
     await stored_job(uow, mine, created_at=T0 - timedelta(minutes=1))
@@ -280,8 +295,10 @@ async def test_the_turn_prefers_the_messages_organisation_then_its_oldest_job(
     assert (turn.job_id, turn.enqueued_at) == (first.id, None)
 
 
-async def test_the_turn_is_a_claimable_job_only(private_database: Database) -> None:
-    uow, directory = SqlUnitOfWorkFactory(private_database), SqlJobDirectory(private_database)
+async def test_the_turn_is_a_claimable_job_only(
+    private_store: tuple[UnitOfWorkFactory, JobDirectory],
+) -> None:
+    uow, directory = private_store
     org = new_org()
     await stored_job(uow, org, next_attempt_at=T0 + timedelta(minutes=5))  # backing off
     await stored_job(uow, org, status=JobStatus.RUNNING, lease_expires_at=T0 + timedelta(minutes=1))

@@ -6,6 +6,7 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Final
 from uuid import UUID
 
 from heimdex.adapters.auth.jwt import JwtCodec
@@ -22,11 +23,18 @@ from heimdex.adapters.db.webhook_directory import SqlWebhookDirectory
 from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
 from heimdex.adapters.media.pyav_pictures import PyAVPictureMaker
 from heimdex.adapters.media.pyav_thumbnailer import PyAVThumbnailer
+from heimdex.adapters.metrics.exporter import MetricsServer as MetricsServer
+from heimdex.adapters.metrics.exporter import serve_metrics
 from heimdex.adapters.metrics.measured_media import MeasuredProber, MeasuredThumbnailer
 from heimdex.adapters.metrics.prometheus import PrometheusMetrics
 from heimdex.adapters.offload import run_blocking
 from heimdex.adapters.queue.inprocess import InProcessJobQueue
-from heimdex.adapters.queue.redis import HeimdexStreamBroker, RedisJobQueue, build_redis_broker
+from heimdex.adapters.queue.redis import (
+    RUN_JOB_TASK,
+    HeimdexStreamBroker,
+    RedisJobQueue,
+    build_redis_broker,
+)
 from heimdex.adapters.queue.redis_checks import RedisConfigCheck, redis_config_report
 from heimdex.adapters.ratelimit.memory import InProcessRateLimiter
 from heimdex.adapters.ratelimit.redis import RedisRateLimiter
@@ -70,6 +78,9 @@ from heimdex.logs import get_logger
 from heimdex.settings import Settings
 
 log = get_logger(__name__)
+
+#: the task a worker process runs job ids through (``heimdex.entrypoints.worker``)
+JOB_TASK_NAME: Final = RUN_JOB_TASK
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,3 +494,23 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         replay=ReplayService(uow, webhook_directory, webhook_directory, clock),
         rate_limiter=build_rate_limiter(settings),
     )
+
+
+def migrate_database(settings: Settings, revision: str) -> None:
+    """``heimdex db upgrade``: the schema to ``revision``, as the migration (owner) role."""
+    upgrade(
+        settings.resolved_migration_database_url,
+        revision=revision,
+        directory=settings.database.migrations_dir,
+    )
+
+
+def build_worker_broker(settings: Settings) -> HeimdexStreamBroker:
+    """The Redis stream broker a worker process reads job ids from (connects to nothing yet)."""
+    return build_redis_broker(settings.redis.url, queue_name=settings.redis.queue_name)
+
+
+def serve_worker_metrics(services: Services, port: int) -> MetricsServer:
+    """A worker process's own ``/metrics`` on ``port`` (its jobs are counted nowhere else)."""
+    settings = services.settings
+    return serve_metrics(services.metrics, settings.http.host, port, settings.metrics.token)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import anyio
 from litestar import Request, Response, get
 
-from heimdex.adapters.metrics.exporter import bearer_matches
+from heimdex.domain.bearer import bearer_matches
 from heimdex.domain.errors import HeimdexError, Unauthenticated
 from heimdex.entrypoints.http.deps import services_from
 from heimdex.logs import get_logger

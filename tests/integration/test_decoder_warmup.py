@@ -18,9 +18,9 @@ from tests.fixtures.app import TEST_SECRET
 
 
 def decoders(services: Services) -> tuple[PyAVProber, PyAVThumbnailer]:
-    assert isinstance(services.prober, PyAVProber)
-    assert isinstance(services.thumbnailer, PyAVThumbnailer)
-    return services.prober, services.thumbnailer
+    assert isinstance(services.adapters.prober, PyAVProber)
+    assert isinstance(services.adapters.thumbnailer, PyAVThumbnailer)
+    return services.adapters.prober, services.adapters.thumbnailer
 
 
 async def test_a_warmed_app_starts_its_decode_processes_in_the_background(

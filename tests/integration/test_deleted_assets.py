@@ -332,7 +332,7 @@ async def test_old_signed_urls_answer_404_once_the_asset_is_deleted_mid_job(
         answer = await client.get(f"{parts.path}?{parts.query}")
         assert answer.status_code == 404, answer.text
         assert answer.json()["code"] == "not_found"
-    storage: Storage = app.state.services.storage
+    storage: Storage = app.state.services.adapters.storage
     org_id, asset_id = org_a, uuid.UUID(asset["asset_id"])
     assert await storage.stat(sidecar_key(org_id, asset_id)) is None
     for index in range(len(urls)):

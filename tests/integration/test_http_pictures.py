@@ -275,7 +275,7 @@ async def test_deleting_the_asset_deletes_its_storyboard_and_poster(
     poster = (await client.get(f"{url}/poster", headers=bearer(token))).json()["url"]
     sprite = (await client.get(f"{url}/storyboard", headers=bearer(token))).json()
     sprite_url = sprite["sprites"][0]["url"]
-    storage = services_from(client.app.state).storage
+    storage = services_from(client.app.state).adapters.storage
     keys = [urlsplit(u).path.removeprefix("/v1/files/") for u in (poster, sprite_url)]
     assert all([await storage.stat(key) for key in keys])
     assert (await client.delete(url, headers=bearer(token))).status_code == 204

@@ -66,7 +66,7 @@ async def test_a_signed_file_may_be_kept_privately_until_its_url_expires(
     h264_aac_mp4: Path,
 ) -> None:
     asset = await ingest_file(client, make_token(org_a), h264_aac_mp4)
-    storage: Storage = app.state.services.storage
+    storage: Storage = app.state.services.adapters.storage
     key = thumbnail_key(org_a, uuid.UUID(asset["asset_id"]), 0, "jpg")
     await storage.write_bytes(key, b"\xff\xd8\xff")
     url = urlsplit(await storage.download_url(key, "http://testserver", int(time.time()) + 600))

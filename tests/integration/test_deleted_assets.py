@@ -43,7 +43,7 @@ from heimdex.domain.storage_keys import (
     sidecars_prefix,
     thumbnail_key,
 )
-from tests.fixtures.app import TokenFactory, bearer, ingest_file, wait_for_job
+from tests.fixtures.app import TokenFactory, bearer, ingest_file, services_of, wait_for_job
 from tests.fixtures.probers import shared_pyav_prober
 from tests.fixtures.s3 import MotoServer, s3_storage
 from tests.unit.fakes import FakeClock, FakeMetrics, FakeQueue
@@ -285,7 +285,7 @@ def settings_overrides(database_url: str, gate: GatedThumbnailer) -> dict[str, A
 
 
 def _jobs_finished(app: Litestar) -> float:
-    registry = app.state.services.metrics.registry
+    registry = services_of(app).metrics.registry
     return sum(
         registry.get_sample_value(
             "heimdex_job_duration_seconds_count",
@@ -332,7 +332,7 @@ async def test_old_signed_urls_answer_404_once_the_asset_is_deleted_mid_job(
         answer = await client.get(f"{parts.path}?{parts.query}")
         assert answer.status_code == 404, answer.text
         assert answer.json()["code"] == "not_found"
-    storage: Storage = app.state.services.adapters.storage
+    storage: Storage = services_of(app).adapters.storage
     org_id, asset_id = org_a, uuid.UUID(asset["asset_id"])
     assert await storage.stat(sidecar_key(org_id, asset_id)) is None
     for index in range(len(urls)):
@@ -341,7 +341,7 @@ async def test_old_signed_urls_answer_404_once_the_asset_is_deleted_mid_job(
     await storage.write_bytes(thumbnail_key(org_id, asset_id, 0, "jpg"), b"\xff\xd8\xffold")
     assert (await client.get(f"{urls[0].path}?{urls[0].query}")).status_code == 404
     # ... and the app's periodic sweep removes it (run on the app's own event loop).
-    services = app.state.services
+    services = services_of(app)
     assert services.derived_files.sweep in services.sweeps()
     swept = await anyio.to_thread.run_sync(
         client.blocking_portal.call, services.derived_files.sweep_now

@@ -6,20 +6,32 @@ first file part is written to a temporary file (never held in memory), probed, t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from litestar import Request, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, InternalServerException
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, RequestBody, Schema
 from python_multipart.multipart import parse_options_header
 
+from heimdex.application.probing import ProbeService
 from heimdex.domain import errors
 from heimdex.domain.errors import InvalidInput
 from heimdex.domain.media import MediaInfo
-from heimdex.entrypoints.http.deps import services_from
 from heimdex.entrypoints.http.openapi import SERVER, documented, raises
+
+
+# Runtime-checkable: Litestar checks a dependency's value against the handler's annotation.
+@runtime_checkable
+class BodySpool(Protocol):
+    """Where the multipart body's first file part is written while it streams in."""
+
+    def first_file(
+        self, body: AsyncIterable[bytes], boundary: bytes, max_bytes: int
+    ) -> AbstractAsyncContextManager[Path]: ...
 
 
 @post(
@@ -51,17 +63,18 @@ from heimdex.entrypoints.http.openapi import SERVER, documented, raises
         ),
     ),
 )
-async def legacy_metadata(request: Request[Any, Any, Any], state: State) -> MediaInfo:
-    services = services_from(state)
-    settings = services.settings
+async def legacy_metadata(
+    request: Request[Any, Any, Any],
+    probing: NamedDependency[ProbeService],
+    request_bodies: NamedDependency[BodySpool],
+    max_upload_bytes: NamedDependency[int],
+) -> MediaInfo:
     content_type, params = parse_options_header(request.headers.get("content-type"))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise InvalidInput("send the file as multipart/form-data")
-    async with services.request_bodies.first_file(
-        _body(request), boundary, settings.uploads.max_size_bytes
-    ) as path:
-        return await services.probing.probe_file(path)
+    async with request_bodies.first_file(_body(request), boundary, max_upload_bytes) as path:
+        return await probing.probe_file(path)
 
 
 async def _body(request: Request[Any, Any, Any]) -> AsyncIterator[bytes]:

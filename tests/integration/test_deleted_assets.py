@@ -4,6 +4,7 @@ local storage and S3 (a moto server)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -18,7 +19,6 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from heimdex import bootstrap
 from heimdex.adapters.auth.url_signing import HmacUrlSigner
 from heimdex.adapters.db.engine import Database
 from heimdex.adapters.db.job_directory import SqlJobDirectory
@@ -32,6 +32,7 @@ from heimdex.application.job_policy import JobPolicy
 from heimdex.application.job_requests import JobRequests
 from heimdex.application.job_runner import JobRunner
 from heimdex.application.sidecars import SidecarService
+from heimdex.bootstrap import build_adapters
 from heimdex.domain.errors import NotFound
 from heimdex.domain.media import MediaInfo
 from heimdex.domain.model import Asset, JobKind, Principal, Thumbnail, ThumbnailSpec
@@ -43,6 +44,8 @@ from heimdex.domain.storage_keys import (
     sidecars_prefix,
     thumbnail_key,
 )
+from heimdex.entrypoints.http.app import create_app
+from heimdex.settings import Settings
 from tests.fixtures.app import TokenFactory, bearer, ingest_file, services_of, wait_for_job
 from tests.fixtures.probers import shared_pyav_prober
 from tests.fixtures.s3 import MotoServer, s3_storage
@@ -271,17 +274,22 @@ async def test_the_sweep_removes_derived_files_of_assets_that_are_gone(
 
 # -- through HTTP, on the embedded default's local storage ------------------------------------
 @pytest.fixture
-def gate(monkeypatch: pytest.MonkeyPatch) -> GatedThumbnailer:
-    """The app's thumbnailer, gated (built once, by ``create_app``)."""
+def gate() -> GatedThumbnailer:
     gated = GatedThumbnailer(FfmpegThumbnailer(concurrency=1))
     gated.armed = False
-    monkeypatch.setattr(bootstrap, "build_thumbnailer", lambda settings: gated)
     return gated
 
 
 @pytest.fixture
-def settings_overrides(database_url: str, gate: GatedThumbnailer) -> dict[str, Any]:
+def settings_overrides(database_url: str) -> dict[str, Any]:
     return {"database_url": database_url, "thumbnailer": "ffmpeg"}
+
+
+@pytest.fixture
+def app(settings: Settings, gate: GatedThumbnailer) -> Litestar:
+    """The app as configured, its thumbnailer gated (passed through the real wiring)."""
+    adapters = dataclasses.replace(build_adapters(settings), thumbnailer=gate)
+    return create_app(settings=settings, adapters=adapters)
 
 
 def _jobs_finished(app: Litestar) -> float:

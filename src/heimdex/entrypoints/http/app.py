@@ -86,7 +86,7 @@ def create_app(
     *,
     adapters: Adapters | None = None,
     warm_decoders: bool = False,
-) -> HeimdexApp:
+) -> Litestar:
     """Build the app. Given ``services`` the caller owns them; otherwise they are built from
     ``settings`` (or the environment) on ``adapters`` (by default built from the same settings)
     and closed when the app shuts down. ``warm_decoders`` starts the decode processes in the

@@ -124,8 +124,9 @@ async def embedded_job_seconds(workdir: Path, data: bytes, runs: int) -> tuple[l
         raw = await services.sidecars.document(principal, asset.id)
         document = msgspec.json.decode(raw, type=SidecarDocument)
         images = set()
+        storage = services.adapters.storage
         for thumbnail in document.thumbnails:
-            images.add(b"".join([c async for c in services.storage.read_chunks(thumbnail.key)]))
+            images.add(b"".join([c async for c in storage.read_chunks(thumbnail.key)]))
         tiles = document.storyboard.tiles if document.storyboard else []
         made = Made(
             thumbnails=len(document.thumbnails),

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Final, Protocol
 from uuid import UUID
 
 from heimdex.adapters.auth.jwt import JwtCodec
@@ -20,13 +23,21 @@ from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.adapters.db.upload_directory import SqlUploadDirectory
 from heimdex.adapters.db.webhook_directory import SqlWebhookDirectory
 from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
+from heimdex.adapters.media.pooled_decoder import PooledDecoder
 from heimdex.adapters.media.pyav_pictures import PyAVPictureMaker
 from heimdex.adapters.media.pyav_thumbnailer import PyAVThumbnailer
+from heimdex.adapters.metrics.exporter import MetricsServer as MetricsServer
+from heimdex.adapters.metrics.exporter import serve_metrics
 from heimdex.adapters.metrics.measured_media import MeasuredProber, MeasuredThumbnailer
 from heimdex.adapters.metrics.prometheus import PrometheusMetrics
 from heimdex.adapters.offload import run_blocking
 from heimdex.adapters.queue.inprocess import InProcessJobQueue
-from heimdex.adapters.queue.redis import HeimdexStreamBroker, RedisJobQueue, build_redis_broker
+from heimdex.adapters.queue.redis import (
+    RUN_JOB_TASK,
+    HeimdexStreamBroker,
+    RedisJobQueue,
+    build_redis_broker,
+)
 from heimdex.adapters.queue.redis_checks import RedisConfigCheck, redis_config_report
 from heimdex.adapters.ratelimit.memory import InProcessRateLimiter
 from heimdex.adapters.ratelimit.redis import RedisRateLimiter
@@ -59,11 +70,20 @@ from heimdex.domain.errors import HeimdexError, QueueMisconfigured, TenancyUnsaf
 from heimdex.domain.ports import (
     Clock,
     HealthCheck,
+    IdempotencyStore,
+    JobDirectory,
+    JobQueue,
+    JobReplayDirectory,
+    PictureMaker,
     Prober,
     RateLimiter,
     Storage,
     Thumbnailer,
+    UnitOfWorkFactory,
+    UploadDirectory,
     UrlSigner,
+    WebhookDirectory,
+    WebhookSender,
 )
 from heimdex.domain.rate_limit import RatePolicy
 from heimdex.logs import get_logger
@@ -71,22 +91,88 @@ from heimdex.settings import Settings
 
 log = get_logger(__name__)
 
+#: the task a worker process runs job ids through (``heimdex.entrypoints.worker``)
+JOB_TASK_NAME: Final = RUN_JOB_TASK
+
+
+class RunnableQueue(JobQueue, Protocol):
+    """A job queue this process starts and stops (the in-process broker, or Redis streams)."""
+
+    async def startup(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+class OutboxUnitOfWorkFactory(UnitOfWorkFactory, Protocol):
+    """Units of work that call ``on_outbox_commit`` after a commit that recorded webhook events."""
+
+    on_outbox_commit: Callable[[], None] | None
+
+
+class JobDispatch:
+    """The in-process queue's handler. The queue is an adapter and the job runner a use case
+    built on it, so :func:`build_services` binds the runner here once it exists."""
+
+    def __init__(self) -> None:
+        self.runner: Callable[[UUID], Awaitable[None]] | None = None
+
+    async def __call__(self, job_id: UUID) -> None:
+        if self.runner is None:
+            raise RuntimeError("no job runner is bound: build the services first")
+        await self.runner(job_id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Adapters:
+    """Every concrete part, built from the settings by :func:`build_adapters` (connecting to
+    nothing yet). A test swaps any of them for a fake and builds the real use cases on top:
+    ``build_services(settings, replace(adapters, storage=FakeStorage()))``."""
+
+    clock: Clock
+    database: Database
+    uow: OutboxUnitOfWorkFactory
+    job_directory: JobDirectory
+    upload_directory: UploadDirectory
+    webhook_directory: WebhookDirectory
+    replay_directory: JobReplayDirectory
+    idempotency_store: IdempotencyStore
+    signer: UrlSigner
+    tokens: JwtCodec
+    storage: Storage
+    prober: Prober
+    thumbnailer: Thumbnailer
+    #: storyboards and posters (PyAV, in the thumbnailer's decode pool or one of its own)
+    picture_maker: PictureMaker | None
+    queue: RunnableQueue
+    #: what the in-process queue runs each job id through (bound to the job runner)
+    dispatch: JobDispatch
+    webhook_sender: WebhookSender
+    #: per-organisation request buckets; ``None`` when ``HEIMDEX_RATE_LIMIT_PER_SECOND`` is 0
+    rate_limiter: RateLimiter | None
+    metrics: PrometheusMetrics
+    #: where the legacy endpoint spools request bodies (swept with the scratch files)
+    request_bodies: RequestBodyFiles
+    #: configuration checks beside the parts' own (row-level security, Redis' eviction policy)
+    config_checks: Mapping[str, HealthCheck]
+    #: releases what was built, last built first: registered as each part was built
+    resources: AsyncExitStack = field(repr=False)
+
 
 @dataclass(frozen=True, slots=True)
 class Services:
     """Everything the entrypoints need, built once per process."""
 
     settings: Settings
-    database: Database
-    storage: Storage
-    prober: Prober
-    thumbnailer: Thumbnailer
-    queue: InProcessJobQueue | RedisJobQueue
+    #: the parts the use cases below were built on (start-up, shutdown, tests)
+    adapters: Adapters
+    #: the HTTP edge's own parts: bearer tokens, the metrics registry, rate limits, spooled
+    #: request bodies (the same objects as in ``adapters``)
     tokens: JwtCodec
-    signer: UrlSigner
+    metrics: PrometheusMetrics
+    rate_limiter: RateLimiter | None
+    request_bodies: RequestBodyFiles
     #: checks the URLs ``signer`` signed, expiry by the process's clock
     signed_urls: SignedUrlVerifier
-    metrics: PrometheusMetrics
     probing: ProbeService
     ingest: IngestService
     assets: AssetService
@@ -101,19 +187,12 @@ class Services:
     #: thumbnails and sidecars of assets that are gone
     derived_files: DerivedFileSweeper
     scratch: ScratchSweeper
-    #: where the legacy endpoint spools request bodies (swept with the scratch files)
-    request_bodies: RequestBodyFiles
     health: HealthService
     #: webhook endpoints and deliveries (the HTTP side), the deliverer, jobs listed, replay
     webhooks: WebhookService
     deliverer: WebhookDeliverer
-    webhook_sender: HttpxWebhookSender
     job_listing: JobListing
     replay: ReplayService
-    #: per-organisation request buckets; ``None`` when ``HEIMDEX_RATE_LIMIT_PER_SECOND`` is 0
-    rate_limiter: RateLimiter | None = None
-    #: storyboards and posters (PyAV, in the thumbnailer's decode pool or one of its own)
-    picture_maker: PyAVPictureMaker | None = None
 
     def sweeps(self) -> tuple[Sweep, ...]:
         """What the periodic sweep runs in a process that sweeps for everyone: due jobs,
@@ -133,7 +212,8 @@ class Services:
         return (self.scratch.sweep,)
 
     async def startup(self, *, start_queue: bool = True) -> None:
-        if self.database.backend == "sqlite":
+        database, queue = self.adapters.database, self.adapters.queue
+        if database.backend == "sqlite":
             # The embedded default migrates itself; PostgreSQL is migrated by its owner role
             # (`heimdex db upgrade`), never by the service's runtime role.
             await run_blocking(
@@ -143,51 +223,37 @@ class Services:
                 self.settings.database.migrations_dir,
             )
         else:
-            await self._check_tenancy()
-        if isinstance(self.queue, RedisJobQueue):
-            await check_redis(self.queue.broker, self.settings)
+            await check_tenancy(database, self.settings)
+        if isinstance(queue, RedisJobQueue):
+            await check_redis(queue.broker, self.settings)
         if start_queue:
-            await self.queue.startup()
+            await queue.startup()
 
     async def warm_decoders(self, *, probing: bool, thumbnails: bool) -> None:
         """Start the decode processes this process will use now rather than on the first probe
         or job: a fresh one imports FFmpeg, which takes seconds on a small machine. A failure
         is logged, not raised: the first real call starts them again, or says why it cannot."""
         started = time.perf_counter()
+        adapters = self.adapters
         # The prober first: a commit waits on it, a job can wait a little.
-        parts: dict[str, object] = {"prober": self.prober} if probing else {}
+        parts: dict[str, object] = {"prober": adapters.prober} if probing else {}
         if thumbnails:
-            parts["thumbnailer"] = self.thumbnailer
-            if self.picture_maker is not None:
-                parts["pictures"] = self.picture_maker
+            parts["thumbnailer"] = adapters.thumbnailer
+            if adapters.picture_maker is not None:
+                parts["pictures"] = adapters.picture_maker
         for name, part in parts.items():
-            warm = getattr(part, "warm", None)  # the PyAV adapters; subprocess ones need none
-            if warm is None:
+            if not isinstance(part, PooledDecoder):  # subprocess adapters need no warming
                 continue
             try:
-                await warm()
+                await part.warm()
             except HeimdexError as exc:
                 log.warning("decoders_not_warmed", part=name, error=exc.message)
                 return
         log.info("decoders_warm", seconds=round(time.perf_counter() - started, 3))
 
-    async def _check_tenancy(self) -> None:
-        await check_tenancy(self.database, self.settings)
-
     async def aclose(self) -> None:
-        await self.deliverer.aclose()
-        await self.webhook_sender.aclose()
-        await self.queue.shutdown()
-        if self.rate_limiter is not None:
-            await self.rate_limiter.aclose()
-        await self.database.dispose()
-        for decoder in (self.prober, self.thumbnailer, self.picture_maker):
-            close = getattr(decoder, "close", None)
-            if close is not None:  # the PyAV adapters' decode pools
-                await close()
-        close_storage = getattr(self.storage, "aclose", None)
-        if close_storage is not None:  # S3's HTTP connections
-            await close_storage()
+        """Release everything built for these services, last built first."""
+        await self.adapters.resources.aclose()
 
 
 async def check_tenancy(database: Database, settings: Settings) -> None:
@@ -237,6 +303,11 @@ async def preflight(settings: Settings) -> None:
             await check_tenancy(database, settings)
     finally:
         await database.dispose()
+
+
+def build_worker_broker(settings: Settings) -> HeimdexStreamBroker:
+    """The Redis stream broker a worker process reads job ids from (connects to nothing yet)."""
+    return build_redis_broker(settings.redis.url, queue_name=settings.redis.queue_name)
 
 
 def build_probe_slots(settings: Settings) -> ProbeSlots:
@@ -330,71 +401,106 @@ def build_rate_limiter(settings: Settings) -> RateLimiter | None:
     return InProcessRateLimiter(policy)
 
 
-def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Services:
-    """Build every adapter and use case from the settings. Connects to nothing yet.
+def build_queue(
+    settings: Settings, dispatch: JobDispatch, broker: HeimdexStreamBroker | None = None
+) -> RunnableQueue:
+    if settings.jobs.queue_backend == "redis":
+        return RedisJobQueue(broker or build_worker_broker(settings))
+    # As many jobs at once as the decoder can work on: more would wait inside it, where
+    # organisations cannot take turns (``JobRunner.run``).
+    return InProcessJobQueue(dispatch, concurrency=settings.decode.workers)
+
+
+def build_adapters(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Adapters:
+    """Build every adapter from the settings. Connects to nothing yet; each part that holds
+    something to release is registered on one exit stack as it is built.
 
     ``broker`` is the worker process's own (with its task registered); the API builds one.
     """
+    resources = AsyncExitStack()
     clock = SystemClock()
-    database = Database(settings.resolved_database_url)
-    uow = SqlUnitOfWorkFactory(database)
     signer = build_signer(settings)
     storage = build_storage(settings, signer)
+    if isinstance(storage, S3Storage):  # its HTTP connections
+        resources.push_async_callback(storage.aclose)
+    database = Database(settings.resolved_database_url)
+    resources.push_async_callback(database.dispose)
     prober = build_prober(settings)
-    request_bodies = RequestBodyFiles(settings.data_dir / "tmp")
-    metrics = PrometheusMetrics()
-    # The use cases get timed media ports; health checks and shutdown use the adapters as built.
-    measured_prober = MeasuredProber(prober, metrics)
-    probe_slots = build_probe_slots(settings)
-    job_runner: JobRunner
-
-    async def run_job(
-        job_id: UUID,
-    ) -> None:  # bound late: the queue and the runner need each other
-        await job_runner.run(job_id)
-
-    queue: InProcessJobQueue | RedisJobQueue
-    if settings.jobs.queue_backend == "redis":
-        queue = RedisJobQueue(
-            broker or build_redis_broker(settings.redis.url, queue_name=settings.redis.queue_name)
-        )
-    else:
-        # As many jobs at once as the decoder can work on: more would wait inside it, where
-        # organisations cannot take turns (``JobRunner.run``).
-        queue = InProcessJobQueue(run_job, concurrency=settings.decode.workers)
     thumbnailer = build_thumbnailer(settings)
     picture_maker = build_picture_maker(settings, thumbnailer)
-    job_directory = SqlJobDirectory(database)
-    policy = job_policy(settings)
-    job_runner = JobRunner(
-        uow,
-        job_directory,
-        queue,
-        storage,
-        MeasuredThumbnailer(thumbnailer, metrics),
-        clock,
-        policy,
-        prober_name=prober.name,
-        metrics=metrics,
-        pictures=picture_maker,
-    )
-    checks: dict[str, HealthCheck] = {
-        "database": database,
-        "storage": storage,
-        "prober": prober,
-        "queue": queue,
-        "thumbnailer": thumbnailer,
-    }
-    webhook_directory = SqlWebhookDirectory(database)
+    for decoder in (prober, thumbnailer, picture_maker):
+        if isinstance(decoder, PooledDecoder):  # the PyAV adapters' decode pools
+            resources.push_async_callback(decoder.close)
     webhook_sender = HttpxWebhookSender(
         timeout=settings.webhooks.timeout_seconds,
         allow_http=not settings.is_production,
         allow_private=settings.webhooks.allow_private_networks,
     )
+    resources.push_async_callback(webhook_sender.aclose)
+    rate_limiter = build_rate_limiter(settings)
+    if rate_limiter is not None:
+        resources.push_async_callback(rate_limiter.aclose)
+    dispatch = JobDispatch()
+    # Stopped first: jobs still running use the database and the decoders.
+    queue = build_queue(settings, dispatch, broker)
+    resources.push_async_callback(queue.shutdown)
+    config_checks: dict[str, HealthCheck] = {}
+    if database.backend == "postgresql":
+        config_checks["tenancy"] = TenancyCheck(database)
+    if isinstance(queue, RedisJobQueue):
+        config_checks["queue_config"] = RedisConfigCheck(queue.broker)
+    webhook_directory = SqlWebhookDirectory(database)
+    return Adapters(
+        clock=clock,
+        database=database,
+        uow=SqlUnitOfWorkFactory(database),
+        job_directory=SqlJobDirectory(database),
+        upload_directory=SqlUploadDirectory(database),
+        webhook_directory=webhook_directory,
+        replay_directory=webhook_directory,
+        idempotency_store=SqlIdempotencyStore(database, clock=clock),
+        signer=signer,
+        tokens=build_tokens(settings, clock),
+        storage=storage,
+        prober=prober,
+        thumbnailer=thumbnailer,
+        picture_maker=picture_maker,
+        queue=queue,
+        dispatch=dispatch,
+        webhook_sender=webhook_sender,
+        rate_limiter=rate_limiter,
+        metrics=PrometheusMetrics(),
+        request_bodies=RequestBodyFiles(settings.data_dir / "tmp"),
+        config_checks=config_checks,
+        resources=resources,
+    )
+
+
+def build_services(settings: Settings, adapters: Adapters) -> Services:
+    """Build every use case on ``adapters`` (the real ones, or some swapped for fakes)."""
+    a = adapters
+    uow, clock, storage, metrics = a.uow, a.clock, a.storage, a.metrics
+    # The use cases get timed media ports; health checks and shutdown use the adapters as built.
+    measured_prober = MeasuredProber(a.prober, metrics)
+    probe_slots = build_probe_slots(settings)
+    policy = job_policy(settings)
+    job_runner = JobRunner(
+        uow,
+        a.job_directory,
+        a.queue,
+        storage,
+        MeasuredThumbnailer(a.thumbnailer, metrics),
+        clock,
+        policy,
+        prober_name=a.prober.name,
+        metrics=metrics,
+        pictures=a.picture_maker,
+    )
+    a.dispatch.runner = job_runner.run
     deliverer = WebhookDeliverer(
         uow,
-        webhook_directory,
-        webhook_sender,
+        a.webhook_directory,
+        a.webhook_sender,
         clock,
         metrics,
         DeliveryPolicy(
@@ -406,23 +512,26 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
             disable_after=timedelta(seconds=settings.webhooks.disable_after_seconds),
         ),
     )
+    # Stopped before any adapter: its deliveries in flight use the sender and the database.
+    a.resources.push_async_callback(deliverer.aclose)
     # An event committed in a process that delivers goes out at once, not at the next sweep.
     uow.on_outbox_commit = deliverer.wake
-    if database.backend == "postgresql":
-        checks["tenancy"] = TenancyCheck(database)
-    if isinstance(queue, RedisJobQueue):
-        checks["queue_config"] = RedisConfigCheck(queue.broker)
+    checks: dict[str, HealthCheck] = {
+        "database": a.database,
+        "storage": storage,
+        "prober": a.prober,
+        "queue": a.queue,
+        "thumbnailer": a.thumbnailer,
+        **a.config_checks,
+    }
     return Services(
         settings=settings,
-        database=database,
-        storage=storage,
-        prober=prober,
-        thumbnailer=thumbnailer,
-        queue=queue,
-        tokens=build_tokens(settings, clock),
-        signer=signer,
-        signed_urls=SignedUrlVerifier(signer, clock),
+        adapters=adapters,
+        tokens=a.tokens,
         metrics=metrics,
+        rate_limiter=a.rate_limiter,
+        request_bodies=a.request_bodies,
+        signed_urls=SignedUrlVerifier(a.signer, clock),
         probing=ProbeService(uow, storage, measured_prober, probe_slots),
         ingest=IngestService(
             uow,
@@ -440,21 +549,20 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         ),
         assets=AssetService(uow, storage),
         idempotency=IdempotencyService(
-            SqlIdempotencyStore(database, clock=clock),
+            a.idempotency_store,
             clock,
             ttl=timedelta(seconds=settings.idempotency.ttl_seconds),
             lease=timedelta(seconds=settings.idempotency.lease_seconds),
         ),
-        jobs=JobRequests(uow, job_directory, queue, clock, policy),
+        jobs=JobRequests(uow, a.job_directory, a.queue, clock, policy),
         job_runner=job_runner,
         sidecars=SidecarService(uow, storage, clock, settings.storage.download_url_ttl_seconds),
         pictures=PictureService(
-            uow, storage, clock, settings.storage.download_url_ttl_seconds, picture_maker
+            uow, storage, clock, settings.storage.download_url_ttl_seconds, a.picture_maker
         ),
-        picture_maker=picture_maker,
         abandoned_uploads=AbandonedUploadSweeper(
             uow,
-            SqlUploadDirectory(database),
+            a.upload_directory,
             storage,
             clock,
             grace=timedelta(seconds=settings.uploads.abandon_after_seconds),
@@ -466,9 +574,8 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
             storage,
             clock,
             max_age=timedelta(seconds=settings.sweeps.scratch_max_age_seconds),
-            also=[request_bodies],
+            also=[a.request_bodies],
         ),
-        request_bodies=request_bodies,
         health=HealthService(checks),
         webhooks=WebhookService(
             uow,
@@ -480,8 +587,29 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
             ),
         ),
         deliverer=deliverer,
-        webhook_sender=webhook_sender,
         job_listing=JobListing(uow),
-        replay=ReplayService(uow, webhook_directory, webhook_directory, clock),
-        rate_limiter=build_rate_limiter(settings),
+        replay=ReplayService(uow, a.replay_directory, a.webhook_directory, clock),
     )
+
+
+def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Services:
+    """Every adapter and use case from the settings. Connects to nothing yet.
+
+    ``broker`` is the worker process's own (with its task registered); the API builds one.
+    """
+    return build_services(settings, build_adapters(settings, broker))
+
+
+def migrate_database(settings: Settings, revision: str) -> None:
+    """``heimdex db upgrade``: the schema to ``revision``, as the migration (owner) role."""
+    upgrade(
+        settings.resolved_migration_database_url,
+        revision=revision,
+        directory=settings.database.migrations_dir,
+    )
+
+
+def serve_worker_metrics(services: Services, port: int) -> MetricsServer:
+    """A worker process's own ``/metrics`` on ``port`` (its jobs are counted nowhere else)."""
+    settings = services.settings
+    return serve_metrics(services.metrics, settings.http.host, port, settings.metrics.token)

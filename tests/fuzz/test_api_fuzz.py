@@ -70,6 +70,7 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -93,7 +94,7 @@ from schemathesis.generation.meta import TestPhase
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from heimdex.bootstrap import build
+from heimdex.bootstrap import build_adapters, build_services
 from heimdex.domain.ports import WebhookResponse
 from heimdex.entrypoints.http.app import create_app
 from heimdex.settings import Settings
@@ -110,25 +111,27 @@ SEED = 20261124
 # would close them there (its decode pool for good) and run the next test half-closed.
 DATA_DIR = Path(tempfile.mkdtemp(prefix="heimdex-fuzz-"))
 atexit.register(shutil.rmtree, DATA_DIR, True)  # also when the module's tests were deselected
-SERVICES = build(
-    Settings.from_flat(
-        data_dir=DATA_DIR / "data",
-        jwt_secret=SECRET,
-        # Small enough that the fuzzer reaches the limit, large enough for the fixture clip.
-        max_upload_size_bytes=4 * 1024 * 1024,
-    )
+
+
+class _NeverSend:
+    """The fuzzer registers webhooks at whatever public URL it makes up: nothing may ever be
+    sent there (tests talk to 127.0.0.1 only). Deliveries are exercised in
+    tests/integration/test_webhook_delivery.py against a receiver on loopback."""
+
+    async def send(self, url: str, headers: dict[str, str], body: bytes) -> WebhookResponse:
+        return WebhookResponse(status_code=None, error_code="connection_error", detail="fuzzing")
+
+
+SETTINGS = Settings.from_flat(
+    data_dir=DATA_DIR / "data",
+    jwt_secret=SECRET,
+    # Small enough that the fuzzer reaches the limit, large enough for the fixture clip.
+    max_upload_size_bytes=4 * 1024 * 1024,
+)
+SERVICES = build_services(
+    SETTINGS, dataclasses.replace(build_adapters(SETTINGS), webhook_sender=_NeverSend())
 )
 APP = create_app(services=SERVICES)
-
-
-async def _never_send(url: str, headers: dict[str, str], body: bytes) -> WebhookResponse:
-    # The fuzzer registers webhooks at whatever public URL it makes up: nothing may ever be
-    # sent there (tests talk to 127.0.0.1 only). Deliveries are exercised in
-    # tests/integration/test_webhook_delivery.py against a receiver on loopback.
-    return WebhookResponse(status_code=None, error_code="connection_error", detail="fuzzing")
-
-
-SERVICES.webhook_sender.send = _never_send  # type: ignore[method-assign]
 
 # Answers to schema-valid data that JSON Schema cannot rule out (see the module docstring).
 _POSITIVE = ["2xx", "3xx", "401", "403", "404", "409", "429"]

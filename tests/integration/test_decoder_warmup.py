@@ -14,13 +14,13 @@ from heimdex.adapters.media.pyav_thumbnailer import PyAVThumbnailer
 from heimdex.bootstrap import Services
 from heimdex.entrypoints.http.app import create_app
 from heimdex.settings import Settings
-from tests.fixtures.app import TEST_SECRET
+from tests.fixtures.app import TEST_SECRET, services_of
 
 
 def decoders(services: Services) -> tuple[PyAVProber, PyAVThumbnailer]:
-    assert isinstance(services.prober, PyAVProber)
-    assert isinstance(services.thumbnailer, PyAVThumbnailer)
-    return services.prober, services.thumbnailer
+    assert isinstance(services.adapters.prober, PyAVProber)
+    assert isinstance(services.adapters.thumbnailer, PyAVThumbnailer)
+    return services.adapters.prober, services.adapters.thumbnailer
 
 
 async def test_a_warmed_app_starts_its_decode_processes_in_the_background(
@@ -28,7 +28,7 @@ async def test_a_warmed_app_starts_its_decode_processes_in_the_background(
 ) -> None:
     settings = Settings.from_flat(data_dir=data_dir, jwt_secret=TEST_SECRET, probe_workers=1)
     app = create_app(settings=settings, warm_decoders=True)
-    prober, thumbnailer = decoders(app.state.services)
+    prober, thumbnailer = decoders(services_of(app))
     async with AsyncTestClient(app=app) as client:
         assert (await client.get("/health")).status_code == 200  # serving while they start
         with anyio.fail_after(60):
@@ -38,7 +38,7 @@ async def test_a_warmed_app_starts_its_decode_processes_in_the_background(
 
 async def test_an_app_not_asked_to_warm_starts_none_until_used(data_dir: Path) -> None:
     app = create_app(settings=Settings.from_flat(data_dir=data_dir, jwt_secret=TEST_SECRET))
-    prober, thumbnailer = decoders(app.state.services)
+    prober, thumbnailer = decoders(services_of(app))
     async with AsyncTestClient(app=app) as client:
         assert (await client.get("/health")).status_code == 200
         await anyio.sleep(0.5)
@@ -54,7 +54,7 @@ async def test_an_api_whose_jobs_run_on_workers_warms_only_its_prober(data_dir: 
         redis_url="redis://127.0.0.1:9/0",  # nothing listens: the API starts all the same
     )
     app = create_app(settings=settings, warm_decoders=True)
-    prober, thumbnailer = decoders(app.state.services)
+    prober, thumbnailer = decoders(services_of(app))
     async with AsyncTestClient(app=app) as client:
         assert (await client.get("/health")).status_code == 200
         with anyio.fail_after(60):

@@ -4,6 +4,7 @@ local storage and S3 (a moto server)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -18,7 +19,6 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from heimdex import bootstrap
 from heimdex.adapters.auth.url_signing import HmacUrlSigner
 from heimdex.adapters.db.engine import Database
 from heimdex.adapters.db.job_directory import SqlJobDirectory
@@ -32,6 +32,7 @@ from heimdex.application.job_policy import JobPolicy
 from heimdex.application.job_requests import JobRequests
 from heimdex.application.job_runner import JobRunner
 from heimdex.application.sidecars import SidecarService
+from heimdex.bootstrap import build_adapters
 from heimdex.domain.errors import NotFound
 from heimdex.domain.media import MediaInfo
 from heimdex.domain.model import Asset, JobKind, Principal, Thumbnail, ThumbnailSpec
@@ -43,7 +44,9 @@ from heimdex.domain.storage_keys import (
     sidecars_prefix,
     thumbnail_key,
 )
-from tests.fixtures.app import TokenFactory, bearer, ingest_file, wait_for_job
+from heimdex.entrypoints.http.app import create_app
+from heimdex.settings import Settings
+from tests.fixtures.app import TokenFactory, bearer, ingest_file, services_of, wait_for_job
 from tests.fixtures.probers import shared_pyav_prober
 from tests.fixtures.s3 import MotoServer, s3_storage
 from tests.unit.fakes import FakeClock, FakeMetrics, FakeQueue
@@ -271,21 +274,26 @@ async def test_the_sweep_removes_derived_files_of_assets_that_are_gone(
 
 # -- through HTTP, on the embedded default's local storage ------------------------------------
 @pytest.fixture
-def gate(monkeypatch: pytest.MonkeyPatch) -> GatedThumbnailer:
-    """The app's thumbnailer, gated (built once, by ``create_app``)."""
+def gate() -> GatedThumbnailer:
     gated = GatedThumbnailer(FfmpegThumbnailer(concurrency=1))
     gated.armed = False
-    monkeypatch.setattr(bootstrap, "build_thumbnailer", lambda settings: gated)
     return gated
 
 
 @pytest.fixture
-def settings_overrides(database_url: str, gate: GatedThumbnailer) -> dict[str, Any]:
+def settings_overrides(database_url: str) -> dict[str, Any]:
     return {"database_url": database_url, "thumbnailer": "ffmpeg"}
 
 
+@pytest.fixture
+def app(settings: Settings, gate: GatedThumbnailer) -> Litestar:
+    """The app as configured, its thumbnailer gated (passed through the real wiring)."""
+    adapters = dataclasses.replace(build_adapters(settings), thumbnailer=gate)
+    return create_app(settings=settings, adapters=adapters)
+
+
 def _jobs_finished(app: Litestar) -> float:
-    registry = app.state.services.metrics.registry
+    registry = services_of(app).metrics.registry
     return sum(
         registry.get_sample_value(
             "heimdex_job_duration_seconds_count",
@@ -332,7 +340,7 @@ async def test_old_signed_urls_answer_404_once_the_asset_is_deleted_mid_job(
         answer = await client.get(f"{parts.path}?{parts.query}")
         assert answer.status_code == 404, answer.text
         assert answer.json()["code"] == "not_found"
-    storage: Storage = app.state.services.storage
+    storage: Storage = services_of(app).adapters.storage
     org_id, asset_id = org_a, uuid.UUID(asset["asset_id"])
     assert await storage.stat(sidecar_key(org_id, asset_id)) is None
     for index in range(len(urls)):
@@ -341,7 +349,7 @@ async def test_old_signed_urls_answer_404_once_the_asset_is_deleted_mid_job(
     await storage.write_bytes(thumbnail_key(org_id, asset_id, 0, "jpg"), b"\xff\xd8\xffold")
     assert (await client.get(f"{urls[0].path}?{urls[0].query}")).status_code == 404
     # ... and the app's periodic sweep removes it (run on the app's own event loop).
-    services = app.state.services
+    services = services_of(app)
     assert services.derived_files.sweep in services.sweeps()
     swept = await anyio.to_thread.run_sync(
         client.blocking_portal.call, services.derived_files.sweep_now

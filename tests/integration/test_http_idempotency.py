@@ -16,7 +16,7 @@ from heimdex.adapters.db.engine import Database
 from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.domain.errors import DatabaseUnavailable
 from heimdex.settings import Settings
-from tests.fixtures.app import TokenFactory, bearer, ingest_file
+from tests.fixtures.app import TokenFactory, bearer, ingest_file, services_of
 
 INIT = "/v1/ingest/init"
 BODY = {"source_name": "clip.mp4", "content_length": 1000, "content_type": "video/mp4"}
@@ -163,7 +163,7 @@ async def test_an_answer_whose_record_the_database_lost_still_reaches_the_client
     """The database goes away after the handler answered but before the answer is stored: the
     client keeps its answer (no error after the response started), the claim stays until its
     lease frees it."""
-    idempotency = client.app.state.services.idempotency
+    idempotency = services_of(client.app).idempotency
 
     async def database_gone(*_: Any) -> None:
         raise DatabaseUnavailable("the database is not available: connection reset")

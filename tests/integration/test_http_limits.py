@@ -17,7 +17,7 @@ from litestar.testing import AsyncTestClient
 from heimdex.adapters.db.engine import Database
 from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.adapters.ratelimit.memory import InProcessRateLimiter
-from heimdex.bootstrap import Services
+from heimdex.bootstrap import build_adapters
 from heimdex.domain.model import Job, JobKind, JobStatus
 from heimdex.domain.rate_limit import RatePolicy
 from heimdex.entrypoints.http.app import create_app
@@ -72,13 +72,14 @@ def settings_overrides(database_url: str, quotas: dict[str, Any]) -> dict[str, A
 @pytest.fixture
 def app(settings: Settings, rate_policy: RatePolicy, limiter_clock: ManualClock) -> Litestar:
     """The app as configured, with its in-process limiter on a clock the test moves."""
-    app = create_app(settings=settings)
-    services: Services = app.state.services
-    assert isinstance(services.rate_limiter, InProcessRateLimiter)  # the embedded default's
-    app.state.services = dataclasses.replace(
-        services, rate_limiter=InProcessRateLimiter(rate_policy, clock=limiter_clock)
+    adapters = build_adapters(settings)
+    assert isinstance(adapters.rate_limiter, InProcessRateLimiter)  # the embedded default's
+    return create_app(
+        settings=settings,
+        adapters=dataclasses.replace(
+            adapters, rate_limiter=InProcessRateLimiter(rate_policy, clock=limiter_clock)
+        ),
     )
-    return app
 
 
 def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:

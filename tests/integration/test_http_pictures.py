@@ -17,9 +17,8 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from heimdex.adapters.media.thumbnail_plan import BLACK_MEAN
-from heimdex.entrypoints.http.deps import services_from
 from heimdex.schemas import sidecar_schema_v1
-from tests.fixtures.app import TokenFactory, bearer, ingest_file, wait_for_job
+from tests.fixtures.app import TokenFactory, bearer, ingest_file, services_of, wait_for_job
 from tests.fixtures.media import MediaFactory
 
 SCHEMA = json.loads(sidecar_schema_v1())
@@ -275,7 +274,7 @@ async def test_deleting_the_asset_deletes_its_storyboard_and_poster(
     poster = (await client.get(f"{url}/poster", headers=bearer(token))).json()["url"]
     sprite = (await client.get(f"{url}/storyboard", headers=bearer(token))).json()
     sprite_url = sprite["sprites"][0]["url"]
-    storage = services_from(client.app.state).storage
+    storage = services_of(client.app).adapters.storage
     keys = [urlsplit(u).path.removeprefix("/v1/files/") for u in (poster, sprite_url)]
     assert all([await storage.stat(key) for key in keys])
     assert (await client.delete(url, headers=bearer(token))).status_code == 204

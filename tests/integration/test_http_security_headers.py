@@ -16,7 +16,14 @@ from litestar.testing import AsyncTestClient
 
 from heimdex.domain.ports import Storage
 from heimdex.domain.storage_keys import thumbnail_key
-from tests.fixtures.app import TokenFactory, bearer, ingest_file, init_upload, put_upload
+from tests.fixtures.app import (
+    TokenFactory,
+    bearer,
+    ingest_file,
+    init_upload,
+    put_upload,
+    services_of,
+)
 
 
 def assert_secured(response: httpx.Response, cache_control: str = "no-store") -> None:
@@ -66,7 +73,7 @@ async def test_a_signed_file_may_be_kept_privately_until_its_url_expires(
     h264_aac_mp4: Path,
 ) -> None:
     asset = await ingest_file(client, make_token(org_a), h264_aac_mp4)
-    storage: Storage = app.state.services.storage
+    storage: Storage = services_of(app).adapters.storage
     key = thumbnail_key(org_a, uuid.UUID(asset["asset_id"]), 0, "jpg")
     await storage.write_bytes(key, b"\xff\xd8\xff")
     url = urlsplit(await storage.download_url(key, "http://testserver", int(time.time()) + 600))

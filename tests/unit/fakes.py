@@ -770,6 +770,12 @@ class FakeQueue:
     async def check(self) -> None:
         return None
 
+    async def startup(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
 
 class FakeThumbnailer:
     """Two tiny "thumbnails", or the error it was told to raise. Remembers the log context each

@@ -178,14 +178,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 # -- db ----------------------------------------------------------------------------------------
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from heimdex.adapters.db.migrations import upgrade
+    from heimdex.bootstrap import migrate_database
 
-    settings = _settings()
-    upgrade(
-        settings.resolved_migration_database_url,
-        revision=args.revision,
-        directory=settings.database.migrations_dir,
-    )
+    migrate_database(_settings(), args.revision)
     print(f"database upgraded to {args.revision}")
     return 0
 

@@ -17,16 +17,21 @@ from uuid import UUID
 
 from taskiq import Context, TaskiqDepends, TaskiqEvents, TaskiqState
 
-from heimdex.adapters.metrics.exporter import MetricsServer, serve_metrics
-from heimdex.adapters.queue.redis import RUN_JOB_TASK, build_redis_broker
 from heimdex.application.sweeping import sweep_forever
-from heimdex.bootstrap import Services, build
+from heimdex.bootstrap import (
+    JOB_TASK_NAME,
+    MetricsServer,
+    Services,
+    build,
+    build_worker_broker,
+    serve_worker_metrics,
+)
 from heimdex.domain.errors import DatabaseUnavailable
 from heimdex.logs import configure_logging, get_logger
 from heimdex.settings import load_settings
 
 settings = load_settings()
-broker = build_redis_broker(settings.redis.url, queue_name=settings.redis.queue_name)
+broker = build_worker_broker(settings)
 log = get_logger("heimdex.worker")
 _DATABASE_WAIT_FIRST = 0.5
 _DATABASE_WAIT_MAX = 10.0
@@ -72,7 +77,7 @@ def _serve_metrics(services: Services) -> MetricsServer | None:
         return None
     port = settings.metrics.worker_port + worker_index()
     try:
-        server = serve_metrics(services.metrics, settings.http.host, port, settings.metrics.token)
+        server = serve_worker_metrics(services, port)
     except OSError as exc:  # jobs matter more than their metrics: keep working, say it loudly
         log.error("worker_metrics_unavailable", host=settings.http.host, port=port, error=str(exc))
         return None
@@ -92,7 +97,7 @@ async def stop_services(state: TaskiqState) -> None:
     await services.aclose()
 
 
-@broker.task(task_name=RUN_JOB_TASK)
+@broker.task(task_name=JOB_TASK_NAME)
 async def run_job(job_id: str, context: Context = TaskiqDepends()) -> None:  # noqa: B008
     services: Services = context.state.services
     await services.job_runner.run(UUID(job_id))

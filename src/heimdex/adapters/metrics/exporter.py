@@ -7,7 +7,6 @@ Same rule as the API's endpoint: open unless a token is configured, then only
 
 from __future__ import annotations
 
-import hmac
 import socket
 import threading
 from collections.abc import Callable, Iterable
@@ -16,16 +15,9 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from heimdex.adapters.metrics.prometheus import PrometheusMetrics
+from heimdex.domain.bearer import bearer_matches
 
 StartResponse = Callable[..., Any]
-
-
-def bearer_matches(header: str | None, token: str) -> bool:
-    """Whether an ``Authorization`` header carries the bearer ``token`` (constant time)."""
-    scheme, _, given = (header or "").partition(" ")
-    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
-    given_bytes = given.strip().encode("utf-8", "surrogateescape")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, token.encode())
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
-from litestar import Litestar, Response, Router
+from litestar import Litestar, Request, Response, Router
 from litestar.enums import MediaType, ScopeType
-from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.routes import HTTPRoute
-from litestar.types import Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from heimdex import __version__
 from heimdex.application.sweeping import sweep_forever
-from heimdex.bootstrap import Services, build
+from heimdex.bootstrap import Adapters, Services, build_adapters, build_services
 from heimdex.entrypoints.http.api_docs import SWAGGER, docs_assets, docs_page
 from heimdex.entrypoints.http.assets import AssetController
 from heimdex.entrypoints.http.auth import BearerAuthMiddleware
-from heimdex.entrypoints.http.deps import DEPENDENCIES
+from heimdex.entrypoints.http.deps import dependencies
 from heimdex.entrypoints.http.files import FileController
 from heimdex.entrypoints.http.health import AdminHealthController, liveness
 from heimdex.entrypoints.http.idempotency import IdempotencyMiddleware
@@ -52,33 +52,50 @@ class HeimdexApp(Litestar):
     """Litestar with the request log, metrics and security headers wrapped around everything,
     routing errors included."""
 
+    #: the services the app was built on, set by :func:`create_app` (its handlers and
+    #: middleware get theirs as dependencies and arguments; a test reads them here)
+    services: Services
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
         if scope["type"] == ScopeType.HTTP:
-            services: Services = self.state.services
             await log_request(
                 with_security_headers(super().__call__),
                 scope,
                 receive,
                 send,
-                services.metrics.request_finished,
+                self.services.metrics.request_finished,
             )
         else:
             await super().__call__(scope, receive, send)
+
+
+def given(middleware: Callable[..., ASGIApp], **parts: Any) -> Callable[[ASGIApp], ASGIApp]:
+    """``middleware`` built with the parts it uses (``parts``), as a factory Litestar calls with
+    the app it wraps. A function: Litestar deep-copies a router with its middleware, and a
+    function is copied as itself, so the parts stay the process's own."""
+
+    def build(app: ASGIApp) -> ASGIApp:
+        return middleware(app, **parts)
+
+    return build
 
 
 def create_app(
     services: Services | None = None,
     settings: Settings | None = None,
     *,
+    adapters: Adapters | None = None,
     warm_decoders: bool = False,
 ) -> Litestar:
     """Build the app. Given ``services`` the caller owns them; otherwise they are built from
-    ``settings`` (or the environment) and closed when the app shuts down. ``warm_decoders``
-    starts the decode processes in the background as the app starts (``heimdex serve``), so
-    the first commit or job does not wait seconds for them."""
+    ``settings`` (or the environment) on ``adapters`` (by default built from the same settings)
+    and closed when the app shuts down. ``warm_decoders`` starts the decode processes in the
+    background as the app starts (``heimdex serve``), so the first commit or job does not wait
+    seconds for them."""
     owned = services is None
     if services is None:
-        services = build(settings or load_settings())
+        settings = settings or load_settings()
+        services = build_services(settings, adapters or build_adapters(settings))
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -136,10 +153,10 @@ def create_app(
         # wrong; no NUL gets as far as a stored key; the idempotency key and the rate limit are
         # the authenticated organisation's; a replayed answer still counts against the rate.
         middleware=[
-            DefineMiddleware(BearerAuthMiddleware),
+            given(BearerAuthMiddleware, tokens=services.tokens),
             InputGuardMiddleware,
-            RateLimitMiddleware,
-            IdempotencyMiddleware,
+            given(RateLimitMiddleware, limiter=services.rate_limiter),
+            given(IdempotencyMiddleware, idempotency=services.idempotency),
         ],
         security=[{"bearer": []}],
     )
@@ -168,9 +185,13 @@ def create_app(
         if services.settings.enable_legacy
         else []
     )
+    # Litestar answers OPTIONS for each path itself; this hook corrects its Allow (see below),
+    # reading the routes once they are all registered.
+    allowed: dict[str, str] = {}
     app = HeimdexApp(
         route_handlers=[liveness, metrics, docs_page, docs_assets(), v1, public, uploads, *legacy],
-        dependencies=DEPENDENCIES,
+        dependencies=dependencies(services),
+        before_request=answer_options_with_every_method(allowed),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         # Every JSON body is depth-checked and refused with a NUL before a handler sees it.
         request_class=GuardedRequest,
@@ -198,31 +219,41 @@ def create_app(
         debug=False,
         logging_config=None,  # heimdex.logs configures logging; Litestar's default would replace it
     )
-    app.state.services = services
+    app.services = services
+    allowed.update(allowed_methods(app))
     finalize_openapi(app.openapi_schema)
-    _answer_options_with_every_method(app)
     return app
 
 
-def _answer_options_with_every_method(app: Litestar) -> None:
+def allowed_methods(app: Litestar) -> dict[str, str]:
+    """Each path template's ``Allow``: every method of its route as it finally is."""
+    methods: dict[str, set[str]] = {}
+    for route in app.routes:
+        if isinstance(route, HTTPRoute):
+            methods.setdefault(route.path_format, set()).update(route.methods)
+    return {path: ", ".join(sorted(names)) for path, names in methods.items()}
+
+
+def answer_options_with_every_method(
+    allowed: Mapping[str, str],
+) -> Callable[[Request[Any, Any, Any]], Response[None] | None]:
     """Litestar makes a path's OPTIONS handler when the first handler for the path registers,
     and it keeps listing that route's methods after the next handler rebuilt the route (``GET``
-    and ``DELETE /v1/assets/{id}`` answered ``Allow: DELETE, OPTIONS``): answer every method of
-    the route as it finally is."""
-    for route in app.routes:
-        if not isinstance(route, HTTPRoute) or "OPTIONS" not in route.route_handler_map:
-            continue
-        handler, _ = route.route_handler_map["OPTIONS"]
-        if handler.include_in_schema is not False:  # one of ours, not Litestar's default
-            continue
-        allow = ", ".join(sorted(route.methods))
+    and ``DELETE /v1/assets/{id}`` answered ``Allow: DELETE, OPTIONS``): a ``before_request``
+    hook answers Litestar's own OPTIONS handler with every method of the route as it finally is
+    (``allowed``, by path template)."""
 
-        def options_handler(scope: Scope, allow: str = allow) -> Response[None]:
-            return Response(
-                content=None, status_code=204, headers={"Allow": allow}, media_type=MediaType.TEXT
-            )
+    def answer(request: Request[Any, Any, Any]) -> Response[None] | None:
+        if request.method != "OPTIONS" or request.route_handler.include_in_schema is not False:
+            return None  # not OPTIONS, or an OPTIONS handler of ours rather than Litestar's
+        allow = allowed.get(request.scope.get("path_template", ""))
+        if allow is None:
+            return None
+        return Response(
+            content=None, status_code=204, headers={"Allow": allow}, media_type=MediaType.TEXT
+        )
 
-        handler._fn = options_handler  # type: ignore[assignment]
+    return answer
 
 
 def create_app_from_environment() -> Litestar:

@@ -6,15 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 from litestar.response import Stream
 
-from heimdex.application.signed_urls import Refusals
+from heimdex.application.sidecars import SidecarService
+from heimdex.application.signed_urls import Refusals, SignedUrlVerifier
 from heimdex.domain import errors
 from heimdex.domain.errors import InvalidUrlSignature, UrlExpired
 from heimdex.domain.storage_keys import validate_key
-from heimdex.entrypoints.http.deps import services_from
 from heimdex.entrypoints.http.input_guard import InputGuardMiddleware
 from heimdex.entrypoints.http.openapi import (
     PARAMETERS,
@@ -68,13 +69,18 @@ class FileController(Controller):
         description="The URLs come from `GET /v1/assets/{asset_id}/thumbnails`; they expire.",
         include_in_schema=True,
     )
-    async def fetch(self, key: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
-        services = services_from(request.app.state)
+    async def fetch(
+        self,
+        key: FromPath[str],
+        request: Request[Any, Any, Any],
+        signed_urls: NamedDependency[SignedUrlVerifier],
+        sidecars: NamedDependency[SidecarService],
+    ) -> Response[Any]:
         key = key.lstrip("/")
         query = request.query_params
-        signed = services.signed_urls.verify("GET", request.url.path, query, _REFUSALS)
+        signed = signed_urls.verify("GET", request.url.path, query, _REFUSALS)
         validate_key(key)
-        stored, chunks = await services.sidecars.signed_file(signed.org_id, key)
+        stored, chunks = await sidecars.signed_file(signed.org_id, key)
         media_type = _MEDIA_TYPES.get(key.rsplit(".", 1)[-1], "application/octet-stream")
         # A browser may keep it for as long as the URL is valid, never a shared cache.
         return Stream(

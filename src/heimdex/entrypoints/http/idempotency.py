@@ -11,11 +11,10 @@ from litestar.enums import ScopeType
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ASGIApp, HTTPRequestEvent, Message, Receive, ReceiveMessage, Scope, Send
 
-from heimdex.application.idempotency import fingerprint, validate_key
+from heimdex.application.idempotency import IdempotencyService, fingerprint, validate_key
 from heimdex.domain.errors import DatabaseUnavailable
 from heimdex.domain.idempotency import ClaimOutcome, IdempotencyScope, StoredResponse
 from heimdex.entrypoints.http.auth import current_principal_from_scope
-from heimdex.entrypoints.http.deps import services_from
 from heimdex.entrypoints.http.problems import request_body_limit
 from heimdex.logs import get_logger
 
@@ -58,8 +57,9 @@ async def _send_stored(send: Send, response: StoredResponse) -> None:
 
 
 class IdempotencyMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, idempotency: IdempotencyService) -> None:
         self.app = app
+        self.idempotency = idempotency
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP or scope["method"] not in ("POST", "PUT", "DELETE"):
@@ -72,7 +72,7 @@ class IdempotencyMiddleware:
         key = validate_key(raw_key)
         principal = current_principal_from_scope(scope)
         body = await _read_body(receive, request_body_limit(scope))
-        idempotency = services_from(scope["app"].state).idempotency
+        idempotency = self.idempotency
         claim_scope = IdempotencyScope(
             org_id=principal.org_id,
             method=scope["method"],

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, Response, post
+from litestar import Controller, Response, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Link
@@ -29,7 +29,6 @@ from heimdex.entrypoints.http.openapi import (
     documented,
     raises,
 )
-from heimdex.entrypoints.http.public_url import public_base_url
 
 OrgId = Annotated[str, msgspec.Meta(max_length=128)] | None
 # msgspec searches for the pattern, where "$" also matches before a final "\n": the length
@@ -120,7 +119,7 @@ class IngestController(Controller):
         data: JSONBody[InitRequest],
         principal: NamedDependency[Principal],
         ingest: NamedDependency[IngestService],
-        request: Request[Any, Any, Any],
+        public_url: NamedDependency[str],
     ) -> InitResponse:
         ensure_same_org(principal, data.org_id)
         issued = await ingest.init_upload(
@@ -131,7 +130,7 @@ class IngestController(Controller):
                 content_type=data.content_type,
                 sha256=data.sha256,
             ),
-            public_base_url(request),
+            public_url,
         )
         upload = issued.upload
         return InitResponse(

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Link
@@ -39,7 +39,6 @@ from heimdex.entrypoints.http.openapi import (
     documented,
     raises,
 )
-from heimdex.entrypoints.http.public_url import public_base_url
 from heimdex.entrypoints.http.query_values import parse_timestamp
 
 _JOB_LINKS = {
@@ -288,6 +287,6 @@ class SidecarController(Controller):
         asset_id: FromPath[UUID],
         principal: NamedDependency[Principal],
         sidecars: NamedDependency[SidecarService],
-        request: Request[Any, Any, Any],
+        public_url: NamedDependency[str],
     ) -> ThumbnailListing:
-        return await sidecars.thumbnails(principal, asset_id, public_base_url(request))
+        return await sidecars.thumbnails(principal, asset_id, public_url)

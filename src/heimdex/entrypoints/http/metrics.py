@@ -8,15 +8,18 @@ carries an organisation, asset or job id, so even an open endpoint tells no tena
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import anyio
 from litestar import Request, Response, get
+from litestar.di import NamedDependency
 
-from heimdex.adapters.metrics.exporter import bearer_matches
+from heimdex.application.job_runner import JobRunner
+from heimdex.application.webhook_delivery import WebhookDeliverer
+from heimdex.domain.bearer import bearer_matches
 from heimdex.domain.errors import HeimdexError, Unauthenticated
-from heimdex.entrypoints.http.deps import services_from
+from heimdex.domain.model import JobStatus
 from heimdex.logs import get_logger
 
 log = get_logger(__name__)
@@ -28,31 +31,46 @@ T = TypeVar("T")
 QUEUE_DEPTH_TIMEOUT_SECONDS = 2.0
 
 
+# Runtime-checkable: Litestar checks a dependency's value against the handler's annotation.
+@runtime_checkable
+class MetricsExport(Protocol):
+    """The process's metrics registry as the endpoint uses it: gauges set at scrape time, then
+    everything rendered in the Prometheus text format."""
+
+    content_type: str
+
+    def set_job_queue_depth(self, counts: Mapping[JobStatus, int] | None) -> None: ...
+
+    def set_oldest_message_age(self, seconds: float | None) -> None: ...
+
+    def set_webhook_backlog(self, pending: int | None, oldest_age: float) -> None: ...
+
+    def render(self) -> bytes: ...
+
+
 @get("/metrics", exclude_from_auth=True, include_in_schema=False)
-async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
-    services = services_from(request.app.state)
-    token = services.settings.metrics.token
-    if token and not bearer_matches(request.headers.get("authorization"), token):
+async def metrics(
+    request: Request[Any, Any, Any],
+    metrics: NamedDependency[MetricsExport],
+    job_runner: NamedDependency[JobRunner],
+    deliverer: NamedDependency[WebhookDeliverer],
+    metrics_token: NamedDependency[str | None],
+) -> Response[bytes]:
+    if metrics_token and not bearer_matches(request.headers.get("authorization"), metrics_token):
         raise Unauthenticated("send the metrics token as Authorization: Bearer <token>")
-    services.metrics.set_job_queue_depth(
-        await _read_in_time(
-            services.job_runner.queue_depth, "queue_depth_unavailable", "the database"
-        )
+    metrics.set_job_queue_depth(
+        await _read_in_time(job_runner.queue_depth, "queue_depth_unavailable", "the database")
     )
-    services.metrics.set_oldest_message_age(
-        await _read_in_time(
-            services.job_runner.oldest_message_age, "queue_age_unavailable", "the queue"
-        )
+    metrics.set_oldest_message_age(
+        await _read_in_time(job_runner.oldest_message_age, "queue_age_unavailable", "the queue")
     )
-    backlog = await _read_in_time(
-        services.deliverer.backlog, "webhook_backlog_unavailable", "the database"
-    )
-    services.metrics.set_webhook_backlog(
+    backlog = await _read_in_time(deliverer.backlog, "webhook_backlog_unavailable", "the database")
+    metrics.set_webhook_backlog(
         None if backlog is None else backlog[0], 0.0 if backlog is None else backlog[1]
     )
     return Response(
-        content=services.metrics.render(),
-        media_type=services.metrics.content_type,
+        content=metrics.render(),
+        media_type=metrics.content_type,
         headers={"Cache-Control": "no-store"},
     )
 

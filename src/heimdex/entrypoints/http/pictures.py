@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, Response, get, put
+from litestar import Controller, Response, get, put
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
@@ -22,7 +21,6 @@ from heimdex.entrypoints.http.openapi import (
     documented,
     raises,
 )
-from heimdex.entrypoints.http.public_url import public_base_url
 
 _READ = raises(errors.NotFound, errors.SidecarNotReady, errors.NoVideo, errors.StorageError)
 
@@ -49,11 +47,11 @@ class PictureController(Controller):
     async def get_storyboard(
         self,
         asset_id: FromPath[UUID],
-        request: Request[Any, Any, Any],
+        public_url: NamedDependency[str],
         principal: NamedDependency[Principal],
         pictures: NamedDependency[PictureService],
     ) -> StoryboardView:
-        return await pictures.storyboard(principal, asset_id, public_base_url(request))
+        return await pictures.storyboard(principal, asset_id, public_url)
 
     @get(
         "/storyboard.vtt",
@@ -82,11 +80,11 @@ class PictureController(Controller):
     async def get_storyboard_vtt(
         self,
         asset_id: FromPath[UUID],
-        request: Request[Any, Any, Any],
+        public_url: NamedDependency[str],
         principal: NamedDependency[Principal],
         pictures: NamedDependency[PictureService],
     ) -> Response[str]:
-        view = await pictures.storyboard(principal, asset_id, public_base_url(request))
+        view = await pictures.storyboard(principal, asset_id, public_url)
         return Response(webvtt(view), media_type="text/vtt; charset=utf-8")
 
     @get(
@@ -102,11 +100,11 @@ class PictureController(Controller):
     async def get_poster(
         self,
         asset_id: FromPath[UUID],
-        request: Request[Any, Any, Any],
+        public_url: NamedDependency[str],
         principal: NamedDependency[Principal],
         pictures: NamedDependency[PictureService],
     ) -> PosterView:
-        return await pictures.poster(principal, asset_id, public_base_url(request))
+        return await pictures.poster(principal, asset_id, public_url)
 
     @put(
         "/poster",
@@ -137,8 +135,8 @@ class PictureController(Controller):
         self,
         asset_id: FromPath[UUID],
         data: JSONBody[PosterChoice],
-        request: Request[Any, Any, Any],
+        public_url: NamedDependency[str],
         principal: NamedDependency[Principal],
         pictures: NamedDependency[PictureService],
     ) -> PosterView:
-        return await pictures.set_poster(principal, asset_id, data.time, public_base_url(request))
+        return await pictures.set_poster(principal, asset_id, data.time, public_url)

@@ -12,9 +12,9 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from heimdex.domain.errors import RateLimited
+from heimdex.domain.ports import RateLimiter
 from heimdex.domain.rate_limit import RateDecision
 from heimdex.entrypoints.http.auth import current_principal_from_scope
-from heimdex.entrypoints.http.deps import services_from
 
 
 def rate_limit_headers(decision: RateDecision) -> dict[str, str]:
@@ -26,11 +26,14 @@ def rate_limit_headers(decision: RateDecision) -> dict[str, str]:
 
 
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    """``limiter``: the process's buckets, or ``None`` when rates are not limited."""
+
+    def __init__(self, app: ASGIApp, *, limiter: RateLimiter | None) -> None:
         self.app = app
+        self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limiter = services_from(scope["app"].state).rate_limiter
+        limiter = self.limiter
         # No principal: a request the auth middleware lets through unauthenticated (OPTIONS,
         # say) is not a tenant's to count; the handler refuses what needs a token.
         if scope["type"] != ScopeType.HTTP or limiter is None or scope.get("user") is None:

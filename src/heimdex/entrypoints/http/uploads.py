@@ -26,8 +26,7 @@ from litestar.openapi.spec import (
 from litestar.params import FromPath
 
 from heimdex.application.ingest import IngestService
-from heimdex.application.signed_urls import Refusals
-from heimdex.bootstrap import Services
+from heimdex.application.signed_urls import Refusals, SignedUrlVerifier
 from heimdex.domain import errors
 from heimdex.domain.chunks import rechunk
 from heimdex.domain.errors import (
@@ -37,7 +36,7 @@ from heimdex.domain.errors import (
     UploadExpired,
 )
 from heimdex.domain.model import Principal, UploadStatus
-from heimdex.entrypoints.http.deps import services_from
+from heimdex.entrypoints.http.auth import TokenDecoder
 from heimdex.entrypoints.http.openapi import (
     PARAMETERS,
     SERVER,
@@ -64,15 +63,17 @@ class UploadReceipt(msgspec.Struct, frozen=True, kw_only=True):
     received_at: datetime | None
 
 
-def _org_from_request(request: Request[Any, Any, Any], services: Services) -> str:
+def _org_from_request(
+    request: Request[Any, Any, Any], tokens: TokenDecoder, signed_urls: SignedUrlVerifier
+) -> str:
     header = request.headers.get("authorization")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidUploadSignature("send a bearer token or use the signed upload_url")
-        principal: Principal = services.tokens.decode(token.strip())
+        principal: Principal = tokens.decode(token.strip())
         return principal.org_id
-    signed = services.signed_urls.verify("PUT", request.url.path, request.query_params, _REFUSALS)
+    signed = signed_urls.verify("PUT", request.url.path, request.query_params, _REFUSALS)
     return signed.org_id
 
 
@@ -141,9 +142,10 @@ class UploadController(Controller):
         upload_id: FromPath[UUID],
         request: Request[Any, Any, Any],
         ingest: NamedDependency[IngestService],
+        tokens: NamedDependency[TokenDecoder],
+        signed_urls: NamedDependency[SignedUrlVerifier],
     ) -> UploadReceipt:
-        services = services_from(request.app.state)
-        org_id = _org_from_request(request, services)
+        org_id = _org_from_request(request, tokens, signed_urls)
         request.scope["user"] = Principal(org_id=org_id)  # for the request log line
         if "content-range" in request.headers:  # until resumable uploads exist
             raise PartialUploadUnsupported("send the whole file in one PUT, without Content-Range")

@@ -148,6 +148,54 @@ def test_probe_of_one_file_starts_no_decode_pool(tmp_path: Path, h264_aac_mp4: P
     assert "h264 (High)" in result.stdout
 
 
+# What `heimdex probe FILE` must not import: the web, database, queue and logging stacks, the
+# HTTP client, and the typer application itself (click, rich) - the start-up that made one probe
+# cost several times ffprobe's whole run.
+_NOT_FOR_PROBE = {
+    "litestar", "sqlalchemy", "advanced_alchemy", "alembic", "asyncpg", "aiosqlite", "taskiq",
+    "redis", "structlog", "pydantic", "httpx", "aioboto3", "botocore", "uvicorn", "jwt",
+    "typer", "click", "rich", "asyncio", "concurrent", "argparse",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_probe_imports_only_what_probing_needs(
+    tmp_path: Path, h264_aac_mp4: Path, as_json: bool
+) -> None:
+    # The console script's own module, run as `python -m heimdex`; -X importtime lists every
+    # module the process imported, on standard error.
+    flags = ["--json"] if as_json else []
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HEIMDEX_")}
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "heimdex", "probe", *flags, str(h264_aac_mp4)],
+        cwd=tmp_path,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "h264" in result.stdout
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "imported package" not in line
+    }
+    packages = {name.split(".")[0] for name in imported}
+    assert {"av", "msgspec", "heimdex"} <= packages  # the listing was read
+    assert packages & _NOT_FOR_PROBE == set()
+    assert "heimdex.bootstrap" not in imported
+    assert not any(name.startswith("heimdex.application") for name in imported)
+
+
+def test_the_console_script_is_the_quick_dispatcher() -> None:
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="heimdex")
+    assert script.value == "heimdex.entrypoints.console:main"
+
+
 def test_token_mints_a_verifiable_token(tmp_path: Path) -> None:
     result = heimdex("token", "--org", "acme", "--scope", "admin", "--scope", "read", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -189,6 +189,44 @@ def test_probe_imports_only_what_probing_needs(
     assert not any(name.startswith("heimdex.application") for name in imported)
 
 
+def test_ingest_api_imports_no_service_stack_and_no_rich_for_json(tmp_path: Path) -> None:
+    # A client of another Heimdex: no web, database or media stack; with --json and no terminal
+    # nothing draws, so neither rich nor httpx's own command line (rich, pygments) is imported.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "heimdex", "ingest",
+         "--api", "http://127.0.0.1:9", "--token", "t", "--json", str(empty)],
+        cwd=tmp_path, env={k: v for k, v in os.environ.items() if not k.startswith("HEIMDEX_")},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    packages = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "imported package" not in line
+    }
+    assert {"httpx", "typer", "heimdex"} <= packages  # the listing was read
+    unwanted = {"rich", "pygments", "litestar", "sqlalchemy", "alembic", "taskiq", "av"}
+    assert packages & unwanted == set()
+
+
+def test_httpx_command_line_is_blocked_only_while_httpx_is_imported() -> None:
+    code = (
+        "import sys\n"
+        "from heimdex.bootstrap_ingest import _import_httpx_without_its_command_line as imp\n"
+        "imp()\n"
+        "assert 'httpx' in sys.modules and 'rich' not in sys.modules\n"
+        "assert 'httpx._main' not in sys.modules\n"
+        "import httpx._main\n"  # still importable on purpose afterwards
+        "assert 'rich' in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_the_console_script_is_the_quick_dispatcher() -> None:
     from importlib.metadata import entry_points
 

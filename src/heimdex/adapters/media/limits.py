@@ -39,7 +39,6 @@ import errno
 import math
 import os
 import resource
-import shutil
 import signal
 import sys
 from collections.abc import Sequence
@@ -246,5 +245,7 @@ def _lower(kind: int, value: int) -> None:
 
 @lru_cache(maxsize=1)
 def _tools() -> tuple[str, str] | None:
+    import shutil  # with bz2 and lzma: only a subprocess's limits need it, not `heimdex probe`
+
     nice, prlimit = shutil.which("nice"), shutil.which("prlimit")
     return (nice, prlimit) if nice and prlimit else None

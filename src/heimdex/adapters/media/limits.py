@@ -39,7 +39,6 @@ import errno
 import math
 import os
 import resource
-import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -192,6 +191,8 @@ class DecodeLimits:
         self, name: str, returncode: int, stderr: str
     ) -> DecodeLimitExceeded | MediaTooLarge | None:
         """The error for a subprocess that ended on a limit, else ``None``."""
+        import signal  # its enums cost a start-up that only subprocess runs need
+
         if returncode == -signal.SIGXCPU:
             return self.cpu_exceeded(name)
         if returncode == -signal.SIGXFSZ:

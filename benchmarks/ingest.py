@@ -17,6 +17,11 @@ organisation of its own so nothing is a duplicate:
                                        [--rounds 2]
 
 Targets (issue 14): files/s >= 0.8x the bare loop; bytes/s >= 0.8x curl; peak RSS flat.
+
+The CLI runs as installed, with its bytecode compiled (pip, ``uv tool`` and the container image
+compile at install): a cache of its own under ``.cache/``, written by a warm-up run.
+``--no-bytecode-cache`` runs it under PYTHONDONTWRITEBYTECODE=1 with no cache instead, as a
+source checkout with that variable set does, compiling every module on every start.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import httpx
 from _local_services import free_port, wait_http
 
 MIB = 1024 * 1024
+PYCACHE = Path(__file__).resolve().parents[1] / ".cache" / "bench-pycache" / "ingest"
 SECRET = "benchmark-secret-that-is-at-least-32-bytes"
 _orgs = iter(range(1000))
 
@@ -88,15 +94,37 @@ def make_media(workdir: Path, clips: int, large: int, large_mib: int) -> tuple[P
     return small, big
 
 
-def run_cli(workdir: Path, base: str, folder: Path, jobs: int) -> tuple[float, int]:
+def cli_environment(workdir: Path, *, bytecode_cache: bool) -> dict[str, str]:
+    env = environment(workdir)
+    env.pop("PYTHONPYCACHEPREFIX", None)
+    if bytecode_cache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def run_cli(
+    workdir: Path,
+    base: str,
+    folder: Path,
+    jobs: int,
+    *,
+    bytecode_cache: bool,
+    other_src: Path | None = None,
+) -> tuple[float, int]:
     """Wall seconds (the whole process: its start-up counts) and peak RSS (KiB) of
-    `heimdex ingest --api` on ``folder``."""
+    `heimdex ingest --api` on ``folder``; ``other_src``: the CLI of that source tree instead."""
     bearer = token(workdir)
+    env = cli_environment(workdir, bytecode_cache=bytecode_cache)
+    if other_src is not None:
+        env["PYTHONPATH"] = str(other_src)
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "heimdex", "ingest", "--api", base, "--token", bearer,
          "--no-sidecar", "--json", "--jobs", str(jobs), str(folder)],
-        cwd=workdir, env=environment(workdir),
+        cwd=workdir, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     _, status, usage = os.wait4(process.pid, 0)
@@ -187,6 +215,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2, help="runs of each, in turn")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--other-src", type=Path, help="also time the CLI of this tree's src, in turn (a before)"
+    )
+    parser.add_argument(
+        "--no-bytecode-cache", action="store_true", help="the CLI compiles every module each run"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="heimdex-bench-ingest-"))
     server = None
@@ -203,18 +237,35 @@ def main() -> None:
         clips = sorted(small.iterdir())
         large = sorted(big.iterdir())
         large_bytes = sum(p.stat().st_size for p in large)
+        cached = not args.no_bytecode_cache
+        empty = workdir / "empty"
+        empty.mkdir()
+        other = args.other_src
+        run_cli(workdir, base, empty, args.jobs, bytecode_cache=cached)  # warm-up: the bytecode
+        if other is not None:
+            run_cli(workdir, base, empty, args.jobs, bytecode_cache=cached, other_src=other)
+        other_clips: list[tuple[float, int]] = []
+        other_large: list[tuple[float, int]] = []
 
         # In turn, each in an organisation of its own; the best of each (the machine is shared).
         bare_runs, cli_runs = [], []
         for _ in range(args.rounds):
             bare_runs.append(asyncio.run(bare_loop(base, token(workdir), clips, args.jobs)))
-            cli_runs.append(run_cli(workdir, base, small, args.jobs))
+            cli_runs.append(run_cli(workdir, base, small, args.jobs, bytecode_cache=cached))
+            if other is not None:
+                other_clips.append(
+                    run_cli(workdir, base, small, args.jobs, bytecode_cache=cached, other_src=other)
+                )
         bare_seconds = min(bare_runs)
         cli_seconds, cli_clips_rss = min(cli_runs)
         curl_runs, cli_large_runs = [], []
         for _ in range(args.rounds):
             curl_runs.append(curl_upload(base, token(workdir), large))
-            cli_large_runs.append(run_cli(workdir, base, big, args.jobs))
+            cli_large_runs.append(run_cli(workdir, base, big, args.jobs, bytecode_cache=cached))
+            if other is not None:
+                other_large.append(
+                    run_cli(workdir, base, big, args.jobs, bytecode_cache=cached, other_src=other)
+                )
         put_seconds = min(put for put, _ in curl_runs)
         curl_seconds = min(whole for _, whole in curl_runs)
         cli_large_seconds = min(seconds for seconds, _ in cli_large_runs)
@@ -241,6 +292,18 @@ def main() -> None:
             ("heimdex ingest peak RSS, clips", f"{cli_clips_rss / 1024:.1f} MiB"),
             ("heimdex ingest peak RSS, large files", f"{cli_large_rss / 1024:.1f} MiB"),
         ]
+        if other is not None:
+            other_rate = len(clips) / min(s for s, _ in other_clips)
+            other_bytes = large_bytes / min(s for s, _ in other_large) / MIB
+            rows += [
+                (f"--other-src CLI, {len(clips)} clips", f"{other_rate:.1f} f/s"),
+                ("  every round (s)", " ".join(f"{s:.1f}" for s, _ in other_clips)),
+                ("  ratio to the bare loop", f"{other_rate / bare_rate:.2f}"),
+                ("--other-src CLI, the large files", f"{other_bytes:.0f} MiB/s"),
+                ("  every round (s)", " ".join(f"{s:.1f}" for s, _ in other_large)),
+                ("  ratio to curl init + PUT + commit", f"{other_bytes / curl_all:.2f}"),
+            ]
+        print("heimdex ingest: " + ("bytecode cached" if cached else "no bytecode cache"))
         for label, figure in rows:
             print(f"{label:<54} {figure:>12}")
     finally:

@@ -1,5 +1,5 @@
 import sys
 
-from heimdex.entrypoints.cli import main
+from heimdex.entrypoints.console import main
 
 sys.exit(main())

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -18,9 +19,27 @@ def local_files() -> SourceFiles:
     return LocalSourceFiles()
 
 
+def _import_httpx_without_its_command_line() -> None:
+    """``import httpx`` imports httpx's own command line too (``httpx._main``: rich, pygments and
+    click), when those happen to be installed — a third of ``heimdex ingest --api``'s start-up,
+    for a program it never runs. A ``None`` in ``sys.modules`` makes that one import fail, which
+    httpx allows for (its ``httpx.main`` then says the command line's dependencies are missing);
+    the entry goes again afterwards, so nothing else is blocked."""
+    if "httpx" in sys.modules:
+        return
+    sys.modules["httpx._main"] = None  # type: ignore[assignment]
+    try:
+        import httpx  # noqa: F401
+    finally:
+        blocked: object = sys.modules.get("httpx._main", sys)
+        if blocked is None:
+            del sys.modules["httpx._main"]
+
+
 @asynccontextmanager
 async def http_target(api_url: str, token: str, *, connections: int) -> AsyncIterator[IngestTarget]:
     """A Heimdex at ``api_url`` as the organisation of ``token``."""
+    _import_httpx_without_its_command_line()
     from heimdex.adapters.heimdex_http import HttpIngestTarget
 
     async with HttpIngestTarget(api_url, token, connections=connections) as target:

@@ -148,6 +148,92 @@ def test_probe_of_one_file_starts_no_decode_pool(tmp_path: Path, h264_aac_mp4: P
     assert "h264 (High)" in result.stdout
 
 
+# What `heimdex probe FILE` must not import: the web, database, queue and logging stacks, the
+# HTTP client, and the typer application itself (click, rich) - the start-up that made one probe
+# cost several times ffprobe's whole run.
+_NOT_FOR_PROBE = {
+    "litestar", "sqlalchemy", "advanced_alchemy", "alembic", "asyncpg", "aiosqlite", "taskiq",
+    "redis", "structlog", "pydantic", "httpx", "aioboto3", "botocore", "uvicorn", "jwt",
+    "typer", "click", "rich", "asyncio", "concurrent", "argparse",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_probe_imports_only_what_probing_needs(
+    tmp_path: Path, h264_aac_mp4: Path, as_json: bool
+) -> None:
+    # The console script's own module, run as `python -m heimdex`; -X importtime lists every
+    # module the process imported, on standard error.
+    flags = ["--json"] if as_json else []
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HEIMDEX_")}
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "heimdex", "probe", *flags, str(h264_aac_mp4)],
+        cwd=tmp_path,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "h264" in result.stdout
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "imported package" not in line
+    }
+    packages = {name.split(".")[0] for name in imported}
+    assert {"av", "msgspec", "heimdex"} <= packages  # the listing was read
+    assert packages & _NOT_FOR_PROBE == set()
+    assert "heimdex.bootstrap" not in imported
+    assert not any(name.startswith("heimdex.application") for name in imported)
+
+
+def test_ingest_api_imports_no_service_stack_and_no_rich_for_json(tmp_path: Path) -> None:
+    # A client of another Heimdex: no web, database or media stack; with --json and no terminal
+    # nothing draws, so neither rich nor httpx's own command line (rich, pygments) is imported.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "heimdex", "ingest",
+         "--api", "http://127.0.0.1:9", "--token", "t", "--json", str(empty)],
+        cwd=tmp_path, env={k: v for k, v in os.environ.items() if not k.startswith("HEIMDEX_")},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    packages = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "imported package" not in line
+    }
+    assert {"httpx", "typer", "heimdex"} <= packages  # the listing was read
+    unwanted = {"rich", "pygments", "litestar", "sqlalchemy", "alembic", "taskiq", "av"}
+    assert packages & unwanted == set()
+
+
+def test_httpx_command_line_is_blocked_only_while_httpx_is_imported() -> None:
+    code = (
+        "import sys\n"
+        "from heimdex.bootstrap_ingest import _import_httpx_without_its_command_line as imp\n"
+        "imp()\n"
+        "assert 'httpx' in sys.modules and 'rich' not in sys.modules\n"
+        "assert 'httpx._main' not in sys.modules\n"
+        "import httpx._main\n"  # still importable on purpose afterwards
+        "assert 'rich' in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_console_script_is_the_quick_dispatcher() -> None:
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="heimdex")
+    assert script.value == "heimdex.entrypoints.console:main"
+
+
 def test_token_mints_a_verifiable_token(tmp_path: Path) -> None:
     result = heimdex("token", "--org", "acme", "--scope", "admin", "--scope", "read", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

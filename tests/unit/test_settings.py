@@ -29,6 +29,22 @@ def test_no_variables_gives_the_embedded_default(tmp_path: Path) -> None:
     assert settings.uses_development_secret
 
 
+def test_the_defaults_pass_every_check_as_parsed_values_would() -> None:
+    # load_settings returns the defaults unchecked when no variable is set; they must be what
+    # parsing nothing gives, and pass the checks any parsed settings go through.
+    from heimdex.settings import _check, _parse
+
+    parsed, problems = _parse({})
+    assert problems == []
+    assert parsed == Settings() == load_settings({}, env_file=None)
+    assert _check(Settings()) == []
+
+
+def test_one_variable_set_is_parsed_and_checked() -> None:
+    with pytest.raises(SettingsError):
+        load_settings({"HEIMDEX_PROBE_TIMEOUT_SECONDS": "-1"}, env_file=None)
+
+
 def test_values_are_typed() -> None:
     settings = load_settings(
         {

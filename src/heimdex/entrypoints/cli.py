@@ -13,28 +13,27 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from heimdex.domain.model import JobKind
+from heimdex.entrypoints.console import (
+    EXIT_FAILURE,
+    CliError,
+    ProbeArgs,
+    cmd_probe,
+    load_settings_or_fail,
+    run_command,
+)
 from heimdex.entrypoints.replay_cli import (
     DEFAULT_LIMIT,
     DEFAULT_STUCK_SECONDS,
     ReplayTarget,
     cmd_replay,
 )
-from heimdex.settings import Settings, SettingsError, load_settings, unknown_variables
+from heimdex.settings import Settings, unknown_variables
 
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 _MAX_PORT = 65535
 
 
-class CliError(Exception):
-    """A mistake the user can fix; printed as one line."""
-
-
 def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        raise CliError(str(exc)) from exc
+    return load_settings_or_fail()
 
 
 # -- serve -------------------------------------------------------------------------------------
@@ -89,11 +88,7 @@ def _preflight(settings: Settings) -> None:
     asyncio.run(preflight(settings))
 
 
-# -- probe -------------------------------------------------------------------------------------
-def cmd_probe(args: argparse.Namespace) -> int:
-    from heimdex.entrypoints.probe_command import probe_command
-
-    return probe_command(_settings(), args.files, as_json=args.json, jobs=args.jobs)
+# -- probe: heimdex.entrypoints.console.cmd_probe (a plain probe line never builds this app) ----
 
 
 # -- ingest ------------------------------------------------------------------------------------
@@ -232,19 +227,7 @@ def _root(
 
 def _run(handler: Callable[[argparse.Namespace], int], **args: Any) -> None:
     """Run a command body; user mistakes and Heimdex errors become one line and an exit code."""
-    from heimdex.domain.errors import HeimdexError
-
-    try:
-        code = handler(argparse.Namespace(**args))
-    except CliError as exc:
-        print(f"heimdex: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_USAGE) from None
-    except HeimdexError as exc:
-        print(f"heimdex: {exc.code}: {exc.message}", file=sys.stderr)
-        raise typer.Exit(EXIT_FAILURE) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    raise typer.Exit(code)
+    raise typer.Exit(run_command(handler, argparse.Namespace(**args)))
 
 
 @app.command(
@@ -285,7 +268,7 @@ def probe(
 ) -> None:
     """Describe media files with the configured prober (HEIMDEX_PROBER), in this process.
     Exits 1 if any file is not readable media."""
-    _run(cmd_probe, files=files, json=json, jobs=jobs)
+    raise typer.Exit(run_command(cmd_probe, ProbeArgs(files, json=json, jobs=jobs)))
 
 
 @app.command(

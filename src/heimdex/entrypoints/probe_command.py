@@ -12,7 +12,6 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,6 +87,8 @@ def _probe_one(prober: Prober, path: Path) -> MediaInfo | Failure:
 
 
 def _probe_many(prober: Prober, files: Sequence[Path], jobs: int) -> list[MediaInfo | Failure]:
+    from concurrent.futures import ThreadPoolExecutor
+
     from heimdex.entrypoints.cli_progress import FileProgress, stderr_is_terminal
 
     def one(path: Path) -> MediaInfo | Failure:

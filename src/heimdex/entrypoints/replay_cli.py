@@ -45,7 +45,7 @@ class ReplayTarget(StrEnum):
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from heimdex.entrypoints.cli import CliError, _settings
+    from heimdex.entrypoints.console import CliError, load_settings_or_fail
 
     try:
         since, until = _moment("--since", args.since), _moment("--until", args.until)
@@ -53,7 +53,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     if args.limit < 1 or args.stuck_after <= 0:
         raise CliError("--limit and --stuck-after must be positive")
-    settings = _settings()
+    settings = load_settings_or_fail()
     return asyncio.run(_replay(args, settings, since, until))
 
 

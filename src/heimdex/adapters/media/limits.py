@@ -39,8 +39,6 @@ import errno
 import math
 import os
 import resource
-import shutil
-import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -193,6 +191,8 @@ class DecodeLimits:
         self, name: str, returncode: int, stderr: str
     ) -> DecodeLimitExceeded | MediaTooLarge | None:
         """The error for a subprocess that ended on a limit, else ``None``."""
+        import signal  # its enums cost a start-up that only subprocess runs need
+
         if returncode == -signal.SIGXCPU:
             return self.cpu_exceeded(name)
         if returncode == -signal.SIGXFSZ:
@@ -246,5 +246,7 @@ def _lower(kind: int, value: int) -> None:
 
 @lru_cache(maxsize=1)
 def _tools() -> tuple[str, str] | None:
+    import shutil  # with bz2 and lzma: only a subprocess's limits need it, not `heimdex probe`
+
     nice, prlimit = shutil.which("nice"), shutil.which("prlimit")
     return (nice, prlimit) if nice and prlimit else None

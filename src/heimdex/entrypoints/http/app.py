@@ -37,6 +37,7 @@ from heimdex.entrypoints.http.rate_limit import RateLimitMiddleware
 from heimdex.entrypoints.http.request_log import log_request
 from heimdex.entrypoints.http.schemas import sidecar_schema
 from heimdex.entrypoints.http.security_headers import with_security_headers
+from heimdex.entrypoints.http.tus import TusController, tus_options_headers
 from heimdex.entrypoints.http.uploads import UploadController
 from heimdex.entrypoints.http.webhooks import WebhookController, webhook_event_schema
 from heimdex.logs import configure_logging, get_logger
@@ -154,6 +155,13 @@ def create_app(
         # Room for the declared length, so our own check answers first and precisely.
         request_max_body_size=services.settings.uploads.max_size_bytes + 1,
     )
+    # A tus PATCH may carry the whole file: the cap is the largest resumable upload's.
+    tus = Router(
+        path="/v1",
+        route_handlers=[TusController],
+        middleware=[InputGuardMiddleware],
+        request_max_body_size=services.settings.uploads.resumable_max_size_bytes + 1,
+    )
     # Off, the legacy route does not exist at all: it answers 404 and the document omits it.
     legacy = (
         [
@@ -169,7 +177,17 @@ def create_app(
         else []
     )
     app = HeimdexApp(
-        route_handlers=[liveness, metrics, docs_page, docs_assets(), v1, public, uploads, *legacy],
+        route_handlers=[
+            liveness,
+            metrics,
+            docs_page,
+            docs_assets(),
+            v1,
+            public,
+            uploads,
+            tus,
+            *legacy,
+        ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         # Every JSON body is depth-checked and refused with a NUL before a handler sees it.
@@ -200,26 +218,28 @@ def create_app(
     )
     app.state.services = services
     finalize_openapi(app.openapi_schema)
-    _answer_options_with_every_method(app)
+    _answer_options_with_every_method(app, tus_options_headers(services.settings))
     return app
 
 
-def _answer_options_with_every_method(app: Litestar) -> None:
+def _answer_options_with_every_method(app: Litestar, tus_headers: dict[str, str]) -> None:
     """Litestar makes a path's OPTIONS handler when the first handler for the path registers,
     and it keeps listing that route's methods after the next handler rebuilt the route (``GET``
     and ``DELETE /v1/assets/{id}`` answered ``Allow: DELETE, OPTIONS``): answer every method of
-    the route as it finally is."""
+    the route as it finally is. The tus routes' also tell what tus this server speaks."""
     for route in app.routes:
         if not isinstance(route, HTTPRoute) or "OPTIONS" not in route.route_handler_map:
             continue
         handler, _ = route.route_handler_map["OPTIONS"]
         if handler.include_in_schema is not False:  # one of ours, not Litestar's default
             continue
-        allow = ", ".join(sorted(route.methods))
+        headers = {"Allow": ", ".join(sorted(route.methods))}
+        if route.path.startswith("/v1/uploads"):
+            headers |= tus_headers
 
-        def options_handler(scope: Scope, allow: str = allow) -> Response[None]:
+        def options_handler(scope: Scope, headers: dict[str, str] = headers) -> Response[None]:
             return Response(
-                content=None, status_code=204, headers={"Allow": allow}, media_type=MediaType.TEXT
+                content=None, status_code=204, headers=headers, media_type=MediaType.TEXT
             )
 
         handler._fn = options_handler  # type: ignore[assignment]

@@ -32,6 +32,9 @@ STATUS_BY_ERROR: dict[type[errors.HeimdexError], int] = {
     errors.AssetGone: 410,
     errors.LengthMismatch: 400,
     errors.ChecksumMismatch: 422,
+    errors.ChunkChecksumMismatch: 460,  # tus's own status for it
+    errors.TusVersionUnsupported: 412,
+    errors.ChunkContentTypeInvalid: 415,
     errors.IdempotencyKeyReused: 422,
     errors.UploadTooLarge: 413,
     errors.LimitExceeded: 429,
@@ -106,7 +109,12 @@ def problem_response(
     headers: dict[str, str] | None = None,
     extra_errors: list[dict[str, Any]] | None = None,
 ) -> Response[Problem]:
-    request_id = request.scope.get("state", {}).get("request_id")
+    state = request.scope.get("state", {})
+    request_id = state.get("request_id")
+    if state.get("tus"):  # a tus route's answer, this one too (``TusHeadersMiddleware``)
+        headers = {**(headers or {}), "Tus-Resumable": "1.0.0"}
+        if status == 412:
+            headers["Tus-Version"] = "1.0.0"
     body = Problem(
         type=f"urn:heimdex:problem:{code}",
         title=title,

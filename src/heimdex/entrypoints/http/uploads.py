@@ -76,7 +76,7 @@ def _org_from_request(request: Request[Any, Any, Any], services: Services) -> st
     return signed.org_id
 
 
-async def _fixed_chunks(request: Request[Any, Any, Any]) -> AsyncIterator[bytes]:
+async def fixed_chunks(request: Request[Any, Any, Any]) -> AsyncIterator[bytes]:
     """The body re-cut into about CHUNK_SIZE pieces: fewer thread hops, memory bounded by a
     couple of chunks, one copy per chunk."""
     try:
@@ -147,7 +147,7 @@ class UploadController(Controller):
         request.scope["user"] = Principal(org_id=org_id)  # for the request log line
         if "content-range" in request.headers:  # until resumable uploads exist
             raise PartialUploadUnsupported("send the whole file in one PUT, without Content-Range")
-        upload = await ingest.receive_upload(org_id, upload_id, _fixed_chunks(request))
+        upload = await ingest.receive_upload(org_id, upload_id, fixed_chunks(request))
         return UploadReceipt(
             upload_id=upload.id,
             status=upload.status,

@@ -37,7 +37,7 @@ from heimdex.entrypoints.http.rate_limit import RateLimitMiddleware
 from heimdex.entrypoints.http.request_log import log_request
 from heimdex.entrypoints.http.schemas import sidecar_schema
 from heimdex.entrypoints.http.security_headers import with_security_headers
-from heimdex.entrypoints.http.tus import TusController, tus_options_headers
+from heimdex.entrypoints.http.tus import tus_controller, tus_options_headers
 from heimdex.entrypoints.http.uploads import UploadController
 from heimdex.entrypoints.http.webhooks import WebhookController, webhook_event_schema
 from heimdex.logs import configure_logging, get_logger
@@ -150,17 +150,11 @@ def create_app(
     )
     uploads = Router(
         path="/v1",
-        route_handlers=[UploadController],
+        # A tus PATCH may carry the whole file: its cap is the largest resumable upload's.
+        route_handlers=[UploadController, tus_controller(services.settings)],
         middleware=[InputGuardMiddleware],
         # Room for the declared length, so our own check answers first and precisely.
         request_max_body_size=services.settings.uploads.max_size_bytes + 1,
-    )
-    # A tus PATCH may carry the whole file: the cap is the largest resumable upload's.
-    tus = Router(
-        path="/v1",
-        route_handlers=[TusController],
-        middleware=[InputGuardMiddleware],
-        request_max_body_size=services.settings.uploads.resumable_max_size_bytes + 1,
     )
     # Off, the legacy route does not exist at all: it answers 404 and the document omits it.
     legacy = (
@@ -177,17 +171,7 @@ def create_app(
         else []
     )
     app = HeimdexApp(
-        route_handlers=[
-            liveness,
-            metrics,
-            docs_page,
-            docs_assets(),
-            v1,
-            public,
-            uploads,
-            tus,
-            *legacy,
-        ],
+        route_handlers=[liveness, metrics, docs_page, docs_assets(), v1, public, uploads, *legacy],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         # Every JSON body is depth-checked and refused with a NUL before a handler sees it.

@@ -111,10 +111,8 @@ def problem_response(
 ) -> Response[Problem]:
     state = request.scope.get("state", {})
     request_id = state.get("request_id")
-    if state.get("tus"):  # a tus route's answer, this one too (``TusHeadersMiddleware``)
-        headers = {**(headers or {}), "Tus-Resumable": "1.0.0"}
-        if status == 412:
-            headers["Tus-Version"] = "1.0.0"
+    if state.get("tus") and status == 412:  # a tus route's: name the version it speaks
+        headers = {**(headers or {}), "Tus-Version": "1.0.0"}
     body = Problem(
         type=f"urn:heimdex:problem:{code}",
         title=title,

@@ -70,8 +70,8 @@ def tus_options_headers(settings: Settings) -> dict[str, str]:
 
 
 class TusHeadersMiddleware:
-    """``Tus-Resumable`` on every answer of the tus routes: the handlers' own here, problem
-    answers through the scope flag (they are sent outside the route's middleware)."""
+    """``Tus-Resumable`` on every answer of the tus routes, problem answers too; the scope
+    flag has a 412 name the version this server speaks (``problems.problem_response``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -402,3 +402,13 @@ class TusController(Controller):
     ) -> None:
         principal = _principal(request)
         await resumable.terminate(principal.org_id, upload_id)
+
+
+def tus_controller(settings: Settings) -> type[TusController]:
+    """The controller with its body cap: room for the largest resumable upload in one PATCH
+    (the PUT's router allows only the largest single upload)."""
+    return type(
+        "TusController",
+        (TusController,),
+        {"request_max_body_size": settings.uploads.resumable_max_size_bytes + 1},
+    )

@@ -46,7 +46,14 @@ from heimdex.domain.errors import (
 from heimdex.domain.model import Principal, Upload
 from heimdex.domain.resumable import CHECKSUM_ALGORITHMS, TUS_VERSION, ChunkChecksum
 from heimdex.entrypoints.http.deps import services_from
-from heimdex.entrypoints.http.openapi import AUTHENTICATED, PARAMETERS, SERVER, documented, raises
+from heimdex.entrypoints.http.openapi import (
+    AUTHENTICATED,
+    PARAMETERS,
+    SERVER,
+    Problems,
+    documented,
+    raises,
+)
 from heimdex.entrypoints.http.public_url import public_base_url
 from heimdex.entrypoints.http.uploads import fixed_chunks
 from heimdex.settings import Settings
@@ -183,6 +190,17 @@ _TUS = raises(errors.TusVersionUnsupported, errors.Unauthenticated)
 _NO_CONTENT = {204: ResponseSpec(data_container=None, description="Done; see the headers.")}
 
 
+def _tus_route(operation_id: str, *groups: Problems, **options: Any) -> dict[str, Any]:
+    """The route arguments every tus operation shares: a bearer token read by the handler (the
+    version is checked first), its problems documented."""
+    return {
+        "exclude_from_auth": True,
+        "operation_id": operation_id,
+        "security": [{"bearer": []}],
+        **documented(SERVER, AUTHENTICATED, PARAMETERS, _TUS, *groups, **options),
+    }
+
+
 class TusController(Controller):
     path = "/uploads"
     tags = ["ingest"]
@@ -191,13 +209,8 @@ class TusController(Controller):
     @post(
         "/",
         status_code=201,
-        exclude_from_auth=True,
-        operation_id="createResumableUpload",
-        security=[{"bearer": []}],
-        **documented(
-            SERVER,
-            AUTHENTICATED,
-            _TUS,
+        **_tus_route(
+            "createResumableUpload",
             raises(
                 errors.TusHeaderInvalid,
                 errors.UploadTooLarge,
@@ -267,15 +280,10 @@ class TusController(Controller):
 
     @head(
         "/{upload_id:uuid}",
-        exclude_from_auth=True,
-        operation_id="resumableUploadOffset",
-        security=[{"bearer": []}],
-        **documented(
-            SERVER,
-            AUTHENTICATED,
-            PARAMETERS,
-            _TUS,
+        **_tus_route(
+            "resumableUploadOffset",
             raises(errors.NotFound, errors.NotResumable, errors.UploadExpired),
+            responses={200: ResponseSpec(data_container=None, description="See the headers.")},
             parameters=[_TUS_VERSION_HEADER],
         ),
         summary="A resumable upload's offset",
@@ -300,14 +308,8 @@ class TusController(Controller):
     @patch(
         "/{upload_id:uuid}",
         status_code=204,
-        exclude_from_auth=True,
-        operation_id="appendResumableUpload",
-        security=[{"bearer": []}],
-        **documented(
-            SERVER,
-            AUTHENTICATED,
-            PARAMETERS,
-            _TUS,
+        **_tus_route(
+            "appendResumableUpload",
             raises(
                 errors.TusHeaderInvalid,
                 errors.ChecksumAlgorithmUnsupported,
@@ -373,14 +375,8 @@ class TusController(Controller):
     @delete(
         "/{upload_id:uuid}",
         status_code=204,
-        exclude_from_auth=True,
-        operation_id="terminateResumableUpload",
-        security=[{"bearer": []}],
-        **documented(
-            SERVER,
-            AUTHENTICATED,
-            PARAMETERS,
-            _TUS,
+        **_tus_route(
+            "terminateResumableUpload",
             raises(
                 errors.NotFound,
                 errors.NotResumable,

@@ -9,7 +9,9 @@ client is not what is measured):
 
 - ``bare``: PUT to the reference;
 - ``PUT``: init, then PUT to the signed upload_url;
-- ``PATCH``: tus creation (POST /v1/uploads), then the whole body in one PATCH.
+- ``PATCH``: tus creation (POST /v1/uploads), then the whole body in one PATCH;
+- ``PATCH+sha256``: the same with ``Upload-Checksum: sha256 …``, so Heimdex hashes the body as
+  the reference does (a PATCH without a checksum only stores it; commit hashes it later).
 
 Every run's result is checked against the source: the reference's and the PUT's answered sha256,
 the tus upload's offset and its stored file's sha256. The servers' resident memory comes from
@@ -181,8 +183,17 @@ def put_run(client: httpx.Client, base: str, bearer: str, source: Path, sha256: 
 
 
 def patch_run(
-    client: httpx.Client, base: str, bearer: str, source: Path, sha256: str, storage: Path
+    client: httpx.Client,
+    base: str,
+    bearer: str,
+    source: Path,
+    sha256: str,
+    storage: Path,
+    *,
+    checksum: bool = False,
 ) -> float:
+    """One tus upload in one PATCH; with ``checksum``, an ``Upload-Checksum: sha256`` the server
+    verifies (it then hashes the body as the bare endpoint does)."""
     auth = {"Authorization": f"Bearer {bearer}", "Tus-Resumable": "1.0.0"}
     name = base64.b64encode(b"bench.mp4").decode()
     media_type = base64.b64encode(b"video/mp4").decode()
@@ -196,12 +207,11 @@ def patch_run(
     )
     assert created.status_code == 201, created.text
     url = created.headers["location"]
-    took, _ = curl(
-        "PATCH",
-        url,
-        source,
-        auth | {"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"},
-    )
+    headers = {"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    if checksum:
+        digest = base64.b64encode(bytes.fromhex(sha256)).decode()
+        headers["Upload-Checksum"] = f"sha256 {digest}"
+    took, _ = curl("PATCH", url, source, auth | headers)
     head = client.head(url, headers=auth)
     assert int(head.headers["upload-offset"]) == source.stat().st_size, "PATCH: wrong offset"
     upload_id = url.rsplit("/", 1)[1]
@@ -240,28 +250,33 @@ def main() -> None:
             )
             print(
                 f"{'body':>7} {'bare MB/s':>10} {'PUT MB/s':>9} {'PUT/bare':>9} "
-                f"{'PATCH MB/s':>11} {'PATCH/bare':>11} {'heimdex peak RSS':>17} "
-                f"{'above idle':>11} {'bare above idle':>16}"
+                f"{'PATCH MB/s':>11} {'PATCH/bare':>11} {'PATCH+sha MB/s':>15} {'+sha/bare':>10} "
+                f"{'heimdex peak RSS':>17} {'above idle':>11} {'bare above idle':>16}"
             )
             for total in sizes:
                 source = workdir / "source.bin"
                 sha256 = write_source(source, total, block)
-                bares, puts, patches = [], [], []
+                bares, puts, patches, checked = [], [], [], []
                 for _ in range(args.repeat):
                     bares.append(bare_run(bare_base, source, sha256))
                     puts.append(put_run(client, base, bearer, source, sha256))
                     patches.append(patch_run(client, base, bearer, source, sha256, storage))
+                    checked.append(
+                        patch_run(client, base, bearer, source, sha256, storage, checksum=True)
+                    )
                     shutil.rmtree(storage / "uploads", ignore_errors=True)
                 source.unlink()
                 (workdir / "bare" / "body.bin").unlink(missing_ok=True)
                 reference = statistics.median(bares)
                 put, patch = statistics.median(puts), statistics.median(patches)
+                sha = statistics.median(checked)
                 peak = rss_kib(heimdex.pid, "VmHWM")
                 bare_peak = rss_kib(bare.pid, "VmHWM")
                 mb = total / 1e6
                 print(
                     f"{total // MIB:>5}Mi {mb / reference:>10.0f} {mb / put:>9.0f} "
                     f"{reference / put:>9.2f} {mb / patch:>11.0f} {reference / patch:>11.2f} "
+                    f"{mb / sha:>15.0f} {reference / sha:>10.2f} "
                     f"{peak / 1024:>13.1f} MiB {(peak - idle) / 1024:>7.1f} MiB "
                     f"{(bare_peak - bare_idle) / 1024:>12.1f} MiB"
                 )

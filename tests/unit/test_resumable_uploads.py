@@ -189,3 +189,23 @@ async def test_a_patch_finding_the_slot_busy_waits_for_it_then_409() -> None:
         group.start_soon(finish_soon)
         done = await world.resumable.append(ORG.org_id, upload.id, 0, body(DATA))
     assert done.status is UploadStatus.RECEIVED
+
+
+async def test_a_long_patch_keeps_its_claim_fresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PATCH streaming for longer than the stall time is not taken for a dead one."""
+    monkeypatch.setattr("heimdex.application.resumable_uploads.HEARTBEAT_SECONDS", 0.05)
+    world = World()
+    upload = await world.slot()
+    seen: list[Upload] = []
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield DATA[:100]
+        world.clock.advance(minutes=10)  # twice the stall time later…
+        await anyio.sleep(0.1)
+        yield DATA[100:200]
+        seen.append(world.database.tables.uploads[upload.id])
+        yield DATA[200:]
+
+    await world.resumable.append(ORG.org_id, upload.id, 0, slow())
+    assert seen[0].status is UploadStatus.UPLOADING
+    assert seen[0].updated_at == world.clock.now()  # …the claim was renewed

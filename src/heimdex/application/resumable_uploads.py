@@ -11,7 +11,7 @@ verifies its size and sha256 and probes it as for a PUT.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from uuid import UUID
 
@@ -39,6 +39,8 @@ log = get_logger(__name__)
 #: A PATCH finding the slot busy waits this long for it before answering 409.
 CLAIM_WAIT_SECONDS = 3.0
 _CLAIM_POLL_SECONDS = 0.05
+#: how often a running PATCH tells it is alive (far below any sensible stall time)
+HEARTBEAT_SECONDS = 30.0
 
 
 class ResumableUploads:
@@ -95,7 +97,12 @@ class ResumableUploads:
         """Append a PATCH body at ``offset`` (which must be the slot's); answers the slot with
         its new offset. Nothing of a chunk whose checksum fails is kept."""
         upload = await self._claim(org_id, upload_id, offset)
-        guard = _Received(upload.content_length - offset)
+        claimed = upload
+
+        async def heartbeat() -> None:  # a long PATCH keeps its claim from going stale
+            await self._save(claimed)
+
+        guard = _Received(upload.content_length - offset, heartbeat)
         try:
             session = upload.resumable_session
             if session is None:
@@ -190,14 +197,18 @@ class ResumableUploads:
 
 class _Received:
     """Counts a PATCH body on its way to the store: a byte past the declared length is refused
-    at once, and a client going away mid-body ends the body there (what arrived is kept)."""
+    at once, and a client going away mid-body ends the body there (what arrived is kept).
+    Every HEARTBEAT_SECONDS it calls ``heartbeat``, so a PATCH that runs for hours still holds
+    its slot while one whose process died lets go after the stall time."""
 
-    def __init__(self, room: int) -> None:
+    def __init__(self, room: int, heartbeat: Callable[[], Awaitable[None]]) -> None:
         self._room = room
+        self._heartbeat = heartbeat
         self.size = 0
         self.cut_off = False
 
     async def pass_on(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        beat = anyio.current_time() + HEARTBEAT_SECONDS
         try:
             async for chunk in chunks:
                 self.size += len(chunk)
@@ -205,6 +216,9 @@ class _Received:
                     raise UploadTooLarge(
                         f"the body goes past the upload's length ({self._room} bytes were left)"
                     )
+                if anyio.current_time() >= beat:
+                    await self._heartbeat()
+                    beat = anyio.current_time() + HEARTBEAT_SECONDS
                 yield chunk
         except LengthMismatch:  # the client went away: keep what arrived whole
             self.cut_off = True

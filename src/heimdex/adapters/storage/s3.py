@@ -330,14 +330,22 @@ class S3Storage:
                     etags[part["PartNumber"]] = part["ETag"]
             if missing := [n for n in range(1, count + 1) if n not in etags]:
                 raise StorageError(f"parts {missing[:5]} of {key!r} are missing")
-            await client.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={
-                    "Parts": [{"PartNumber": n, "ETag": etags[n]} for n in range(1, count + 1)]
-                },
-            )
+        try:
+            with _storage_errors(f"writing {key!r}"):
+                await client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={
+                        "Parts": [{"PartNumber": n, "ETag": etags[n]} for n in range(1, count + 1)]
+                    },
+                )
+        except StorageError:
+            # Completing a large upload can outlast the read timeout, and a retry then finds
+            # the upload gone: the object being there whole is the answer that counts.
+            if (await self.stat(key)) is None:
+                raise
+            log.warning("multipart_completed_despite_error", key=key)
 
     async def discard_resumable(self, key: str, session: str) -> None:
         validate_key(key)

@@ -176,14 +176,19 @@ _TUS_VERSION_HEADER = Parameter(
 )
 
 
-def _header(name: str, description: str, *, required: bool = True) -> Parameter:
+def _header(
+    name: str, description: str, *, required: bool = True, pattern: str | None = None
+) -> Parameter:
     return Parameter(
         name=name,
         param_in="header",
         required=required,
         description=description,
-        schema=Schema(type=OpenAPIType.STRING),
+        schema=Schema(type=OpenAPIType.STRING, pattern=pattern),
     )
+
+
+_WHOLE_NUMBER = "^[0-9]{1,18}$"
 
 
 _TUS = raises(errors.TusVersionUnsupported, errors.Unauthenticated)
@@ -226,7 +231,7 @@ class TusController(Controller):
             },
             parameters=[
                 _TUS_VERSION_HEADER,
-                _header("Upload-Length", "The file's size in bytes."),
+                _header("Upload-Length", "The file's size in bytes.", pattern=_WHOLE_NUMBER),
                 _header(
                     "Upload-Metadata",
                     "`filename`, `filetype` (else guessed from the name), optionally `sha256` "
@@ -328,12 +333,15 @@ class TusController(Controller):
             responses=_NO_CONTENT,
             parameters=[
                 _TUS_VERSION_HEADER,
-                _header("Upload-Offset", "The upload's offset, as HEAD told it."),
+                _header(
+                    "Upload-Offset", "The upload's offset, as HEAD told it.", pattern=_WHOLE_NUMBER
+                ),
                 _header(
                     "Upload-Checksum",
                     "`sha1|sha256|sha512 <base64 digest>` of this body; a mismatch → 460 "
                     "`chunk_checksum_mismatch`, the chunk discarded.",
                     required=False,
+                    pattern="^(sha1|sha256|sha512) [A-Za-z0-9+/]+={0,2}$",
                 ),
             ],
             request_body=RequestBody(

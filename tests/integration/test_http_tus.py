@@ -314,6 +314,20 @@ async def test_init_with_resumable_answers_a_tus_url(
     assert init.status_code == 201, init.text
     target = init.json()
     assert target["method"] == "PATCH"
+    # A wrong type is the client's error (found by fuzzing: once a 500, as the field's name was
+    # also a dependency's).
+    wrong = await client.post(
+        "/v1/ingest/init",
+        json={
+            "source_name": "c.mp4",
+            "content_length": 1,
+            "content_type": "video/mp4",
+            "resumable": "yes",
+        },
+        headers=bearer(token),
+    )
+    assert wrong.status_code == 400
+    assert wrong.json()["code"] == "invalid_request"
     path = httpx.URL(target["upload_url"]).path
     assert path == f"/v1/uploads/{target['upload_id']}"
     assert (await send(client, path, token, 0, data[:1000])).status_code == 204

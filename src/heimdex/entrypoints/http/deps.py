@@ -37,7 +37,7 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
 DEPENDENCIES = {
     "probing": _use_case(lambda services: services.probing),
     "ingest": _use_case(lambda services: services.ingest),
-    "resumable": _use_case(lambda services: services.resumable),
+    "resumable_uploads": _use_case(lambda services: services.resumable),
     "assets": _use_case(lambda services: services.assets),
     "jobs": _use_case(lambda services: services.jobs),
     "sidecars": _use_case(lambda services: services.sidecars),

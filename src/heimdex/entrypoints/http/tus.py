@@ -299,10 +299,10 @@ class TusController(Controller):
         self,
         upload_id: FromPath[UUID],
         request: Request[Any, Any, Any],
-        resumable: NamedDependency[ResumableUploads],
+        resumable_uploads: NamedDependency[ResumableUploads],
     ) -> Response[None]:
         principal = _principal(request)
-        upload = await resumable.status(principal.org_id, upload_id)
+        upload = await resumable_uploads.status(principal.org_id, upload_id)
         return Response(
             None,
             status_code=200,
@@ -365,7 +365,7 @@ class TusController(Controller):
         self,
         upload_id: FromPath[UUID],
         request: Request[Any, Any, Any],
-        resumable: NamedDependency[ResumableUploads],
+        resumable_uploads: NamedDependency[ResumableUploads],
     ) -> Response[None]:
         principal = _principal(request)
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -373,7 +373,7 @@ class TusController(Controller):
             raise ChunkContentTypeInvalid(f"send the chunk as Content-Type: {PATCH_CONTENT_TYPE}")
         offset = _int_header(request, "upload-offset", minimum=0)
         checksum = parse_checksum(request.headers.get("upload-checksum"))
-        upload = await resumable.append(
+        upload = await resumable_uploads.append(
             principal.org_id, upload_id, offset, fixed_chunks(request), checksum
         )
         return Response(
@@ -402,10 +402,10 @@ class TusController(Controller):
         self,
         upload_id: FromPath[UUID],
         request: Request[Any, Any, Any],
-        resumable: NamedDependency[ResumableUploads],
+        resumable_uploads: NamedDependency[ResumableUploads],
     ) -> None:
         principal = _principal(request)
-        await resumable.terminate(principal.org_id, upload_id)
+        await resumable_uploads.terminate(principal.org_id, upload_id)
 
 
 def tus_controller(settings: Settings) -> type[TusController]:

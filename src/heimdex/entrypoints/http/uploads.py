@@ -106,6 +106,7 @@ class UploadController(Controller):
                 errors.NotFound,
                 errors.UploadAlreadyReceived,
                 errors.UploadInProgress,
+                errors.NotResumable,
                 errors.UploadExpired,
                 errors.UploadTooLarge,
                 errors.ChecksumMismatch,
@@ -134,7 +135,8 @@ class UploadController(Controller):
         "storage in constant memory, hashing as it goes; more bytes than declared → 413, fewer → "
         "400 `length_mismatch`, a `Content-Range` (a part of the file) → 400 "
         "`content_range_unsupported`, another sha256 → 422 `checksum_mismatch`; nothing is kept on "
-        "failure. 410 after expiry, 409 once the slot holds its file.",
+        "failure. 410 after expiry, 409 once the slot holds its file (or when it is a resumable "
+        "slot: `upload_not_resumable`, send tus PATCHes).",
     )
     async def receive(
         self,

@@ -4,7 +4,8 @@ Litestar endpoint that streams the body into a file with sha256.
 Starts `heimdex serve` on the embedded default (SQLite, local storage) in a temporary directory
 and, beside it, the reference (benchmarks/_bare_upload_app.py: a bare Litestar endpoint served
 by the same server set-up that writes the body to a file with fsync, hashing it as it goes).
-For each body size, interleaved so drift hits all alike, it times with curl (a C client, so the
+For each body size, interleaved (each round starting with the next variant) so drift and
+the disk's writeback hit all alike, it times with curl (a C client, so the
 client is not what is measured):
 
 - ``bare``: PUT to the reference;
@@ -36,6 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -256,15 +259,26 @@ def main() -> None:
             for total in sizes:
                 source = workdir / "source.bin"
                 sha256 = write_source(source, total, block)
-                bares, puts, patches, checked = [], [], [], []
-                for _ in range(args.repeat):
-                    bares.append(bare_run(bare_base, source, sha256))
-                    puts.append(put_run(client, base, bearer, source, sha256))
-                    patches.append(patch_run(client, base, bearer, source, sha256, storage))
-                    checked.append(
-                        patch_run(client, base, bearer, source, sha256, storage, checksum=True)
-                    )
-                    shutil.rmtree(storage / "uploads", ignore_errors=True)
+                runs: dict[str, list[float]] = {"bare": [], "put": [], "patch": [], "sha": []}
+                variants: list[tuple[str, Callable[[], float]]] = [
+                    ("bare", partial(bare_run, bare_base, source, sha256)),
+                    ("put", partial(put_run, client, base, bearer, source, sha256)),
+                    ("patch", partial(patch_run, client, base, bearer, source, sha256, storage)),
+                    (
+                        "sha",
+                        partial(
+                            patch_run, client, base, bearer, source, sha256, storage, checksum=True
+                        ),
+                    ),
+                ]
+                for round_ in range(args.repeat):
+                    # Each round starts with the next variant, so none always follows another's
+                    # disk writeback or page-cache eviction.
+                    turn = round_ % len(variants)
+                    for name, run in variants[turn:] + variants[:turn]:
+                        runs[name].append(run())
+                        shutil.rmtree(storage / "uploads", ignore_errors=True)
+                bares, puts, patches, checked = (runs[k] for k in ("bare", "put", "patch", "sha"))
                 source.unlink()
                 (workdir / "bare" / "body.bin").unlink(missing_ok=True)
                 reference = statistics.median(bares)

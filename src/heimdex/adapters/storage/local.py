@@ -210,15 +210,42 @@ class LocalStorage:
         handle = await run_blocking(_open_partial_at, path, target, offset)
         hasher = hashlib.new(checksum.algorithm) if checksum is not None else None
         written = 0
-        try:
-            async for chunk in chunks:
-                written += len(chunk)
-                if offset + written > total:
-                    raise UploadTooLarge(f"the upload is {total} bytes; this chunk goes past it")
+        # Receiving the next chunk overlaps writing the previous one, as in ``write_stream``;
+        # the bounded queue keeps memory at a few chunks.
+        send, receive = anyio.create_memory_object_stream[bytes](max_buffer_size=2)
+        failure: BaseException | None = None
+
+        async def drain() -> None:
+            nonlocal failure
+            async with receive:
                 try:
-                    await run_blocking(_write_and_hash, handle, hasher, chunk)
-                except OSError as exc:  # e.g. the disk is full
-                    raise StorageError(f"appending to {key!r}: {exc}") from exc
+                    async for chunk in receive:
+                        await run_blocking(_write_and_hash, handle, hasher, chunk)
+                except OSError as exc:  # e.g. the disk is full: raised by the caller below
+                    failure = StorageError(f"appending to {key!r}: {exc}")
+
+        async def fill() -> None:
+            nonlocal failure, written
+            async with send:
+                try:
+                    async for chunk in chunks:
+                        written += len(chunk)
+                        if offset + written > total:
+                            raise UploadTooLarge(
+                                f"the upload is {total} bytes; this chunk goes past it"
+                            )
+                        await send.send(chunk)
+                except anyio.BrokenResourceError:
+                    pass  # the drain stopped; its failure is kept
+                except Exception as exc:
+                    failure = failure or exc
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(drain)
+                await fill()
+            if failure is not None:
+                raise failure
             try:
                 await run_blocking(_flush_and_sync, handle)
             except OSError as exc:

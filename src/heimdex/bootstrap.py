@@ -59,6 +59,7 @@ from heimdex.application.pictures import PictureService
 from heimdex.application.probe_gate import ProbeSlots
 from heimdex.application.probing import ProbeService
 from heimdex.application.replay import ReplayService
+from heimdex.application.resumable_uploads import ResumableUploads
 from heimdex.application.scratch import ScratchSweeper
 from heimdex.application.sidecars import SidecarService
 from heimdex.application.signed_urls import SignedUrlVerifier
@@ -175,6 +176,7 @@ class Services:
     signed_urls: SignedUrlVerifier
     probing: ProbeService
     ingest: IngestService
+    resumable: ResumableUploads
     assets: AssetService
     idempotency: IdempotencyService
     #: asking for jobs (the API)
@@ -543,9 +545,20 @@ def build_services(settings: Settings, adapters: Adapters) -> Services:
                 upload_url_ttl=timedelta(seconds=settings.uploads.url_ttl_seconds),
                 upload_stall=timedelta(seconds=settings.uploads.stall_seconds),
                 storage_quota_bytes=settings.limits.org_storage_quota_bytes,
+                max_resumable_size_bytes=settings.uploads.resumable_max_size_bytes,
+                resumable_ttl=timedelta(seconds=settings.uploads.resumable_ttl_seconds),
+                max_resumable_per_org=settings.limits.org_max_resumable_uploads,
             ),
             metrics=metrics,
             slots=probe_slots,
+        ),
+        resumable=ResumableUploads(
+            uow,
+            storage,
+            clock,
+            ttl=timedelta(seconds=settings.uploads.resumable_ttl_seconds),
+            stall=timedelta(seconds=settings.uploads.stall_seconds),
+            metrics=metrics,
         ),
         assets=AssetService(uow, storage),
         idempotency=IdempotencyService(

@@ -118,6 +118,10 @@ class UploadSettings(Section, frozen=True, kw_only=True):
     url_ttl_seconds: Annotated[int, Positive] = 3600
     stall_seconds: Annotated[int, Positive] = 3600
     abandon_after_seconds: Annotated[float, Positive] = 86400.0
+    #: largest resumable (tus) upload; S3 stores at most 5 TiB in one object
+    resumable_max_size_bytes: Annotated[int, Positive] = 64 << 30
+    #: a resumable slot expires this long after its last PATCH (``Upload-Expires``)
+    resumable_ttl_seconds: Annotated[int, Positive] = 86400
 
 
 class LimitSettings(Section, frozen=True, kw_only=True):
@@ -129,6 +133,7 @@ class LimitSettings(Section, frozen=True, kw_only=True):
     rate_limit_backend: Literal["auto", "memory", "redis"] = "auto"
     org_storage_quota_bytes: Annotated[int, NoLimitIfZero] = 0
     org_max_active_jobs: Annotated[int, NoLimitIfZero] = 0
+    org_max_resumable_uploads: Annotated[int, NoLimitIfZero] = 16
 
 
 class IdempotencySettings(Section, frozen=True, kw_only=True):
@@ -500,6 +505,7 @@ def _check(settings: Settings) -> list[str]:
     return problems
 
 
+MAX_S3_OBJECT_BYTES = 5 << 40
 _S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # fullmatch: "$" passes a "\n"
 
 
@@ -512,6 +518,11 @@ def _check_s3(settings: Settings) -> list[str]:
         problems.append(
             f"HEIMDEX_S3_BUCKET={s3.bucket!r}: not a valid bucket name "
             "(3-63 lowercase letters, digits, dots and hyphens)"
+        )
+    if settings.uploads.resumable_max_size_bytes > MAX_S3_OBJECT_BYTES:
+        problems.append(
+            "HEIMDEX_UPLOAD_RESUMABLE_MAX_SIZE_BYTES must be at most 5497558138880 (5 TiB) with "
+            "S3: an object is no larger"
         )
     for name, url in (
         ("HEIMDEX_S3_ENDPOINT_URL", s3.endpoint_url),

@@ -21,12 +21,15 @@ import structlog
 
 from heimdex.domain.declared import Declared
 from heimdex.domain.errors import (
+    ChunkChecksumMismatch,
     Conflict,
     DatabaseUnavailable,
     InvalidMedia,
     NotFound,
     QueueUnavailable,
     SourceNotFound,
+    StorageError,
+    UploadTooLarge,
 )
 from heimdex.domain.media import MediaInfo, StreamInfo
 from heimdex.domain.model import (
@@ -55,6 +58,7 @@ from heimdex.domain.ports import (
     WebhookResponse,
 )
 from heimdex.domain.replay import JobReplayFilter
+from heimdex.domain.resumable import ChunkChecksum
 from heimdex.domain.storage_keys import validate_key
 from heimdex.domain.webhooks import (
     DeliveryFilter,
@@ -97,6 +101,44 @@ class FakeStorage:
         self.opened: list[str] = []
         #: scratch files a crashed write would have left (the adapters' own are tested for real)
         self.scratch: list[ScratchFile] = []
+        #: resumable writes in progress: session -> bytes so far (maybe past the offset)
+        self.partials: dict[str, bytearray] = {}
+
+    async def begin_resumable(self, key: str) -> str:
+        session = f"{validate_key(key)}#{len(self.partials)}"
+        self.partials[session] = bytearray()
+        return session
+
+    async def append_resumable(
+        self,
+        key: str,
+        session: str,
+        *,
+        offset: int,
+        total: int,
+        chunks: AsyncIterable[bytes],
+        checksum: ChunkChecksum | None = None,
+    ) -> int:
+        partial = self.partials.get(session)
+        if partial is None or len(partial) < offset:
+            raise StorageError(f"the resumable write of {key!r} is lost")
+        data = bytearray()
+        async for chunk in chunks:
+            data += chunk
+            if offset + len(data) > total:
+                raise UploadTooLarge(f"more than {total} bytes")
+        if checksum is not None and hashlib.new(checksum.algorithm, data).digest() != (
+            checksum.digest
+        ):
+            raise ChunkChecksumMismatch("the chunk does not match its checksum")
+        del partial[offset:]
+        partial += data
+        if len(partial) == total:
+            self.objects[validate_key(key)] = bytes(self.partials.pop(session))
+        return offset + len(data)
+
+    async def discard_resumable(self, key: str, session: str) -> None:
+        self.partials.pop(session, None)
 
     async def write_stream(
         self, key: str, chunks: AsyncIterable[bytes], *, declared: Declared | None = None
@@ -293,6 +335,16 @@ class _Uploads:
 
     async def save(self, upload: Upload) -> None:
         _save(self._t.uploads, upload, self._org, "upload")
+
+    async def open_resumable(self, now: datetime) -> int:
+        return sum(
+            1
+            for u in self._t.uploads.values()
+            if u.org_id == self._org
+            and u.resumable
+            and u.status in (UploadStatus.PENDING, UploadStatus.UPLOADING)
+            and u.expires_at > now
+        )
 
     async def reserved_bytes(self, now: datetime) -> int:
         return sum(

@@ -54,6 +54,8 @@ class AbandonedUploadSweeper:
             # After the row: with no row left, nothing can commit this object any more. Should
             # this delete fail, the object is an orphan no row points at, never a lost asset.
             try:
+                if upload.resumable_session is not None:  # a resumable write never finished
+                    await self._storage.discard_resumable(upload.key, upload.resumable_session)
                 await self._storage.delete(upload.key)
             except StorageError as exc:
                 log.warning("upload_object_not_deleted", upload_id=str(upload.id), error=str(exc))

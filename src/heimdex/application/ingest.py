@@ -19,9 +19,11 @@ from heimdex.domain.errors import (
     Conflict,
     InvalidInput,
     NotFound,
+    NotResumable,
     SourceNotFound,
     SourceUriForbidden,
     StorageQuotaExceeded,
+    TooManyResumableUploads,
     UnsupportedMediaType,
     UploadAlreadyReceived,
     UploadExpired,
@@ -40,6 +42,7 @@ from heimdex.domain.ports import (
     UnitOfWorkFactory,
     UploadTarget,
 )
+from heimdex.domain.resumable import TUS_VERSION
 from heimdex.domain.storage_keys import safe_source_name, upload_key
 from heimdex.domain.webhooks import WebhookEventType
 from heimdex.logs import get_logger
@@ -56,6 +59,8 @@ class UploadRequest(msgspec.Struct, frozen=True, kw_only=True):
     content_length: int
     content_type: str
     sha256: str | None = None
+    #: filled by tus PATCHes (``ResumableUploads``) rather than one PUT
+    resumable: bool = False
 
 
 class IssuedUpload(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,6 +74,17 @@ class IngestLimits(msgspec.Struct, frozen=True, kw_only=True):
     upload_stall: timedelta
     #: bytes an organisation may hold: its assets plus the uploads it may still send; 0: no quota
     storage_quota_bytes: int = 0
+    #: largest resumable upload; 0: ``max_upload_size_bytes``
+    max_resumable_size_bytes: int = 0
+    #: a resumable slot expires this long after it was made or last appended to
+    resumable_ttl: timedelta = timedelta(days=1)
+    #: unfinished resumable slots an organisation may hold at once; 0: no limit
+    max_resumable_per_org: int = 0
+
+    def max_size(self, resumable: bool) -> int:
+        if resumable and self.max_resumable_size_bytes:
+            return self.max_resumable_size_bytes
+        return self.max_upload_size_bytes
 
 
 class IngestService:
@@ -99,10 +115,10 @@ class IngestService:
         self, principal: Principal, request: UploadRequest, base_url: str
     ) -> IssuedUpload:
         """Validate the declared file and issue a slot with a presigned upload target."""
-        if request.content_length > self._limits.max_upload_size_bytes:
+        max_size = self._limits.max_size(request.resumable)
+        if request.content_length > max_size:
             raise UploadTooLarge(
-                f"content_length {request.content_length} is over the limit of "
-                f"{self._limits.max_upload_size_bytes} bytes"
+                f"content_length {request.content_length} is over the limit of {max_size} bytes"
             )
         content_type = request.content_type.strip().lower()
         if not _MEDIA_TYPE.fullmatch(content_type):
@@ -126,16 +142,37 @@ class IngestService:
             content_type=content_type,
             declared_sha256=sha256,
             status=UploadStatus.PENDING,
-            expires_at=now + self._limits.upload_url_ttl,
+            expires_at=now
+            + (self._limits.resumable_ttl if request.resumable else self._limits.upload_url_ttl),
             created_at=now,
             updated_at=now,
+            resumable=request.resumable,
         )
         async with self._uow(principal.org_id) as uow:
             await self._check_storage_quota(uow, request.content_length, now)
+            if request.resumable:
+                await self._check_resumable_cap(uow, now)
             await uow.uploads.add(upload)
             await uow.commit()
-        target = await self._storage.upload_target(upload, base_url)
+        if request.resumable:
+            target = tus_target(upload, base_url)
+        else:
+            target = await self._storage.upload_target(upload, base_url)
         return IssuedUpload(upload=upload, target=target)
+
+    async def _check_resumable_cap(self, uow: UnitOfWork, now: datetime) -> None:
+        """An unfinished resumable slot holds storage (a partial file, a multipart upload) for
+        a day: one organisation may hold only so many. Under the organisation's lock, like the
+        quota, so racing creations are counted one after the other."""
+        cap = self._limits.max_resumable_per_org
+        if cap <= 0:
+            return
+        await uow.lock_org()
+        if await uow.uploads.open_resumable(now) >= cap:
+            raise TooManyResumableUploads(
+                f"the organisation already has {cap} unfinished resumable uploads; finish or "
+                "terminate (DELETE) one first, or wait until one expires"
+            )
 
     async def _check_storage_quota(self, uow: UnitOfWork, declared: int, now: datetime) -> None:
         """The organisation's committed assets, the slots it may still fill and this one must fit
@@ -166,6 +203,8 @@ class IngestService:
                 raise UploadAlreadyReceived("this upload slot already holds its file")
             if upload.is_expired(now):
                 raise UploadExpired("the upload slot has expired; ask for a new one")
+            if upload.resumable:
+                raise NotResumable("this slot takes tus PATCH requests, not one PUT")
             if not await uow.uploads.claim_for_upload(
                 upload_id, now, now - self._limits.upload_stall
             ):
@@ -315,6 +354,16 @@ class IngestService:
 
 
 _STORED = "the stored object"
+
+
+def tus_target(upload: Upload, base_url: str) -> UploadTarget:
+    """A resumable slot's tus upload URL: the API's own ``/v1/uploads/{id}``, with a bearer
+    token of the slot's organisation."""
+    return UploadTarget(
+        url=f"{base_url.rstrip('/')}/v1/uploads/{upload.id}",
+        method="PATCH",
+        headers={"Tus-Resumable": TUS_VERSION, "Content-Type": "application/offset+octet-stream"},
+    )
 
 
 def _expected(upload: Upload) -> Declared:

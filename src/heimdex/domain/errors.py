@@ -195,6 +195,55 @@ class UploadNotReceived(Conflict):
     title = "Nothing has been uploaded into this slot yet"
 
 
+class UploadOffsetMismatch(Conflict):
+    """A tus PATCH whose ``Upload-Offset`` is not the slot's offset (HEAD tells it)."""
+
+    code = "upload_offset_mismatch"
+    title = "Upload-Offset is not the upload's offset"
+
+
+class NotResumable(Conflict):
+    """A tus request for a slot made for one PUT, or a PUT into a resumable slot."""
+
+    code = "upload_not_resumable"
+    title = "The slot is not filled that way"
+
+
+class ChunkChecksumMismatch(HeimdexError):
+    """A tus PATCH whose body does not match its ``Upload-Checksum``: the chunk is discarded."""
+
+    code = "chunk_checksum_mismatch"
+    title = "The chunk does not match Upload-Checksum"
+
+
+class TusVersionUnsupported(HeimdexError):
+    code = "tus_version_unsupported"
+    title = "The Tus-Resumable version is not supported"
+
+
+class TusHeaderInvalid(InvalidInput):
+    code = "invalid_tus_header"
+    title = "A tus header is missing or not valid"
+
+
+class ChecksumAlgorithmUnsupported(InvalidInput):
+    code = "checksum_algorithm_unsupported"
+    title = "The Upload-Checksum algorithm is not supported"
+
+
+class ChunkContentTypeInvalid(HeimdexError):
+    code = "patch_content_type_invalid"
+    title = "A tus PATCH must be application/offset+octet-stream"
+
+
+class TooManyResumableUploads(LimitExceeded):
+    """The organisation holds as many unfinished resumable uploads as it may
+    (``HEIMDEX_LIMIT_ORG_MAX_RESUMABLE_UPLOADS``): finish or terminate one first."""
+
+    code = "too_many_resumable_uploads"
+    title = "Too many unfinished resumable uploads"
+
+
 class LengthMismatch(HeimdexError):
     code = "length_mismatch"
     title = "The body is shorter than the declared content length"

@@ -48,6 +48,12 @@ class Upload(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
     received_sha256: str | None = None
     received_at: datetime | None = None
+    #: filled by tus PATCH requests (``/v1/uploads/{id}``) rather than one PUT
+    resumable: bool = False
+    #: a resumable slot's offset: bytes stored durably so far
+    received_bytes: int = 0
+    #: the store's handle of a resumable write in progress (an S3 multipart upload id)
+    resumable_session: str | None = None
 
     def is_expired(self, now: datetime) -> bool:
         return now >= self.expires_at

@@ -40,6 +40,7 @@ from heimdex.domain.model import (
 )
 from heimdex.domain.rate_limit import RateDecision
 from heimdex.domain.replay import JobReplayFilter
+from heimdex.domain.resumable import ChunkChecksum
 from heimdex.domain.webhooks import (
     DeliveryFilter,
     DeliveryStatus,
@@ -120,7 +121,42 @@ class ScratchArea(Protocol):
         ...
 
 
-class Storage(HealthCheck, ScratchArea, Protocol):
+class ResumableWrites(Protocol):
+    """Writing one object in pieces over many requests (tus PATCHes), resumable after a cut-off
+    request or a restart. The caller keeps the offset (the slot's row); the store keeps the
+    bytes up to it and a session handle the caller stores with the offset."""
+
+    async def begin_resumable(self, key: str) -> str:
+        """Start a resumable write of ``key``; answers its session handle."""
+        ...
+
+    async def append_resumable(
+        self,
+        key: str,
+        session: str,
+        *,
+        offset: int,
+        total: int,
+        chunks: AsyncIterable[bytes],
+        checksum: ChunkChecksum | None = None,
+    ) -> int:
+        """Append ``chunks`` at ``offset`` (the recorded offset: whatever the store still holds
+        past it, from an append cut off before it was recorded, is dropped first) and answer
+        the new offset, every byte before it durable.
+
+        All or nothing: when ``chunks`` raises, a byte would pass ``total``
+        (``UploadTooLarge``), or the bytes do not match ``checksum``
+        (``ChunkChecksumMismatch``), nothing of this append counts and the error is raised.
+        The append that reaches ``total`` makes the object under ``key`` whole, atomically.
+        """
+        ...
+
+    async def discard_resumable(self, key: str, session: str) -> None:
+        """Drop an unfinished resumable write's bytes; one already gone is fine."""
+        ...
+
+
+class Storage(HealthCheck, ScratchArea, ResumableWrites, Protocol):
     """Object storage addressed by keys from ``heimdex.domain.storage_keys``.
 
     Writes are atomic: a reader sees the whole object or nothing.
@@ -290,6 +326,10 @@ class UploadRepository(Protocol):
         ...
 
     async def save(self, upload: Upload) -> None: ...
+
+    async def open_resumable(self, now: datetime) -> int:
+        """How many resumable slots are unfinished (nothing received whole) and unexpired."""
+        ...
 
     async def delete(self, upload_id: UUID) -> bool: ...
 

@@ -152,6 +152,9 @@ def _upload_values(upload: Upload) -> dict[str, Any]:
         "updated_at": upload.updated_at,
         "received_sha256": upload.received_sha256,
         "received_at": upload.received_at,
+        "resumable": upload.resumable,
+        "received_bytes": upload.received_bytes,
+        "resumable_session": upload.resumable_session,
     }
 
 
@@ -171,6 +174,9 @@ def _upload_from_row(row: RowMapping) -> Upload:
         updated_at=row["updated_at"],
         received_sha256=row["received_sha256"],
         received_at=row["received_at"],
+        resumable=bool(row["resumable"]),
+        received_bytes=row["received_bytes"],
+        resumable_session=row["resumable_session"],
     )
 
 
@@ -218,6 +224,17 @@ class SqlUploadRepository(_OrgRepository):
                     UPLOADS.c.expires_at > now,
                     UPLOADS.c.status == UploadStatus.RECEIVED.value,
                 ),
+            )
+        )
+        return int(result.scalar_one())
+
+    async def open_resumable(self, now: datetime) -> int:
+        result = await self._execute(
+            select(func.count()).where(
+                UPLOADS.c.org_id == self._org_id,
+                UPLOADS.c.resumable.is_(True),
+                UPLOADS.c.status.in_([UploadStatus.PENDING.value, UploadStatus.UPLOADING.value]),
+                UPLOADS.c.expires_at > now,
             )
         )
         return int(result.scalar_one())

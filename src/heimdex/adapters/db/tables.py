@@ -32,6 +32,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -42,6 +43,8 @@ STATUS_LENGTH = 16
 SHA256_HEX_LENGTH = 64
 KEY_LENGTH = 1024
 NAME_LENGTH = 255
+#: an S3 multipart upload id (AWS: about 150 characters; other stores differ)
+SESSION_LENGTH = 1024
 CODEC_LENGTH = 64
 
 # JSON, stored as JSONB on PostgreSQL. (advanced-alchemy's own ``JsonB`` does the same but
@@ -78,6 +81,9 @@ class UploadRow(UUIDPrimaryKey, Base):
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     received_sha256: Mapped[str | None] = mapped_column(String(SHA256_HEX_LENGTH))
     received_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    resumable: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    received_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    resumable_session: Mapped[str | None] = mapped_column(String(SESSION_LENGTH))
 
 
 # The abandoned-upload sweep's question: which slots expired without a commit.

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import urlencode
 
 import anyio
@@ -19,12 +20,15 @@ from heimdex.adapters.offload import run_blocking
 from heimdex.adapters.scratch_files import sweep_old_files
 from heimdex.domain.declared import Declared
 from heimdex.domain.errors import (
+    ChunkChecksumMismatch,
     InvalidStorageKey,
     SourceNotFound,
     StorageError,
+    UploadTooLarge,
 )
 from heimdex.domain.model import Upload
 from heimdex.domain.ports import LocalCopy, ScratchFile, StoredObject, UploadTarget, UrlSigner
+from heimdex.domain.resumable import ChunkChecksum
 from heimdex.domain.storage_keys import validate_key
 
 CHUNK_SIZE = 1024 * 1024
@@ -33,6 +37,11 @@ _DERIVED = "derived/"
 #: the objects' own file system (so the rename is atomic) that the sweep can list without
 #: walking every object.
 SCRATCH_DIR = ".scratch"
+#: Under the root: resumable writes in progress, one file per object, renamed into place by the
+#: append that completes it. Not scratch: an idle one lives as long as its slot (the abandoned-
+#: upload sweep discards it), however long that is.
+RESUMABLE_DIR = ".resumable"
+_HIDDEN = frozenset({SCRATCH_DIR, RESUMABLE_DIR})
 
 
 class LocalStorage:
@@ -55,7 +64,7 @@ class LocalStorage:
         base, rest = self.root, key
         if self.derived_root is not None and key.startswith(_DERIVED):
             base, rest = self.derived_root, key[len(_DERIVED) :]
-        if rest.split("/", 1)[0] == SCRATCH_DIR:  # scratch files are never objects
+        if rest.split("/", 1)[0] in _HIDDEN:  # scratch and partial files are never objects
             raise InvalidStorageKey(f"storage key {key!r} is not valid")
         return base, rest
 
@@ -116,44 +125,19 @@ class LocalStorage:
         await run_blocking(_make_directories, target.parent, scratch)
         temp = scratch / f"{target.name}.{uuid.uuid4().hex}.part"
         digest = hashlib.sha256()
-        size = 0
         handle: BinaryIO = await run_blocking(open, temp, "xb")
-        # Receiving the next chunk overlaps writing and hashing the previous one (hashlib and
-        # file writes release the GIL); the bounded queue keeps memory at a few chunks.
-        send, receive = anyio.create_memory_object_stream[bytes](max_buffer_size=2)
-        failure: Exception | None = None
 
-        async def drain() -> None:
-            nonlocal failure
-            async with receive:
-                try:
-                    async for chunk in receive:
-                        # Hashing and writing both release the GIL: run them side by side.
-                        async with anyio.create_task_group() as both:
-                            both.start_soon(run_blocking, digest.update, chunk)
-                            both.start_soon(run_blocking, handle.write, chunk)
-                except Exception as exc:  # e.g. disk full: kept, raised by the caller below
-                    failure = _single(exc)
-
-        async def fill() -> None:
-            nonlocal failure, size
-            async with send:
-                try:
-                    async for chunk in chunks:
-                        size += len(chunk)
-                        declared.check_so_far(size)
-                        await send.send(chunk)
-                except anyio.BrokenResourceError:
-                    pass  # the drain stopped; its failure is kept
-                except Exception as exc:
-                    failure = failure or exc
+        async def hash_and_write(chunk: bytes) -> None:
+            # Hashing and writing both release the GIL: run them side by side.
+            try:
+                async with anyio.create_task_group() as both:
+                    both.start_soon(run_blocking, digest.update, chunk)
+                    both.start_soon(run_blocking, handle.write, chunk)
+            except Exception as exc:  # e.g. disk full: the one error, not its group
+                raise _single(exc) from None
 
         try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(drain)
-                await fill()
-            if failure is not None:
-                raise failure
+            size = await _receive_while_writing(chunks, declared.check_so_far, hash_and_write)
             declared.check(size, digest.hexdigest())
             await run_blocking(_flush_and_sync, handle)
             handle.close()
@@ -169,6 +153,73 @@ class LocalStorage:
             yield data
 
         return await self.write_stream(key, one_chunk())
+
+    # -- resumable writes ---------------------------------------------------------------------
+    def _partial_path(self, key: str) -> Path:
+        base, rest = self._base_and_rest(key)
+        return base / RESUMABLE_DIR / hashlib.sha256(rest.encode()).hexdigest()
+
+    async def begin_resumable(self, key: str) -> str:
+        """The session is the partial file's name (the key decides it: one write per key)."""
+        path = self._partial_path(key)
+        await run_blocking(_make_directories, path.parent)
+        await run_blocking(path.touch)
+        return path.name
+
+    async def append_resumable(
+        self,
+        key: str,
+        session: str,
+        *,
+        offset: int,
+        total: int,
+        chunks: AsyncIterable[bytes],
+        checksum: ChunkChecksum | None = None,
+    ) -> int:
+        """Appends to the partial file, fsyncs, then verifies: on any failure the file is cut
+        back to ``offset``. A process killed mid-append leaves bytes past the recorded offset,
+        which the next append cuts off first."""
+        path, target = self._partial_path(key), self.path_for(key)
+        if path.name != session:
+            raise StorageError(f"{session!r} is not the resumable write of {key!r}")
+        handle = await run_blocking(_open_partial_at, path, target, offset)
+        hasher = hashlib.new(checksum.algorithm) if checksum is not None else None
+
+        def within_total(size: int) -> None:
+            if offset + size > total:
+                raise UploadTooLarge(f"the upload is {total} bytes; this chunk goes past it")
+
+        async def write(chunk: bytes) -> None:
+            try:
+                await run_blocking(_write_and_hash, handle, hasher, chunk)
+            except OSError as exc:  # e.g. the disk is full
+                raise StorageError(f"appending to {key!r}: {exc}") from exc
+
+        try:
+            written = await _receive_while_writing(chunks, within_total, write)
+            try:
+                await run_blocking(_flush_and_sync, handle)
+            except OSError as exc:
+                raise StorageError(f"appending to {key!r}: {exc}") from exc
+            if checksum is not None and hasher is not None and hasher.digest() != checksum.digest:
+                raise ChunkChecksumMismatch(
+                    f"the chunk's {checksum.algorithm} is not the one in Upload-Checksum; "
+                    "it was discarded"
+                )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await run_blocking(_cut_back, handle, offset)
+            raise
+        handle.close()
+        if offset + written == total:
+            await run_blocking(_make_directories, target.parent)
+            await run_blocking(os.replace, path, target)
+        return offset + written
+
+    async def discard_resumable(self, key: str, session: str) -> None:
+        path = self._partial_path(key)
+        if path.name == session:
+            await run_blocking(path.unlink, missing_ok=True)
 
     # -- reads --------------------------------------------------------------------------------
     async def stat(self, key: str) -> StoredObject | None:
@@ -266,6 +317,48 @@ class LocalStorage:
             raise StorageError(f"storage root {self.root} is not writable: {exc}") from exc
 
 
+async def _receive_while_writing(
+    chunks: AsyncIterable[bytes],
+    check: Callable[[int], None],
+    write: Callable[[bytes], Awaitable[None]],
+) -> int:
+    """Receive the next chunk while the previous one is written (a bounded queue keeps memory
+    at a few chunks): ``check`` sees the running size before a chunk is handed on, ``write``
+    runs for each chunk in order. Answers the size; raises the first failure of either side."""
+    send, receive = anyio.create_memory_object_stream[bytes](max_buffer_size=2)
+    failure: Exception | None = None
+    size = 0
+
+    async def drain() -> None:
+        nonlocal failure
+        async with receive:
+            try:
+                async for chunk in receive:
+                    await write(chunk)
+            except Exception as exc:  # kept, raised below: the sender then stops
+                failure = exc
+
+    async def fill() -> None:
+        nonlocal failure, size
+        async with send:
+            try:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    check(size)
+                    await send.send(chunk)
+            except anyio.BrokenResourceError:
+                pass  # the drain stopped; its failure is kept
+            except Exception as exc:
+                failure = failure or exc
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(drain)
+        await fill()
+    if failure is not None:
+        raise failure
+    return size
+
+
 def _single(exc: Exception) -> Exception:
     """The one error inside a task group's wrapper, so callers can catch OSError and friends."""
     while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
@@ -281,7 +374,7 @@ def _list_directory(directory: Path, is_base: bool) -> list[str]:
         return []
     names: list[str] = []
     for entry in entries:
-        if is_base and entry.name == SCRATCH_DIR:
+        if is_base and entry.name in _HIDDEN:
             continue
         if entry.is_dir(follow_symlinks=False):
             names.append(entry.name + "/")
@@ -303,6 +396,40 @@ def _hash_file(path: Path) -> tuple[int, str]:
             size += len(chunk)
             digest.update(chunk)
     return size, digest.hexdigest()
+
+
+def _open_partial_at(path: Path, target: Path, offset: int) -> BinaryIO:
+    """The partial file opened for writing at ``offset``, cut back to it. Should the process
+    have died between completing the object and recording that, the object is the partial."""
+    if not path.exists() and target.exists():
+        os.replace(target, path)
+    try:
+        handle: BinaryIO = path.open("r+b")
+    except FileNotFoundError as exc:
+        raise StorageError("the resumable upload's bytes are gone; start a new upload") from exc
+    size = os.fstat(handle.fileno()).st_size
+    if size < offset:
+        handle.close()
+        raise StorageError(
+            f"the resumable upload holds {size} bytes, fewer than its offset {offset}"
+        )
+    handle.truncate(offset)
+    handle.seek(offset)
+    return handle
+
+
+def _write_and_hash(handle: BinaryIO, hasher: Any, chunk: bytes) -> None:
+    handle.write(chunk)
+    if hasher is not None:
+        hasher.update(chunk)
+
+
+def _cut_back(handle: BinaryIO, offset: int) -> None:
+    with contextlib.suppress(OSError):  # e.g. the disk is full: the truncate drops them anyway
+        handle.flush()
+    handle.truncate(offset)
+    os.fsync(handle.fileno())
+    handle.close()
 
 
 def _flush_and_sync(handle: BinaryIO) -> None:

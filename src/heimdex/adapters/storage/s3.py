@@ -30,11 +30,14 @@ from heimdex.adapters.storage.s3_presign import presigned_get, presigned_put
 from heimdex.domain.chunks import rechunk
 from heimdex.domain.declared import Declared
 from heimdex.domain.errors import (
+    ChunkChecksumMismatch,
     SourceNotFound,
     StorageError,
+    UploadTooLarge,
 )
 from heimdex.domain.model import Upload
 from heimdex.domain.ports import LocalCopy, ScratchFile, StoredObject, UploadTarget
+from heimdex.domain.resumable import ChunkChecksum
 from heimdex.domain.storage_keys import validate_key
 from heimdex.logs import get_logger
 
@@ -54,6 +57,10 @@ _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 #: Each temporary copy is a directory ``s3-…`` of its own under ``temp_dir``; the sweep takes
 #: only those, never what others keep beside them (the legacy endpoint's uploads).
 _COPY_PREFIX = "s3-"
+#: A resumable write's bytes past its last whole part wait in objects under this prefix, one per
+#: part number they will start (as tusd's S3 store keeps its ``.part``): a part must be at least
+#: MIN_PART_SIZE, a tus PATCH may be any size, and the next PATCH may reach another process.
+RESUMABLE_TAILS = "resumable-tails/"
 
 AddressingStyle = Literal["auto", "path", "virtual"]
 
@@ -213,6 +220,140 @@ class S3Storage:
             yield data
 
         return await self.write_stream(key, one_chunk())
+
+    # -- resumable writes ---------------------------------------------------------------------
+    async def begin_resumable(self, key: str) -> str:
+        """A multipart upload; the session names its part size too, so a write started under
+        one ``part_size`` setting finishes under it."""
+        validate_key(key)
+        client = await self._s3()
+        with _storage_errors(f"writing {key!r}"):
+            created = await client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ContentType=content_type_for(key)
+            )
+        return f"{self.part_size}:{created['UploadId']}"
+
+    async def append_resumable(
+        self,
+        key: str,
+        session: str,
+        *,
+        offset: int,
+        total: int,
+        chunks: AsyncIterable[bytes],
+        checksum: ChunkChecksum | None = None,
+    ) -> int:
+        """Whole parts go up as they fill; what is left past the last whole part is stored
+        as a tail object and read back by the next append. Parts after the offset's last whole
+        part are always sent again before the write completes, so a part a failed append sent
+        is replaced, never used."""
+        validate_key(key)
+        client = await self._s3()
+        base_part_size, upload_id = _parse_session(session)
+        part_size = max(base_part_size, -(-total // MAX_PARTS))
+        whole = offset // part_size
+        if whole:  # the tail before the recorded offset's part, if any: a whole part now
+            with suppress(StorageError):
+                await self._delete_tail(key, whole)
+        buffer = bytearray()
+        if offset % part_size:
+            buffer += await self._read_tail(key, whole + 1, offset % part_size)
+        hasher = hashlib.new(checksum.algorithm) if checksum is not None else None
+        written = 0
+        number = whole + 1
+        async for chunk in chunks:
+            written += len(chunk)
+            if offset + written > total:
+                raise UploadTooLarge(f"the upload is {total} bytes; this chunk goes past it")
+            if hasher is not None:
+                await run_blocking(hasher.update, chunk)
+            buffer += chunk
+            while len(buffer) >= part_size:
+                await self._send_part(key, upload_id, number, bytes(buffer[:part_size]))
+                del buffer[:part_size]
+                number += 1
+        if checksum is not None and hasher is not None and hasher.digest() != checksum.digest:
+            raise ChunkChecksumMismatch(
+                f"the chunk's {checksum.algorithm} is not the one in Upload-Checksum; "
+                "it was discarded"
+            )
+        reached = offset + written
+        if reached == total:
+            if buffer:
+                await self._send_part(key, upload_id, number, bytes(buffer))
+            await self._complete(key, upload_id, -(-total // part_size))
+            await self._delete_tails(key)
+            return reached
+        if buffer:
+            with _storage_errors(f"writing {key!r}"):
+                await client.put_object(
+                    Bucket=self.bucket, Key=_tail_key(key, number), Body=bytes(buffer)
+                )
+        return reached
+
+    async def _read_tail(self, key: str, number: int, size: int) -> bytes:
+        client = await self._s3()
+        tail = _tail_key(key, number)
+        with _storage_errors(f"reading {tail!r}", missing_key=tail):
+            response = await client.get_object(
+                Bucket=self.bucket, Key=tail, Range=f"bytes=0-{size - 1}"
+            )
+            data = await response["Body"].read()
+        if len(data) != size:
+            raise StorageError(f"the resumable upload of {key!r} lost bytes; start a new upload")
+        return data
+
+    async def _delete_tail(self, key: str, number: int) -> None:
+        client = await self._s3()
+        with _storage_errors(f"deleting the tail of {key!r}"):
+            await client.delete_object(Bucket=self.bucket, Key=_tail_key(key, number))
+
+    async def _delete_tails(self, key: str) -> None:
+        with suppress(StorageError):  # best effort: an orphan tail is small and harmless
+            await self.delete_prefix(f"{RESUMABLE_TAILS}{key}/")
+
+    async def _send_part(self, key: str, upload_id: str, number: int, data: bytes) -> None:
+        client = await self._s3()
+        with _storage_errors(f"writing {key!r} (part {number})"):
+            await client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+            )
+
+    async def _complete(self, key: str, upload_id: str, count: int) -> None:
+        """Completes with parts 1..count as the store lists them: the last sent of each."""
+        client = await self._s3()
+        etags: dict[int, str] = {}
+        with _storage_errors(f"writing {key!r}"):
+            paginator = client.get_paginator("list_parts")
+            async for page in paginator.paginate(Bucket=self.bucket, Key=key, UploadId=upload_id):
+                for part in page.get("Parts", []):
+                    etags[part["PartNumber"]] = part["ETag"]
+            if missing := [n for n in range(1, count + 1) if n not in etags]:
+                raise StorageError(f"parts {missing[:5]} of {key!r} are missing")
+        try:
+            with _storage_errors(f"writing {key!r}"):
+                await client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={
+                        "Parts": [{"PartNumber": n, "ETag": etags[n]} for n in range(1, count + 1)]
+                    },
+                )
+        except StorageError:
+            # Completing a large upload can outlast the read timeout, and a retry then finds
+            # the upload gone: the object being there whole is the answer that counts.
+            if (await self.stat(key)) is None:
+                raise
+            log.warning("multipart_completed_despite_error", key=key)
+
+    async def discard_resumable(self, key: str, session: str) -> None:
+        validate_key(key)
+        client = await self._s3()
+        _, upload_id = _parse_session(session)
+        with suppress(ClientError, BotoCoreError, OSError):
+            await client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        await self._delete_tails(key)
 
     # -- reads --------------------------------------------------------------------------------
     async def stat(self, key: str) -> StoredObject | None:
@@ -461,6 +602,17 @@ def _write_and_observe(
     handle.write(chunk)
     if observe is not None:
         observe(chunk)
+
+
+def _tail_key(key: str, number: int) -> str:
+    return f"{RESUMABLE_TAILS}{key}/{number}"
+
+
+def _parse_session(session: str) -> tuple[int, str]:
+    part_size, _, upload_id = session.partition(":")
+    if not part_size.isdigit() or not upload_id:
+        raise StorageError(f"{session!r} is not a resumable S3 write")
+    return int(part_size), upload_id
 
 
 def _base64_sha256(hex_digest: str) -> str:

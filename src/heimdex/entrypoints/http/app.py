@@ -37,6 +37,7 @@ from heimdex.entrypoints.http.rate_limit import RateLimitMiddleware
 from heimdex.entrypoints.http.request_log import log_request
 from heimdex.entrypoints.http.schemas import sidecar_schema
 from heimdex.entrypoints.http.security_headers import with_security_headers
+from heimdex.entrypoints.http.tus import tus_controller, tus_options_headers
 from heimdex.entrypoints.http.uploads import UploadController
 from heimdex.entrypoints.http.webhooks import WebhookController, webhook_event_schema
 from heimdex.logs import configure_logging, get_logger
@@ -166,7 +167,8 @@ def create_app(
     )
     uploads = Router(
         path="/v1",
-        route_handlers=[UploadController],
+        # A tus PATCH may carry the whole file: its cap is the largest resumable upload's.
+        route_handlers=[UploadController, tus_controller(services.settings)],
         middleware=[InputGuardMiddleware],
         # Room for the declared length, so our own check answers first and precisely.
         request_max_body_size=services.settings.uploads.max_size_bytes + 1,
@@ -191,7 +193,9 @@ def create_app(
     app = HeimdexApp(
         route_handlers=[liveness, metrics, docs_page, docs_assets(), v1, public, uploads, *legacy],
         dependencies=dependencies(services),
-        before_request=answer_options_with_every_method(allowed),
+        before_request=answer_options_with_every_method(
+            allowed, {"/v1/uploads": tus_options_headers(services.settings)}
+        ),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         # Every JSON body is depth-checked and refused with a NUL before a handler sees it.
         request_class=GuardedRequest,
@@ -235,23 +239,27 @@ def allowed_methods(app: Litestar) -> dict[str, str]:
 
 
 def answer_options_with_every_method(
-    allowed: Mapping[str, str],
+    allowed: Mapping[str, str], extra: Mapping[str, Mapping[str, str]]
 ) -> Callable[[Request[Any, Any, Any]], Response[None] | None]:
     """Litestar makes a path's OPTIONS handler when the first handler for the path registers,
     and it keeps listing that route's methods after the next handler rebuilt the route (``GET``
     and ``DELETE /v1/assets/{id}`` answered ``Allow: DELETE, OPTIONS``): a ``before_request``
     hook answers Litestar's own OPTIONS handler with every method of the route as it finally is
-    (``allowed``, by path template)."""
+    (``allowed``, by path template), plus the ``extra`` headers of the paths under a prefix
+    (the tus routes tell what tus this server speaks)."""
 
     def answer(request: Request[Any, Any, Any]) -> Response[None] | None:
         if request.method != "OPTIONS" or request.route_handler.include_in_schema is not False:
             return None  # not OPTIONS, or an OPTIONS handler of ours rather than Litestar's
-        allow = allowed.get(request.scope.get("path_template", ""))
+        template = request.scope.get("path_template", "")
+        allow = allowed.get(template)
         if allow is None:
             return None
-        return Response(
-            content=None, status_code=204, headers={"Allow": allow}, media_type=MediaType.TEXT
-        )
+        headers = {"Allow": allow}
+        for prefix, more in extra.items():
+            if template.startswith(prefix):
+                headers.update(more)
+        return Response(content=None, status_code=204, headers=headers, media_type=MediaType.TEXT)
 
     return answer
 

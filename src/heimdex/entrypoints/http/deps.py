@@ -53,6 +53,7 @@ def dependencies(services: Services) -> dict[str, Provide]:
         "public_url": _public_url(settings.public_url),
         "probing": _value(services.probing),
         "ingest": _value(services.ingest),
+        "resumable_uploads": _value(services.resumable),
         "assets": _value(services.assets),
         "jobs": _value(services.jobs),
         "sidecars": _value(services.sidecars),

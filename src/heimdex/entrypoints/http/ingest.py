@@ -42,6 +42,8 @@ class InitRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     content_type: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
     sha256: Sha256 | None = None
     org_id: OrgId = None
+    #: a tus upload URL (PATCHes, resumable) instead of one PUT
+    resumable: bool = False
 
 
 class InitResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,6 +93,7 @@ class IngestController(Controller):
                 errors.UploadTooLarge,
                 errors.UnsupportedMediaType,
                 errors.StorageQuotaExceeded,
+                errors.TooManyResumableUploads,
                 errors.StorageError,
             ),
             idempotent=True,
@@ -112,7 +115,9 @@ class IngestController(Controller):
         summary="Ask for an upload slot",
         description="Validates the declared file (size against HEIMDEX_MAX_UPLOAD_SIZE_BYTES, "
         "type video/* or audio/*) and answers where to send the bytes: `upload_url` with "
-        "`method` and `headers`, valid until `expires_at`. The name is reduced to a safe one.",
+        "`method` and `headers`, valid until `expires_at`. The name is reduced to a safe one. "
+        "With `resumable: true`, `upload_url` is a tus upload URL (`PATCH`, see "
+        "`/v1/uploads`), sized against HEIMDEX_UPLOAD_RESUMABLE_MAX_SIZE_BYTES.",
     )
     async def init(
         self,
@@ -129,6 +134,7 @@ class IngestController(Controller):
                 content_length=data.content_length,
                 content_type=data.content_type,
                 sha256=data.sha256,
+                resumable=data.resumable,
             ),
             public_url,
         )

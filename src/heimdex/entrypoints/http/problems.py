@@ -32,6 +32,9 @@ STATUS_BY_ERROR: dict[type[errors.HeimdexError], int] = {
     errors.AssetGone: 410,
     errors.LengthMismatch: 400,
     errors.ChecksumMismatch: 422,
+    errors.ChunkChecksumMismatch: 460,  # tus's own status for it
+    errors.TusVersionUnsupported: 412,
+    errors.ChunkContentTypeInvalid: 415,
     errors.IdempotencyKeyReused: 422,
     errors.UploadTooLarge: 413,
     errors.LimitExceeded: 429,
@@ -106,7 +109,10 @@ def problem_response(
     headers: dict[str, str] | None = None,
     extra_errors: list[dict[str, Any]] | None = None,
 ) -> Response[Problem]:
-    request_id = request.scope.get("state", {}).get("request_id")
+    state = request.scope.get("state", {})
+    request_id = state.get("request_id")
+    if state.get("tus") and status == 412:  # a tus route's: name the version it speaks
+        headers = {**(headers or {}), "Tus-Version": "1.0.0"}
     body = Problem(
         type=f"urn:heimdex:problem:{code}",
         title=title,

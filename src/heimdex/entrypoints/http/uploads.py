@@ -77,7 +77,7 @@ def _org_from_request(
     return signed.org_id
 
 
-async def _fixed_chunks(request: Request[Any, Any, Any]) -> AsyncIterator[bytes]:
+async def fixed_chunks(request: Request[Any, Any, Any]) -> AsyncIterator[bytes]:
     """The body re-cut into about CHUNK_SIZE pieces: fewer thread hops, memory bounded by a
     couple of chunks, one copy per chunk."""
     try:
@@ -107,6 +107,7 @@ class UploadController(Controller):
                 errors.NotFound,
                 errors.UploadAlreadyReceived,
                 errors.UploadInProgress,
+                errors.NotResumable,
                 errors.UploadExpired,
                 errors.UploadTooLarge,
                 errors.ChecksumMismatch,
@@ -135,7 +136,8 @@ class UploadController(Controller):
         "storage in constant memory, hashing as it goes; more bytes than declared → 413, fewer → "
         "400 `length_mismatch`, a `Content-Range` (a part of the file) → 400 "
         "`content_range_unsupported`, another sha256 → 422 `checksum_mismatch`; nothing is kept on "
-        "failure. 410 after expiry, 409 once the slot holds its file.",
+        "failure. 410 after expiry, 409 once the slot holds its file (or when it is a resumable "
+        "slot: `upload_not_resumable`, send tus PATCHes).",
     )
     async def receive(
         self,
@@ -149,7 +151,7 @@ class UploadController(Controller):
         request.scope["user"] = Principal(org_id=org_id)  # for the request log line
         if "content-range" in request.headers:  # until resumable uploads exist
             raise PartialUploadUnsupported("send the whole file in one PUT, without Content-Range")
-        upload = await ingest.receive_upload(org_id, upload_id, _fixed_chunks(request))
+        upload = await ingest.receive_upload(org_id, upload_id, fixed_chunks(request))
         return UploadReceipt(
             upload_id=upload.id,
             status=upload.status,

@@ -20,6 +20,7 @@ from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.adapters.db.upload_directory import SqlUploadDirectory
 from heimdex.adapters.db.webhook_directory import SqlWebhookDirectory
 from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
+from heimdex.adapters.media.fingerprint import PooledImageFingerprinter
 from heimdex.adapters.media.pyav_pictures import PyAVPictureMaker
 from heimdex.adapters.media.pyav_thumbnailer import PyAVThumbnailer
 from heimdex.adapters.metrics.measured_media import MeasuredProber, MeasuredThumbnailer
@@ -49,6 +50,7 @@ from heimdex.application.probe_gate import ProbeSlots
 from heimdex.application.probing import ProbeService
 from heimdex.application.replay import ReplayService
 from heimdex.application.scratch import ScratchSweeper
+from heimdex.application.search import SearchService
 from heimdex.application.sidecars import SidecarService
 from heimdex.application.signed_urls import SignedUrlVerifier
 from heimdex.application.sweeping import Sweep
@@ -114,6 +116,9 @@ class Services:
     rate_limiter: RateLimiter | None = None
     #: storyboards and posters (PyAV, in the thumbnailer's decode pool or one of its own)
     picture_maker: PyAVPictureMaker | None = None
+    #: search by what frames look like, and the decode pool of its search images
+    search: SearchService | None = None
+    fingerprinter: PooledImageFingerprinter | None = None
 
     def sweeps(self) -> tuple[Sweep, ...]:
         """What the periodic sweep runs in a process that sweeps for everyone: due jobs,
@@ -181,7 +186,7 @@ class Services:
         if self.rate_limiter is not None:
             await self.rate_limiter.aclose()
         await self.database.dispose()
-        for decoder in (self.prober, self.thumbnailer, self.picture_maker):
+        for decoder in (self.prober, self.thumbnailer, self.picture_maker, self.fingerprinter):
             close = getattr(decoder, "close", None)
             if close is not None:  # the PyAV adapters' decode pools
                 await close()
@@ -364,6 +369,11 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         queue = InProcessJobQueue(run_job, concurrency=settings.decode.workers)
     thumbnailer = build_thumbnailer(settings)
     picture_maker = build_picture_maker(settings, thumbnailer)
+    # Search images: a decode pool of one worker, started by the first image, apart from the
+    # jobs' so a query never waits behind a video.
+    fingerprinter = PooledImageFingerprinter(
+        limits=decode_limits(settings), wait_seconds=settings.probe.worker_wait_seconds
+    )
     job_directory = SqlJobDirectory(database)
     policy = job_policy(settings)
     job_runner = JobRunner(
@@ -482,4 +492,8 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         job_listing=JobListing(uow),
         replay=ReplayService(uow, webhook_directory, webhook_directory, clock),
         rate_limiter=build_rate_limiter(settings),
+        search=SearchService(
+            uow, fingerprinter, storage, clock, settings.storage.download_url_ttl_seconds
+        ),
+        fingerprinter=fingerprinter,
     )

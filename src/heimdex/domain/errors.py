@@ -421,3 +421,11 @@ class SemanticSearchUnavailable(HeimdexError):
 
     code = "semantic_search_unavailable"
     title = "Search by text is not available"
+
+
+class FramesNotReady(Conflict):
+    """A search from an asset with no fingerprinted frame: its sidecar job has not run yet
+    (or ran before fingerprints existed: ``heimdex reindex``), or every frame was dull."""
+
+    code = "frames_not_ready"
+    title = "The asset has no fingerprinted frames yet"

@@ -9,6 +9,7 @@ from litestar import Request
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from heimdex.application.search import SearchService
 from heimdex.bootstrap import Services
 from heimdex.domain.model import Principal
 from heimdex.entrypoints.http.auth import current_principal
@@ -30,6 +31,13 @@ def _use_case(pick: Callable[[Services], T]) -> Provide:
     return Provide(provide, sync_to_thread=False)
 
 
+def provide_search(state: State) -> SearchService:
+    search = services_from(state).search
+    if search is None:  # every process ``build`` makes has one
+        raise RuntimeError("this process was built without the search service")
+    return search
+
+
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     return current_principal(request)
 
@@ -45,4 +53,5 @@ DEPENDENCIES = {
     "principal": Provide(provide_principal),
     "webhooks": _use_case(lambda services: services.webhooks),
     "job_listing": _use_case(lambda services: services.job_listing),
+    "search": Provide(provide_search, sync_to_thread=False),
 }

@@ -5,7 +5,9 @@ organisation, the asset, the time, the 64-bit fingerprint as hex and its eight 8
 each band indexed with the organisation, so a Hamming search finds its candidates by B-tree
 look-ups (multi-index hashing). The rows go with their asset (``ON DELETE CASCADE``). On
 PostgreSQL the table is a tenant table like the others: row-level security on ``org_id``,
-FORCEd, DML granted to the runtime role.
+FORCEd, DML granted to the runtime role; and ``heimdex_unindexed_assets(after_org, after_id,
+lim)``, a SECURITY DEFINER function answering (org_id, id) of ready video assets without a
+fingerprinted frame across organisations (``heimdex reindex``), ids only.
 
 Revision ID: 0009
 Revises: 0008
@@ -25,6 +27,8 @@ depends_on: str | Sequence[str] | None = None
 APP_ROLE = "heimdex_app"
 ORG_SETTING = "heimdex.org_id"
 BANDS = 8
+FUNCTION = "heimdex_unindexed_assets"
+SIGNATURE = f"{FUNCTION}(text, uuid, integer)"
 
 
 def upgrade() -> None:
@@ -56,7 +60,37 @@ def upgrade() -> None:
         op.execute("ALTER TABLE frames ENABLE ROW LEVEL SECURITY")
         op.execute("ALTER TABLE frames FORCE ROW LEVEL SECURITY")
         op.execute(f"CREATE POLICY frames_tenant ON frames USING ({tenant}) WITH CHECK ({tenant})")
+        _function()
+
+
+def _function() -> None:
+    op.execute("CREATE POLICY frames_owner_select ON frames FOR SELECT TO CURRENT_USER USING (true)")
+    schema = op.get_bind().exec_driver_sql("SELECT current_schema()").scalar_one()
+    quoted = op.get_bind().dialect.identifier_preparer.quote_identifier(schema)
+    assets, frames = quoted + ".assets", quoted + ".frames"
+    op.execute(
+        f"""
+        CREATE FUNCTION {FUNCTION}(after_org text, after_id uuid, lim integer)
+        RETURNS TABLE (org_id text, id uuid)
+        LANGUAGE sql STABLE SECURITY DEFINER
+        SET search_path = pg_catalog, pg_temp
+        AS $$
+            SELECT a.org_id, a.id FROM {assets} AS a
+            WHERE a.status = 'ready' AND a.video_codec IS NOT NULL
+              AND NOT EXISTS (
+                  SELECT 1 FROM {frames} AS f WHERE f.org_id = a.org_id AND f.asset_id = a.id
+              )
+              AND (after_org IS NULL OR (a.org_id, a.id) > (after_org, after_id))
+            ORDER BY a.org_id, a.id
+            LIMIT lim
+        $$
+        """  # noqa: S608 - the schema name comes from the server and is quoted
+    )
+    op.execute(f"REVOKE ALL ON FUNCTION {SIGNATURE} FROM PUBLIC")
+    op.execute(f"GRANT EXECUTE ON FUNCTION {SIGNATURE} TO {APP_ROLE}")
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"DROP FUNCTION IF EXISTS {SIGNATURE}")
     op.drop_table("frames")

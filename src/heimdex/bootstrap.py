@@ -12,6 +12,7 @@ from heimdex.adapters.auth.jwt import JwtCodec
 from heimdex.adapters.auth.url_signing import HmacUrlSigner
 from heimdex.adapters.clock import SystemClock
 from heimdex.adapters.db.engine import Database
+from heimdex.adapters.db.frame_directory import SqlFrameDirectory
 from heimdex.adapters.db.idempotency import SqlIdempotencyStore
 from heimdex.adapters.db.job_directory import SqlJobDirectory
 from heimdex.adapters.db.migrations import upgrade
@@ -48,6 +49,7 @@ from heimdex.application.job_runner import JobRunner
 from heimdex.application.pictures import PictureService
 from heimdex.application.probe_gate import ProbeSlots
 from heimdex.application.probing import ProbeService
+from heimdex.application.reindex import Reindexer
 from heimdex.application.replay import ReplayService
 from heimdex.application.scratch import ScratchSweeper
 from heimdex.application.search import SearchService
@@ -119,6 +121,8 @@ class Services:
     #: search by what frames look like, and the decode pool of its search images
     search: SearchService | None = None
     fingerprinter: PooledImageFingerprinter | None = None
+    #: ``heimdex reindex``: fingerprints of assets processed before fingerprints existed
+    reindexer: Reindexer | None = None
 
     def sweeps(self) -> tuple[Sweep, ...]:
         """What the periodic sweep runs in a process that sweeps for everyone: due jobs,
@@ -376,6 +380,7 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
     )
     job_directory = SqlJobDirectory(database)
     policy = job_policy(settings)
+    job_requests = JobRequests(uow, job_directory, queue, clock, policy)
     job_runner = JobRunner(
         uow,
         job_directory,
@@ -453,7 +458,7 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
             ttl=timedelta(seconds=settings.idempotency.ttl_seconds),
             lease=timedelta(seconds=settings.idempotency.lease_seconds),
         ),
-        jobs=JobRequests(uow, job_directory, queue, clock, policy),
+        jobs=job_requests,
         job_runner=job_runner,
         sidecars=SidecarService(uow, storage, clock, settings.storage.download_url_ttl_seconds),
         pictures=PictureService(
@@ -496,4 +501,5 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
             uow, fingerprinter, storage, clock, settings.storage.download_url_ttl_seconds
         ),
         fingerprinter=fingerprinter,
+        reindexer=Reindexer(uow, SqlFrameDirectory(database), job_requests),
     )

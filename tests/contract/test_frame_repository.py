@@ -13,6 +13,7 @@ import msgspec
 import pytest
 
 from heimdex.adapters.db.engine import Database
+from heimdex.adapters.db.frame_directory import SqlFrameDirectory
 from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.domain.errors import InvalidInput
 from heimdex.domain.frames import (
@@ -220,3 +221,29 @@ async def test_sqlite_and_postgres_answer_identically(both_urls: list[str]) -> N
             await database.dispose()
     assert answers[0] == answers[1]
     assert len(answers[0][0]) > 10
+
+
+async def test_the_directory_lists_unindexed_assets_of_every_organisation(backend: str) -> None:
+    if backend == "fake":
+        pytest.skip("the directory has no fake: the use case's tests go through SQLite")
+    database = Database(backend)
+    try:
+        uow = SqlUnitOfWorkFactory(database)
+        mine, theirs = new_org(), new_org()
+        todo = [await stored_asset(uow, org, status=AssetStatus.READY) for org in (mine, theirs)]
+        done = await stored_asset(uow, mine, status=AssetStatus.READY)
+        async with uow(mine) as unit:
+            await unit.frames.replace(done.id, [FrameFingerprint(time=0.0, fingerprint=1)])
+            await unit.commit()
+        directory = SqlFrameDirectory(database)
+        listed: list[tuple[str, UUID]] = []
+        after = None
+        while page := await directory.unindexed(after=after, limit=1):  # one per page
+            listed.extend(page)
+            after = page[-1]
+        ours = [entry for entry in listed if entry[0] in (mine, theirs)]
+        assert sorted(ours) == sorted((a.org_id, a.id) for a in todo)
+        assert (mine, done.id) not in listed
+        assert len(set(listed)) == len(listed)  # each once across the pages
+    finally:
+        await database.dispose()

@@ -617,6 +617,17 @@ class FrameRepository(Protocol):
         ...
 
 
+class FrameDirectory(Protocol):
+    """Across organisations: the assets ``heimdex reindex`` fingerprints. Ids only."""
+
+    async def unindexed(
+        self, *, after: tuple[str, UUID] | None, limit: int
+    ) -> list[tuple[str, UUID]]:
+        """(org_id, asset id) of ready video assets without a fingerprinted frame, ordered,
+        after ``after``."""
+        ...
+
+
 class FrameFingerprinter(Protocol):
     """Fingerprints of search images (``POST /v1/search/frames`` with an image body), decoded
     away from the API process; the frames of videos are fingerprinted by the thumbnailer and

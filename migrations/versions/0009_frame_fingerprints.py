@@ -1,7 +1,7 @@
 """Frame fingerprints for search by what a frame looks like (``heimdex.domain.frames``).
 
 One row per fingerprinted frame (storyboard tiles and thumbnails that are not dull): the
-organisation, the asset, the time, the 64-bit fingerprint as hex and its eight 8-bit bands,
+organisation, the asset, the time, the 64-bit fingerprint as hex and its four 16-bit bands,
 each band indexed with the organisation, so a Hamming search finds its candidates by B-tree
 look-ups (multi-index hashing). The rows go with their asset (``ON DELETE CASCADE``). On
 PostgreSQL the table is a tenant table like the others: row-level security on ``org_id``,
@@ -26,7 +26,7 @@ depends_on: str | Sequence[str] | None = None
 
 APP_ROLE = "heimdex_app"
 ORG_SETTING = "heimdex.org_id"
-BANDS = 8
+BANDS = 4
 FUNCTION = "heimdex_unindexed_assets"
 SIGNATURE = f"{FUNCTION}(text, uuid, integer)"
 

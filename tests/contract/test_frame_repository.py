@@ -34,14 +34,17 @@ from tests.fixtures.db import migrated_database_url
 
 
 def flip(fingerprint: int, count: int, rng: random.Random) -> int:
-    """``fingerprint`` with ``count`` bits flipped, spread over as many bands as possible (the
-    hard case for the pigeonhole: at distance 7, seven of eight bands differ)."""
-    bands = rng.sample(range(FINGERPRINT_BITS // BAND_BITS), min(count, 8))
-    bits = [band * BAND_BITS + rng.randrange(BAND_BITS) for band in bands]
-    while len(bits) < count:
-        bit = rng.randrange(FINGERPRINT_BITS)
-        if bit not in bits:
-            bits.append(bit)
+    """``fingerprint`` with ``count`` bits flipped, spread over the bands as evenly as possible
+    (the hard case for the probes: at distance 7, three bands 2 bits off and one band 1 bit)."""
+    bands = FINGERPRINT_BITS // BAND_BITS
+    order = rng.sample(range(bands), bands)
+    bits: list[int] = []
+    for n in range(count):
+        band = order[n % bands]
+        bit = band * BAND_BITS + rng.randrange(BAND_BITS)
+        while bit in bits:
+            bit = band * BAND_BITS + rng.randrange(BAND_BITS)
+        bits.append(bit)
     for bit in bits:
         fingerprint ^= 1 << bit
     return fingerprint

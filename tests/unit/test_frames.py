@@ -10,6 +10,7 @@ import pytest
 from heimdex.application.job_runner import job_frames
 from heimdex.application.search import PAIRS_SHOWN, rank_similar
 from heimdex.domain.frames import (
+    BAND_BITS,
     BANDS,
     FINGERPRINT_BITS,
     MAX_DISTANCE,
@@ -18,17 +19,18 @@ from heimdex.domain.frames import (
     bands,
     distance,
     from_bands,
+    probes,
 )
 from heimdex.domain.model import Pictures, Thumbnail
 
 
 def test_bands_cut_the_fingerprint_most_significant_first_and_join_back() -> None:
-    assert bands(0x0102030405060708) == (1, 2, 3, 4, 5, 6, 7, 8)
+    assert bands(0x0102030405060708) == (0x0102, 0x0304, 0x0506, 0x0708)
     rng = random.Random(3)
     for _ in range(1000):
         fingerprint = rng.getrandbits(FINGERPRINT_BITS)
         assert from_bands(list(bands(fingerprint))) == fingerprint
-        assert all(0 <= value < 256 for value in bands(fingerprint))
+        assert all(0 <= value < 1 << BAND_BITS for value in bands(fingerprint))
 
 
 @pytest.mark.parametrize("bad", [-1, 1 << 64])
@@ -43,19 +45,26 @@ def test_distance_is_the_number_of_differing_bits() -> None:
     assert distance(0b1011, 0b0001) == 2
 
 
-def test_every_fingerprint_nearer_than_the_band_count_shares_a_band() -> None:
-    """The pigeonhole: flipping up to ``MAX_DISTANCE`` bits, however spread, leaves at least one
-    band as it was — and at ``BANDS`` bits, one per band, none may be left."""
+def test_every_fingerprint_within_the_max_distance_has_a_band_among_the_probes() -> None:
+    """The pigeonhole the search relies on: flipping up to ``MAX_DISTANCE`` bits, however
+    spread, leaves at least one band among the query band's probes (itself and its one-bit
+    neighbours) — and one bit more, two in each band, can leave none."""
     rng = random.Random(5)
     for _ in range(5000):
         fingerprint = rng.getrandbits(64)
         flipped = fingerprint
         for bit in rng.sample(range(64), rng.randint(0, MAX_DISTANCE)):
             flipped ^= 1 << bit
-        assert any(a == b for a, b in zip(bands(fingerprint), bands(flipped), strict=True))
-    one_per_band = sum(1 << (band * 8) for band in range(BANDS))
-    assert distance(0, one_per_band) == BANDS
-    assert all(value != 0 for value in bands(one_per_band))
+        assert any(b in probes(a) for a, b in zip(bands(fingerprint), bands(flipped), strict=True))
+    two_per_band = sum(3 << (band * BAND_BITS) for band in range(BANDS))
+    assert distance(0, two_per_band) == MAX_DISTANCE + 1
+    assert not any(b in probes(0) for b in bands(two_per_band))
+
+
+def test_the_probes_are_the_band_and_its_one_bit_neighbours() -> None:
+    found = probes(0x00F0)
+    assert len(found) == len(set(found)) == BAND_BITS + 1
+    assert all(distance(0x00F0, value) <= 1 for value in found)
 
 
 def test_similar_assets_rank_by_frames_matched_then_mean_distance() -> None:

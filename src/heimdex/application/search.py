@@ -74,8 +74,7 @@ class FrameHits(msgspec.Struct, frozen=True, kw_only=True):
 def _check(max_distance: int, limit: int) -> None:
     if not 0 <= max_distance <= MAX_DISTANCE:
         raise InvalidInput(
-            f"max_distance must be between 0 and {MAX_DISTANCE}: the search is exact only "
-            "below the number of bands"
+            f"max_distance must be between 0 and {MAX_DISTANCE}: the search is exact only that far"
         )
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}")

@@ -4,12 +4,18 @@ A fingerprint is a perceptual hash (pHash, ``adapters/media/fingerprint.py``): f
 alike — the same frame re-encoded, rescaled, brightened — differ in few bits, unrelated frames
 in about half. Nearness is the Hamming distance (the number of differing bits).
 
-Multi-index hashing: the 64 bits are cut into ``BANDS`` bands of ``BAND_BITS`` bits, each kept
-in a column of its own. Two fingerprints at distance ``d < BANDS`` differ in at most ``d`` bands,
-so they agree exactly on at least one band (pigeonhole): the candidates of a query are the rows
-that share one band value with it — B-tree look-ups — and the exact distance decides among
-them. Searches are therefore exact up to ``MAX_DISTANCE``; a larger distance is refused rather
-than answered approximately.
+Multi-index hashing (Norouzi, Punjani and Fleet): the 64 bits are cut into ``BANDS`` bands of
+``BAND_BITS`` bits, each kept in an indexed column. Two fingerprints at distance ``d`` have a
+band within ``d // BANDS`` bits of each other (pigeonhole: were every band ``d // BANDS + 1``
+apart or more, the distance would be more than ``d``). So every fingerprint within
+``MAX_DISTANCE`` = 7 of a query has a band equal to the query's band or one bit from it: the
+candidates are the rows whose band is one of those ``1 + BAND_BITS`` values, for any band —
+B-tree look-ups — and the exact distance decides among them. (With radius 0 the rule is the
+plain pigeonhole: ``d < BANDS`` shares a band exactly; 8 bands of 8 bits would answer 7 too, but
+each of their values matches 1/256 of the archive, where a 16-bit probe matches 1/65,536 — at
+10^6 frames about 1,000 candidates a query instead of 31,000: ``benchmarks/search.py``.)
+Searches are exact up to ``MAX_DISTANCE``; a larger distance is refused rather than answered
+approximately.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ from uuid import UUID
 import msgspec
 
 FINGERPRINT_BITS = 64
-BANDS = 8
+BANDS = 4
 BAND_BITS = FINGERPRINT_BITS // BANDS
 BAND_MASK = (1 << BAND_BITS) - 1
-#: the largest distance a search answers exactly (pigeonhole: one band less than there are)
-MAX_DISTANCE = BANDS - 1
+#: how far from the query's band a candidate's band may be (in bits)
+PROBE_RADIUS = 1
+#: the largest distance a search answers exactly: below ``BANDS * (PROBE_RADIUS + 1)``
+MAX_DISTANCE = BANDS * (PROBE_RADIUS + 1) - 1
 #: the default: a re-encode, a rescale or a brightening of the same frame (docs/search.md)
 DEFAULT_MAX_DISTANCE = 6
 
@@ -43,6 +51,11 @@ def from_bands(values: tuple[int, ...] | list[int]) -> int:
     for value in values:
         fingerprint = (fingerprint << BAND_BITS) | (value & BAND_MASK)
     return fingerprint
+
+
+def probes(band: int) -> list[int]:
+    """The band values a candidate may have in this band: ``band`` and its one-bit neighbours."""
+    return [band, *(band ^ (1 << bit) for bit in range(BAND_BITS))]
 
 
 def distance(a: int, b: int) -> int:

@@ -284,7 +284,7 @@ TENANT_TABLES: tuple[str, ...] = (
 
 class FrameRow(Base):
     """A fingerprinted frame of an asset (``heimdex.domain.frames``): its time, its 64-bit
-    fingerprint as hex, and the fingerprint's bands, each in an indexed column, for the exact
+    fingerprint as hex, and its four 16-bit bands, each in an indexed column, for the exact
     Hamming search (multi-index hashing: ``adapters/db/frame_repository.py``)."""
 
     __tablename__ = "frames"
@@ -302,12 +302,8 @@ class FrameRow(Base):
     b1: Mapped[int] = mapped_column(Integer)
     b2: Mapped[int] = mapped_column(Integer)
     b3: Mapped[int] = mapped_column(Integer)
-    b4: Mapped[int] = mapped_column(Integer)
-    b5: Mapped[int] = mapped_column(Integer)
-    b6: Mapped[int] = mapped_column(Integer)
-    b7: Mapped[int] = mapped_column(Integer)
 
 
 Index("ix_frames_org_asset_time", FrameRow.org_id, FrameRow.asset_id, FrameRow.time)
-for _band in range(8):
+for _band in range(4):
     Index(f"ix_frames_org_b{_band}", FrameRow.org_id, getattr(FrameRow, f"b{_band}"))

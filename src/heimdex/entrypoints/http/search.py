@@ -43,8 +43,8 @@ MAX_IMAGE_BYTES = 5 << 20
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
 _MAX_DISTANCE_TEXT = (
     f"the largest Hamming distance (of 64 bits) a frame may be from the query, 0 to "
-    f"{MAX_DISTANCE}: the search is exact below the number of bands (8). {DEFAULT_MAX_DISTANCE} "
-    "finds re-encodes, rescales and brightened copies"
+    f"{MAX_DISTANCE}, the most the search answers exactly. {DEFAULT_MAX_DISTANCE} finds "
+    "re-encodes, rescales and brightened copies"
 )
 
 

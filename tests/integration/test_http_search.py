@@ -66,7 +66,7 @@ async def _processed(client: AsyncTestClient[Litestar], token: str, path: Path) 
     return str(asset["asset_id"])
 
 
-def _frame_png(path: Path, seconds: float, width: int) -> bytes:
+def frame_png(path: Path, seconds: float, width: int) -> bytes:
     """The frame shown at ``seconds``, rescaled to ``width``, as PNG (decoded here, by PyAV)."""
     with av.open(str(path)) as container:
         shown = None
@@ -149,7 +149,7 @@ async def test_a_copy_finds_its_original_and_a_frame_finds_its_scene(
     assert "signature=" in items[0]["thumbnail_url"]
 
     # The same frame as an image, decoded independently and rescaled: found in both videos.
-    image = _frame_png(original_mp4, 6.0, 200)
+    image = frame_png(original_mp4, 6.0, 200)
     answer = await client.post(
         "/v1/search/frames",
         content=image,

@@ -65,6 +65,10 @@ _BIT_COUNTS = "".join(str(value.bit_count()) for value in range(256))
 _INSERT_BATCH = 1000
 
 
+def bands_of(table: Any) -> list[ColumnElement[int]]:
+    return [_band(table, index) for index in range(BANDS)]
+
+
 def _band(table: Any, index: int) -> ColumnElement[int]:
     column: ColumnElement[int] = table.c[f"b{index}"]
     return column
@@ -120,9 +124,11 @@ def _near(prefix: str) -> Select[Any]:
     bands ``:<prefix>q<i>``, their probes ``:<prefix>p<i>_<n>``): (asset_id, time, distance)."""
     query = [bindparam(f"{prefix}q{i}", type_=Integer) for i in range(BANDS)]
     org = bindparam("org", type_=String)
+    # Each band's look-up reads its rows (an index scan under the organisation); the union
+    # drops a row two bands found. No join back by id: the plan has no choice to get wrong.
     candidates = union(
         *(
-            select(FRAMES.c.id).where(
+            select(FRAMES.c.id, FRAMES.c.asset_id, FRAMES.c.time, *bands_of(FRAMES)).where(
                 FRAMES.c.org_id == org,
                 _band(FRAMES, index).in_(
                     [
@@ -134,15 +140,11 @@ def _near(prefix: str) -> Select[Any]:
             for index in range(BANDS)
         )
     ).subquery(f"{prefix}candidates")
-    scored = (
-        select(
-            FRAMES.c.asset_id,
-            FRAMES.c.time,
-            _distance(query, [_band(FRAMES, i) for i in range(BANDS)]).label("distance"),
-        )
-        .where(FRAMES.c.org_id == org, FRAMES.c.id.in_(select(candidates.c.id)))
-        .subquery(f"{prefix}scored")
-    )
+    scored = select(
+        candidates.c.asset_id,
+        candidates.c.time,
+        _distance(query, bands_of(candidates)).label("distance"),
+    ).subquery(f"{prefix}scored")
     return select(scored).where(scored.c.distance <= bindparam(f"{prefix}max", type_=Integer))
 
 

@@ -146,9 +146,19 @@ CONFIG = schemathesis.Config.from_dict(
         "operations": [
             {
                 "include-name": name,
-                "checks": {"positive_data_acceptance": {"expected-statuses": _POSITIVE + extra}},
+                "checks": {
+                    "positive_data_acceptance": {"expected-statuses": _POSITIVE + extra},
+                    # The one 5xx a route answers on purpose: search by text, until a text
+                    # model exists (501 semantic_search_unavailable). Any other still fails.
+                    **(
+                        {"not_a_server_error": {"expected-statuses": ["2xx", "3xx", "4xx", "501"]}}
+                        if "501" in extra
+                        else {}
+                    ),
+                },
             }
             for name, extra in [
+                ("POST /v1/search/frames", ["400", "413", "415", "422", "501"]),
                 ("GET /v1/assets", ["400"]),
                 ("POST /v1/ingest/init", ["413", "415", "422"]),
                 ("POST /v1/ingest/commit", ["400", "410", "422"]),

@@ -9,6 +9,7 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
+from litestar.exceptions import SerializationException
 from litestar.openapi.spec import (
     OpenAPIFormat,
     OpenAPIMediaType,
@@ -101,11 +102,11 @@ _SEARCH_BODY = RequestBody(
 )
 
 
-def _query(body: bytes) -> tuple[UUID, float] | str:
+def _query(value: Any) -> tuple[UUID, float] | str:
     """The frame of a JSON query (asset id, time), or its text."""
     try:
-        query = msgspec.json.decode(body, type=FrameQuery)
-    except msgspec.DecodeError as exc:
+        query = msgspec.convert(value, type=FrameQuery)
+    except msgspec.ValidationError as exc:
         raise errors.InvalidInput(f"the query is not valid: {exc}") from exc
     if query.text is not None:
         if query.asset_id is not None or query.time is not None:
@@ -114,6 +115,14 @@ def _query(body: bytes) -> tuple[UUID, float] | str:
     if query.asset_id is None or query.time is None:
         raise errors.InvalidInput("send asset_id and time (or an image, or text)")
     return query.asset_id, query.time
+
+
+async def _json(request: Request[Any, Any, Any]) -> Any:
+    """The JSON body, through the app's guarded request (depth, NUL characters)."""
+    try:
+        return await request.json()
+    except SerializationException as exc:
+        raise errors.InvalidInput("the body is not JSON") from exc
 
 
 class SearchController(Controller):
@@ -194,17 +203,20 @@ class SearchController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = 20,
     ) -> FrameHits:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        body = await request.body()
         base_url = public_base_url(request)
         if content_type in IMAGE_TYPES:
             return await search.frames_like_image(
-                principal, body, max_distance=max_distance, limit=limit, base_url=base_url
+                principal,
+                await request.body(),
+                max_distance=max_distance,
+                limit=limit,
+                base_url=base_url,
             )
         if content_type != "application/json":
             raise errors.UnsupportedMediaType(
                 "send application/json ({asset_id, time}) or an image: " + ", ".join(IMAGE_TYPES)
             )
-        query = _query(body)
+        query = _query(await _json(request))
         if isinstance(query, str):
             return await search.frames_like_text(principal, query)
         asset_id, time = query

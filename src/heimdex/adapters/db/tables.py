@@ -279,6 +279,7 @@ TENANT_TABLES: tuple[str, ...] = (
     "idempotency_records",
     "webhook_endpoints",
     "webhook_deliveries",
+    "frames",
 )
 
 

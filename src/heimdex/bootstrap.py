@@ -15,6 +15,7 @@ from heimdex.adapters.auth.jwt import JwtCodec
 from heimdex.adapters.auth.url_signing import HmacUrlSigner
 from heimdex.adapters.clock import SystemClock
 from heimdex.adapters.db.engine import Database
+from heimdex.adapters.db.frame_directory import SqlFrameDirectory
 from heimdex.adapters.db.idempotency import SqlIdempotencyStore
 from heimdex.adapters.db.job_directory import SqlJobDirectory
 from heimdex.adapters.db.migrations import upgrade
@@ -23,6 +24,7 @@ from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.adapters.db.upload_directory import SqlUploadDirectory
 from heimdex.adapters.db.webhook_directory import SqlWebhookDirectory
 from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
+from heimdex.adapters.media.fingerprint import PooledImageFingerprinter
 from heimdex.adapters.media.pooled_decoder import PooledDecoder
 from heimdex.adapters.media.pyav_pictures import PyAVPictureMaker
 from heimdex.adapters.media.pyav_thumbnailer import PyAVThumbnailer
@@ -58,9 +60,11 @@ from heimdex.application.job_runner import JobRunner
 from heimdex.application.pictures import PictureService
 from heimdex.application.probe_gate import ProbeSlots
 from heimdex.application.probing import ProbeService
+from heimdex.application.reindex import Reindexer
 from heimdex.application.replay import ReplayService
 from heimdex.application.resumable_uploads import ResumableUploads
 from heimdex.application.scratch import ScratchSweeper
+from heimdex.application.search import SearchService
 from heimdex.application.sidecars import SidecarService
 from heimdex.application.signed_urls import SignedUrlVerifier
 from heimdex.application.sweeping import Sweep
@@ -70,6 +74,8 @@ from heimdex.bootstrap_media import build_prober, decode_limits
 from heimdex.domain.errors import HeimdexError, QueueMisconfigured, TenancyUnsafe
 from heimdex.domain.ports import (
     Clock,
+    FrameDirectory,
+    FrameFingerprinter,
     HealthCheck,
     IdempotencyStore,
     JobDirectory,
@@ -144,6 +150,10 @@ class Adapters:
     thumbnailer: Thumbnailer
     #: storyboards and posters (PyAV, in the thumbnailer's decode pool or one of its own)
     picture_maker: PictureMaker | None
+    #: fingerprints of search images (a decode pool of its own)
+    fingerprinter: FrameFingerprinter
+    #: which assets have no fingerprinted frame yet, across organisations (``heimdex reindex``)
+    frame_directory: FrameDirectory
     queue: RunnableQueue
     #: what the in-process queue runs each job id through (bound to the job runner)
     dispatch: JobDispatch
@@ -195,6 +205,9 @@ class Services:
     deliverer: WebhookDeliverer
     job_listing: JobListing
     replay: ReplayService
+    #: search by what frames look like; ``heimdex reindex`` (assets older than fingerprints)
+    search: SearchService
+    reindexer: Reindexer
 
     def sweeps(self) -> tuple[Sweep, ...]:
         """What the periodic sweep runs in a process that sweeps for everyone: due jobs,
@@ -430,7 +443,12 @@ def build_adapters(settings: Settings, broker: HeimdexStreamBroker | None = None
     prober = build_prober(settings)
     thumbnailer = build_thumbnailer(settings)
     picture_maker = build_picture_maker(settings, thumbnailer)
-    for decoder in (prober, thumbnailer, picture_maker):
+    # Search images: a decode pool of one worker, started by the first image, apart from the
+    # jobs' so a query never waits behind a video.
+    fingerprinter = PooledImageFingerprinter(
+        limits=decode_limits(settings), wait_seconds=settings.probe.worker_wait_seconds
+    )
+    for decoder in (prober, thumbnailer, picture_maker, fingerprinter):
         if isinstance(decoder, PooledDecoder):  # the PyAV adapters' decode pools
             resources.push_async_callback(decoder.close)
     webhook_sender = HttpxWebhookSender(
@@ -467,6 +485,8 @@ def build_adapters(settings: Settings, broker: HeimdexStreamBroker | None = None
         prober=prober,
         thumbnailer=thumbnailer,
         picture_maker=picture_maker,
+        fingerprinter=fingerprinter,
+        frame_directory=SqlFrameDirectory(database),
         queue=queue,
         dispatch=dispatch,
         webhook_sender=webhook_sender,
@@ -486,6 +506,7 @@ def build_services(settings: Settings, adapters: Adapters) -> Services:
     measured_prober = MeasuredProber(a.prober, metrics)
     probe_slots = build_probe_slots(settings)
     policy = job_policy(settings)
+    jobs = JobRequests(uow, a.job_directory, a.queue, clock, policy)
     job_runner = JobRunner(
         uow,
         a.job_directory,
@@ -567,7 +588,7 @@ def build_services(settings: Settings, adapters: Adapters) -> Services:
             ttl=timedelta(seconds=settings.idempotency.ttl_seconds),
             lease=timedelta(seconds=settings.idempotency.lease_seconds),
         ),
-        jobs=JobRequests(uow, a.job_directory, a.queue, clock, policy),
+        jobs=jobs,
         job_runner=job_runner,
         sidecars=SidecarService(uow, storage, clock, settings.storage.download_url_ttl_seconds),
         pictures=PictureService(
@@ -602,6 +623,10 @@ def build_services(settings: Settings, adapters: Adapters) -> Services:
         deliverer=deliverer,
         job_listing=JobListing(uow),
         replay=ReplayService(uow, a.replay_directory, a.webhook_directory, clock),
+        search=SearchService(
+            uow, a.fingerprinter, storage, clock, settings.storage.download_url_ttl_seconds
+        ),
+        reindexer=Reindexer(uow, a.frame_directory, jobs),
     )
 
 

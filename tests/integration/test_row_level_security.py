@@ -20,6 +20,7 @@ from heimdex.adapters.db.engine import Database
 from heimdex.adapters.db.tables import TENANT_TABLES
 from heimdex.adapters.db.tenancy_report import tenancy_report
 from heimdex.adapters.db.unit_of_work import SqlUnitOfWork, SqlUnitOfWorkFactory
+from heimdex.domain.frames import FrameFingerprint
 from tests.contract.test_repositories import new_org, stored_asset
 from tests.fixtures.db import PostgresCatalogue
 
@@ -40,11 +41,15 @@ async def runtime(postgres_catalogue: PostgresCatalogue) -> AsyncIterator[Databa
 
 @pytest.fixture
 async def two_orgs(runtime: Database) -> tuple[str, str]:
-    """Two organisations with two assets each (and their uploads)."""
+    """Two organisations with two assets each (and their uploads, and a fingerprinted frame
+    each: the same fingerprint in both organisations)."""
     uow = SqlUnitOfWorkFactory(runtime)
     org_a, org_b = new_org(), new_org()
     for org in (org_a, org_a, org_b, org_b):
-        await stored_asset(uow, org)
+        asset = await stored_asset(uow, org)
+        async with uow(org) as unit:
+            await unit.frames.replace(asset.id, [FrameFingerprint(time=1.0, fingerprint=42)])
+            await unit.commit()
     return org_a, org_b
 
 

@@ -24,6 +24,7 @@ from heimdex.domain.errors import (
     ChunkChecksumMismatch,
     Conflict,
     DatabaseUnavailable,
+    InvalidInput,
     InvalidMedia,
     NotFound,
     QueueUnavailable,
@@ -31,11 +32,20 @@ from heimdex.domain.errors import (
     StorageError,
     UploadTooLarge,
 )
+from heimdex.domain.frames import (
+    MAX_DISTANCE,
+    FrameFingerprint,
+    FrameMatch,
+    FramePair,
+    distance,
+    order_key,
+)
 from heimdex.domain.media import MediaInfo, StreamInfo
 from heimdex.domain.model import (
     Asset,
     AssetFilter,
     AssetPage,
+    AssetStatus,
     Job,
     JobFilter,
     JobKind,
@@ -247,6 +257,7 @@ class FakeTables(msgspec.Struct):
     jobs: dict[UUID, Job] = msgspec.field(default_factory=dict)
     endpoints: dict[UUID, WebhookEndpoint] = msgspec.field(default_factory=dict)
     deliveries: dict[UUID, WebhookDelivery] = msgspec.field(default_factory=dict)
+    frames: dict[UUID, list[FrameFingerprint]] = msgspec.field(default_factory=dict)
 
 
 E = TypeVar("E", Upload, Asset, Job)
@@ -856,6 +867,74 @@ class FakeThumbnailer:
         return None
 
 
+class _Frames:
+    """The frame search by brute force: every frame of the organisation's assets compared."""
+
+    def __init__(self, tables: FakeTables, org_id: str) -> None:
+        self._t, self._org = tables, org_id
+
+    def _own(self) -> list[tuple[UUID, FrameFingerprint]]:
+        return [
+            (asset_id, frame)
+            for asset_id, frames in self._t.frames.items()
+            if (asset := self._t.assets.get(asset_id)) is not None and asset.org_id == self._org
+            for frame in frames
+        ]
+
+    async def replace(self, asset_id: UUID, frames: Sequence[FrameFingerprint]) -> None:
+        self._t.frames[asset_id] = list(frames)
+
+    async def of_asset(self, asset_id: UUID) -> list[FrameFingerprint]:
+        return sorted((f for a, f in self._own() if a == asset_id), key=lambda f: f.time)
+
+    async def nearest(self, fingerprint: int, *, max_distance: int, limit: int) -> list[FrameMatch]:
+        if not 0 <= max_distance <= MAX_DISTANCE:
+            raise InvalidInput(f"max_distance must be between 0 and {MAX_DISTANCE}")
+        if limit < 1:
+            raise InvalidInput("limit must be at least 1")
+        matches = [
+            FrameMatch(asset_id=a, time=f.time, distance=distance(fingerprint, f.fingerprint))
+            for a, f in self._own()
+        ]
+        return sorted((m for m in matches if m.distance <= max_distance), key=order_key)[:limit]
+
+    async def shared(self, asset_id: UUID, *, max_distance: int) -> list[FramePair]:
+        if not 0 <= max_distance <= MAX_DISTANCE:
+            raise InvalidInput(f"max_distance must be between 0 and {MAX_DISTANCE}")
+        own = self._own()
+        pairs = [
+            FramePair(
+                time=mine.time,
+                other_asset_id=b,
+                other_time=other.time,
+                distance=distance(mine.fingerprint, other.fingerprint),
+            )
+            for a, mine in own
+            if a == asset_id
+            for b, other in own
+            if b != asset_id
+        ]
+        return sorted(
+            (p for p in pairs if p.distance <= max_distance),
+            key=lambda p: (p.time, str(p.other_asset_id), p.other_time),
+        )
+
+    async def unindexed_assets(self, *, after: UUID | None, limit: int) -> list[UUID]:
+        ids = sorted(
+            (
+                a.id
+                for a in self._t.assets.values()
+                if a.org_id == self._org
+                and a.status is AssetStatus.READY
+                and a.media.video_streams
+                and not self._t.frames.get(a.id)
+                and (after is None or a.id.bytes > after.bytes)
+            ),
+            key=lambda i: i.bytes,
+        )
+        return ids[:limit]
+
+
 class FakeUnitOfWork:
     def __init__(self, database: FakeDatabase, org_id: str) -> None:
         self._database = database
@@ -866,6 +945,7 @@ class FakeUnitOfWork:
         self.jobs = _Jobs(self._working, org_id)
         self.webhooks = _Endpoints(self._working, org_id)
         self.deliveries = _Deliveries(self._working, org_id)
+        self.frames = _Frames(self._working, org_id)
         self._entered = False
 
     async def __aenter__(self) -> FakeUnitOfWork:

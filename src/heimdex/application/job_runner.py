@@ -37,6 +37,7 @@ from heimdex.domain.errors import (
     QueueUnavailable,
     StorageError,
 )
+from heimdex.domain.frames import FrameFingerprint
 from heimdex.domain.model import (
     INTERRUPTED,
     Asset,
@@ -170,7 +171,7 @@ class JobRunner:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._heartbeat, job)
                 try:
-                    asset = await self._produce(job)
+                    asset, frames = await self._produce(job)
                 finally:
                     group.cancel_scope.cancel()
         except BaseException as exc:  # every failure is recorded; cancellation re-raised
@@ -187,7 +188,7 @@ class JobRunner:
             if not isinstance(_unwrap(exc), Exception):
                 raise
             return
-        kept = await self._once_database_answers(lambda: self._record_success(job, asset))
+        kept = await self._once_database_answers(lambda: self._record_success(job, asset, frames))
         finished: JobOutcome = "succeeded" if kept else "failed"
         self._metrics.job_finished(job.kind, finished, time.perf_counter() - started)
 
@@ -227,7 +228,7 @@ class JobRunner:
                 log.warning("job_lease_lost", job_id=str(job.id), asset_id=str(job.asset_id))
                 return
 
-    async def _produce(self, job: Job) -> Asset:
+    async def _produce(self, job: Job) -> tuple[Asset, list[FrameFingerprint]]:
         async with self._uow(job.org_id) as uow:
             asset = await uow.assets.get(job.asset_id)
         if asset is None:
@@ -273,7 +274,7 @@ class JobRunner:
         await self._storage.write_bytes(
             sidecar_key(asset.org_id, asset.id), encode_sidecar(document)
         )
-        return asset
+        return asset, job_frames(thumbnails, pictures)
 
     async def _decode(
         self, path: Path, asset: Asset, job: Job, poster_time: float | None
@@ -322,9 +323,11 @@ class JobRunner:
         return poster if poster is not None and poster.chosen_by == "user" else None
 
     # -- recording outcomes: each in one transaction with the asset's status ----------------
-    async def _record_success(self, job: Job, asset: Asset) -> bool:
-        """Record the run's success, unless its asset was deleted while it ran: then what it
-        wrote is removed and the answer is ``False``."""
+    async def _record_success(
+        self, job: Job, asset: Asset, frames: Sequence[FrameFingerprint]
+    ) -> bool:
+        """Record the run's success and its frames' fingerprints, unless its asset was deleted
+        while it ran: then what it wrote is removed and the answer is ``False``."""
         now = self._clock.now()
         done = job.succeeded(now)
         async with self._uow(job.org_id) as uow:
@@ -336,6 +339,7 @@ class JobRunner:
             if current is not None and await uow.jobs.finish(done, self.worker_id):
                 ready = msgspec.structs.replace(current, status=AssetStatus.READY, updated_at=now)
                 await uow.assets.save(ready)
+                await uow.frames.replace(asset.id, frames)
                 await record_event(uow, WebhookEventType.ASSET_READY, asset_data(ready, done), now)
                 await record_event(uow, WebhookEventType.JOB_SUCCEEDED, job_data(done), now)
             await uow.commit()
@@ -450,6 +454,17 @@ class JobRunner:
         if due:
             log.info("jobs_swept", count=len(due))
         return len(due)
+
+
+def job_frames(thumbnails: Sequence[Thumbnail], pictures: Pictures) -> list[FrameFingerprint]:
+    """The fingerprinted frames of one run: the storyboard's tiles and the thumbnails (a frame
+    both show counted once), by time."""
+    frames = {(f.time, f.fingerprint): f for f in pictures.frames}
+    for thumbnail in thumbnails:
+        if thumbnail.fingerprint is not None:
+            frame = FrameFingerprint(time=thumbnail.time, fingerprint=thumbnail.fingerprint)
+            frames[(frame.time, frame.fingerprint)] = frame
+    return sorted(frames.values(), key=lambda f: (f.time, f.fingerprint))
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -440,3 +440,41 @@ class WebhookUrlForbidden(HeimdexError):
 
     code = "webhook_url_forbidden"
     title = "The webhook URL is not allowed"
+
+
+class InvalidImage(HeimdexError):
+    """A search image that is not one picture Heimdex can read (empty, not an image, an
+    unsupported format)."""
+
+    code = "invalid_image"
+    title = "The image is not readable"
+
+
+class AnimatedImage(InvalidImage):
+    """A search image with more than one frame: which frame is meant is not clear."""
+
+    code = "animated_image"
+    title = "The image is animated"
+
+
+class ImageTooLarge(InvalidImage):
+    """A search image over the byte limit, or declaring more pixels than the decoders may
+    allocate (``HEIMDEX_DECODE_MAX_PIXELS``): a decompression bomb is refused unread."""
+
+    code = "image_too_large"
+    title = "The image is larger than allowed"
+
+
+class SemanticSearchUnavailable(HeimdexError):
+    """Search by text needs a text model, which this Heimdex does not have yet."""
+
+    code = "semantic_search_unavailable"
+    title = "Search by text is not available"
+
+
+class FramesNotReady(Conflict):
+    """A search from an asset with no fingerprinted frame: its sidecar job has not run yet
+    (or ran before fingerprints existed: ``heimdex reindex``), or every frame was dull."""
+
+    code = "frames_not_ready"
+    title = "The asset has no fingerprinted frames yet"

@@ -10,6 +10,7 @@ from uuid import UUID
 import msgspec
 
 from heimdex.domain.errors import InvalidJobTransition
+from heimdex.domain.frames import FrameFingerprint
 from heimdex.domain.media import MediaInfo
 
 
@@ -203,6 +204,8 @@ class Pictures(msgspec.Struct, frozen=True, kw_only=True):
 
     storyboard: Storyboard | None = None
     poster: Poster | None = None
+    #: the fingerprints of the storyboard's tiles that are not dull (``heimdex.domain.frames``)
+    frames: list[FrameFingerprint] = msgspec.field(default_factory=list)
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
@@ -372,6 +375,8 @@ class Thumbnail(msgspec.Struct, frozen=True, kw_only=True):
     width: int
     height: int
     data: bytes
+    #: its frame's fingerprint; none for a dull frame, or from a thumbnailer that makes none
+    fingerprint: int | None = None
 
 
 class JobPage(msgspec.Struct, frozen=True, kw_only=True):

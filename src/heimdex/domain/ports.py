@@ -15,6 +15,7 @@ from uuid import UUID
 import msgspec
 
 from heimdex.domain.declared import Declared
+from heimdex.domain.frames import FrameFingerprint, FrameMatch, FramePair
 from heimdex.domain.idempotency import (
     ClaimWindow,
     IdempotencyClaim,
@@ -630,6 +631,58 @@ class Metrics(Protocol):
         ...
 
 
+class FrameRepository(Protocol):
+    """The organisation's fingerprinted frames (``heimdex.domain.frames``) and the exact
+    Hamming search over them: every answer holds every frame within ``max_distance`` (at most
+    ``MAX_DISTANCE``) and no other, in the order of ``order_key``."""
+
+    async def replace(self, asset_id: UUID, frames: Sequence[FrameFingerprint]) -> None:
+        """Make ``frames`` the asset's fingerprinted frames (a re-run replaces, never adds)."""
+        ...
+
+    async def of_asset(self, asset_id: UUID) -> list[FrameFingerprint]:
+        """The asset's frames, by time."""
+        ...
+
+    async def nearest(self, fingerprint: int, *, max_distance: int, limit: int) -> list[FrameMatch]:
+        """The ``limit`` frames nearest ``fingerprint``, best first, within ``max_distance``."""
+        ...
+
+    async def shared(self, asset_id: UUID, *, max_distance: int) -> list[FramePair]:
+        """Every pair of a frame of the asset and a frame of another asset within
+        ``max_distance``, by (time, other asset id, other time)."""
+        ...
+
+    async def unindexed_assets(self, *, after: UUID | None, limit: int) -> list[UUID]:
+        """Ready assets with a video stream and no fingerprinted frame, by id after ``after``:
+        what ``heimdex reindex`` fingerprints."""
+        ...
+
+
+class FrameDirectory(Protocol):
+    """Across organisations: the assets ``heimdex reindex`` fingerprints. Ids only."""
+
+    async def unindexed(
+        self, *, after: tuple[str, UUID] | None, limit: int
+    ) -> list[tuple[str, UUID]]:
+        """(org_id, asset id) of ready video assets without a fingerprinted frame, ordered,
+        after ``after``."""
+        ...
+
+
+class FrameFingerprinter(Protocol):
+    """Fingerprints of search images (``POST /v1/search/frames`` with an image body), decoded
+    away from the API process; the frames of videos are fingerprinted by the thumbnailer and
+    the picture maker as they make them."""
+
+    name: str
+
+    async def fingerprint(self, data: bytes) -> int:
+        """The fingerprint of one JPEG, PNG or WebP picture; ``InvalidImage`` (and its kinds)
+        for anything else."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction scoped to one organisation: ``async with uow: …; await uow.commit()``.
 
@@ -642,6 +695,7 @@ class UnitOfWork(Protocol):
     jobs: JobRepository
     webhooks: WebhookEndpointRepository
     deliveries: WebhookDeliveryRepository
+    frames: FrameRepository
 
     async def __aenter__(self) -> UnitOfWork: ...
 

@@ -399,6 +399,30 @@ def replay(
     )
 
 
+@app.command(
+    short_help="Fingerprint assets processed before search existed.",
+    epilog=_example(
+        "heimdex reindex", "heimdex reindex --org acme --jobs 4", "heimdex reindex --dry-run"
+    ),
+    context_settings=_HELP,
+)
+def reindex(
+    org: Annotated[
+        list[str] | None, typer.Option(help="only this organisation (repeatable)")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="assets at once")] = 2,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="list the assets to do, do nothing")
+    ] = False,
+) -> None:
+    """Run the sidecar job again (with its last options) for every ready video asset without
+    frame fingerprints, so `similar` and frame search find it; new assets are fingerprinted by
+    their own sidecar job. Exits 0 when every one was fingerprinted; a re-run resumes."""
+    from heimdex.entrypoints.reindex_cli import cmd_reindex
+
+    _run(cmd_reindex, org=org or [], jobs=jobs, dry_run=dry_run)
+
+
 @db_app.command(
     short_help="Apply migrations.",
     epilog=_example("heimdex db upgrade", "heimdex db upgrade 0004"),

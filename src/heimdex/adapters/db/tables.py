@@ -285,4 +285,32 @@ TENANT_TABLES: tuple[str, ...] = (
     "idempotency_records",
     "webhook_endpoints",
     "webhook_deliveries",
+    "frames",
 )
+
+
+class FrameRow(Base):
+    """A fingerprinted frame of an asset (``heimdex.domain.frames``): its time, its 64-bit
+    fingerprint as hex, and its four 16-bit bands, each in an indexed column, for the exact
+    Hamming search (multi-index hashing: ``adapters/db/frame_repository.py``)."""
+
+    __tablename__ = "frames"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True
+    )
+    org_id: Mapped[str] = mapped_column(String(ORG_ID_LENGTH))
+    asset_id: Mapped[UUID] = mapped_column(
+        GUID(), ForeignKey("assets.id", name="fk_frames_asset_id_assets", ondelete="CASCADE")
+    )
+    time: Mapped[float] = mapped_column(Float)
+    fingerprint: Mapped[str] = mapped_column(String(16))
+    b0: Mapped[int] = mapped_column(Integer)
+    b1: Mapped[int] = mapped_column(Integer)
+    b2: Mapped[int] = mapped_column(Integer)
+    b3: Mapped[int] = mapped_column(Integer)
+
+
+Index("ix_frames_org_asset_time", FrameRow.org_id, FrameRow.asset_id, FrameRow.time)
+for _band in range(4):
+    Index(f"ix_frames_org_b{_band}", FrameRow.org_id, getattr(FrameRow, f"b{_band}"))

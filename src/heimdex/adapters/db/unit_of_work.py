@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
 from heimdex.adapters.db.engine import Database, database_errors
+from heimdex.adapters.db.frame_repository import SqlFrameRepository
 from heimdex.adapters.db.repositories import (
     SqlAssetRepository,
     SqlJobRepository,
@@ -30,6 +31,7 @@ from heimdex.adapters.db.webhook_repositories import (
 )
 from heimdex.domain.ports import (
     AssetRepository,
+    FrameRepository,
     JobRepository,
     UploadRepository,
     WebhookDeliveryRepository,
@@ -107,6 +109,7 @@ class SqlUnitOfWork:
         )
         self._deliveries = SqlWebhookDeliveryRepository(self._session, self.org_id)
         self.deliveries: WebhookDeliveryRepository = self._deliveries
+        self.frames: FrameRepository = SqlFrameRepository(self._session, self.org_id)
 
     @property
     def session(self) -> AsyncSession:

@@ -17,6 +17,7 @@ import av
 import av.error
 
 from heimdex.adapters.media.decode_pool import DecodePool
+from heimdex.adapters.media.fingerprint import fingerprint_picture
 from heimdex.adapters.media.frame_picker import FramePicker, Picked
 from heimdex.adapters.media.limits import DecodeLimits
 from heimdex.adapters.media.pictures_plan import (
@@ -36,6 +37,7 @@ from heimdex.adapters.media.pyav_thumbnailer import (
 )
 from heimdex.adapters.media.thumbnail_plan import EPSILON, luma_stats
 from heimdex.domain.errors import InvalidMedia, ThumbnailerUnavailable, ThumbnailTimeout
+from heimdex.domain.frames import FrameFingerprint
 from heimdex.domain.media import MediaInfo
 from heimdex.domain.model import (
     Pictures,
@@ -121,11 +123,13 @@ class _PictureRenderer:
         self._plan = plan
         # Each tile's rank as a poster candidate: (not dull, detail), and its frame's pts.
         self._candidates: list[tuple[tuple[bool, float], int]] = []
+        # The fingerprints of the tiles that are not dull, from the pictures already filtered.
+        self._frames: list[FrameFingerprint] = []
 
     def pictures(self) -> Pictures:
         board = self._plan.storyboard
         storyboard = self._storyboard(board) if board is not None else None
-        return Pictures(storyboard=storyboard, poster=self._poster())
+        return Pictures(storyboard=storyboard, poster=self._poster(), frames=self._frames)
 
     # -- the storyboard ----------------------------------------------------------------------
     def _storyboard(self, board: StoryboardPlan) -> Storyboard:
@@ -169,7 +173,15 @@ class _PictureRenderer:
                 tile = images.look(picked).picture, picked.pts
                 if picked.pts == key.pts:
                     by_keyframe[key.pts] = tile
-                self._candidates.append((_rank(tile[0], plan.format != "jpg"), picked.pts))
+                rank = _rank(tile[0], plan.format != "jpg")
+                self._candidates.append((rank, picked.pts))
+                if rank[0]:  # not dull
+                    self._frames.append(
+                        FrameFingerprint(
+                            time=picker.seconds(picked.pts),
+                            fingerprint=fingerprint_picture(tile[0]),
+                        )
+                    )
             x, y = (
                 (position % board.columns) * plan.width,
                 (position // board.columns) * plan.height,

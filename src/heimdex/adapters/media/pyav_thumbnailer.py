@@ -25,6 +25,7 @@ import av.error
 import av.filter
 
 from heimdex.adapters.media.decode_pool import DecodePool
+from heimdex.adapters.media.fingerprint import fingerprint_picture
 from heimdex.adapters.media.frame_picker import FramePicker, Picked
 from heimdex.adapters.media.limits import DecodeLimits
 from heimdex.adapters.media.pooled_renderer import PooledRenderer
@@ -169,6 +170,7 @@ class _Renderer:
                     width=plan.width,
                     height=plan.height,
                     data=self._images.encode(look.picture),
+                    fingerprint=None if look.dull else fingerprint_picture(look.picture),
                 )
             )
         if not thumbnails:

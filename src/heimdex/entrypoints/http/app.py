@@ -36,6 +36,7 @@ from heimdex.entrypoints.http.problems import EXCEPTION_HANDLERS
 from heimdex.entrypoints.http.rate_limit import RateLimitMiddleware
 from heimdex.entrypoints.http.request_log import log_request
 from heimdex.entrypoints.http.schemas import sidecar_schema
+from heimdex.entrypoints.http.search import SearchController
 from heimdex.entrypoints.http.security_headers import with_security_headers
 from heimdex.entrypoints.http.tus import tus_controller, tus_options_headers
 from heimdex.entrypoints.http.uploads import UploadController
@@ -149,6 +150,7 @@ def create_app(
             PictureController,
             JobController,
             WebhookController,
+            SearchController,
         ],
         # Order matters: a client without a token learns only that (401), not what else is
         # wrong; no NUL gets as far as a stored key; the idempotency key and the rate limit are

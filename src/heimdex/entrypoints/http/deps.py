@@ -61,6 +61,7 @@ def dependencies(services: Services) -> dict[str, Provide]:
         "pictures": _value(services.pictures),
         "webhooks": _value(services.webhooks),
         "job_listing": _value(services.job_listing),
+        "search": _value(services.search),
         "signed_urls": _value(services.signed_urls),
         "tokens": _value(tokens),
         # the legacy upload: where its body is spooled, and how large its file may be

@@ -12,6 +12,7 @@ from typing import Any
 ORG = "acme"
 ASSET_ID = "c332fb7a-b768-45d7-8b41-b041b05d7bd5"
 UPLOAD_ID = "b2a83591-2952-4707-8d5e-3c1634d2a7a5"
+OTHER_ASSET_ID = "5f0e3c52-8a8e-4d4b-9c1e-2f6a0d9b7e41"
 JOB_ID = "31d339bb-b203-4e0d-9a98-58b635e3b81d"
 SHA256 = "ba1e0860f3d95c555ef9b69d49f9c55afad92226cfa4a5b21eb6b045bc1e43ae"
 SIGNED = f"org={ORG}&expires=1796142022&signature=16bcd485d9addbe594e52cf373e33192e3a0237a"
@@ -388,6 +389,44 @@ OPERATIONS: dict[str, tuple[Any, dict[str, Any]]] = {
                 "last_error_code": "http_error",
                 "last_error": "Service Unavailable",
                 "delivered_at": None,
+            }
+        },
+    ),
+    "similarAssets": (
+        None,
+        {
+            "200": {
+                "asset_id": ASSET_ID,
+                "frames": 14,
+                "items": [
+                    {
+                        "asset_id": OTHER_ASSET_ID,
+                        "frames_matched": 12,
+                        "distance": 0,
+                        "matches": [
+                            {"time": 0.0, "other_time": 0.0, "distance": 0},
+                            {"time": 1.0, "other_time": 1.0, "distance": 1},
+                            {"time": 2.0, "other_time": 2.0, "distance": 2},
+                        ],
+                    }
+                ],
+            }
+        },
+    ),
+    "searchFrames": (
+        {"asset_id": ASSET_ID, "time": 2.0},
+        {
+            "200": {
+                "items": [
+                    {
+                        "asset_id": OTHER_ASSET_ID,
+                        "time": 2.0,
+                        "distance": 1,
+                        "thumbnail_url": "https://heimdex.example.com/v1/files/derived/"
+                        f"{ORG}/{OTHER_ASSET_ID}/storyboard/sprite-00.jpg?{SIGNED}"
+                        "#xywh=320,0,160,120",
+                    }
+                ]
             }
         },
     ),

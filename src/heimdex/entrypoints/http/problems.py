@@ -37,6 +37,9 @@ STATUS_BY_ERROR: dict[type[errors.HeimdexError], int] = {
     errors.ChunkContentTypeInvalid: 415,
     errors.IdempotencyKeyReused: 422,
     errors.UploadTooLarge: 413,
+    errors.ImageTooLarge: 413,
+    errors.InvalidImage: 422,
+    errors.SemanticSearchUnavailable: 501,
     errors.LimitExceeded: 429,
     errors.ProbeBusy: 429,
     errors.StorageQuotaExceeded: 403,
@@ -71,6 +74,7 @@ CODE_BY_STATUS: dict[int, str] = {
     415: "unsupported_media_type",
     429: "rate_limited",
     500: "internal_error",
+    501: "not_implemented",
     503: "service_unavailable",
 }
 

@@ -15,6 +15,7 @@ from heimdex.adapters.db.engine import Database
 from heimdex.adapters.db.idempotency import SqlIdempotencyStore
 from heimdex.adapters.db.job_directory import SqlJobDirectory
 from heimdex.adapters.db.migrations import upgrade
+from heimdex.adapters.db.pg_reads import PgCatalogueReads
 from heimdex.adapters.db.tenancy_report import TenancyCheck, tenancy_report
 from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.adapters.db.upload_directory import SqlUploadDirectory
@@ -114,6 +115,8 @@ class Services:
     rate_limiter: RateLimiter | None = None
     #: storyboards and posters (PyAV, in the thumbnailer's decode pool or one of its own)
     picture_maker: PyAVPictureMaker | None = None
+    #: the API's hot reads on asyncpg, when the database is PostgreSQL (closed at shutdown)
+    reads: PgCatalogueReads | None = None
 
     def sweeps(self) -> tuple[Sweep, ...]:
         """What the periodic sweep runs in a process that sweeps for everyone: due jobs,
@@ -180,6 +183,8 @@ class Services:
         await self.queue.shutdown()
         if self.rate_limiter is not None:
             await self.rate_limiter.aclose()
+        if self.reads is not None:
+            await self.reads.aclose()
         await self.database.dispose()
         for decoder in (self.prober, self.thumbnailer, self.picture_maker):
             close = getattr(decoder, "close", None)
@@ -338,6 +343,12 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
     clock = SystemClock()
     database = Database(settings.resolved_database_url)
     uow = SqlUnitOfWorkFactory(database)
+    # PostgreSQL's reads skip the unit of work (docs/architecture.md, "Reads"); SQLite's use it.
+    reads = (
+        PgCatalogueReads(settings.resolved_database_url, pool_size=settings.database.read_pool_size)
+        if database.is_postgres
+        else None
+    )
     signer = build_signer(settings)
     storage = build_storage(settings, signer)
     prober = build_prober(settings)
@@ -436,14 +447,14 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
             metrics=metrics,
             slots=probe_slots,
         ),
-        assets=AssetService(uow, storage),
+        assets=AssetService(uow, storage, reads),
         idempotency=IdempotencyService(
             SqlIdempotencyStore(database, clock=clock),
             clock,
             ttl=timedelta(seconds=settings.idempotency.ttl_seconds),
             lease=timedelta(seconds=settings.idempotency.lease_seconds),
         ),
-        jobs=JobRequests(uow, job_directory, queue, clock, policy),
+        jobs=JobRequests(uow, job_directory, queue, clock, policy, reads),
         job_runner=job_runner,
         sidecars=SidecarService(uow, storage, clock, settings.storage.download_url_ttl_seconds),
         pictures=PictureService(
@@ -479,7 +490,8 @@ def build(settings: Settings, broker: HeimdexStreamBroker | None = None) -> Serv
         ),
         deliverer=deliverer,
         webhook_sender=webhook_sender,
-        job_listing=JobListing(uow),
+        job_listing=JobListing(uow, reads),
         replay=ReplayService(uow, webhook_directory, webhook_directory, clock),
         rate_limiter=build_rate_limiter(settings),
+        reads=reads,
     )

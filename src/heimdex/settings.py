@@ -73,6 +73,8 @@ class DatabaseSettings(Section, frozen=True, kw_only=True):
     url: str | None = None
     migration_url: Annotated[str | None, Env("HEIMDEX_MIGRATION_DATABASE_URL")] = None
     migrations_dir: Annotated[Path | None, Env("HEIMDEX_MIGRATIONS_DIR")] = None
+    #: connections of each API process's read pool (PostgreSQL): about its concurrent reads
+    read_pool_size: Annotated[int, Positive] = 20
 
 
 class RedisSettings(Section, frozen=True, kw_only=True):

@@ -280,6 +280,7 @@ def build_tokens(settings: Settings, clock: Clock | None = None) -> JwtCodec:
         require_exp=settings.is_production,
         leeway_seconds=settings.jwt.leeway_seconds,
         clock=clock,
+        cache_size=settings.jwt.cache_size,
     )
 
 

@@ -111,6 +111,8 @@ class JwtSettings(Section, frozen=True, kw_only=True):
     secret: Annotated[str, Required] = DEVELOPMENT_SECRET
     algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     leeway_seconds: Annotated[float, NotNegative] = 30.0
+    #: verified tokens remembered until their exp (0: verify every request)
+    cache_size: Annotated[int, NotNegative] = 4096
 
 
 class UploadSettings(Section, frozen=True, kw_only=True):

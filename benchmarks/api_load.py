@@ -306,7 +306,7 @@ def main() -> None:
                 server_env = dict(env)
                 if workers > 1:  # N processes need the shared queue (docs/deployment.md)
                     server_env.update(
-                        HEIMDEX_JOBS_QUEUE_BACKEND="redis",
+                        HEIMDEX_JOB_QUEUE_BACKEND="redis",
                         HEIMDEX_REDIS_QUEUE_NAME=f"heimdex:load:{suffix}",
                     )
                 many = ["--workers", str(workers)] if workers > 1 else []

@@ -35,7 +35,7 @@ import asyncpg  # type: ignore[import-untyped]
 import msgspec
 from sqlalchemy.engine import make_url
 
-from heimdex.adapters.db.repositories import ASSETS, JOBS, job_from_row
+from heimdex.adapters.db.repositories import ASSETS, JOBS, asset_from_row, job_from_row
 from heimdex.adapters.db.unit_of_work import ORG_SETTING
 from heimdex.domain.errors import DatabaseUnavailable, InvalidInput
 from heimdex.domain.media import MediaInfo
@@ -43,7 +43,6 @@ from heimdex.domain.model import (
     Asset,
     AssetFilter,
     AssetPage,
-    AssetStatus,
     Job,
     JobFilter,
     JobPage,
@@ -112,21 +111,7 @@ def _unavailable(error: BaseException) -> bool:
 
 
 def asset_from_record(row: Any) -> Asset:
-    return Asset(
-        id=row["id"],
-        org_id=row["org_id"],
-        upload_id=row["upload_id"],
-        key=row["key"],
-        source_uri=row["source_uri"],
-        source_name=row["source_name"],
-        size_bytes=row["size_bytes"],
-        sha256=row["sha256"],
-        content_type=row["content_type"],
-        status=AssetStatus(row["status"]),
-        media=_media.decode(row["media"]),  # asyncpg answers jsonb as its text
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+    return asset_from_row(row, _media.decode(row["media"]))  # asyncpg answers jsonb as its text
 
 
 class _Where:

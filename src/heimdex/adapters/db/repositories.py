@@ -288,6 +288,11 @@ def _asset_values(asset: Asset) -> dict[str, Any]:
 
 
 def _asset_from_row(row: RowMapping) -> Asset:
+    return asset_from_row(row, msgspec.convert(row["media"], MediaInfo))
+
+
+def asset_from_row(row: Any, media: MediaInfo) -> Asset:
+    """An asset of its row (a SQLAlchemy mapping or an asyncpg record) and its decoded media."""
     return Asset(
         id=row["id"],
         org_id=row["org_id"],
@@ -299,7 +304,7 @@ def _asset_from_row(row: RowMapping) -> Asset:
         sha256=row["sha256"],
         content_type=row["content_type"],
         status=AssetStatus(row["status"]),
-        media=msgspec.convert(row["media"], MediaInfo),
+        media=media,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )

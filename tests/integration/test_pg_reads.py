@@ -234,3 +234,57 @@ async def test_an_organisation_outside_the_alphabet_is_refused_before_sql(
 ) -> None:
     with pytest.raises(ValueError, match="not an organisation id"):
         await reads.asset("x'; DROP TABLE assets; --", uuid.uuid4())
+
+
+async def test_the_read_functions_run_as_the_caller_and_only_for_the_service(
+    postgres_catalogue: PostgresCatalogue,
+) -> None:
+    admin = await superuser(postgres_catalogue)
+    try:
+        rows = await admin.fetch(
+            "SELECT proname, prosecdef, proconfig FROM pg_proc"
+            " WHERE proname IN ('heimdex_read_asset', 'heimdex_read_job') ORDER BY proname"
+        )
+        assert [row["proname"] for row in rows] == ["heimdex_read_asset", "heimdex_read_job"]
+        # SECURITY INVOKER: row-level security binds them as it binds the runtime role.
+        assert not any(row["prosecdef"] for row in rows)
+        for name in ("heimdex_read_asset", "heimdex_read_job"):
+            signature = f"{name}(text, uuid)"
+            assert not await admin.fetchval(
+                "SELECT has_function_privilege('public', $1, 'EXECUTE')", signature
+            )
+            assert await admin.fetchval(
+                "SELECT has_function_privilege($1, $2, 'EXECUTE')",
+                postgres_catalogue.runtime,
+                signature,
+            )
+    finally:
+        await admin.close()
+
+
+async def test_a_read_function_leaves_no_organisation_behind_in_a_transaction_block(
+    postgres_catalogue: PostgresCatalogue, stored: tuple[str, uuid.UUID, uuid.UUID]
+) -> None:
+    """Called inside a caller's transaction, the setting is that transaction's and ends with it
+    (what ``set_config(…, true)`` always means); called alone, it ends with the statement."""
+    org, asset_id, _ = stored
+    runtime = await asyncpg.connect(asyncpg_dsn(postgres_catalogue.runtime_url))
+    try:
+        assert (
+            len(await runtime.fetch("SELECT * FROM heimdex_read_asset($1, $2)", org, asset_id)) == 1
+        )
+        assert await runtime.fetchval("SELECT current_setting('heimdex.org_id', true)") in (
+            None,
+            "",
+        )
+        assert await runtime.fetchval("SELECT count(*) FROM assets") == 0
+        async with runtime.transaction():
+            await runtime.fetch("SELECT * FROM heimdex_read_asset($1, $2)", org, asset_id)
+        assert await runtime.fetchval("SELECT count(*) FROM assets") == 0
+        # Another organisation's id through the function: nothing, even with the right row id.
+        assert (
+            await runtime.fetch("SELECT * FROM heimdex_read_asset($1, $2)", new_org(), asset_id)
+            == []
+        )
+    finally:
+        await runtime.close()

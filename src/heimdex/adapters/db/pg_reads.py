@@ -1,8 +1,11 @@
 """``PgCatalogueReads``: the API's hot reads (``CatalogueReads``) on asyncpg directly.
 
 The unit of work pays for SQLAlchemy's session, a pre-ping and four round trips around every
-read (``BEGIN``, ``set_config``, the query, ``ROLLBACK``). Here a read is three, on a pool of
-its own sized to the concurrency:
+read (``BEGIN``, ``set_config``, the query, ``ROLLBACK``). Here, on a pool of its own sized to
+the concurrency, reading one asset or one job is one round trip: a call of
+``heimdex_read_asset``/``heimdex_read_job`` (migration 0009), which sets the organisation with
+``set_config(…, true)`` and selects the row in the one statement's own transaction, as the
+runtime role under row-level security. A listing is three:
 
 1. ``BEGIN READ ONLY; SELECT set_config('heimdex.org_id', '<org>', true)`` — one simple-protocol
    message. The organisation is a literal: it is checked against the organisation-id alphabet
@@ -28,6 +31,7 @@ the process: each `heimdex serve` worker has its own.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
@@ -73,12 +77,17 @@ def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _begin(org_id: str) -> str:
-    """The first round trip: the transaction and its organisation, in one simple query."""
+def _checked(org_id: str) -> str:
     if not org_id or not is_valid_org_id(org_id):
         # Never reached with a principal (the token codec checks the same alphabet); a literal
         # with anything else in it is refused rather than quoted.
         raise ValueError(f"not an organisation id: {org_id!r}")
+    return org_id
+
+
+def _begin(org_id: str) -> str:
+    """The first round trip: the transaction and its organisation, in one simple query."""
+    _checked(org_id)
     literal = "'" + org_id.replace("'", "''") + "'"
     return f"BEGIN READ ONLY; SELECT set_config('{ORG_SETTING}', {literal}, true)"
 
@@ -186,9 +195,9 @@ def _job_listing(
     return where.page(_JOB_COLUMNS, "jobs", limit), where.args
 
 
-# Column names from the table definitions; the values are arguments.
-_GET_ASSET = f"SELECT {_ASSET_COLUMNS} FROM assets WHERE org_id = $1 AND id = $2"  # noqa: S608
-_GET_JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE org_id = $1 AND id = $2"  # noqa: S608
+# The functions of migration 0009: set_config and the SELECT in one statement.
+_GET_ASSET = "SELECT * FROM heimdex_read_asset($1, $2)"
+_GET_JOB = "SELECT * FROM heimdex_read_job($1, $2)"
 
 
 class PgCatalogueReads:
@@ -225,19 +234,37 @@ class PgCatalogueReads:
             return self._pool
 
     async def _fetch(self, org_id: str, query: str, args: list[Any]) -> list[Any]:
+        """``query`` in a read-only transaction scoped to ``org_id``."""
         begin = _begin(org_id)
+
+        async def scoped(connection: asyncpg.Connection) -> list[Any]:
+            await connection.execute(begin)
+            try:
+                rows: list[Any] = await connection.fetch(query, *args)
+            finally:
+                # Also after a failed query: its transaction must not stay open (a dead
+                # connection fails here too, and is retried as such).
+                await connection.execute("ROLLBACK")
+            return rows
+
+        return await self._run(scoped)
+
+    async def _call(self, query: str, org_id: str, row_id: UUID) -> list[Any]:
+        """A read function of migration 0009: it scopes its own statement to ``org_id``."""
+        org_id = _checked(org_id)
+
+        async def call(connection: asyncpg.Connection) -> list[Any]:
+            rows: list[Any] = await connection.fetch(query, org_id, row_id)
+            return rows
+
+        return await self._run(call)
+
+    async def _run(self, read: Callable[[asyncpg.Connection], Awaitable[list[Any]]]) -> list[Any]:
         for attempt in (1, 2):
             try:
                 pool = await self._open()
                 async with pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
-                    await connection.execute(begin)
-                    try:
-                        rows: list[Any] = await connection.fetch(query, *args)
-                    finally:
-                        # Also after a failed query: its transaction must not stay open (a
-                        # dead connection fails here too, and is retried as such).
-                        await connection.execute("ROLLBACK")
-                    return rows
+                    return await read(connection)
             except Exception as error:
                 if attempt == 1 and _connection_lost(error):
                     self.retried += 1
@@ -248,7 +275,7 @@ class PgCatalogueReads:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def asset(self, org_id: str, asset_id: UUID) -> Asset | None:
-        rows = await self._fetch(org_id, _GET_ASSET, [org_id, asset_id])
+        rows = await self._call(_GET_ASSET, org_id, asset_id)
         return asset_from_record(rows[0]) if rows else None
 
     async def assets(
@@ -266,7 +293,7 @@ class PgCatalogueReads:
         )
 
     async def job(self, org_id: str, job_id: UUID) -> Job | None:
-        rows = await self._fetch(org_id, _GET_JOB, [org_id, job_id])
+        rows = await self._call(_GET_JOB, org_id, job_id)
         return job_from_row(rows[0]) if rows else None
 
     async def jobs(

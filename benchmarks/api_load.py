@@ -12,7 +12,9 @@ independent minimal Litestar app on the same uvicorn set-up that verifies the sa
 runs `set_config` and the SELECT in one transaction on an asyncpg pool of 15 as the same runtime
 role, and answers the same JSON with msgspec: before timing, each route's answer from the API
 and from the reference must be the same bytes. `--workers 1,2` also serves the API with
-`heimdex serve --workers 2` (on the Redis queue, which N > 1 needs) and times it too.
+`heimdex serve --workers 2` and times it too. The timed servers run on the Redis queue, as
+deployed beside `heimdex worker` (and as N > 1 needs), so the API does not also run the database
+sweeps; `--in-process-queue` times the one-process embedded set-up instead.
 
 The targets are timed in turn, round after round, so machine noise falls on all of them; the
 figures are requests/s, p99 and the server's CPU time per request (summed over its processes),
@@ -269,6 +271,12 @@ def main() -> None:
         "--workers", default="1", help="`heimdex serve --workers` to time, comma-separated"
     )
     parser.add_argument("--routes", default="", help="only these routes (comma-separated names)")
+    parser.add_argument(
+        "--in-process-queue",
+        action="store_true",
+        help="serve one worker on the in-process queue (the embedded default: the API also runs "
+        "the jobs and the database sweeps) instead of the Redis queue",
+    )
     args = parser.parse_args()
     client_counts, worker_counts = integers(args.clients), integers(args.workers)
     for binary in ("ffmpeg",):
@@ -300,11 +308,16 @@ def main() -> None:
             )
             heimdex = [sys.executable, "-m", "heimdex"]
             subprocess.run([*heimdex, "db", "upgrade"], env=env, check=True, capture_output=True)
+            # The seeding server runs the sidecar job in its in-process queue, and stops.
+            seeder_port = free_port()
+            seeder = start([*heimdex, "serve", "--port", str(seeder_port)], env)
             servers: list[Server] = []
             for workers in worker_counts:
                 port = free_port()
                 server_env = dict(env)
-                if workers > 1:  # N processes need the shared queue (docs/deployment.md)
+                if workers > 1 or not args.in_process_queue:
+                    # As deployed beside `heimdex worker` (which N > 1 needs): the workers run
+                    # the jobs and the database sweeps, not the API.
                     server_env.update(
                         HEIMDEX_JOB_QUEUE_BACKEND="redis",
                         HEIMDEX_REDIS_QUEUE_NAME=f"heimdex:load:{suffix}",
@@ -324,8 +337,8 @@ def main() -> None:
                     },
                 ),
             )
-            for server in [*servers, reference]:
-                wait_http(f"http://127.0.0.1:{server.port}/health")
+            for port in [seeder_port, *(server.port for server in [*servers, reference])]:
+                wait_http(f"http://127.0.0.1:{port}/health")
             token = subprocess.run(
                 [*heimdex, "token", "--org", "bench"],
                 env=env,
@@ -333,12 +346,11 @@ def main() -> None:
                 text=True,
                 check=True,
             ).stdout.strip()
-            # The seeding server is a one-process API: its in-process queue runs the job.
-            seeder = next(s for s, w in zip(servers, worker_counts, strict=True) if w == 1)
-            base = f"http://127.0.0.1:{seeder.port}"
+            base = f"http://127.0.0.1:{seeder_port}"
             clip = make_clip(Path(workdir))
             asset_id, job_id = seed(base, token, clip)
             seed_more(base, token, clip, 3)
+            os.killpg(seeder, 15)
             routes = {
                 "GET /v1/assets/{id}": f"/v1/assets/{asset_id}",
                 "GET /v1/jobs/{id}": f"/v1/jobs/{job_id}",

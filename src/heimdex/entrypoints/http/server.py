@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import resource
 import signal
@@ -339,6 +340,11 @@ def serve(
         log_config=None,
         access_log=False,
     )
+    # Everything built so far (the app, its routes, ~200,000 objects of imported modules) lives
+    # as long as the process: frozen, a full collection no longer walks it. Unfrozen, one took
+    # 270 ms on the benchmark machine, stalling every request in flight (the reads' p99).
+    gc.collect()
+    gc.freeze()
     uvicorn.Server(config).run(sockets=sockets)
 
 

@@ -19,6 +19,7 @@ from heimdex.adapters.db.frame_directory import SqlFrameDirectory
 from heimdex.adapters.db.idempotency import SqlIdempotencyStore
 from heimdex.adapters.db.job_directory import SqlJobDirectory
 from heimdex.adapters.db.migrations import upgrade
+from heimdex.adapters.db.pg_reads import PgCatalogueReads
 from heimdex.adapters.db.tenancy_report import TenancyCheck, tenancy_report
 from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.adapters.db.upload_directory import SqlUploadDirectory
@@ -73,6 +74,7 @@ from heimdex.application.webhooks import WebhookPolicy, WebhookService
 from heimdex.bootstrap_media import build_prober, decode_limits
 from heimdex.domain.errors import HeimdexError, QueueMisconfigured, TenancyUnsafe
 from heimdex.domain.ports import (
+    CatalogueReads,
     Clock,
     FrameDirectory,
     FrameFingerprinter,
@@ -154,6 +156,9 @@ class Adapters:
     fingerprinter: FrameFingerprinter
     #: which assets have no fingerprinted frame yet, across organisations (``heimdex reindex``)
     frame_directory: FrameDirectory
+    #: the API's hot reads on asyncpg when the database is PostgreSQL (docs/architecture.md,
+    #: "Reads"); ``None``: the use cases read through the unit of work (SQLite, fakes)
+    reads: CatalogueReads | None
     queue: RunnableQueue
     #: what the in-process queue runs each job id through (bound to the job runner)
     dispatch: JobDispatch
@@ -361,6 +366,7 @@ def build_tokens(settings: Settings, clock: Clock | None = None) -> JwtCodec:
         require_exp=settings.is_production,
         leeway_seconds=settings.jwt.leeway_seconds,
         clock=clock,
+        cache_size=settings.jwt.cache_size,
     )
 
 
@@ -440,6 +446,13 @@ def build_adapters(settings: Settings, broker: HeimdexStreamBroker | None = None
         resources.push_async_callback(storage.aclose)
     database = Database(settings.resolved_database_url)
     resources.push_async_callback(database.dispose)
+    reads = (
+        PgCatalogueReads(settings.resolved_database_url, pool_size=settings.database.read_pool_size)
+        if database.is_postgres
+        else None
+    )
+    if reads is not None:
+        resources.push_async_callback(reads.aclose)
     prober = build_prober(settings)
     thumbnailer = build_thumbnailer(settings)
     picture_maker = build_picture_maker(settings, thumbnailer)
@@ -487,6 +500,7 @@ def build_adapters(settings: Settings, broker: HeimdexStreamBroker | None = None
         picture_maker=picture_maker,
         fingerprinter=fingerprinter,
         frame_directory=SqlFrameDirectory(database),
+        reads=reads,
         queue=queue,
         dispatch=dispatch,
         webhook_sender=webhook_sender,
@@ -506,7 +520,7 @@ def build_services(settings: Settings, adapters: Adapters) -> Services:
     measured_prober = MeasuredProber(a.prober, metrics)
     probe_slots = build_probe_slots(settings)
     policy = job_policy(settings)
-    jobs = JobRequests(uow, a.job_directory, a.queue, clock, policy)
+    jobs = JobRequests(uow, a.job_directory, a.queue, clock, policy, a.reads)
     job_runner = JobRunner(
         uow,
         a.job_directory,
@@ -581,7 +595,7 @@ def build_services(settings: Settings, adapters: Adapters) -> Services:
             stall=timedelta(seconds=settings.uploads.stall_seconds),
             metrics=metrics,
         ),
-        assets=AssetService(uow, storage),
+        assets=AssetService(uow, storage, a.reads),
         idempotency=IdempotencyService(
             a.idempotency_store,
             clock,
@@ -621,7 +635,7 @@ def build_services(settings: Settings, adapters: Adapters) -> Services:
             ),
         ),
         deliverer=deliverer,
-        job_listing=JobListing(uow),
+        job_listing=JobListing(uow, a.reads),
         replay=ReplayService(uow, a.replay_directory, a.webhook_directory, clock),
         search=SearchService(
             uow, a.fingerprinter, storage, clock, settings.storage.download_url_ttl_seconds

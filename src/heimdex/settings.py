@@ -73,6 +73,8 @@ class DatabaseSettings(Section, frozen=True, kw_only=True):
     url: str | None = None
     migration_url: Annotated[str | None, Env("HEIMDEX_MIGRATION_DATABASE_URL")] = None
     migrations_dir: Annotated[Path | None, Env("HEIMDEX_MIGRATIONS_DIR")] = None
+    #: connections of each API process's read pool (PostgreSQL): about its concurrent reads
+    read_pool_size: Annotated[int, Positive] = 20
 
 
 class RedisSettings(Section, frozen=True, kw_only=True):
@@ -109,6 +111,8 @@ class JwtSettings(Section, frozen=True, kw_only=True):
     secret: Annotated[str, Required] = DEVELOPMENT_SECRET
     algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     leeway_seconds: Annotated[float, NotNegative] = 30.0
+    #: verified tokens remembered until their exp (0: verify every request)
+    cache_size: Annotated[int, NotNegative] = 4096
 
 
 class UploadSettings(Section, frozen=True, kw_only=True):

@@ -88,3 +88,52 @@ def test_minted_tokens_round_trip_and_expire() -> None:
     assert claims["iat"] == clock.now().timestamp()
     assert claims["exp"] == claims["iat"] + 60
     assert codec.decode(token).has_scope("admin")
+
+
+# -- the verified-token cache ----------------------------------------------------------------
+def test_a_verified_token_is_remembered_until_its_exp_and_then_refused() -> None:
+    codec = JwtCodec(SECRET, leeway_seconds=0)
+    token = encode({"org_id": "acme", "exp": int(time.time()) + 2})
+    assert codec.decode(token).org_id == "acme"
+    assert codec.cached == 1
+    assert codec.decode(token).org_id == "acme"  # from the cache
+    time.sleep(max(0.0, int(time.time()) + 2 - time.time()) + 1.05)  # past exp
+    with pytest.raises(Unauthenticated, match="expired"):
+        codec.decode(token)
+    assert codec.cached == 0
+
+
+def test_the_cache_is_keyed_on_the_exact_token() -> None:
+    codec = JwtCodec(SECRET)
+    token = encode({"org_id": "acme", "exp": int(time.time()) + 3600})
+    codec.decode(token)
+    head, body, signature = token.split(".")
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    with pytest.raises(Unauthenticated):
+        codec.decode(f"{head}.{body}.{flipped}")  # not the cached token: verified, and refused
+    other = encode({"org_id": "other", "exp": int(time.time()) + 3600})
+    assert codec.decode(other).org_id == "other"
+    assert codec.decode(token).org_id == "acme"
+
+
+def test_refused_and_exp_less_tokens_are_never_kept_and_the_cache_is_bounded() -> None:
+    codec = JwtCodec(SECRET, cache_size=3)
+    for bad in (encode({"org_id": "acme"}, secret="t" * 64), "not-a-jwt"):
+        with pytest.raises(Unauthenticated):
+            codec.decode(bad)
+    codec.decode(encode({"org_id": "acme"}))  # valid, but no exp: would be kept for ever
+    assert codec.cached == 0
+    tokens = [encode({"org_id": f"org-{i}", "exp": int(time.time()) + 3600}) for i in range(5)]
+    for token in tokens:
+        codec.decode(token)
+        assert codec.cached <= 3
+    assert codec.cached == 3
+    # The oldest were forgotten, and are still verified (and accepted) when they come back.
+    assert codec.decode(tokens[0]).org_id == "org-0"
+    assert codec.cached == 3
+
+
+def test_a_cache_of_zero_keeps_nothing() -> None:
+    codec = JwtCodec(SECRET, cache_size=0)
+    codec.decode(encode({"org_id": "acme", "exp": int(time.time()) + 3600}))
+    assert codec.cached == 0

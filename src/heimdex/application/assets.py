@@ -10,10 +10,11 @@ from uuid import UUID
 
 import msgspec
 
+from heimdex.application.catalogue_reads import UnitOfWorkReads
 from heimdex.application.webhook_events import deleted_asset_data, record_event
 from heimdex.domain.errors import InvalidInput, NotFound
 from heimdex.domain.model import Asset, AssetFilter, AssetPage, JobFilter, PageCursor, Principal
-from heimdex.domain.ports import Storage, UnitOfWorkFactory
+from heimdex.domain.ports import CatalogueReads, Storage, UnitOfWorkFactory
 from heimdex.domain.storage_keys import asset_derived_prefix, sidecar_key
 from heimdex.domain.timestamps import as_utc, optional_utc
 from heimdex.domain.webhooks import WebhookEventType
@@ -60,13 +61,17 @@ def listing_window(
 class AssetService:
     """Every call is scoped to the caller's organisation: another's asset is simply not found."""
 
-    def __init__(self, uow: UnitOfWorkFactory, storage: Storage) -> None:
+    def __init__(
+        self, uow: UnitOfWorkFactory, storage: Storage, reads: CatalogueReads | None = None
+    ) -> None:
         self._uow = uow
         self._storage = storage
+        # The reads of one row or one page: their own read-only transaction (PostgreSQL's
+        # asyncpg adapter in the service), or a unit of work of their own.
+        self._reads: CatalogueReads = reads or UnitOfWorkReads(uow)
 
     async def get(self, principal: Principal, asset_id: UUID) -> Asset:
-        async with self._uow(principal.org_id) as uow:
-            asset = await uow.assets.get(asset_id)
+        asset = await self._reads.asset(principal.org_id, asset_id)
         if asset is None:
             raise NotFound("no such asset")
         return asset
@@ -85,8 +90,7 @@ class AssetService:
         if filters.min_height is not None and not 0 <= filters.min_height <= MAX_HEIGHT:
             raise InvalidInput(f"min_height must be between 0 and {MAX_HEIGHT}")
         filters, after = listing_window(filters, cursor)
-        async with self._uow(principal.org_id) as uow:
-            return await uow.assets.list(filters, limit=limit, after=after)
+        return await self._reads.assets(principal.org_id, filters, limit=limit, after=after)
 
     async def delete(self, principal: Principal, asset_id: UUID) -> None:
         """Remove the asset, its upload slot, its source object and everything derived from it.

@@ -10,6 +10,7 @@ from uuid import UUID
 
 import msgspec
 
+from heimdex.application.catalogue_reads import UnitOfWorkReads
 from heimdex.application.job_handover import JobHandOver
 from heimdex.application.job_policy import JobPolicy
 from heimdex.domain.errors import JobQuotaExceeded, NotFound, SourceUriForbidden
@@ -22,7 +23,14 @@ from heimdex.domain.model import (
     StoryboardSpec,
     ThumbnailSpec,
 )
-from heimdex.domain.ports import Clock, JobDirectory, JobQueue, UnitOfWork, UnitOfWorkFactory
+from heimdex.domain.ports import (
+    CatalogueReads,
+    Clock,
+    JobDirectory,
+    JobQueue,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from heimdex.logs import get_logger
 
 log = get_logger(__name__)
@@ -40,8 +48,10 @@ class JobRequests:
         queue: JobQueue,
         clock: Clock,
         policy: JobPolicy,
+        reads: CatalogueReads | None = None,
     ) -> None:
         self._uow = uow
+        self._reads: CatalogueReads = reads or UnitOfWorkReads(uow)
         self._clock = clock
         self._policy = policy
         self._hand_over = JobHandOver(queue, directory, clock)
@@ -106,8 +116,7 @@ class JobRequests:
             )
 
     async def get(self, principal: Principal, job_id: UUID) -> Job:
-        async with self._uow(principal.org_id) as uow:
-            job = await uow.jobs.get(job_id)
+        job = await self._reads.job(principal.org_id, job_id)
         if job is None:
             raise NotFound("no such job")
         return job

@@ -715,6 +715,33 @@ class UnitOfWorkFactory(Protocol):
     def __call__(self, org_id: str) -> UnitOfWork: ...
 
 
+class CatalogueReads(Protocol):
+    """The API's hot reads, each its own read-only transaction of one organisation: what
+    ``uow.assets.get``/``list`` and ``uow.jobs.get``/``list`` answer, without a unit of work
+    around them. Another organisation's asset or job is ``None`` (and absent from its pages);
+    on PostgreSQL row-level security applies as in the unit of work."""
+
+    async def asset(self, org_id: str, asset_id: UUID) -> Asset | None: ...
+
+    async def assets(
+        self, org_id: str, filters: AssetFilter, *, limit: int, after: PageCursor | None
+    ) -> AssetPage:
+        """Newest first, ties by id; ``after`` continues where a previous page ended."""
+        ...
+
+    async def job(self, org_id: str, job_id: UUID) -> Job | None: ...
+
+    async def jobs(
+        self, org_id: str, filters: JobFilter, *, limit: int, after: PageCursor | None
+    ) -> JobPage:
+        """Newest first, ties by id; ``after`` continues where a previous page ended."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the reads hold (connections); called once at shutdown."""
+        ...
+
+
 class IdempotencyStore(Protocol):
     """Claims and remembers ``Idempotency-Key``s; each call is its own committed transaction."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,13 +38,34 @@ def _settings() -> Settings:
 
 
 # -- serve -------------------------------------------------------------------------------------
+def _check_workers(settings: Settings, workers: int) -> None:
+    """N server processes need what N processes can share (docs/deployment.md, "Workers")."""
+    if workers < 1:
+        raise CliError(f"--workers {workers}: at least 1")
+    if workers == 1:
+        return
+    if settings.jobs.queue_backend != "redis":
+        raise CliError(
+            f"--workers {workers} needs HEIMDEX_JOB_QUEUE_BACKEND=redis (with `heimdex worker` "
+            "running the jobs): with the in-process queue each process would run jobs and "
+            "database sweeps of its own"
+        )
+    if not settings.resolved_database_url.startswith("postgresql"):
+        raise CliError(
+            f"--workers {workers} needs PostgreSQL (HEIMDEX_DATABASE_URL): the embedded SQLite "
+            "serves one process, which migrates it at start-up"
+        )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from heimdex.entrypoints.http.app import create_app
-    from heimdex.entrypoints.http.server import ConnectionLimits, serve
+    from heimdex.entrypoints.http.server import ConnectionLimits, serve, serve_workers
     from heimdex.logs import configure_logging, get_logger
     from heimdex.settings import read_environment
 
     settings = _settings()
+    workers: int = args.workers
+    _check_workers(settings, workers)
     configure_logging(settings.log.level, settings.log.format)
     log = get_logger("heimdex.serve")
     for name in unknown_variables(read_environment()):
@@ -62,20 +84,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         storage=settings.storage.backend,
         prober=settings.probe.backend,
         legacy=settings.enable_legacy,
+        workers=workers,
     )
     _preflight(settings)
-    serve(
-        create_app(settings=settings, warm_decoders=True),
-        host=host,
-        port=port,
-        limits=ConnectionLimits(
-            max_header_bytes=settings.http.max_header_bytes,
-            header_timeout_seconds=settings.http.header_timeout_seconds,
-            keep_alive_seconds=settings.http.keep_alive_seconds,
-            max_connections=settings.http.max_connections,
-        ),
+    limits = ConnectionLimits(
+        max_header_bytes=settings.http.max_header_bytes,
+        header_timeout_seconds=settings.http.header_timeout_seconds,
+        keep_alive_seconds=settings.http.keep_alive_seconds,
+        max_connections=settings.http.max_connections,
     )
-    return 0
+    if workers == 1:
+        serve(
+            create_app(settings=settings, warm_decoders=True), host=host, port=port, limits=limits
+        )
+        return 0
+
+    def run_worker(sock: socket.socket) -> None:
+        # Built in the worker, after the fork: its own services, pools and decode processes.
+        app = create_app(settings=settings, warm_decoders=True)
+        serve(app, host=host, port=port, limits=limits, sockets=[sock])
+
+    return serve_workers(run_worker, host=host, port=port, workers=workers)
 
 
 def _preflight(settings: Settings) -> None:
@@ -242,10 +271,17 @@ def serve(
     port: Annotated[
         int | None, typer.Option(help="port to listen on (default: HEIMDEX_PORT, 8000)")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="server processes on the one port (more than 1 needs PostgreSQL and "
+            "HEIMDEX_JOB_QUEUE_BACKEND=redis)"
+        ),
+    ] = 1,
 ) -> None:
     """Run the HTTP API. With no HEIMDEX_* variables set it uses the embedded default: SQLite
     and local storage under ./data, in-process jobs, the PyAV prober."""
-    _run(cmd_serve, host=host, port=port)
+    _run(cmd_serve, host=host, port=port, workers=workers)
 
 
 @app.command(

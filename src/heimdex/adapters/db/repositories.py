@@ -305,6 +305,11 @@ def _asset_values(asset: Asset) -> dict[str, Any]:
 
 
 def _asset_from_row(row: RowMapping) -> Asset:
+    return asset_from_row(row, msgspec.convert(row["media"], MediaInfo))
+
+
+def asset_from_row(row: Any, media: MediaInfo) -> Asset:
+    """An asset of its row (a SQLAlchemy mapping or an asyncpg record) and its decoded media."""
     return Asset(
         id=row["id"],
         org_id=row["org_id"],
@@ -316,7 +321,7 @@ def _asset_from_row(row: RowMapping) -> Asset:
         sha256=row["sha256"],
         content_type=row["content_type"],
         status=AssetStatus(row["status"]),
-        media=msgspec.convert(row["media"], MediaInfo),
+        media=media,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -448,7 +453,7 @@ def _job_values(job: Job) -> dict[str, Any]:
     }
 
 
-def _job_from_row(row: RowMapping) -> Job:
+def job_from_row(row: RowMapping) -> Job:
     error = None
     if row["error_code"] is not None:
         error = JobError(code=row["error_code"], message=row["error_message"] or "")
@@ -491,7 +496,7 @@ class SqlJobRepository(_OrgRepository):
         await self._insert_unique(insert(JOBS).values(_job_values(job)), "the job exists")
 
     async def get(self, job_id: UUID) -> Job | None:
-        return await self._first(JOBS, JOBS.c.id == job_id, _job_from_row)
+        return await self._first(JOBS, JOBS.c.id == job_id, job_from_row)
 
     async def save(self, job: Job) -> None:
         await self._save(JOBS, _job_values(job), "job")
@@ -508,7 +513,7 @@ class SqlJobRepository(_OrgRepository):
             .limit(1)
         )
         row = result.mappings().first()
-        return None if row is None else _job_from_row(row)
+        return None if row is None else job_from_row(row)
 
     async def count_active(self) -> int:
         result = await self._execute(
@@ -593,7 +598,7 @@ class SqlJobRepository(_OrgRepository):
             .order_by(JOBS.c.created_at.desc(), JOBS.c.id.desc())
             .limit(limit + 1)
         )
-        items = [_job_from_row(row) for row in result.mappings()]
+        items = [job_from_row(row) for row in result.mappings()]
         if len(items) <= limit:
             return JobPage(items=items, next_cursor=None)
         items = items[:limit]

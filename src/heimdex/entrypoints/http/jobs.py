@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Link
@@ -30,6 +30,7 @@ from heimdex.domain.model import (
     StoryboardSpec,
     ThumbnailSpec,
 )
+from heimdex.entrypoints.http.auth import current_principal
 from heimdex.entrypoints.http.openapi import (
     AUTHENTICATED,
     JSON_BODY,
@@ -152,7 +153,7 @@ class JobController(Controller):
     )
     async def list_jobs(
         self,
-        principal: NamedDependency[Principal],
+        request: Request[Any, Any, Any],
         job_listing: NamedDependency[JobListing],
         status: Annotated[JobStatus | None, QueryParameter()] = None,
         kind: Annotated[JobKind | None, QueryParameter()] = None,
@@ -169,7 +170,7 @@ class JobController(Controller):
             created_after=parse_timestamp("created_after", created_after),
             created_before=parse_timestamp("created_before", created_before),
         )
-        page = await job_listing.list(principal, filters, limit, cursor)
+        page = await job_listing.list(current_principal(request), filters, limit, cursor)
         return JobList(
             items=[job_view(job) for job in page.items],
             next_cursor=encode_cursor(page.next_cursor) if page.next_cursor else None,
@@ -184,10 +185,11 @@ class JobController(Controller):
     async def get_job(
         self,
         job_id: FromPath[UUID],
-        principal: NamedDependency[Principal],
+        request: Request[Any, Any, Any],
         jobs: NamedDependency[JobRequests],
     ) -> JobView:
-        return job_view(await jobs.get(principal, job_id))
+        # The caller from the request (see get_asset): one dependency, no task group.
+        return job_view(await jobs.get(current_principal(request), job_id))
 
 
 class SidecarController(Controller):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg  # type: ignore[import-untyped]
@@ -285,12 +285,8 @@ class PgCatalogueReads:
             raise InvalidInput("limit must be at least 1")
         query, args = _asset_listing(org_id, filters, limit, after)
         items = [asset_from_record(row) for row in await self._fetch(org_id, query, args)]
-        if len(items) <= limit:
-            return AssetPage(items=items, next_cursor=None)
-        items = items[:limit]
-        return AssetPage(
-            items=items, next_cursor=PageCursor(created_at=items[-1].created_at, id=items[-1].id)
-        )
+        page, cursor = _one_page(items, limit)
+        return AssetPage(items=page, next_cursor=cursor)
 
     async def job(self, org_id: str, job_id: UUID) -> Job | None:
         rows = await self._call(_GET_JOB, org_id, job_id)
@@ -303,14 +299,22 @@ class PgCatalogueReads:
             raise InvalidInput("limit must be at least 1")
         query, args = _job_listing(org_id, filters, limit, after)
         items = [job_from_row(row) for row in await self._fetch(org_id, query, args)]
-        if len(items) <= limit:
-            return JobPage(items=items, next_cursor=None)
-        items = items[:limit]
-        return JobPage(
-            items=items, next_cursor=PageCursor(created_at=items[-1].created_at, id=items[-1].id)
-        )
+        page, cursor = _one_page(items, limit)
+        return JobPage(items=page, next_cursor=cursor)
 
     async def aclose(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+
+
+_Row = TypeVar("_Row", Asset, Job)
+
+
+def _one_page(items: list[_Row], limit: int) -> tuple[list[_Row], PageCursor | None]:
+    """The first ``limit`` of ``items`` (a listing asks for one more), and where the next page
+    starts when there is one."""
+    if len(items) <= limit:
+        return items, None
+    page = items[:limit]
+    return page, PageCursor(created_at=page[-1].created_at, id=page[-1].id)

@@ -72,7 +72,13 @@ from heimdex.application.sweeping import Sweep
 from heimdex.application.webhook_delivery import DeliveryPolicy, WebhookDeliverer
 from heimdex.application.webhooks import WebhookPolicy, WebhookService
 from heimdex.bootstrap_media import build_prober, decode_limits
-from heimdex.domain.errors import HeimdexError, QueueMisconfigured, TenancyUnsafe
+from heimdex.domain.errors import (
+    HeimdexError,
+    ProbeBusy,
+    QueueMisconfigured,
+    SearchImagesBusy,
+    TenancyUnsafe,
+)
 from heimdex.domain.ports import (
     CatalogueReads,
     Clock,
@@ -330,12 +336,14 @@ def build_worker_broker(settings: Settings) -> HeimdexStreamBroker:
     return build_redis_broker(settings.redis.url, queue_name=settings.redis.queue_name)
 
 
-def build_probe_slots(settings: Settings) -> ProbeSlots:
-    """Each organisation's concurrent probes in this API process (``heimdex serve`` runs one)."""
+def build_probe_slots(settings: Settings, refusal: type[ProbeBusy] = ProbeBusy) -> ProbeSlots:
+    """Each organisation's concurrent probes in this API process (``heimdex serve`` runs one);
+    with ``refusal=SearchImagesBusy``, its search images decoding (the same cap and wait)."""
     return ProbeSlots(
         per_org=settings.probe.max_per_org,
         wait_seconds=settings.probe.wait_seconds,
         retry_after=math.ceil(max(settings.probe.wait_seconds, 1.0)),
+        refusal=refusal,
     )
 
 
@@ -638,7 +646,12 @@ def build_services(settings: Settings, adapters: Adapters) -> Services:
         job_listing=JobListing(uow, a.reads),
         replay=ReplayService(uow, a.replay_directory, a.webhook_directory, clock),
         search=SearchService(
-            uow, a.fingerprinter, storage, clock, settings.storage.download_url_ttl_seconds
+            uow,
+            a.fingerprinter,
+            storage,
+            clock,
+            settings.storage.download_url_ttl_seconds,
+            image_slots=build_probe_slots(settings, refusal=SearchImagesBusy),
         ),
         reindexer=Reindexer(uow, a.frame_directory, jobs),
     )

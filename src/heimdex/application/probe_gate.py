@@ -27,10 +27,19 @@ class ProbeSlots:
     hold at most its own slots, never every decode worker, and its excess is refused rather
     than queued in front of everyone else."""
 
-    def __init__(self, per_org: int, wait_seconds: float, retry_after: int = 1) -> None:
+    def __init__(
+        self,
+        per_org: int,
+        wait_seconds: float,
+        retry_after: int = 1,
+        *,
+        refusal: type[ProbeBusy] = ProbeBusy,
+    ) -> None:
+        """Past the cap and the wait: a ``refusal`` (``ProbeBusy`` or one of its kinds)."""
         self._per_org = per_org
         self._wait = wait_seconds
         self._retry_after = max(1, retry_after)
+        self._refusal = refusal
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._users: dict[str, int] = {}  # holding or waiting; the semaphore goes at 0
 
@@ -66,9 +75,9 @@ class ProbeSlots:
             raise self._busy() from None
 
     def _busy(self) -> ProbeBusy:
-        return ProbeBusy(
-            f"your organisation already runs {self._per_org} probe(s) at once and none ended "
-            f"within {self._wait:g} s; try again later",
+        return self._refusal(
+            f"your organisation already runs {self._per_org} {self._refusal.work} at once and none "
+            f"ended within {self._wait:g} s; try again later",
             retry_after=self._retry_after,
         )
 

@@ -17,6 +17,7 @@ import msgspec
 
 from heimdex.application.owned_assets import owned_asset
 from heimdex.application.pictures import read_sidecar
+from heimdex.application.probe_gate import ProbeSlots
 from heimdex.domain.errors import (
     FramesNotReady,
     InvalidInput,
@@ -116,9 +117,13 @@ class SearchService:
         storage: Storage,
         clock: Clock,
         url_ttl_seconds: int,
+        image_slots: ProbeSlots | None = None,
     ) -> None:
+        """``image_slots`` caps each organisation's search images decoding at once, so one
+        organisation's images never hold the search images' whole pool."""
         self._uow = uow
         self._fingerprinter = fingerprinter
+        self._image_slots = image_slots or ProbeSlots(per_org=0, wait_seconds=0)
         self._storage = storage
         self._clock = clock
         self._url_ttl = url_ttl_seconds
@@ -172,7 +177,8 @@ class SearchService:
     ) -> FrameHits:
         """The frames nearest an image (JPEG, PNG or WebP), decoded in the decode pool."""
         _check(max_distance, limit)
-        fingerprint = await self._fingerprinter.fingerprint(data)
+        async with self._image_slots.hold(principal.org_id):
+            fingerprint = await self._fingerprinter.fingerprint(data)
         async with self._uow(principal.org_id) as unit:
             found = await unit.frames.nearest(fingerprint, max_distance=max_distance, limit=limit)
         return await self._hits(principal, found, base_url)

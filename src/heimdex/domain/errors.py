@@ -119,6 +119,18 @@ class ProbeBusy(LimitExceeded):
 
     code = "probe_busy"
     title = "The organisation's probes are all running"
+    #: what the cap counts, as its refusal says it
+    work = "probe(s)"
+
+
+class SearchImagesBusy(ProbeBusy):
+    """The organisation already has as many search images decoding as it may at once (the
+    probe cap, ``HEIMDEX_PROBE_MAX_PER_ORG``, in the search images' own pool). Worth trying
+    again after ``retry_after`` seconds."""
+
+    code = "search_busy"
+    title = "The organisation's image searches are all running"
+    work = "image search(es)"
 
 
 class UnsupportedMediaType(HeimdexError):

@@ -174,6 +174,7 @@ class SearchController(Controller):
                 errors.UnsupportedMediaType,
                 errors.SemanticSearchUnavailable,
                 errors.ProberUnavailable,
+                errors.SearchImagesBusy,
                 errors.DecodersBusy,
                 errors.DecoderCrashed,
                 errors.StorageError,

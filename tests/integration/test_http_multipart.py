@@ -231,6 +231,29 @@ async def test_a_corrupted_part_is_refused_as_a_checksum_mismatch(
 
 
 @pytest.mark.postgres
+async def test_a_part_of_another_size_is_refused(
+    client: AsyncTestClient[Litestar], make_token: TokenFactory, media: bytes, org_a: str
+) -> None:
+    """Real S3 refuses the PUT itself (the URL signs its length); moto takes it, so what
+    commit does with it is checked: from the listing 409, with its ETag the object's size."""
+    token = make_token(org_a)
+    slot = await issued(client, token, media)
+    parts = slot["parts"]
+    first = await put_part(parts[0], part_bytes(media, parts, 1))
+    longer = await put_part(parts[1], part_bytes(media, parts, 2) + b"more")
+    listed = await commit(client, token, slot["upload_id"])
+    assert listed.status_code == 409, listed.text
+    assert listed.json()["code"] == "upload_parts_missing"
+    etags = [
+        {"part_number": n, "etag": answer.headers["etag"]}
+        for n, answer in ((1, first), (2, longer))
+    ]
+    named = await commit(client, token, slot["upload_id"], parts=etags)
+    assert named.status_code == 400, named.text
+    assert named.json()["code"] == "length_mismatch"
+
+
+@pytest.mark.postgres
 async def test_each_part_url_binds_its_length_and_expires_with_the_slot(
     client: AsyncTestClient[Litestar], make_token: TokenFactory, media: bytes, org_a: str
 ) -> None:

@@ -406,7 +406,6 @@ class S3Storage:
                 raise UploadPartsMissing(
                     f"parts {wrong[:10]} of {len(sizes)} are missing or not their size; PUT "
                     "them to their URLs and commit again",
-                    missing_parts=wrong[:100],
                 )
             chosen = [(n, listed[n][0]) for n in range(1, len(sizes) + 1)]
         else:
@@ -417,7 +416,6 @@ class S3Storage:
                 raise UploadPartsMissing(
                     f"this upload has {len(sizes)} parts: give each of 1..{len(sizes)} once "
                     f"(missing: {wrong[:10]})",
-                    missing_parts=wrong[:100],
                 )
         try:
             await client.complete_multipart_upload(

@@ -594,6 +594,7 @@ def build_services(settings: Settings, adapters: Adapters) -> Services:
             ),
             metrics=metrics,
             slots=probe_slots,
+            multipart=storage if isinstance(storage, S3Storage) else None,
         ),
         resumable=ResumableUploads(
             uow,

@@ -18,6 +18,7 @@ from heimdex.domain.errors import (
     ChecksumMismatch,
     Conflict,
     InvalidInput,
+    MultipartUnsupported,
     NotFound,
     NotResumable,
     SourceNotFound,
@@ -35,6 +36,9 @@ from heimdex.domain.model import Asset, AssetStatus, Principal, Upload, UploadSt
 from heimdex.domain.ports import (
     Clock,
     Metrics,
+    MultipartUploads,
+    PartETag,
+    PartTarget,
     Prober,
     Storage,
     StoredObject,
@@ -61,11 +65,15 @@ class UploadRequest(msgspec.Struct, frozen=True, kw_only=True):
     sha256: str | None = None
     #: filled by tus PATCHes (``ResumableUploads``) rather than one PUT
     resumable: bool = False
+    #: filled by the client's PUTs of presigned S3 UploadPart URLs, completed by commit
+    multipart: bool = False
 
 
 class IssuedUpload(msgspec.Struct, frozen=True, kw_only=True):
     upload: Upload
     target: UploadTarget
+    #: a multipart slot's parts, in order (``target`` is then the first one's PUT)
+    parts: list[PartTarget] | None = None
 
 
 class IngestLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,8 +108,11 @@ class IngestService:
         limits: IngestLimits,
         metrics: Metrics,
         slots: ProbeSlots | None = None,
+        multipart: MultipartUploads | None = None,
     ) -> None:
-        """``slots``: the organisations' probe slots, shared with ``ProbeService``."""
+        """``slots``: the organisations' probe slots, shared with ``ProbeService``;
+        ``multipart``: the store's multipart uploads, when it has them (S3)."""
+        self._multipart = multipart
         self._uow = uow
         self._storage = storage
         self._prober = prober
@@ -115,6 +126,12 @@ class IngestService:
         self, principal: Principal, request: UploadRequest, base_url: str
     ) -> IssuedUpload:
         """Validate the declared file and issue a slot with a presigned upload target."""
+        if request.multipart and request.resumable:
+            raise MultipartUnsupported("ask for either multipart or resumable, not both")
+        if request.multipart and self._multipart is None:
+            raise MultipartUnsupported(
+                "this server's storage takes no multipart uploads; use resumable (tus) instead"
+            )
         max_size = self._limits.max_size(request.resumable)
         if request.content_length > max_size:
             raise UploadTooLarge(
@@ -154,11 +171,32 @@ class IngestService:
                 await self._check_resumable_cap(uow, now)
             await uow.uploads.add(upload)
             await uow.commit()
+        if request.multipart:
+            return await self._begin_multipart(upload)
         if request.resumable:
             target = tus_target(upload, base_url)
         else:
             target = await self._storage.upload_target(upload, base_url)
         return IssuedUpload(upload=upload, target=target)
+
+    async def _begin_multipart(self, upload: Upload) -> IssuedUpload:
+        """Start the store's multipart upload and record its session in the slot (so the
+        sweep can abort it), then presign its parts."""
+        assert self._multipart is not None
+        session = await self._multipart.begin_multipart(upload)
+        upload = msgspec.structs.replace(upload, resumable_session=session)
+        try:
+            async with self._uow(upload.org_id) as uow:
+                await uow.uploads.save(upload)
+                await uow.commit()
+        except BaseException:
+            with anyio.CancelScope(shield=True):  # no row points at it: abort it now
+                await self._storage.discard_resumable(upload.key, session)
+            raise
+        parts = await self._multipart.multipart_targets(upload, session)
+        first = parts[0]
+        target = UploadTarget(url=first.url, method="PUT", headers={})
+        return IssuedUpload(upload=upload, target=target, parts=parts)
 
     async def _check_resumable_cap(self, uow: UnitOfWork, now: datetime) -> None:
         """An unfinished resumable slot holds storage (a partial file, a multipart upload) for
@@ -205,6 +243,8 @@ class IngestService:
                 raise UploadExpired("the upload slot has expired; ask for a new one")
             if upload.resumable:
                 raise NotResumable("this slot takes tus PATCH requests, not one PUT")
+            if upload.multipart:
+                raise NotResumable("this slot takes its parts' PUTs to their presigned URLs")
             if not await uow.uploads.claim_for_upload(
                 upload_id, now, now - self._limits.upload_stall
             ):
@@ -242,10 +282,17 @@ class IngestService:
             await uow.commit()
 
     async def commit_upload(
-        self, principal: Principal, upload_id: UUID, source_uri: str | None = None
+        self,
+        principal: Principal,
+        upload_id: UUID,
+        source_uri: str | None = None,
+        parts: list[PartETag] | None = None,
     ) -> tuple[Asset, bool]:
         """Verify the stored object, probe it, and make it an asset. Answers the asset and
         whether it is new: committing the same upload again returns the same asset.
+
+        A multipart slot's upload is completed first, of ``parts`` (each part's ETag as its PUT
+        answered) or, when ``None``, of the parts the store lists.
 
         Commits of one upload arriving together verify and probe it once: the others wait for
         that commit and answer its asset (or its error) as a repeated commit would."""
@@ -255,6 +302,8 @@ class IngestService:
                 raise NotFound("no such upload")
             if source_uri is not None and source_uri != upload.source_uri:
                 raise SourceUriForbidden("source_uri is not the one issued for this upload")
+            if parts is not None and not upload.multipart:
+                raise InvalidInput("parts are for multipart uploads only")
             existing = await uow.assets.get_by_upload(upload_id)
             if existing is not None:
                 return existing, False
@@ -263,13 +312,18 @@ class IngestService:
                 # then have that PUT's last write turn the committed slot back to received.
                 raise UploadInProgress("the upload is still arriving; commit once its PUT answered")
         (asset, created), ran = await self._commits.run(
-            (principal.org_id, upload_id), lambda: self._verify_and_add(principal, upload)
+            (principal.org_id, upload_id),
+            lambda: self._verify_and_add(principal, upload, parts),
         )
         return asset, created and ran
 
-    async def _verify_and_add(self, principal: Principal, upload: Upload) -> tuple[Asset, bool]:
+    async def _verify_and_add(
+        self, principal: Principal, upload: Upload, parts: list[PartETag] | None = None
+    ) -> tuple[Asset, bool]:
         """The commit itself: check and read the object, probe it, add the asset."""
         upload_id = upload.id
+        if upload.multipart:
+            await self._complete_multipart(upload, parts)
         await self._check_head(upload)
         try:
             # One read of the object: the copy that is hashed is the one probed.
@@ -326,6 +380,20 @@ class IngestService:
             size_bytes=asset.size_bytes,
         )
         return asset, True
+
+    async def _complete_multipart(self, upload: Upload, parts: list[PartETag] | None) -> None:
+        """Make the object of the client's parts, unless an earlier commit did. An object that
+        fails the checks after is refused like any other, and goes with the slot's sweep."""
+        assert upload.resumable_session is not None
+        if self._multipart is None:  # the server's storage changed under the slot
+            raise UploadNotReceived("this server takes no multipart uploads; upload again")
+        # As a presigned PUT sent before expiry may be committed after, parts sent before it
+        # may be completed after, until the sweep aborts the upload with the slot.
+        if await self._storage.stat(upload.key) is not None:
+            return
+        await self._multipart.complete_multipart(
+            upload.key, upload.resumable_session, upload.content_length, parts
+        )
 
     async def _check_head(self, upload: Upload) -> None:
         """The cheap check before reading the object: it exists, and neither its size nor a

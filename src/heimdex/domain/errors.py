@@ -221,6 +221,23 @@ class NotResumable(Conflict):
     title = "The slot is not filled that way"
 
 
+class MultipartUnsupported(InvalidInput):
+    """``multipart`` asked of a store without presigned multipart uploads (local storage), or
+    together with ``resumable``."""
+
+    code = "multipart_unsupported"
+    title = "Multipart uploads are not available for this request"
+
+
+class UploadPartsMissing(Conflict):
+    """Commit of a multipart slot whose parts are not all there (or an ETag is not the part's):
+    the multipart upload stays open until the slot expires, so the client may PUT the missing
+    parts and commit again."""
+
+    code = "upload_parts_missing"
+    title = "Parts of the multipart upload are missing"
+
+
 class ChunkChecksumMismatch(HeimdexError):
     """A tus PATCH whose body does not match its ``Upload-Checksum``: the chunk is discarded."""
 

@@ -53,11 +53,18 @@ class Upload(msgspec.Struct, frozen=True, kw_only=True):
     resumable: bool = False
     #: a resumable slot's offset: bytes stored durably so far
     received_bytes: int = 0
-    #: the store's handle of a resumable write in progress (an S3 multipart upload id)
+    #: the store's handle of a resumable write in progress (an S3 multipart upload id): a tus
+    #: slot's once its first PATCH arrived, a multipart slot's (not ``resumable``) from init
     resumable_session: str | None = None
 
     def is_expired(self, now: datetime) -> bool:
         return now >= self.expires_at
+
+    @property
+    def multipart(self) -> bool:
+        """Filled by the client's own PUTs of presigned S3 UploadPart URLs, completed by commit
+        (``init`` with ``multipart``): the one kind of slot holding a session without tus."""
+        return not self.resumable and self.resumable_session is not None
 
 
 class AssetStatus(enum.StrEnum):

@@ -98,6 +98,46 @@ class UploadTarget(msgspec.Struct, frozen=True, kw_only=True):
     headers: dict[str, str]
 
 
+class PartTarget(msgspec.Struct, frozen=True, kw_only=True):
+    """One part of a multipart upload: the presigned ``PUT`` of exactly ``size`` bytes."""
+
+    part_number: int
+    url: str
+    size: int
+
+
+class PartETag(msgspec.Struct, frozen=True, kw_only=True):
+    """A part as the store answered its ``PUT``: its number and ``ETag``."""
+
+    part_number: int
+    etag: str
+
+
+class MultipartUploads(Protocol):
+    """Uploads the client sends straight to the store in parts (presigned S3 UploadPart URLs),
+    completed by the API. Only stores that have them (S3); a session is abandoned with
+    ``ResumableWrites.discard_resumable``, as a resumable write's is."""
+
+    async def begin_multipart(self, upload: Upload) -> str:
+        """Start a multipart upload of the slot's key; answers its session handle (which names
+        the part size too)."""
+        ...
+
+    async def multipart_targets(self, upload: Upload, session: str) -> list[PartTarget]:
+        """The presigned ``PUT`` of each part, in order, valid until the slot expires; each
+        binds its part's length. Every part but the last is the session's part size."""
+        ...
+
+    async def complete_multipart(
+        self, key: str, session: str, total: int, parts: Sequence[PartETag] | None
+    ) -> None:
+        """Make the object under ``key`` of the parts (``parts``, or when ``None`` the ones the
+        store lists). Raises ``UploadPartsMissing`` when a part is missing, of another size,
+        or its ETag is not the stored part's (the upload stays open: the client may send it and
+        try again), ``UploadNotReceived`` when the multipart upload is gone with no object."""
+        ...
+
+
 class UrlSigner(Protocol):
     """Expiring signatures for URLs the service serves itself."""
 

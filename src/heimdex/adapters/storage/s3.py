@@ -13,7 +13,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,17 +26,31 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from heimdex.adapters.offload import run_blocking
 from heimdex.adapters.storage.content_types import content_type_for
-from heimdex.adapters.storage.s3_presign import presigned_get, presigned_put
+from heimdex.adapters.storage.s3_presign import (
+    part_sizes,
+    presigned_get,
+    presigned_parts,
+    presigned_put,
+)
 from heimdex.domain.chunks import rechunk
 from heimdex.domain.declared import Declared
 from heimdex.domain.errors import (
     ChunkChecksumMismatch,
     SourceNotFound,
     StorageError,
+    UploadNotReceived,
+    UploadPartsMissing,
     UploadTooLarge,
 )
 from heimdex.domain.model import Upload
-from heimdex.domain.ports import LocalCopy, ScratchFile, StoredObject, UploadTarget
+from heimdex.domain.ports import (
+    LocalCopy,
+    PartETag,
+    PartTarget,
+    ScratchFile,
+    StoredObject,
+    UploadTarget,
+)
 from heimdex.domain.resumable import ChunkChecksum
 from heimdex.domain.storage_keys import validate_key
 from heimdex.logs import get_logger
@@ -54,6 +68,8 @@ MIN_PART_SIZE = 5 * 1024 * 1024  # S3's floor for every part but the last
 MAX_PARTS = 10_000  # S3's ceiling
 _DELETE_BATCH = 1000  # DeleteObjects takes at most this many keys
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+#: CompleteMultipartUpload's answers for parts that are not (all) the stored ones
+_BAD_PARTS = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall"})
 #: Each temporary copy is a directory ``s3-…`` of its own under ``temp_dir``; the sweep takes
 #: only those, never what others keep beside them (the legacy endpoint's uploads).
 _COPY_PREFIX = "s3-"
@@ -354,6 +370,105 @@ class S3Storage:
         with suppress(ClientError, BotoCoreError, OSError):
             await client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         await self._delete_tails(key)
+
+    # -- multipart uploads the client sends ---------------------------------------------------
+    async def begin_multipart(self, upload: Upload) -> str:
+        """A multipart upload of the slot's key; the session names the part size, chosen from
+        the declared length (``part_size`` or more, at most ``MAX_PARTS`` parts)."""
+        validate_key(upload.key)
+        client = await self._s3()
+        with _storage_errors(f"writing {upload.key!r}"):
+            created = await client.create_multipart_upload(
+                Bucket=self.bucket, Key=upload.key, ContentType=upload.content_type
+            )
+        return f"{self._part_size_for(upload.content_length)}:{created['UploadId']}"
+
+    async def multipart_targets(self, upload: Upload, session: str) -> list[PartTarget]:
+        part_size, upload_id = _parse_session(session)
+        _, signer = await self._clients()
+        return await presigned_parts(signer, self.bucket, upload, upload_id, part_size)
+
+    async def complete_multipart(
+        self, key: str, session: str, total: int, parts: Sequence[PartETag] | None
+    ) -> None:
+        validate_key(key)
+        client = await self._s3()
+        part_size, upload_id = _parse_session(session)
+        sizes = part_sizes(total, part_size)
+        if parts is None:
+            listed = await self._listed_parts(key, upload_id)
+            if listed is None:  # completed already
+                return
+            wrong = [
+                n for n, size in enumerate(sizes, start=1) if listed.get(n, ("", -1))[1] != size
+            ]
+            if wrong:
+                raise UploadPartsMissing(
+                    f"parts {wrong[:10]} of {len(sizes)} are missing or not their size; PUT "
+                    "them to their URLs and commit again",
+                )
+            chosen = [(n, listed[n][0]) for n in range(1, len(sizes) + 1)]
+        else:
+            chosen = sorted((p.part_number, p.etag) for p in parts)
+            if [n for n, _ in chosen] != list(range(1, len(sizes) + 1)):
+                given = {n for n, _ in chosen}
+                wrong = [n for n in range(1, len(sizes) + 1) if n not in given]
+                raise UploadPartsMissing(
+                    f"this upload has {len(sizes)} parts: give each of 1..{len(sizes)} once "
+                    f"(missing: {wrong[:10]})",
+                )
+        try:
+            await client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in chosen]},
+            )
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _BAD_PARTS:
+                raise UploadPartsMissing(
+                    f"the store refused the parts ({code}): a part is missing or an ETag is not "
+                    "the one its PUT answered; PUT it again and commit again"
+                ) from exc
+            if code == "NoSuchUpload":
+                # Completed by a commit that lost its answer, or aborted (expired and swept).
+                if await self.stat(key) is not None:
+                    return
+                raise UploadNotReceived(
+                    "the multipart upload is gone; ask for a new upload slot"
+                ) from exc
+            with _storage_errors(f"writing {key!r}"):
+                raise
+        except (BotoCoreError, OSError):
+            # A long completion can outlast the read timeout: the whole object is the answer.
+            if await self.stat(key) is None:
+                with _storage_errors(f"writing {key!r}"):
+                    raise
+            log.warning("multipart_completed_despite_error", key=key)
+
+    async def _listed_parts(self, key: str, upload_id: str) -> dict[int, tuple[str, int]] | None:
+        """Each stored part's ETag and size by number; ``None`` when the upload was completed."""
+        client = await self._s3()
+        listed: dict[int, tuple[str, int]] = {}
+        try:
+            paginator = client.get_paginator("list_parts")
+            async for page in paginator.paginate(Bucket=self.bucket, Key=key, UploadId=upload_id):
+                for part in page.get("Parts", []):
+                    listed[part["PartNumber"]] = (part["ETag"], part["Size"])
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) != "NoSuchUpload":
+                with _storage_errors(f"listing the parts of {key!r}"):
+                    raise
+            if await self.stat(key) is not None:
+                return None
+            raise UploadNotReceived(
+                "the multipart upload is gone; ask for a new upload slot"
+            ) from exc
+        except (BotoCoreError, OSError):
+            with _storage_errors(f"listing the parts of {key!r}"):
+                raise
+        return listed
 
     # -- reads --------------------------------------------------------------------------------
     async def stat(self, key: str) -> StoredObject | None:

@@ -13,8 +13,10 @@ import base64
 import time
 from typing import TYPE_CHECKING, Any
 
+import anyio.lowlevel
+
 from heimdex.domain.model import Upload
-from heimdex.domain.ports import UploadTarget
+from heimdex.domain.ports import PartTarget, UploadTarget
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
@@ -58,6 +60,44 @@ async def presigned_put(client: S3Client, bucket: str, upload: Upload) -> Upload
         HttpMethod="PUT",
     )
     return UploadTarget(url=url, method="PUT", headers=headers)
+
+
+_PARTS_PER_TURN = 25  # about 5 ms of signing
+
+
+def part_sizes(total: int, part_size: int) -> list[int]:
+    """The sizes of a ``total``-byte upload's parts: ``part_size`` each, the last one less."""
+    count = max(1, -(-total // part_size))
+    return [part_size] * (count - 1) + [total - part_size * (count - 1)]
+
+
+async def presigned_parts(
+    client: S3Client, bucket: str, upload: Upload, upload_id: str, part_size: int
+) -> list[PartTarget]:
+    """A presigned UploadPart for each part of the slot's multipart upload, each binding its
+    part's ``Content-Length`` (a part of another length is refused by the store).
+
+    Signing is CPU work in the event loop (about 0.2 ms a part, 2 s for 10,000): it lets other
+    requests run every ``_PARTS_PER_TURN`` parts."""
+    expires = _seconds_until(upload.expires_at.timestamp())
+    targets: list[PartTarget] = []
+    for number, size in enumerate(part_sizes(upload.content_length, part_size), start=1):
+        url = await client.generate_presigned_url(
+            "upload_part",
+            Params={
+                "Bucket": bucket,
+                "Key": upload.key,
+                "UploadId": upload_id,
+                "PartNumber": number,
+                "ContentLength": size,
+            },
+            ExpiresIn=expires,
+            HttpMethod="PUT",
+        )
+        targets.append(PartTarget(part_number=number, url=url, size=size))
+        if number % _PARTS_PER_TURN == 0:
+            await anyio.lowlevel.checkpoint()
+    return targets
 
 
 async def presigned_get(client: S3Client, bucket: str, key: str, expires: int) -> str:

@@ -21,6 +21,7 @@ from heimdex.domain import errors
 from heimdex.domain.errors import InvalidInput
 from heimdex.domain.media import MediaInfo
 from heimdex.domain.model import Principal
+from heimdex.domain.ports import PartETag
 from heimdex.entrypoints.http.assets import ASSET_LINKS, AssetView, asset_view
 from heimdex.entrypoints.http.openapi import (
     AUTHENTICATED,
@@ -44,9 +45,18 @@ class InitRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     org_id: OrgId = None
     #: a tus upload URL (PATCHes, resumable) instead of one PUT
     resumable: bool = False
+    #: presigned S3 UploadPart URLs (``parts``) instead of one PUT; completed by commit
+    multipart: bool = False
 
 
-class InitResponse(msgspec.Struct, frozen=True, kw_only=True):
+class PartView(msgspec.Struct, frozen=True, kw_only=True):
+    #: PUT exactly ``size`` bytes (the file's next ones) to ``url``; keep the answer's ETag
+    part_number: int
+    url: str
+    size: int
+
+
+class InitResponse(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     upload_id: UUID
     upload_url: str
     method: str
@@ -54,12 +64,24 @@ class InitResponse(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: datetime
     source_uri: str
     source_name: str
+    #: a multipart slot's parts, in order (``upload_url`` is the first one's)
+    parts: list[PartView] | None = None
+
+
+PartNumber = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+
+
+class CommitPart(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    part_number: PartNumber
+    etag: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
 
 class CommitRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     upload_id: UUID
     source_uri: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
     org_id: OrgId = None
+    #: a multipart slot's parts with the ETags their PUTs answered; omitted: the stored ones
+    parts: Annotated[list[CommitPart], msgspec.Meta(min_length=1, max_length=10_000)] | None = None
 
 
 class ProbeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -94,6 +116,7 @@ class IngestController(Controller):
                 errors.UnsupportedMediaType,
                 errors.StorageQuotaExceeded,
                 errors.TooManyResumableUploads,
+                errors.MultipartUnsupported,
                 errors.StorageError,
             ),
             idempotent=True,
@@ -117,7 +140,11 @@ class IngestController(Controller):
         "type video/* or audio/*) and answers where to send the bytes: `upload_url` with "
         "`method` and `headers`, valid until `expires_at`. The name is reduced to a safe one. "
         "With `resumable: true`, `upload_url` is a tus upload URL (`PATCH`, see "
-        "`/v1/uploads`), sized against HEIMDEX_UPLOAD_RESUMABLE_MAX_SIZE_BYTES.",
+        "`/v1/uploads`), sized against HEIMDEX_UPLOAD_RESUMABLE_MAX_SIZE_BYTES. With "
+        "`multipart: true` (S3 storage only, not with `resumable`; else 422 "
+        "`multipart_unsupported`), `parts` lists presigned S3 UploadPart URLs: `PUT` each "
+        "part's `size` bytes (in order of the file) to its `url`, keep each answer's `ETag`, "
+        "and commit (with the ETags as `parts`, or without: the stored parts are listed).",
     )
     async def init(
         self,
@@ -135,10 +162,16 @@ class IngestController(Controller):
                 content_type=data.content_type,
                 sha256=data.sha256,
                 resumable=data.resumable,
+                multipart=data.multipart,
             ),
             public_url,
         )
         upload = issued.upload
+        parts = None
+        if issued.parts is not None:
+            parts = [
+                PartView(part_number=p.part_number, url=p.url, size=p.size) for p in issued.parts
+            ]
         return InitResponse(
             upload_id=upload.id,
             upload_url=issued.target.url,
@@ -147,6 +180,7 @@ class IngestController(Controller):
             expires_at=upload.expires_at,
             source_uri=upload.source_uri,
             source_name=upload.source_name,
+            parts=parts,
         )
 
     @post(
@@ -160,6 +194,7 @@ class IngestController(Controller):
             _STORAGE,
             raises(
                 errors.UploadNotReceived,
+                errors.UploadPartsMissing,
                 errors.UploadInProgress,
                 errors.UploadExpired,
                 errors.LengthMismatch,
@@ -189,7 +224,12 @@ class IngestController(Controller):
         ingest: NamedDependency[IngestService],
     ) -> Response[AssetView]:
         ensure_same_org(principal, data.org_id)
-        asset, created = await ingest.commit_upload(principal, data.upload_id, data.source_uri)
+        parts = None
+        if data.parts is not None:
+            parts = [PartETag(part_number=p.part_number, etag=p.etag) for p in data.parts]
+        asset, created = await ingest.commit_upload(
+            principal, data.upload_id, data.source_uri, parts
+        )
         return Response(
             asset_view(asset),
             status_code=HTTP_201_CREATED if created else HTTP_200_OK,

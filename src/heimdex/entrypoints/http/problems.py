@@ -21,6 +21,7 @@ PROBLEM_JSON = "application/problem+json"
 
 STATUS_BY_ERROR: dict[type[errors.HeimdexError], int] = {
     errors.InvalidInput: 400,
+    errors.MultipartUnsupported: 422,
     errors.Unauthenticated: 401,
     errors.OrgMismatch: 403,
     errors.InsufficientScope: 403,

@@ -69,11 +69,19 @@ class InitResponse(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 
 
 PartNumber = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+#: an S3 ETag is a quoted MD5, with "-N" for a multipart object: far below this
+_MAX_ETAG = 128
+#: the largest commit a schema allows (10,000 parts with the longest ETags, and a source URI)
+#: fits this; every other JSON route keeps HEIMDEX_MAX_JSON_BODY_BYTES
+COMMIT_MAX_BODY_BYTES = 2 << 20
 
 
 class CommitPart(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     part_number: PartNumber
-    etag: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    #: printable ASCII, as S3 ETags are (and so the largest commit has a known size)
+    etag: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=_MAX_ETAG, pattern=r"^[\x21-\x7e]+$")
+    ]
 
 
 class CommitRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -186,6 +194,7 @@ class IngestController(Controller):
     @post(
         "/commit",
         operation_id="commitUpload",
+        request_max_body_size=COMMIT_MAX_BODY_BYTES,
         **documented(
             AUTHENTICATED,
             JSON_BODY,

@@ -27,6 +27,9 @@ async def test_a_job_left_queued_without_a_message_is_run_by_the_ingest_process_
     monkeypatch.setenv("HEIMDEX_DATA_DIR", str(data_dir))
     monkeypatch.setenv("HEIMDEX_SWEEP_INTERVAL_SECONDS", "0.2")
     monkeypatch.chdir(tmp_path)  # no .env of the checkout
+    # The command configures logging for its process; here that process is the test run's, whose
+    # later tests capture log lines (structlog caches its loggers on first use).
+    monkeypatch.setattr("heimdex.logs.configure_logging", lambda *args, **kwargs: None)
     clip = h264_aac_mp4.read_bytes()
     async with in_process_target("acme", run_jobs=True) as target:
         slot = await target.init_upload(

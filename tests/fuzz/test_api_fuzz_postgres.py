@@ -9,6 +9,7 @@ keeps the suite's time bounded.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from litestar.types import Receive, Scope, Send
 
-from heimdex.bootstrap import build
+from heimdex.bootstrap import build_adapters, build_services
 from heimdex.entrypoints.http.app import create_app
 from heimdex.settings import Settings
 from tests.fixtures.db import PostgresCatalogue
@@ -50,13 +51,15 @@ def org_b_on_postgres(
     h264_aac_mp4: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, str]]:
-    services = build(
-        Settings.from_flat(
-            data_dir=tmp_path_factory.mktemp("fuzz-postgres"),
-            database_url=postgres_catalogue.runtime_url,
-            jwt_secret=fuzz.SECRET,
-            max_upload_size_bytes=4 * 1024 * 1024,
-        )
+    settings = Settings.from_flat(
+        data_dir=tmp_path_factory.mktemp("fuzz-postgres"),
+        database_url=postgres_catalogue.runtime_url,
+        jwt_secret=fuzz.SECRET,
+        max_upload_size_bytes=4 * 1024 * 1024,
+    )
+    # The fuzzer registers webhooks on any host: nothing may resolve or reach them.
+    services = build_services(
+        settings, dataclasses.replace(build_adapters(settings), webhook_sender=fuzz._NeverSend())
     )
     APP.app = create_app(services=services)
     yield from fuzz.serve_with_org_b(services, APP, h264_aac_mp4)

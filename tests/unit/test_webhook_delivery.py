@@ -150,3 +150,33 @@ async def test_a_disabled_endpoint_gets_nothing() -> None:
     assert delivery.status is DeliveryStatus.FAILED
     assert delivery.last_error_code == "endpoint_disabled"
     assert sender.sent == []
+
+
+async def test_closing_cancels_deliveries_without_starting_a_sweep_nobody_awaits() -> None:
+    database, clock, sender, _, deliverer = setup()
+    await with_endpoint(database, clock)
+    hang, sending = asyncio.Event(), asyncio.Event()
+
+    async def hanging(url: str, headers: dict[str, str], body: bytes) -> WebhookResponse:
+        sending.set()
+        await hang.wait()
+        return WebhookResponse(status_code=200, error_code=None)
+
+    sender.send = hanging  # type: ignore[method-assign]
+    assert await deliverer.sweep() == 1
+    await asyncio.wait_for(sending.wait(), 5)  # the delivery is in flight
+    deliverer._backlog = True  # as under load: an ending delivery would sweep again at once
+    directory = deliverer._directory
+    asked_after_close: list[object] = []
+    due = directory.due
+
+    async def counted_due(*args: object, **kwargs: object) -> object:
+        asked_after_close.append(args)
+        return await due(*args, **kwargs)  # type: ignore[arg-type]
+
+    directory.due = counted_due  # type: ignore[method-assign]
+    await deliverer.aclose()
+    for _ in range(20):  # give any task the close left behind its chance to run
+        await asyncio.sleep(0)
+    # The cancelled delivery's ending started no sweep after close.
+    assert asked_after_close == []

@@ -92,6 +92,8 @@ class WebhookDeliverer:
         self._per_org: dict[str, int] = {}
         #: set once this process sweeps deliveries: only then does ``wake()`` do anything
         self._delivering = False
+        #: set by ``aclose``: a delivery cancelled then must not start a sweep nobody awaits
+        self._closing = False
         self._sweep_task: asyncio.Task[None] | None = None
         self._sweep_again = False
         self._backlog = False
@@ -105,7 +107,7 @@ class WebhookDeliverer:
     def wake(self) -> None:
         """An event was just committed: sweep now rather than at the next interval. Does
         nothing in a process that does not deliver (an API beside Redis-fed workers)."""
-        if not self._delivering:
+        if not self._delivering or self._closing:
             return
         if self._sweep_task is not None and not self._sweep_task.done():
             self._sweep_again = True  # coalesced: one more sweep when this one ends
@@ -214,6 +216,7 @@ class WebhookDeliverer:
 
     async def aclose(self) -> None:
         """Stop sending: what was in flight is claimed again after its lease, same id."""
+        self._closing = True
         tasks = [
             *self._tasks,
             *(task for task in (self._sweep_task, self._recorder) if task is not None),

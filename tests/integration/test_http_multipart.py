@@ -18,8 +18,7 @@ from litestar.testing import AsyncTestClient
 
 from heimdex.settings import Settings
 from tests.fixtures.app import TokenFactory, bearer
-from tests.fixtures.db import migrated_database_url
-from tests.fixtures.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
+from tests.fixtures.s3 import MotoServer, storage_backend_settings
 
 MIB = 1024 * 1024
 #: over one 8 MiB part: two parts, the first at S3's size, the second the rest
@@ -44,22 +43,7 @@ def settings_overrides(
     monkeypatch: pytest.MonkeyPatch,
     extra_settings: dict[str, Any],
 ) -> dict[str, Any]:
-    if backend == "local":
-        values: dict[str, Any] = {
-            "database_url": migrated_database_url(request, "sqlite", tmp_path)
-        }
-    else:
-        moto: MotoServer = request.getfixturevalue("moto_server")
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        values = {
-            "database_url": migrated_database_url(request, "postgres", tmp_path),
-            "storage_backend": "s3",
-            "s3_bucket": request.getfixturevalue("s3_bucket"),
-            "s3_endpoint_url": moto.endpoint_url,
-            "s3_region": REGION,
-        }
-    return values | extra_settings
+    return storage_backend_settings(backend, request, tmp_path, monkeypatch) | extra_settings
 
 
 @pytest.fixture

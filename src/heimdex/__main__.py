@@ -1,5 +1,3 @@
-import sys
+from heimdex.entrypoints.console import run
 
-from heimdex.entrypoints.console import main
-
-sys.exit(main())
+run()

@@ -231,7 +231,7 @@ def test_the_console_script_is_the_quick_dispatcher() -> None:
     from importlib.metadata import entry_points
 
     (script,) = entry_points(group="console_scripts", name="heimdex")
-    assert script.value == "heimdex.entrypoints.console:main"
+    assert script.value == "heimdex.entrypoints.console:run"
 
 
 def test_token_mints_a_verifiable_token(tmp_path: Path) -> None:

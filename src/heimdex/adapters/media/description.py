@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import msgspec
@@ -63,8 +62,7 @@ _STANDARD_RATES = tuple(
 )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StreamFacts:
+class StreamFacts(msgspec.Struct, frozen=True, kw_only=True):
     """One stream as a library reports it, in FFmpeg's names and units; ``None`` when unknown.
 
     ``display_rotation`` is the display matrix's angle as FFmpeg reports it: counter-clockwise
@@ -79,7 +77,7 @@ class StreamFacts:
     bit_rate: int | None = None
     start_time: float | None = None
     duration: float | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = msgspec.field(default_factory=dict)
     width: int | None = None
     height: int | None = None
     sample_aspect_ratio: Fraction | None = None
@@ -102,8 +100,7 @@ class StreamFacts:
     sample_rate: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ChapterFacts:
+class ChapterFacts(msgspec.Struct, frozen=True):
     start: float
     end: float
     title: str | None
@@ -128,7 +125,7 @@ def describe(
     then follows them (``packet_rate``)."""
     times = packet_times or {}
     streams = [
-        replace(f, packet_rate=packet_rate(times[f.index], f.time_base))
+        msgspec.structs.replace(f, packet_rate=packet_rate(times[f.index], f.time_base))
         if f.index in times and f.media_type == "video"
         else f
         for f in streams

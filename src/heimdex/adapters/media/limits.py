@@ -41,9 +41,10 @@ import os
 import resource
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+import msgspec
 
 from heimdex.adapters.media.metadata_budget import MetadataBudget, check_count, check_metadata
 from heimdex.domain.errors import (
@@ -94,8 +95,7 @@ os.execv(sys.argv[5], sys.argv[5:])
 """
 
 
-@dataclass(frozen=True, slots=True)
-class DecodeLimits:
+class DecodeLimits(msgspec.Struct, frozen=True):
     """The limits of one decoding process; ``0`` switches a limit off."""
 
     memory_bytes: int = DEFAULT_MEMORY_BYTES

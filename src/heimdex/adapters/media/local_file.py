@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from heimdex.adapters.media.limits import DecodeLimits
 from heimdex.domain.errors import InvalidMedia
@@ -29,8 +30,7 @@ def regular_file_size(path: Path) -> int:
     return info.st_size
 
 
-@dataclass(frozen=True, slots=True)
-class LocalFile:
+class LocalFile(msgspec.Struct, frozen=True):
     """A regular file within the metadata budget: its size and its absolute path."""
 
     size: int

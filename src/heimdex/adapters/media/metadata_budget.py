@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+import msgspec
 
 from heimdex.domain.errors import MetadataTooLarge
 
@@ -62,8 +63,7 @@ _FLAC_VORBIS_COMMENT = 4
 _FLAC_MAX_BLOCKS = 1_000
 
 
-@dataclass(frozen=True, slots=True)
-class MetadataBudget:
+class MetadataBudget(msgspec.Struct, frozen=True):
     """At most ``entries`` metadata entries and ``bytes`` bytes of metadata elements in one
     file; ``0`` switches a bound off."""
 
@@ -75,8 +75,7 @@ class MetadataBudget:
         return bool(self.entries or self.bytes)
 
 
-@dataclass(slots=True)
-class _Count:
+class _Count(msgspec.Struct):
     budget: MetadataBudget
     entries: int = 0
     bytes: int = 0

@@ -10,9 +10,10 @@ the run the ffprobe prober makes; the benchmark checks first that ``heimdex prob
 in-process) prints the same description as ``HEIMDEX_PROBER=ffprobe heimdex probe --json`` (the
 same fields, read from that ffprobe output).
 
-Start-up is most of either command's time, so three floors are timed beside them: ``python -c
+Start-up is most of either command's time, so four floors are timed beside them: ``python -c
 pass``, ``python -c 'import av'`` and ``python -c 'import av, msgspec'`` (PyAV and the media
-description's types: what any in-process probe must load).
+description's types: what any in-process probe must load), the last also without interpreter
+shutdown (``os._exit``, as ``heimdex probe`` ends).
 
 Python's start-up depends on compiled bytecode: an installed package has it (pip, ``uv tool``,
 and the container image, which syncs with UV_COMPILE_BYTECODE=1, compile at install), a source
@@ -115,6 +116,7 @@ def measure(clip: Path, rounds: int, *, cached: bool, other: Path | None) -> dic
         "python": [python, "-c", "pass"],
         "import av": [python, "-c", "import av"],
         "av+msgspec": [python, "-c", "import av, msgspec"],
+        "+ _exit": [python, "-c", "import av, msgspec, os; os._exit(0)"],
     }  # fmt: skip
     envs = {name: environment(cached=cached, name=name.replace(" ", "_")) for name in commands}
     if other is not None:

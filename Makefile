@@ -82,7 +82,7 @@ run: install-runtime ## serve the API on the embedded default (HOST=… PORT=…
 test: install ## run the test suite (PYTEST_ARGS=… to pass options)
 	$(UV_RUN) pytest $(PYTEST_ARGS)
 
-lint: install ## ruff lint + format check, mypy, import contracts
+lint: install ## ruff lint + format check, mypy (src, tests, benchmarks), import contracts
 	$(UV_RUN) ruff check .
 	$(UV_RUN) ruff format --check .
 	$(UV_RUN) mypy
@@ -92,7 +92,7 @@ format: install ## format the code and apply safe lint fixes
 	$(UV_RUN) ruff format .
 	$(UV_RUN) ruff check --fix .
 
-typecheck: install ## mypy --strict over src/heimdex
+typecheck: install ## mypy --strict over src, tests and benchmarks
 	$(UV_RUN) mypy
 
 migrate: install-runtime ## apply the database migrations: heimdex db upgrade

@@ -243,10 +243,12 @@ async def _drain(database: str, jobs: int) -> tuple[float, float, int]:
                 break
             await asyncio.sleep(0.05)
         busy = busy_cpus(cpu_before, cpu_times())
-        elapsed, failed = await connection.fetchrow(
+        row = await connection.fetchrow(
             "SELECT extract(epoch FROM max(finished_at) - min(started_at)),"
             " count(*) FILTER (WHERE status = 'failed') FROM jobs"
         )
+        assert row is not None  # an aggregate without GROUP BY always answers one row
+        elapsed, failed = row
         return float(elapsed), busy, int(failed)
     finally:
         await connection.close()

@@ -50,8 +50,8 @@ def bare_loop(path: Path, duration: float) -> list[bytes]:
         assert stream.time_base is not None
         height = round(160 * stream.codec_context.height / stream.codec_context.width / 2) * 2
         encoder = av.CodecContext.create("mjpeg", "w")
-        encoder.width, encoder.height = 160, height  # type: ignore[attr-defined]
-        encoder.pix_fmt = "yuvj420p"  # type: ignore[attr-defined]
+        encoder.width, encoder.height = 160, height
+        encoder.pix_fmt = "yuvj420p"
         encoder.time_base = Fraction(1, 1)
         for index, slot in enumerate(tile_slots(duration)):
             container.seek(int(slot.target / stream.time_base), stream=stream, backward=True)
@@ -71,9 +71,9 @@ def ours(path: Path, media: MediaInfo) -> list[bytes]:
     pasted: list[bytes] = []
     paste = _Sheet.paste
 
-    def recording(sheet: _Sheet, picture: Any, x: int, y: int) -> None:
+    def recording(self: _Sheet, picture: Any, x: int, y: int) -> None:
         pasted.append(hashlib.sha256(b"".join(bytes(p) for p in picture.planes)).digest())
-        paste(sheet, picture, x, y)
+        paste(self, picture, x, y)
 
     _Sheet.paste = recording  # type: ignore[method-assign]
     try:

@@ -126,8 +126,8 @@ def bare_loop(path: Path, seconds: float) -> list[bytes]:
         assert stream.time_base is not None
         height = round(320 * stream.codec_context.height / stream.codec_context.width / 2) * 2
         encoder = av.CodecContext.create("mjpeg", "w")
-        encoder.width, encoder.height = 320, height  # type: ignore[attr-defined]
-        encoder.pix_fmt = "yuvj420p"  # type: ignore[attr-defined]
+        encoder.width, encoder.height = 320, height
+        encoder.pix_fmt = "yuvj420p"
         encoder.time_base = Fraction(1, 1)
         for index, target in enumerate(target_times(seconds, COUNT)):
             container.seek(int(target / stream.time_base), stream=stream, backward=True)

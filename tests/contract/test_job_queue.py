@@ -278,7 +278,10 @@ async def test_a_poison_message_is_dead_lettered_not_redelivered(redis: Redis, s
         assert delivered.ids == [good]
         await until_empty(redis, stream)
         dead = await redis.xrange(DEAD_LETTER_STREAM)
-        assert any(b"not a taskiq message" in fields[b"data"] for _, fields in dead)
+        assert dead is not None
+        assert any(
+            fields is not None and b"not a taskiq message" in fields[b"data"] for _, fields in dead
+        )
     finally:
         finished.set()
         worker.cancel()
@@ -333,7 +336,9 @@ async def test_an_ack_that_meets_a_dead_connection_is_tried_again(
     await broker.startup()
     try:
         await RedisJobQueue(broker).enqueue(uuid.uuid4())
-        read = await redis.xreadgroup(
+        # redis-py types a reply as any shape RESP2 or RESP3 could give; this client speaks
+        # RESP2: [[stream, [(entry id, fields)]]].
+        read: Any = await redis.xreadgroup(
             broker.consumer_group_name, "test-consumer", {stream: ">"}, count=1
         )
         entry_id = read[0][1][0][0]
@@ -351,7 +356,7 @@ async def test_an_ack_that_meets_a_dead_connection_is_tried_again(
                 pipe.execute = dead  # type: ignore[method-assign]
             return pipe
 
-        monkeypatch.setattr(redis_queue.Redis, "pipeline", failing_pipeline)
+        monkeypatch.setattr(Redis, "pipeline", failing_pipeline)  # the class the adapter uses
         monkeypatch.setattr(redis_queue, "_ACK_RETRY_SECONDS", 0.01)
         await broker._ack_generator(entry_id, stream)()
         monkeypatch.undo()

@@ -29,7 +29,7 @@ async def maker() -> AsyncIterator[PyAVPictureMaker]:
 
 
 def _size(image: bytes) -> tuple[int, int]:
-    with av.open(io.BytesIO(image)) as container:
+    with av.open(io.BytesIO(image), mode="r") as container:
         frame = next(container.decode(video=0))
         return frame.width, frame.height
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import math
 import os
 import stat
 import time
@@ -149,7 +150,7 @@ class Picture:
     """A thumbnail decoded back with PyAV: its real size and its pixels."""
 
     def __init__(self, data: bytes) -> None:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             frame = next(container.decode(video=0))
         self.width, self.height = frame.width, frame.height
         self.format_name: str = container.format.name
@@ -178,7 +179,7 @@ class Picture:
     def luma_stddev(self) -> float:
         values = [v for row in self.luma for v in row]
         mean = sum(values) / len(values)
-        return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
 
     def saturation(self) -> float:
         """Mean HSV saturation: washed-out pictures have little."""
@@ -379,7 +380,7 @@ def assert_pictures_show_their_times(thumbnails: list[Thumbnail], path: Path) ->
     """Each picture is closest to the clip's frame at its ``time`` among the frames near it."""
     frames = reference_frames(path)
     for thumbnail in thumbnails:
-        with av.open(io.BytesIO(thumbnail.data)) as container:
+        with av.open(io.BytesIO(thumbnail.data), mode="r") as container:
             ours = small_gray(next(container.decode(video=0)))
         near = [t for t in frames if abs(t - thumbnail.time) <= 0.15]
 

@@ -35,7 +35,8 @@ from heimdex.domain.webhooks import (
     new_event_id,
     new_secret,
 )
-from tests.contract.test_repositories import T0, make_job, new_org, stored_asset
+from tests.builders import T0, make_job
+from tests.contract.test_repositories import new_org, stored_asset
 from tests.fixtures.db import PostgresCatalogue
 from tests.unit.fakes import FakeDatabase, FakeWebhookDirectory
 

@@ -93,6 +93,7 @@ from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis.generation.meta import TestPhase
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from heimdex.bootstrap import build_adapters, build_services
 from heimdex.domain.ports import WebhookResponse
@@ -211,7 +212,9 @@ CONFIG = schemathesis.Config.from_dict(
 
 async def _served_openapi() -> dict[str, Any]:
     """The document exactly as the app serves it (no lifespan needed to read it)."""
-    transport = httpx.ASGITransport(app=APP)
+    # Litestar types the ASGI scope and messages as TypedDicts, httpx as plain mappings: the
+    # same protocol, two spellings mypy cannot match.
+    transport = httpx.ASGITransport(app=APP)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         response = await client.get("/schema/openapi.json")
         response.raise_for_status()
@@ -233,7 +236,7 @@ schema.app = APP
 schema.location = "/schema/openapi.json"
 
 
-def fuzzing_schema(app: Any) -> Any:
+def fuzzing_schema(app: Any) -> OpenApiSchema:
     """The same document, checks, auth and hooks against another app (the PostgreSQL module)."""
     other = schemathesis.openapi.from_dict(DOC, config=CONFIG)
     other.app = app
@@ -507,17 +510,6 @@ def _hostile_kinds(case: Any) -> list[Any]:
     if not kinds:
         kinds.append(_nul_in_header)  # every route reads headers; the others have more to aim at
     return kinds
-    if case.query:
-        kinds.append(_nul_in_query)
-    if _takes_json(case):
-        kinds.extend([_nul_in_body, _deep_body])
-    if "key" in (case.path_parameters or {}):
-        kinds.append(_nul_in_path)
-    if _has_query(case, "created_after") and _has_query(case, "created_before"):
-        kinds.extend([_overflowing_filter, _overflowing_cursor])
-    if not kinds:
-        kinds.append(_nul_in_header)  # every route reads headers; the others have more to aim at
-    return kinds
 
 
 _TURNS: Counter[str] = Counter()
@@ -720,7 +712,7 @@ def test_the_links_lead_from_init_to_a_finished_job(org_b: dict[str, str]) -> No
 def test_org_b_resources_answer_404_to_org_a(org_b: dict[str, str]) -> None:
     """The fixture's ids are real, and organisation A cannot see them."""
     headers = {"Authorization": f"Bearer {token(ORG_A)}"}
-    with asgi.get_client(APP) as client:
+    with asgi.get_client(APP) as client:  # type: ignore[arg-type]  # as for ASGITransport
         answers = [
             client.get(f"/v1/assets/{org_b['asset_id']}", headers=headers),
             client.get(f"/v1/jobs/{org_b['job_id']}", headers=headers),

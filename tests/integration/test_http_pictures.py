@@ -60,7 +60,7 @@ def _gray(frame: Any, width: int, height: int) -> bytes:
 
 
 def _crop(picture: bytes, x: int, y: int, w: int, h: int) -> bytes:
-    with av.open(io.BytesIO(picture)) as container:
+    with av.open(io.BytesIO(picture), mode="r") as container:
         frame = next(container.decode(video=0))
     width, height = frame.width, frame.height
     full = _gray(frame, width, height)

@@ -199,7 +199,7 @@ async def test_a_metrics_token_guards_the_endpoint(settings: Settings) -> None:
         wrong = await client.get("/metrics", headers=bearer("guess"))
         assert wrong.status_code == 401
         assert wrong.json()["code"] == "unauthenticated"
-        not_ascii = {"Authorization": "Bearer d\xe9j\xe0-vu".encode("latin-1")}
+        not_ascii = {b"Authorization": "Bearer d\xe9j\xe0-vu".encode("latin-1")}
         assert (await client.get("/metrics", headers=not_ascii)).status_code == 401
         samples = await scrape(client, Authorization=f"Bearer {METRICS_TOKEN}")
         assert value(samples, "heimdex_http_requests_total", route="/metrics", status="401") == 3

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import jwt
 import pytest
 from litestar.testing import AsyncTestClient

@@ -16,7 +16,8 @@ from heimdex.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from heimdex.domain.model import JobError, JobStatus
 from heimdex.domain.webhooks import DeliveryStatus
 from heimdex.entrypoints.cli import main
-from tests.contract.test_repositories import make_job, stored_asset
+from tests.builders import make_job
+from tests.contract.test_repositories import stored_asset
 from tests.contract.test_webhook_repositories import make_delivery, make_endpoint
 
 NOW = datetime.now(UTC)

@@ -9,7 +9,7 @@ import pytest
 import structlog
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from litestar.types import Message, Receive, Scope, Send
+from litestar.types import HTTPRequestEvent, Message, Receive, Scope, Send
 from structlog.testing import capture_logs
 
 from heimdex.entrypoints.http.request_log import log_request
@@ -64,7 +64,7 @@ async def test_a_request_id_is_taken_only_when_all_of_it_is_sane() -> None:
     async def send(message: Message) -> None:
         sent.append(message)
 
-    async def receive() -> Message:
+    async def receive() -> HTTPRequestEvent:
         return {"type": "http.request", "body": b"", "more_body": False}
 
     for given in (b"req-1\n", b"req-1\r\nx"):
@@ -76,6 +76,8 @@ async def test_a_request_id_is_taken_only_when_all_of_it_is_sane() -> None:
             "headers": [(b"x-request-id", given)],
         }
         await log_request(app, scope, receive, send)  # type: ignore[arg-type]
-        (answered,) = [v for k, v in sent[0]["headers"] if k == b"x-request-id"]
+        start = sent[0]
+        assert start["type"] == "http.response.start"
+        (answered,) = [v for k, v in start["headers"] if k == b"x-request-id"]
         assert answered != given
         assert len(answered) == 32

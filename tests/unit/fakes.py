@@ -58,13 +58,19 @@ from heimdex.domain.model import (
     UploadStatus,
 )
 from heimdex.domain.ports import (
+    AssetRepository,
     DeliveryPage,
+    FrameRepository,
     JobInTurn,
     JobOutcome,
+    JobRepository,
     LocalCopy,
     ScratchFile,
     StoredObject,
+    UploadRepository,
     UploadTarget,
+    WebhookDeliveryRepository,
+    WebhookEndpointRepository,
     WebhookResponse,
 )
 from heimdex.domain.replay import JobReplayFilter
@@ -940,12 +946,14 @@ class FakeUnitOfWork:
         self._database = database
         self._org = org_id
         self._working = copy.deepcopy(database.tables)
-        self.uploads = _Uploads(self._working, org_id)
-        self.assets = _Assets(self._working, org_id)
-        self.jobs = _Jobs(self._working, org_id)
-        self.webhooks = _Endpoints(self._working, org_id)
-        self.deliveries = _Deliveries(self._working, org_id)
-        self.frames = _Frames(self._working, org_id)
+        # Typed as the ports, as SqlUnitOfWork does: the UnitOfWork protocol's attributes are
+        # mutable, hence invariant, so a fake typed as _Uploads… would not be a UnitOfWork.
+        self.uploads: UploadRepository = _Uploads(self._working, org_id)
+        self.assets: AssetRepository = _Assets(self._working, org_id)
+        self.jobs: JobRepository = _Jobs(self._working, org_id)
+        self.webhooks: WebhookEndpointRepository = _Endpoints(self._working, org_id)
+        self.deliveries: WebhookDeliveryRepository = _Deliveries(self._working, org_id)
+        self.frames: FrameRepository = _Frames(self._working, org_id)
         self._entered = False
 
     async def __aenter__(self) -> FakeUnitOfWork:

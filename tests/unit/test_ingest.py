@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import msgspec
 import pytest
@@ -324,7 +325,7 @@ async def test_commit_probes_the_very_copy_it_hashed(
                 self.copies.append(copy.path)
                 yield copy
 
-        def local_path(self, key: str) -> AbstractAsyncContextManager[Path]:
+        def local_path(self, key: str) -> NoReturn:
             raise AssertionError("commit read the object a second time")
 
     storage, prober = OneRead(), FakeProber()
@@ -345,9 +346,11 @@ async def test_an_object_gone_between_head_and_read_is_not_received(
     database: FakeDatabase, clock: FakeClock
 ) -> None:
     class GoneBeforeRead(FakeStorage):
-        def local_copy(self, key: str) -> AbstractAsyncContextManager[LocalCopy]:
+        @asynccontextmanager
+        async def local_copy(self, key: str) -> AsyncIterator[LocalCopy]:
             del self.objects[key]  # deleted after the HEAD answered
-            return super().local_copy(key)
+            async with super().local_copy(key) as copy:
+                yield copy
 
     limits = IngestLimits(
         max_upload_size_bytes=10_000,

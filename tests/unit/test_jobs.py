@@ -25,6 +25,7 @@ from heimdex.domain.model import (
     JobKind,
     JobStatus,
     Principal,
+    Thumbnail,
     ThumbnailSpec,
 )
 from tests.builders import make_asset, make_upload, short_media
@@ -267,9 +268,9 @@ async def test_a_finished_run_waits_for_the_database_to_record_its_outcome(
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
     produce = world.thumbnailer.thumbnails
 
-    async def database_goes_away_meanwhile(*args: Any) -> Any:
+    async def database_goes_away_meanwhile(*args: Any, **kwargs: Any) -> list[Thumbnail]:
         world.database.unavailable_for = 3
-        return await produce(*args)
+        return await produce(*args, **kwargs)
 
     world.thumbnailer.thumbnails = database_goes_away_meanwhile  # type: ignore[method-assign]
     await world.runner.run(job.id)

@@ -60,6 +60,7 @@ async def test_an_organisation_past_its_share_is_refused_and_another_goes_on() -
     with pytest.raises(SearchImagesBusy) as refused:
         await search(service, "greedy")
     assert refused.value.code == "search_busy"
+    assert refused.value.retry_after is not None
     assert refused.value.retry_after >= 1
     assert "image search" in refused.value.message
     other = asyncio.create_task(search(service, "other"))

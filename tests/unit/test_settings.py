@@ -407,9 +407,8 @@ def test_every_declared_lower_bound_is_enforced() -> None:
     assert len(bounded) > 30
     for variable in bounded:
         low = min(
-            m.gt if m.gt is not None else m.ge - 1
-            for m in variable.constraints
-            if m.gt is not None or m.ge is not None
+            [m.gt for m in variable.constraints if m.gt is not None]
+            + [m.ge - 1 for m in variable.constraints if m.gt is None and m.ge is not None]
         )
         with pytest.raises(SettingsError) as caught:
             load_settings({variable.name: str(low)}, env_file=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import msgspec
 
@@ -170,9 +170,11 @@ async def test_closing_cancels_deliveries_without_starting_a_sweep_nobody_awaits
     asked_after_close: list[object] = []
     due = directory.due
 
-    async def counted_due(*args: object, **kwargs: object) -> object:
-        asked_after_close.append(args)
-        return await due(*args, **kwargs)  # type: ignore[arg-type]
+    async def counted_due(
+        now: datetime, per_endpoint: int, per_org: int, limit: int
+    ) -> list[tuple[uuid.UUID, str, uuid.UUID]]:
+        asked_after_close.append((now, per_endpoint, per_org, limit))
+        return await due(now, per_endpoint, per_org, limit)
 
     directory.due = counted_due  # type: ignore[method-assign]
     await deliverer.aclose()

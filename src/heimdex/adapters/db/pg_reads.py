@@ -35,8 +35,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 from sqlalchemy.engine import make_url
 
 from heimdex.adapters.db.repositories import ASSETS, JOBS, asset_from_row, job_from_row
@@ -237,7 +238,7 @@ class PgCatalogueReads:
         """``query`` in a read-only transaction scoped to ``org_id``."""
         begin = _begin(org_id)
 
-        async def scoped(connection: asyncpg.Connection) -> list[Any]:
+        async def scoped(connection: PoolConnectionProxy) -> list[Any]:
             await connection.execute(begin)
             try:
                 rows: list[Any] = await connection.fetch(query, *args)
@@ -253,13 +254,13 @@ class PgCatalogueReads:
         """A read function of migration 0012: it scopes its own statement to ``org_id``."""
         org_id = _checked(org_id)
 
-        async def call(connection: asyncpg.Connection) -> list[Any]:
+        async def call(connection: PoolConnectionProxy) -> list[Any]:
             rows: list[Any] = await connection.fetch(query, org_id, row_id)
             return rows
 
         return await self._run(call)
 
-    async def _run(self, read: Callable[[asyncpg.Connection], Awaitable[list[Any]]]) -> list[Any]:
+    async def _run(self, read: Callable[[PoolConnectionProxy], Awaitable[list[Any]]]) -> list[Any]:
         for attempt in (1, 2):
             try:
                 pool = await self._open()

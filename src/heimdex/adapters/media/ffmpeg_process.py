@@ -10,8 +10,11 @@ import shutil
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from heimdex.adapters.media.limits import DecodeLimits
+
+T = TypeVar("T")
 
 # No colour codes in the error text we hand back.
 _ENV = {**os.environ, "AV_LOG_FORCE_NOCOLOR": "1"}
@@ -42,8 +45,8 @@ async def run_binary(
     binary = shutil.which(name)
     if binary is None:  # found here: behind nice/prlimit it would be their exit status
         raise failures.unavailable(f"cannot run {name}: not found or not executable")
-    try:
-        process = await asyncio.create_subprocess_exec(
+    spawning = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
             *limits.argv(binary, args),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -51,9 +54,16 @@ async def run_binary(
             start_new_session=True,  # its own process group, so a kill takes any children
             env=_ENV,
         )
+    )
+    # Started whole even if cancelled meanwhile: then the clean-up below ends it.
+    cancelled = await outlast_cancellation(spawning)
+    try:
+        process = spawning.result()
     except OSError as exc:
         raise failures.unavailable(f"cannot run {name}: {exc.strerror or exc}") from exc
     try:
+        if cancelled:
+            raise asyncio.CancelledError
         async with asyncio.timeout(limit):
             stdout, stderr = await process.communicate()
     except TimeoutError:
@@ -63,5 +73,24 @@ async def run_binary(
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):  # already gone
                 os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
+            if await outlast_cancellation(asyncio.ensure_future(process.wait())):
+                raise asyncio.CancelledError
     return process.returncode if process.returncode is not None else -1, stdout, stderr
+
+
+async def outlast_cancellation(work: asyncio.Future[T]) -> bool:
+    """Wait until ``work`` is done, however often the caller is cancelled meanwhile; answers
+    whether it was, for the caller to raise once its clean-up is over.
+
+    A single wait is not enough: an anyio scope cancels every await again until the task leaves
+    it (the job runner's task group, when the storyboard fails before the thumbnails), and
+    ``asyncio.gather`` passes each cancel it gets on to its children, so reaping a killed
+    process could be cut short and leave it running or a zombie.
+    """
+    cancelled = False
+    while not work.done():
+        try:
+            await asyncio.wait({work})
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled

@@ -25,11 +25,13 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import TypeVar
+
+import anyio
 
 from heimdex.adapters.media.allowlist import FFPROBE_PROTOCOLS, format_whitelist
 from heimdex.adapters.media.ffmpeg_process import Failures, run_binary
@@ -57,6 +59,7 @@ from heimdex.domain.errors import (
 from heimdex.domain.media import MediaInfo
 from heimdex.domain.model import Thumbnail, ThumbnailSpec
 
+S = TypeVar("S")
 T = TypeVar("T")
 
 _STDERR_LIMIT = 500
@@ -128,7 +131,7 @@ class FfmpegThumbnailer:
         run = _Run(self, local.url, path.name, plan)
         # The first alone: a broken file fails once, not once per thumbnail.
         first = await run.shot(plan.slots[0])
-        rest = await _all_or_nothing([run.shot(slot) for slot in plan.slots[1:]], self._concurrency)
+        rest = await _all_or_nothing(run.shot, plan.slots[1:], self._concurrency)
         # A slot without a frame gives none: fewer frames than slots.
         shots = [shot for shot in (first, *rest) if shot is not None]
         if not shots:
@@ -293,20 +296,26 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-async def _all_or_nothing(calls: Sequence[Awaitable[T]], limit: int) -> list[T]:
-    """Every result in order, ``limit`` at a time; on the first failure the rest are cancelled
-    (their processes killed) and that failure is raised — not an exception group."""
+async def _all_or_nothing(
+    work: Callable[[S], Awaitable[T]], items: Sequence[S], limit: int
+) -> list[T]:
+    """``work`` of every item, results in order, ``limit`` at a time; on the first failure the
+    rest are cancelled (their processes killed) and that failure is raised — not an exception
+    group. (Items, not coroutines: a run cancelled before it started has none left unawaited.)"""
     semaphore = asyncio.Semaphore(limit)
 
-    async def bounded(call: Awaitable[T]) -> T:
+    async def bounded(item: S) -> T:
         async with semaphore:
-            return await call
+            return await work(item)
 
-    tasks = [asyncio.ensure_future(bounded(call)) for call in calls]
+    tasks = [asyncio.ensure_future(bounded(item)) for item in items]
     try:
         return list(await asyncio.gather(*tasks))
     except BaseException:
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Until every run is killed and reaped; shielded from a caller's anyio scope, which
+        # would cancel this wait again (and, through gather, the runs' own clean-up).
+        with anyio.CancelScope(shield=True):
+            await asyncio.gather(*tasks, return_exceptions=True)
         raise

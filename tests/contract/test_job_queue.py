@@ -1,5 +1,5 @@
-"""The JobQueue contract on the in-process broker and on Redis streams (a real Redis), plus the
-Redis traps the adapter must handle."""
+"""The JobQueue contract on the in-process broker, on Redis streams (a real Redis) and on the
+in-memory fake the application's unit tests use, plus the Redis traps the adapter must handle."""
 
 from __future__ import annotations
 
@@ -24,19 +24,26 @@ from heimdex.adapters.queue.redis import (
 )
 from heimdex.domain.errors import QueueUnavailable
 from tests.requirements import require_port
+from tests.unit.fakes import FakeQueue
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 Handler = Callable[[uuid.UUID], Awaitable[None]]
 
 
 class Delivered:
+    """A handler that records the ids it is given; while ``open`` is clear, each call is held
+    (a job still running)."""
+
     def __init__(self) -> None:
         self.ids: list[uuid.UUID] = []
         self.event = asyncio.Event()
+        self.open = asyncio.Event()
+        self.open.set()
 
     async def __call__(self, job_id: uuid.UUID) -> None:
         self.ids.append(job_id)
         self.event.set()
+        await self.open.wait()
 
     async def wait_for(self, count: int, seconds: float = 15) -> None:
         with anyio.fail_after(seconds):
@@ -81,28 +88,58 @@ async def redis(stream: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-@pytest.fixture(params=["inprocess", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["inprocess", pytest.param("redis", marks=pytest.mark.redis), "fake"])
 async def queue_and_delivered(
     request: pytest.FixtureRequest, stream: str
 ) -> AsyncIterator[tuple[Any, Delivered]]:
+    """A running queue and a worker with one slot, which ``Delivered`` stands for."""
     delivered = Delivered()
     if request.param == "inprocess":
-        queue = InProcessJobQueue(delivered)
+        queue = InProcessJobQueue(delivered, concurrency=1)
         await queue.startup()
         yield queue, delivered
+        delivered.open.set()
         await queue.shutdown()
+        return
+    if request.param == "fake":
+        fake = FakeQueue()
+        serving = asyncio.create_task(fake.serve(delivered))
+        yield fake, delivered
+        serving.cancel()
         return
     require_port("127.0.0.1", 6379, "Redis")
     broker = build_redis_broker(REDIS_URL, queue_name=stream)
-    finished, worker = await run_redis_worker(broker, delivered)
+    finished, worker = await run_redis_worker(broker, delivered, max_async_tasks=1)
     redis_queue = RedisJobQueue(broker)
     yield redis_queue, delivered
+    delivered.open.set()
     finished.set()
     worker.cancel()
     await broker.shutdown()
     cleanup = Redis.from_url(REDIS_URL)
     await cleanup.delete(stream)
     await cleanup.aclose()
+
+
+@pytest.fixture(params=["inprocess", "redis", "fake"])
+async def unavailable_queue(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A queue whose broker is out: not started (in-process), unreachable (Redis), ``down``."""
+    if request.param == "inprocess":
+        yield InProcessJobQueue(Delivered())
+    elif request.param == "redis":
+        queue = RedisJobQueue(build_redis_broker("redis://127.0.0.1:1/0"))
+        await queue.startup()  # logs, does not fail: the API must start without Redis
+        yield queue
+        await queue.shutdown()
+    else:
+        fake = FakeQueue()
+        fake.down = True
+        yield fake
+
+
+def to_the_millisecond(moment: datetime) -> datetime:
+    """``moment`` rounded down as Redis's stream ids (its clock, in ms) are."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 async def test_every_enqueued_id_reaches_the_handler(
@@ -135,12 +172,45 @@ async def test_a_queue_whose_ids_were_all_run_holds_nothing_old(
             await anyio.sleep(0.02)
 
 
-async def test_an_unstarted_in_process_queue_refuses_work() -> None:
-    queue = InProcessJobQueue(Delivered())
+async def test_ids_reach_a_one_slot_worker_first_in_first_out(
+    queue_and_delivered: tuple[Any, Delivered],
+) -> None:
+    queue, delivered = queue_and_delivered
+    ids = [uuid.uuid4() for _ in range(6)]
+    for job_id in ids:
+        await queue.enqueue(job_id)
+    await delivered.wait_for(6)
+    assert delivered.ids == ids
+
+
+async def test_the_oldest_waiting_is_when_the_first_id_still_held_was_handed_over(
+    queue_and_delivered: tuple[Any, Delivered],
+) -> None:
+    queue, delivered = queue_and_delivered
+    delivered.open.clear()  # the worker's one slot stays busy with the first id
+    before = to_the_millisecond(datetime.now(UTC))
+    await queue.enqueue(uuid.uuid4())
+    await delivered.wait_for(1)
+    await queue.enqueue(uuid.uuid4())
+    await queue.enqueue(uuid.uuid4())
+    after = datetime.now(UTC)
+    oldest = await queue.oldest_waiting()
+    assert oldest is not None
+    assert before <= oldest <= after
+    delivered.open.set()
+    await delivered.wait_for(3)
+    with anyio.fail_after(5):
+        while await queue.oldest_waiting() is not None:  # noqa: ASYNC110
+            await anyio.sleep(0.02)
+
+
+async def test_a_broker_outage_is_queue_unavailable(unavailable_queue: Any) -> None:
     with pytest.raises(QueueUnavailable):
-        await queue.enqueue(uuid.uuid4())
+        await unavailable_queue.enqueue(uuid.uuid4())
     with pytest.raises(QueueUnavailable):
-        await queue.check()
+        await unavailable_queue.oldest_waiting()
+    with pytest.raises(QueueUnavailable):
+        await unavailable_queue.check()
 
 
 async def test_the_in_process_queue_runs_at_most_its_concurrency_and_holds_the_rest() -> None:
@@ -214,13 +284,6 @@ async def test_the_oldest_waiting_message_is_the_first_one_no_worker_took(
         assert await queue.oldest_waiting() == oldest
     finally:
         await broker.shutdown()
-
-
-async def test_oldest_waiting_with_redis_down_is_queue_unavailable() -> None:
-    queue = RedisJobQueue(build_redis_broker("redis://127.0.0.1:1/0"))
-    await queue.startup()
-    with pytest.raises(QueueUnavailable):
-        await queue.oldest_waiting()
 
 
 @pytest.mark.redis
@@ -307,16 +370,6 @@ async def test_a_message_whose_worker_died_is_delivered_again(redis: Redis, stre
         finished.set()
         worker.cancel()
         await broker.shutdown()
-
-
-async def test_enqueue_with_redis_down_is_queue_unavailable() -> None:
-    queue = RedisJobQueue(build_redis_broker("redis://127.0.0.1:1/0"))
-    await queue.startup()  # logs, does not fail: the API must start without Redis
-    with pytest.raises(QueueUnavailable):
-        await queue.enqueue(uuid.uuid4())
-    with pytest.raises(QueueUnavailable):
-        await queue.check()
-    await queue.shutdown()
 
 
 @pytest.mark.redis

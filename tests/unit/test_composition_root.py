@@ -35,7 +35,7 @@ class Fakes:
         self.database = FakeDatabase()
         self.webhooks = FakeWebhookDirectory(self.database)
         self.storage = FakeStorage()
-        self.queue = FakeQueue()
+        self.queue = FakeQueue(self.clock)
         self.thumbnailer = FakeThumbnailer()
 
     def into(self, adapters: Adapters) -> Adapters:
@@ -71,7 +71,7 @@ async def test_a_job_runs_through_the_real_wiring_on_fakes(tmp_path: Path) -> No
 
         job, created = await services.jobs.request_sidecar(ORG, asset.id, ThumbnailSpec())
         assert created
-        assert queue.ids == [job.id]  # the fake queue the use case was given
+        assert queue.waiting() == [job.id]  # the fake queue the use case was given
         await services.job_runner.run(job.id)
         assert fakes.thumbnailer.calls == 1
 

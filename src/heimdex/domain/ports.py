@@ -341,7 +341,10 @@ class JobQueue(HealthCheck, Protocol):
         yet done, where the queue keeps it till then) was handed to it; ``None`` when it holds
         none. Ids leave in about the order they came, so a job handed over before that time is
         not in the queue any more: its message was lost (a Redis that restarted empty). One
-        handed over since may simply be waiting its turn."""
+        handed over since may simply be waiting its turn.
+
+        Raises ``QueueUnavailable`` when the queue cannot say (its broker is out, or it was not
+        started), as ``enqueue`` and ``check`` do."""
         ...
 
 

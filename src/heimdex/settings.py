@@ -82,6 +82,8 @@ class RedisSettings(Section, frozen=True, kw_only=True):
 
     url: Annotated[str, Required] = "redis://127.0.0.1:6379/0"
     queue_name: Annotated[str, Required] = "heimdex:jobs"
+    #: a message a worker read and stopped renewing (it died) is taken over after this long
+    claim_idle_seconds: Annotated[float, Positive] = 120.0
 
 
 class StorageSettings(Section, frozen=True, kw_only=True):

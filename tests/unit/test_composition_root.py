@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from heimdex.bootstrap import Adapters, build_adapters, build_services
+from heimdex.bootstrap import Adapters, build_adapters, build_services, build_worker_broker
 from heimdex.domain.model import AssetStatus, JobStatus, Principal, ThumbnailSpec
 from heimdex.settings import Settings
 from tests.builders import make_asset, make_upload, short_media
@@ -91,3 +91,15 @@ async def test_a_job_runs_through_the_real_wiring_on_fakes(tmp_path: Path) -> No
         assert report.ok
     finally:
         await services.aclose()
+
+
+def test_the_redis_broker_takes_the_claim_idle_time_from_the_settings(tmp_path: Path) -> None:
+    settings = Settings.from_flat(
+        data_dir=tmp_path / "data",
+        jwt_secret=SECRET,
+        redis_queue_name="heimdex:elsewhere",
+        redis_claim_idle_seconds=45,
+    )
+    broker = build_worker_broker(settings)
+    assert (broker.queue_name, broker.claim_idle_seconds) == ("heimdex:elsewhere", 45)
+    assert build_worker_broker(Settings.from_flat(data_dir=tmp_path)).claim_idle_seconds == 120

@@ -337,7 +337,7 @@ def build_worker_broker(settings: Settings) -> HeimdexStreamBroker:
     return build_redis_broker(
         settings.redis.url,
         queue_name=settings.redis.queue_name,
-        claim_idle_seconds=settings.redis.claim_idle_seconds,
+        claim_idle_seconds=settings.resolved_claim_idle_seconds,
     )
 
 

@@ -45,7 +45,7 @@ def test_a_killed_worker_s_job_is_finished_by_another_exactly_once(
 ) -> None:
     deployment = heimdex_deployment
     deployment.env["HEIMDEX_THUMBNAILER"] = "ffmpeg"
-    # Shorter than the defaults (60 s, 120 s), in the same proportion (see configuration.md).
+    # Shorter than the defaults (60 s, and twice that), kept above 1.5 times (configuration.md).
     deployment.env["HEIMDEX_JOB_LEASE_SECONDS"] = "10"
     deployment.env["HEIMDEX_REDIS_CLAIM_IDLE_SECONDS"] = "15"
     queue = deployment.env["HEIMDEX_REDIS_QUEUE_NAME"]

@@ -102,4 +102,7 @@ def test_the_redis_broker_takes_the_claim_idle_time_from_the_settings(tmp_path: 
     )
     broker = build_worker_broker(settings)
     assert (broker.queue_name, broker.claim_idle_seconds) == ("heimdex:elsewhere", 45)
+    # Unset, twice the job lease: the default lease's 60 s, or the lease that was set.
     assert build_worker_broker(Settings.from_flat(data_dir=tmp_path)).claim_idle_seconds == 120
+    longer = Settings.from_flat(data_dir=tmp_path, job_lease_seconds=300)
+    assert build_worker_broker(longer).claim_idle_seconds == 600

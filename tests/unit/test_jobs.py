@@ -40,6 +40,7 @@ from tests.unit.fakes import (
 )
 
 ORG = Principal(org_id="org-a")
+HOUR = timedelta(hours=1)
 SPEC = ThumbnailSpec()
 
 
@@ -194,6 +195,22 @@ async def test_a_job_waiting_behind_a_backlog_is_not_handed_over_again(world: Wo
     world.queue.lose(job.id)
     assert await world.runner.sweep() == 1
     assert world.queue.waiting() == [newer, job.id]
+
+
+async def test_a_long_running_job_does_not_hide_a_lost_message(world: World) -> None:
+    # A worker takes the first job's message and runs it for long; the second job's message is
+    # lost. The running one is not waiting in the queue, so it must not hold the sweep back.
+    first, _ = await world.jobs.request_sidecar(ORG, (await world.asset()).id, SPEC)
+    assert (await world.queue.take()).job_id == first.id
+    async with world.database("org-a") as uow:  # claimed, its lease kept fresh by heartbeats
+        await uow.jobs.claim(first.id, "busy", world.clock.now(), world.clock.now() + HOUR)
+        await uow.commit()
+    world.clock.advance(seconds=1)
+    second, _ = await world.jobs.request_sidecar(ORG, (await world.asset()).id, SPEC)
+    world.queue.lose(second.id)
+    world.clock.advance(minutes=3)  # past redeliver_after, the first job still running
+    assert await world.runner.sweep() == 1
+    assert world.queue.waiting() == [second.id]
 
 
 async def test_with_nothing_left_in_the_queue_a_stale_job_is_handed_over(world: World) -> None:

@@ -318,7 +318,7 @@ async def preflight(settings: Settings) -> None:
     any server or worker process starts, so that a refusal is one line, not a traceback:
     PostgreSQL reachable and its row-level security binding us, Redis keeping jobs."""
     if settings.jobs.queue_backend == "redis":
-        broker = build_redis_broker(settings.redis.url, queue_name=settings.redis.queue_name)
+        broker = build_worker_broker(settings)
         try:
             await check_redis(broker, settings)
         finally:
@@ -332,8 +332,13 @@ async def preflight(settings: Settings) -> None:
 
 
 def build_worker_broker(settings: Settings) -> HeimdexStreamBroker:
-    """The Redis stream broker a worker process reads job ids from (connects to nothing yet)."""
-    return build_redis_broker(settings.redis.url, queue_name=settings.redis.queue_name)
+    """The Redis stream broker a worker process reads job ids from, and the API kicks them onto
+    (connects to nothing yet)."""
+    return build_redis_broker(
+        settings.redis.url,
+        queue_name=settings.redis.queue_name,
+        claim_idle_seconds=settings.resolved_claim_idle_seconds,
+    )
 
 
 def build_probe_slots(settings: Settings, refusal: type[ProbeBusy] = ProbeBusy) -> ProbeSlots:

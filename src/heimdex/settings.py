@@ -82,6 +82,9 @@ class RedisSettings(Section, frozen=True, kw_only=True):
 
     url: Annotated[str, Required] = "redis://127.0.0.1:6379/0"
     queue_name: Annotated[str, Required] = "heimdex:jobs"
+    #: a message a worker read and stopped renewing (it died) is taken over after this long;
+    #: unset: twice HEIMDEX_JOB_LEASE_SECONDS
+    claim_idle_seconds: Annotated[float | None, Positive] = None
 
 
 class StorageSettings(Section, frozen=True, kw_only=True):
@@ -312,6 +315,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def resolved_storage_root(self) -> Path:
         return (self.storage.root or self.data_dir / "storage").resolve()
+
+    @property
+    def resolved_claim_idle_seconds(self) -> float:
+        """Twice the job lease unless set: a worker's claims (like its lease) are renewed every
+        third of their time, so a dead worker's message lapses after its job's lease ran out
+        (from 1.5 times the lease) and the worker taking it over can run the job."""
+        return self.redis.claim_idle_seconds or 2.0 * self.jobs.lease_seconds
 
     @property
     def uses_development_secret(self) -> bool:

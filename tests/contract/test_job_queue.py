@@ -1,5 +1,5 @@
-"""The JobQueue contract on the in-process broker and on Redis streams (a real Redis), plus the
-Redis traps the adapter must handle."""
+"""The JobQueue contract on the in-process broker, on Redis streams (a real Redis) and on the
+in-memory fake the application's unit tests use, plus the Redis traps the adapter must handle."""
 
 from __future__ import annotations
 
@@ -24,19 +24,26 @@ from heimdex.adapters.queue.redis import (
 )
 from heimdex.domain.errors import QueueUnavailable
 from tests.requirements import require_port
+from tests.unit.fakes import FakeQueue
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 Handler = Callable[[uuid.UUID], Awaitable[None]]
 
 
 class Delivered:
+    """A handler that records the ids it is given; while ``open`` is clear, each call is held
+    (a job still running)."""
+
     def __init__(self) -> None:
         self.ids: list[uuid.UUID] = []
         self.event = asyncio.Event()
+        self.open = asyncio.Event()
+        self.open.set()
 
     async def __call__(self, job_id: uuid.UUID) -> None:
         self.ids.append(job_id)
         self.event.set()
+        await self.open.wait()
 
     async def wait_for(self, count: int, seconds: float = 15) -> None:
         with anyio.fail_after(seconds):
@@ -81,28 +88,58 @@ async def redis(stream: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-@pytest.fixture(params=["inprocess", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["inprocess", pytest.param("redis", marks=pytest.mark.redis), "fake"])
 async def queue_and_delivered(
     request: pytest.FixtureRequest, stream: str
 ) -> AsyncIterator[tuple[Any, Delivered]]:
+    """A running queue and a worker with one slot, which ``Delivered`` stands for."""
     delivered = Delivered()
     if request.param == "inprocess":
-        queue = InProcessJobQueue(delivered)
+        queue = InProcessJobQueue(delivered, concurrency=1)
         await queue.startup()
         yield queue, delivered
+        delivered.open.set()
         await queue.shutdown()
+        return
+    if request.param == "fake":
+        fake = FakeQueue()
+        serving = asyncio.create_task(fake.serve(delivered))
+        yield fake, delivered
+        serving.cancel()
         return
     require_port("127.0.0.1", 6379, "Redis")
     broker = build_redis_broker(REDIS_URL, queue_name=stream)
-    finished, worker = await run_redis_worker(broker, delivered)
+    finished, worker = await run_redis_worker(broker, delivered, max_async_tasks=1)
     redis_queue = RedisJobQueue(broker)
     yield redis_queue, delivered
+    delivered.open.set()
     finished.set()
     worker.cancel()
     await broker.shutdown()
     cleanup = Redis.from_url(REDIS_URL)
     await cleanup.delete(stream)
     await cleanup.aclose()
+
+
+@pytest.fixture(params=["inprocess", "redis", "fake"])
+async def unavailable_queue(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A queue whose broker is out: not started (in-process), unreachable (Redis), ``down``."""
+    if request.param == "inprocess":
+        yield InProcessJobQueue(Delivered())
+    elif request.param == "redis":
+        queue = RedisJobQueue(build_redis_broker("redis://127.0.0.1:1/0"))
+        await queue.startup()  # logs, does not fail: the API must start without Redis
+        yield queue
+        await queue.shutdown()
+    else:
+        fake = FakeQueue()
+        fake.down = True
+        yield fake
+
+
+def to_the_millisecond(moment: datetime) -> datetime:
+    """``moment`` rounded down as Redis's stream ids (its clock, in ms) are."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 async def test_every_enqueued_id_reaches_the_handler(
@@ -135,12 +172,47 @@ async def test_a_queue_whose_ids_were_all_run_holds_nothing_old(
             await anyio.sleep(0.02)
 
 
-async def test_an_unstarted_in_process_queue_refuses_work() -> None:
-    queue = InProcessJobQueue(Delivered())
+async def test_ids_reach_a_one_slot_worker_first_in_first_out(
+    queue_and_delivered: tuple[Any, Delivered],
+) -> None:
+    queue, delivered = queue_and_delivered
+    ids = [uuid.uuid4() for _ in range(6)]
+    for job_id in ids:
+        await queue.enqueue(job_id)
+    await delivered.wait_for(6)
+    assert delivered.ids == ids
+
+
+async def test_the_oldest_waiting_is_the_first_id_no_worker_is_running(
+    queue_and_delivered: tuple[Any, Delivered],
+) -> None:
+    queue, delivered = queue_and_delivered
+    delivered.open.clear()  # the worker's one slot stays busy with the first id
+    await queue.enqueue(uuid.uuid4())
+    await delivered.wait_for(1)
+    assert await queue.oldest_waiting() is None  # being run is not waiting, however long
+    await anyio.sleep(0.01)  # the next id's time differs from the first's, even in ms
+    before = to_the_millisecond(datetime.now(UTC))
+    await queue.enqueue(uuid.uuid4())
+    await queue.enqueue(uuid.uuid4())
+    after = datetime.now(UTC)
+    oldest = await queue.oldest_waiting()
+    assert oldest is not None
+    assert before <= oldest <= after
+    delivered.open.set()
+    await delivered.wait_for(3)
+    with anyio.fail_after(5):
+        while await queue.oldest_waiting() is not None:  # noqa: ASYNC110
+            await anyio.sleep(0.02)
+
+
+async def test_a_broker_outage_is_queue_unavailable(unavailable_queue: Any) -> None:
     with pytest.raises(QueueUnavailable):
-        await queue.enqueue(uuid.uuid4())
+        await unavailable_queue.enqueue(uuid.uuid4())
     with pytest.raises(QueueUnavailable):
-        await queue.check()
+        await unavailable_queue.oldest_waiting()
+    with pytest.raises(QueueUnavailable):
+        await unavailable_queue.check()
 
 
 async def test_the_in_process_queue_runs_at_most_its_concurrency_and_holds_the_rest() -> None:
@@ -194,33 +266,32 @@ async def test_acknowledged_entries_leave_the_stream(redis: Redis, stream: str) 
 
 
 @pytest.mark.redis
-async def test_the_oldest_waiting_message_is_the_first_one_no_worker_took(
+async def test_a_message_read_by_a_worker_that_stopped_renewing_waits_again(
     redis: Redis, stream: str
 ) -> None:
-    broker = build_redis_broker(REDIS_URL, queue_name=stream)
+    broker = build_redis_broker(REDIS_URL, queue_name=stream, claim_idle_seconds=1.0)
     await broker.startup()
     queue = RedisJobQueue(broker)
     try:
-        before = datetime.now(UTC)
+        before = to_the_millisecond(datetime.now(UTC))
         await queue.enqueue(uuid.uuid4())
         await anyio.sleep(0.05)
         await queue.enqueue(uuid.uuid4())
-        oldest = await queue.oldest_waiting()
-        assert oldest is not None
+        first = await queue.oldest_waiting()
+        assert first is not None
         # Redis's clock is this machine's: the first message's time, not the second's.
-        assert before - timedelta(seconds=1) <= oldest <= before + timedelta(milliseconds=40)
-        # A worker takes the first and is still running it: it is still held.
-        await redis.xreadgroup("heimdex-workers", "busy-consumer", {stream: ">"}, count=1)
-        assert await queue.oldest_waiting() == oldest
+        assert before <= first < before + timedelta(milliseconds=40)
+        # A worker reads the first: while its claim is fresh the entry is running, not waiting.
+        await redis.xreadgroup("heimdex-workers", "gone-consumer", {stream: ">"}, count=1)
+        second = await queue.oldest_waiting()
+        assert second is not None
+        assert second >= first + timedelta(milliseconds=40)
+        # It never renews the claim (it died): past claim_idle_seconds the entry waits again,
+        # as old as it is.
+        await anyio.sleep(1.1)
+        assert await queue.oldest_waiting() == first
     finally:
         await broker.shutdown()
-
-
-async def test_oldest_waiting_with_redis_down_is_queue_unavailable() -> None:
-    queue = RedisJobQueue(build_redis_broker("redis://127.0.0.1:1/0"))
-    await queue.startup()
-    with pytest.raises(QueueUnavailable):
-        await queue.oldest_waiting()
 
 
 @pytest.mark.redis
@@ -229,7 +300,7 @@ async def test_a_busy_worker_leaves_waiting_messages_to_an_idle_one(
 ) -> None:
     # A backlog, then a worker that can run one job at a time and is stuck in its first. The
     # rest must stay free for a second worker, not sit read-but-unrun in the busy one's hands
-    # until idle_timeout (10 minutes) lets them go.
+    # (renewed, so never taken over) while it runs.
     kicker = build_redis_broker(REDIS_URL, queue_name=stream)
     await kicker.startup()
     backlog = [uuid.uuid4() for _ in range(3)]
@@ -288,38 +359,115 @@ async def test_a_poison_message_is_dead_lettered_not_redelivered(redis: Redis, s
         await broker.shutdown()
 
 
-@pytest.mark.redis
-async def test_a_message_whose_worker_died_is_delivered_again(redis: Redis, stream: str) -> None:
-    # A first consumer reads the message and dies without acknowledging it.
-    lost = uuid.uuid4()
+async def dead_consumer_reads(redis: Redis, stream: str, count: int) -> list[uuid.UUID]:
+    """``count`` ids enqueued, then read by a consumer that dies without acknowledging them."""
     kicker = build_redis_broker(REDIS_URL, queue_name=stream)
     await kicker.startup()
-    await RedisJobQueue(kicker).enqueue(lost)
-    await redis.xreadgroup("heimdex-workers", "dead-consumer", {stream: ">"}, count=10)
+    ids = [uuid.uuid4() for _ in range(count)]
+    for job_id in ids:
+        await RedisJobQueue(kicker).enqueue(job_id)
+    await redis.xreadgroup("heimdex-workers", "dead-consumer", {stream: ">"}, count=count)
     await kicker.shutdown()
-    # A live worker reclaims it once it has been idle past idle_timeout.
+    return ids
+
+
+@pytest.mark.redis
+async def test_a_message_whose_worker_died_is_taken_over_on_a_quiet_stream(
+    redis: Redis, stream: str
+) -> None:
+    # No other message comes to set reclaiming off (taskiq-redis reclaims only after a read
+    # that returned new entries): a live worker takes the entry over once its claim lapsed.
+    [lost] = await dead_consumer_reads(redis, stream, 1)
     delivered = Delivered()
-    broker = build_redis_broker(REDIS_URL, queue_name=stream, idle_timeout_ms=200)
+    broker = build_redis_broker(REDIS_URL, queue_name=stream, claim_idle_seconds=0.3)
     finished, worker = await run_redis_worker(broker, delivered)
     try:
-        await anyio.sleep(0.3)
-        await RedisJobQueue(broker).enqueue(uuid.uuid4())  # reclaiming runs after a fetch
-        await delivered.wait_for(2)
-        assert lost in delivered.ids
+        await delivered.wait_for(1, seconds=5)
+        assert delivered.ids == [lost]
+        await until_empty(redis, stream)  # acknowledged by its new reader
+        assert await RedisJobQueue(broker).oldest_waiting() is None
     finally:
         finished.set()
         worker.cancel()
         await broker.shutdown()
 
 
-async def test_enqueue_with_redis_down_is_queue_unavailable() -> None:
-    queue = RedisJobQueue(build_redis_broker("redis://127.0.0.1:1/0"))
-    await queue.startup()  # logs, does not fail: the API must start without Redis
-    with pytest.raises(QueueUnavailable):
-        await queue.enqueue(uuid.uuid4())
-    with pytest.raises(QueueUnavailable):
-        await queue.check()
-    await queue.shutdown()
+@pytest.mark.redis
+async def test_a_dead_workers_messages_are_taken_over_one_per_free_slot(
+    redis: Redis, stream: str
+) -> None:
+    # A worker with one slot, stuck in the first message it took over, must leave the rest to
+    # another worker rather than take them all (XAUTOCLAIM's batch of 100).
+    lost = await dead_consumer_reads(redis, stream, 3)
+    release, busy = asyncio.Event(), Delivered()
+
+    async def stuck(job_id: uuid.UUID) -> None:
+        await busy(job_id)
+        await release.wait()
+
+    # Renewed every 0.33 s: a busy worker's claim survives a loaded machine's stalls.
+    busy_broker = build_redis_broker(REDIS_URL, queue_name=stream, claim_idle_seconds=1.0)
+    idle_broker = build_redis_broker(REDIS_URL, queue_name=stream, claim_idle_seconds=1.0)
+    busy_finished, busy_worker = await run_redis_worker(busy_broker, stuck, max_async_tasks=1)
+    idle = Delivered()
+    try:
+        await busy.wait_for(1, seconds=5)
+        idle_finished, idle_worker = await run_redis_worker(idle_broker, idle)
+        try:
+            await idle.wait_for(2, seconds=5)
+            assert sorted(busy.ids + idle.ids) == sorted(lost)
+            release.set()
+            await until_empty(redis, stream)
+        finally:
+            idle_finished.set()
+            idle_worker.cancel()
+    finally:
+        release.set()
+        busy_finished.set()
+        busy_worker.cancel()
+        await busy_broker.shutdown()
+        await idle_broker.shutdown()
+
+
+@pytest.mark.redis
+async def test_a_live_worker_keeps_the_message_of_a_long_job(redis: Redis, stream: str) -> None:
+    # The job runs for several times claim_idle_seconds beside an idle worker: its worker
+    # renews the claim, so the idle one never takes the message over (no second delivery).
+    release, running = asyncio.Event(), Delivered()
+
+    async def long_job(job_id: uuid.UUID) -> None:
+        await running(job_id)
+        await release.wait()
+
+    runner_broker = build_redis_broker(REDIS_URL, queue_name=stream, claim_idle_seconds=1.0)
+    idle_broker = build_redis_broker(REDIS_URL, queue_name=stream, claim_idle_seconds=1.0)
+    runner_finished, runner = await run_redis_worker(runner_broker, long_job, max_async_tasks=1)
+    idle = Delivered()
+    idle_finished, idle_worker = await run_redis_worker(idle_broker, idle)
+    queue = RedisJobQueue(runner_broker)
+    try:
+        job_id = uuid.uuid4()
+        await queue.enqueue(job_id)
+        await running.wait_for(1)
+        for _ in range(6):  # 3 s: past claim_idle_seconds three times over
+            await anyio.sleep(0.5)
+            [entry] = await redis.xpending_range(stream, "heimdex-workers", "-", "+", 10)
+            consumer = entry["consumer"]
+            assert isinstance(consumer, bytes)
+            assert consumer.decode() == runner_broker.consumer_name
+            assert entry["times_delivered"] == 1
+            assert await queue.oldest_waiting() is None  # running, not waiting
+        assert idle.ids == []
+        release.set()
+        await until_empty(redis, stream)
+        assert running.ids == [job_id]
+    finally:
+        release.set()
+        for finished, task in ((runner_finished, runner), (idle_finished, idle_worker)):
+            finished.set()
+            task.cancel()
+        await runner_broker.shutdown()
+        await idle_broker.shutdown()
 
 
 @pytest.mark.redis

@@ -1,5 +1,6 @@
 """A worker SIGKILLed in the middle of a job: another worker finishes it, outputs exist once,
-the job says attempts: 2. Real processes, PostgreSQL and a private Redis."""
+the job says attempts: 2, and the dead worker's message does not stay pending in the stream.
+Real processes, PostgreSQL and a private Redis."""
 
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ def test_a_killed_worker_s_job_is_finished_by_another_exactly_once(
 ) -> None:
     deployment = heimdex_deployment
     deployment.env["HEIMDEX_THUMBNAILER"] = "ffmpeg"
+    # Shorter than the defaults (60 s, and twice that), kept above 1.5 times (configuration.md).
+    deployment.env["HEIMDEX_JOB_LEASE_SECONDS"] = "10"
+    deployment.env["HEIMDEX_REDIS_CLAIM_IDLE_SECONDS"] = "15"
+    queue = deployment.env["HEIMDEX_REDIS_QUEUE_NAME"]
     deployment.serve()
     first = deployment.worker("worker-1")
     token = deployment.token("acme")
@@ -69,6 +74,13 @@ def test_a_killed_worker_s_job_is_finished_by_another_exactly_once(
         job = poll_job(client, location, seconds=120)
         assert job["status"] == "succeeded", (job["error"], deployment.logs()[-3000:])
         assert job["attempts"] == 2
+        # The dead worker's message was taken over and acknowledged by the live one, not left
+        # pending until taskiq-redis's 10 minutes.
+        deadline = time.monotonic() + 30
+        while deployment.redis.stream_length(queue):
+            assert time.monotonic() < deadline, deployment.logs()[-3000:]
+            time.sleep(0.2)
+        assert "queue_entry_taken_over" in (deployment.workdir / "worker-2.log").read_text()
 
         thumbs = sorted((deployment.workdir / "data/storage/derived/acme").rglob("thumbs/*"))
         assert len(thumbs) == COUNT

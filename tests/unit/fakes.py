@@ -5,15 +5,16 @@ The database fake applies changes on ``commit()`` and drops them otherwise, like
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import tempfile
-from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections import Counter, deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -59,6 +60,7 @@ from heimdex.domain.model import (
 )
 from heimdex.domain.ports import (
     AssetRepository,
+    Clock,
     DeliveryPage,
     FrameRepository,
     JobInTurn,
@@ -817,33 +819,84 @@ class FakeJobDirectory:
         return counts
 
 
-class FakeQueue:
-    """Records ids; ``down`` makes it refuse like a broker outage."""
+class QueuedId(NamedTuple):
+    """One message ``FakeQueue`` holds: a job id and when it was handed over."""
 
-    def __init__(self) -> None:
-        self.ids: list[UUID] = []
+    job_id: UUID
+    handed_at: datetime
+
+
+class FakeQueue:
+    """An in-memory job queue that keeps the ``JobQueue`` contract: it runs in
+    tests/contract/test_job_queue.py beside the adapters. Ids wait first in, first out until a
+    consumer takes one (``take``, or ``serve`` as a worker would); a taken id no longer waits.
+    Its clock is the one the use cases are given, so ``oldest_waiting`` compares with their times.
+
+    What tests read: ``handed_over`` (every id it accepted, in order, taken or not) and
+    ``waiting()``. Faults: ``down`` refuses everything, as a broker outage does; ``lose(id)``
+    drops a waiting message, as a Redis that restarted without it would."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock = clock
         self.down = False
-        #: what ``oldest_waiting`` answers: set it to stand for a backlog
-        self.oldest: datetime | None = None
+        #: every id it accepted, in order (a test's record; taking an id leaves it here)
+        self.handed_over: list[UUID] = []
+        self._waiting: deque[QueuedId] = deque()
+        self._arrived = asyncio.Event()
+
+    def _now(self) -> datetime:
+        return self._clock.now() if self._clock is not None else datetime.now(UTC)
+
+    def _refuse_when_down(self) -> None:
+        if self.down:
+            raise QueueUnavailable("the fake broker is down")
 
     async def enqueue(self, job_id: UUID) -> None:
-        if self.down:
-            raise QueueUnavailable("down")
-        self.ids.append(job_id)
+        self._refuse_when_down()
+        self._waiting.append(QueuedId(job_id, self._now()))
+        self.handed_over.append(job_id)
+        self._arrived.set()
 
     async def oldest_waiting(self) -> datetime | None:
-        if self.down:
-            raise QueueUnavailable("down")
-        return self.oldest
+        self._refuse_when_down()
+        return min((queued.handed_at for queued in self._waiting), default=None)
 
     async def check(self) -> None:
-        return None
+        self._refuse_when_down()
 
     async def startup(self) -> None:
         return None
 
     async def shutdown(self) -> None:
         return None
+
+    # -- the consumer's side, and what tests read ----------------------------------------------
+    def waiting(self) -> list[UUID]:
+        """The ids not taken yet, first in first."""
+        return [queued.job_id for queued in self._waiting]
+
+    async def take(self) -> QueuedId:
+        """The first waiting id, once there is one; it no longer waits."""
+        while not self._waiting:
+            self._arrived.clear()
+            await self._arrived.wait()
+        return self._waiting.popleft()
+
+    async def serve(self, handler: Callable[[UUID], Awaitable[None]]) -> None:
+        """A worker with one slot: runs each id through ``handler`` in turn, until cancelled. A
+        handler that raises does not stop it (retries are the job layer's, as with the
+        adapters)."""
+        while True:
+            queued = await self.take()
+            with suppress(Exception):
+                await handler(queued.job_id)
+
+    def lose(self, job_id: UUID) -> None:
+        """Drop the waiting message(s) of ``job_id``, as a broker that lost them would."""
+        kept = [queued for queued in self._waiting if queued.job_id != job_id]
+        if len(kept) == len(self._waiting):
+            raise LookupError(f"no message of {job_id} is waiting")
+        self._waiting = deque(kept)
 
 
 class FakeThumbnailer:

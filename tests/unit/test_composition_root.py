@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from heimdex.bootstrap import Adapters, build_adapters, build_services
+from heimdex.bootstrap import Adapters, build_adapters, build_services, build_worker_broker
 from heimdex.domain.model import AssetStatus, JobStatus, Principal, ThumbnailSpec
 from heimdex.settings import Settings
 from tests.builders import make_asset, make_upload, short_media
@@ -35,7 +35,7 @@ class Fakes:
         self.database = FakeDatabase()
         self.webhooks = FakeWebhookDirectory(self.database)
         self.storage = FakeStorage()
-        self.queue = FakeQueue()
+        self.queue = FakeQueue(self.clock)
         self.thumbnailer = FakeThumbnailer()
 
     def into(self, adapters: Adapters) -> Adapters:
@@ -71,7 +71,7 @@ async def test_a_job_runs_through_the_real_wiring_on_fakes(tmp_path: Path) -> No
 
         job, created = await services.jobs.request_sidecar(ORG, asset.id, ThumbnailSpec())
         assert created
-        assert queue.ids == [job.id]  # the fake queue the use case was given
+        assert queue.waiting() == [job.id]  # the fake queue the use case was given
         await services.job_runner.run(job.id)
         assert fakes.thumbnailer.calls == 1
 
@@ -91,3 +91,18 @@ async def test_a_job_runs_through_the_real_wiring_on_fakes(tmp_path: Path) -> No
         assert report.ok
     finally:
         await services.aclose()
+
+
+def test_the_redis_broker_takes_the_claim_idle_time_from_the_settings(tmp_path: Path) -> None:
+    settings = Settings.from_flat(
+        data_dir=tmp_path / "data",
+        jwt_secret=SECRET,
+        redis_queue_name="heimdex:elsewhere",
+        redis_claim_idle_seconds=45,
+    )
+    broker = build_worker_broker(settings)
+    assert (broker.queue_name, broker.claim_idle_seconds) == ("heimdex:elsewhere", 45)
+    # Unset, twice the job lease: the default lease's 60 s, or the lease that was set.
+    assert build_worker_broker(Settings.from_flat(data_dir=tmp_path)).claim_idle_seconds == 120
+    longer = Settings.from_flat(data_dir=tmp_path, job_lease_seconds=300)
+    assert build_worker_broker(longer).claim_idle_seconds == 600

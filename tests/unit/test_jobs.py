@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -40,6 +41,7 @@ from tests.unit.fakes import (
 )
 
 ORG = Principal(org_id="org-a")
+HOUR = timedelta(hours=1)
 SPEC = ThumbnailSpec()
 
 
@@ -48,7 +50,7 @@ class World:
         self.clock = FakeClock()
         self.database = FakeDatabase()
         self.storage = FakeStorage()
-        self.queue = FakeQueue()
+        self.queue = FakeQueue(self.clock)
         self.thumbnailer = FakeThumbnailer()
         self.metrics = FakeMetrics()
         policy = JobPolicy(
@@ -94,7 +96,7 @@ async def test_a_job_runs_to_success_and_writes_deterministic_outputs(world: Wor
     asset = await world.asset()
     job, created = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
     assert created
-    assert world.queue.ids == [job.id]
+    assert world.queue.handed_over == [job.id]
     assert await world.asset_status(asset) is AssetStatus.PROCESSING
     await world.runner.run(job.id)
     done = await world.jobs.get(ORG, job.id)
@@ -127,7 +129,7 @@ async def test_organisations_take_turns_whatever_order_the_messages_come_in(
     other = Principal(org_id="org-b")
     world.clock.advance(seconds=1)
     late, _ = await world.jobs.request_sidecar(other, (await world.asset("org-b")).id, SPEC)
-    assert world.queue.ids == [job.id for job in [*backlog, late]]  # first in, first out
+    assert world.queue.handed_over == [job.id for job in [*backlog, late]]  # first in, first out
     late_handed_over = (await world.jobs.get(other, late.id)).enqueued_at
     assert late_handed_over is not None
 
@@ -167,38 +169,61 @@ async def test_a_broker_outage_still_accepts_and_the_sweep_hands_over_later(
     asset = await world.asset()
     world.queue.down = True
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
-    assert world.queue.ids == []
+    assert world.queue.handed_over == []
     world.queue.down = False
     assert await world.runner.sweep() == 1
-    assert world.queue.ids == [job.id]
+    assert world.queue.handed_over == [job.id]
     assert await world.runner.sweep() == 0  # handed over recently: left to the queue
 
 
 async def test_a_job_waiting_behind_a_backlog_is_not_handed_over_again(world: World) -> None:
+    # The queue still holds a message from before this job's: a backlog the job waits behind.
+    backlog = uuid.uuid4()
+    await world.queue.enqueue(backlog)
+    world.clock.advance(minutes=1)
     asset = await world.asset()
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
-    handed_at = world.clock.now()
-    # The queue still holds a message from before this job's: a backlog the job waits behind.
-    world.queue.oldest = handed_at - timedelta(minutes=1)
+    world.clock.advance(seconds=1)
+    newer = uuid.uuid4()
+    await world.queue.enqueue(newer)
     world.clock.advance(minutes=10)  # long past redeliver_after (2 minutes)
     assert await world.runner.sweep() == 0
-    assert world.queue.ids == [job.id]  # no duplicate queued behind the first
+    assert world.queue.waiting() == [backlog, job.id, newer]  # no duplicate queued behind
 
-    # The backlog has drained past this job's message, yet the job was never claimed: lost.
-    world.queue.oldest = handed_at + timedelta(seconds=1)
+    # The backlog drains past this job's message, which the broker lost: the job, never
+    # claimed, is handed over again, while the newer message still waits.
+    assert (await world.queue.take()).job_id == backlog
+    world.queue.lose(job.id)
     assert await world.runner.sweep() == 1
-    assert world.queue.ids == [job.id, job.id]
+    assert world.queue.waiting() == [newer, job.id]
+
+
+async def test_a_long_running_job_does_not_hide_a_lost_message(world: World) -> None:
+    # A worker takes the first job's message and runs it for long; the second job's message is
+    # lost. The running one is not waiting in the queue, so it must not hold the sweep back.
+    first, _ = await world.jobs.request_sidecar(ORG, (await world.asset()).id, SPEC)
+    assert (await world.queue.take()).job_id == first.id
+    async with world.database("org-a") as uow:  # claimed, its lease kept fresh by heartbeats
+        await uow.jobs.claim(first.id, "busy", world.clock.now(), world.clock.now() + HOUR)
+        await uow.commit()
+    world.clock.advance(seconds=1)
+    second, _ = await world.jobs.request_sidecar(ORG, (await world.asset()).id, SPEC)
+    world.queue.lose(second.id)
+    world.clock.advance(minutes=3)  # past redeliver_after, the first job still running
+    assert await world.runner.sweep() == 1
+    assert world.queue.waiting() == [second.id]
 
 
 async def test_with_nothing_left_in_the_queue_a_stale_job_is_handed_over(world: World) -> None:
     asset = await world.asset()
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
     world.clock.advance(minutes=1)
+    world.queue.lose(job.id)  # a Redis that restarted empty holds nothing
+    assert await world.queue.oldest_waiting() is None
     assert await world.runner.sweep() == 0  # within redeliver_after: left to the queue
     world.clock.advance(minutes=2)
-    assert world.queue.oldest is None  # a Redis that restarted empty holds nothing
     assert await world.runner.sweep() == 1
-    assert world.queue.ids == [job.id, job.id]
+    assert world.queue.waiting() == [job.id]
 
 
 async def test_transient_failures_retry_with_back_off_then_fail(world: World) -> None:

@@ -424,8 +424,9 @@ class JobRunner:
         return await self._directory.active_counts()
 
     async def oldest_message_age(self) -> float:
-        """Seconds the oldest message the queue still holds has waited (0 when it holds none).
-        Growing without bound means no worker is taking jobs: all dead, or overwhelmed.
+        """Seconds the oldest message waiting for a worker has waited (0 when none waits); a
+        message a live worker is running does not count. Growing without bound means no worker
+        is taking jobs: all dead, or overwhelmed.
         Raises ``QueueUnavailable`` when the queue cannot say."""
         oldest = await self._queue.oldest_waiting()
         if oldest is None:
@@ -438,7 +439,7 @@ class JobRunner:
         whose back-off ran out, lost messages, and running jobs whose lease expired.
 
         A message counts as lost when its job has waited ``redeliver_after`` and was handed
-        over before the oldest message the queue still holds: a job behind a long backlog is
+        over before the oldest message still waiting in the queue: a job behind a long backlog is
         waiting its turn, and handing it over again would only queue a duplicate."""
         now = self._clock.now()
         cutoff = now - self._policy.redeliver_after

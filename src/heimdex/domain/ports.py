@@ -337,11 +337,15 @@ class JobQueue(HealthCheck, Protocol):
         ...
 
     async def oldest_waiting(self) -> datetime | None:
-        """When the oldest id the queue still holds (not yet taken by a worker, or taken and not
-        yet done, where the queue keeps it till then) was handed to it; ``None`` when it holds
-        none. Ids leave in about the order they came, so a job handed over before that time is
-        not in the queue any more: its message was lost (a Redis that restarted empty). One
-        handed over since may simply be waiting its turn."""
+        """When the oldest id that waits for a worker was handed to the queue: not taken yet, or
+        taken by a worker that is gone (the queue gives it to another). An id a live worker is
+        running does not wait, however long it runs. ``None`` when none waits. Ids leave in
+        about the order they came, so a queued job handed over before that time has no message
+        waiting any more: it was lost (a Redis that restarted empty). One handed over since may
+        simply be waiting its turn.
+
+        Raises ``QueueUnavailable`` when the queue cannot say (its broker is out, or it was not
+        started), as ``enqueue`` and ``check`` do."""
         ...
 
 

@@ -60,6 +60,8 @@ class InProcessJobQueue:
             raise
 
     async def oldest_waiting(self) -> datetime | None:
+        if not self._started:  # as enqueue: what it held went with shutdown
+            raise QueueUnavailable("the in-process broker has not been started")
         return min(self._waiting.values(), default=None)
 
     async def check(self) -> None:

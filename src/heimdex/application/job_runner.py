@@ -183,6 +183,8 @@ class JobRunner:
                     )
                 else:  # stopping: one try, never hold up shutdown (the lease hands it over)
                     retry = await self._record_failure(job, failure)
+                    if retry:
+                        await self._hand_back(job)
             outcome: JobOutcome = "retry" if retry else "failed"
             self._metrics.job_finished(job.kind, outcome, time.perf_counter() - started)
             if not isinstance(_unwrap(exc), Exception):
@@ -191,6 +193,23 @@ class JobRunner:
         kept = await self._once_database_answers(lambda: self._record_success(job, asset, frames))
         finished: JobOutcome = "succeeded" if kept else "failed"
         self._metrics.job_finished(job.kind, finished, time.perf_counter() - started)
+
+    async def _hand_back(self, job: Job) -> None:
+        """A run its worker stopped, queued again: its id goes to the queue now, so another
+        worker takes it at once rather than at the next sweep. One try each (the worker is
+        stopping); what fails here the sweep repairs."""
+        try:
+            taken = await self._hand_over(job.id, job.org_id)
+        except DatabaseUnavailable as exc:  # the queue took it; a second message is a no-op
+            log.warning("job_hand_back_not_recorded", job_id=str(job.id), error=exc.message)
+            taken = True
+        if taken:
+            log.warning(
+                "job_handed_back",
+                job_id=str(job.id),
+                asset_id=str(job.asset_id),
+                attempt=job.attempts,
+            )
 
     async def _once_database_answers(self, operation: Callable[[], Awaitable[T]]) -> T:
         """``operation()``; while the database is unavailable, again with back-off for up to one

@@ -25,11 +25,11 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-from collections.abc import Awaitable, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from heimdex.adapters.media.allowlist import FFPROBE_PROTOCOLS, format_whitelist
 from heimdex.adapters.media.ffmpeg_process import Failures, run_binary
@@ -293,14 +293,17 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-async def _all_or_nothing(calls: Sequence[Awaitable[T]], limit: int) -> list[T]:
+async def _all_or_nothing(calls: Sequence[Coroutine[Any, Any, T]], limit: int) -> list[T]:
     """Every result in order, ``limit`` at a time; on the first failure the rest are cancelled
     (their processes killed) and that failure is raised — not an exception group."""
     semaphore = asyncio.Semaphore(limit)
 
-    async def bounded(call: Awaitable[T]) -> T:
-        async with semaphore:
-            return await call
+    async def bounded(call: Coroutine[Any, Any, T]) -> T:
+        try:
+            async with semaphore:
+                return await call
+        finally:
+            call.close()  # one cancelled before its turn never ran: no "never awaited" warning
 
     tasks = [asyncio.ensure_future(bounded(call)) for call in calls]
     try:

@@ -94,6 +94,42 @@ class HeimdexStreamBroker(RedisStreamBroker):
                 with contextlib.suppress(RedisError, OSError):
                     await self._declare_consumer_group()
 
+    async def hand_back(self) -> int:
+        """Give back every entry this consumer read and has not acknowledged (a job stopped
+        before it finished, a read the stop cut short): each goes on the stream again as a new
+        entry, which another worker reads at once instead of after ``idle_timeout``, and the
+        old one is acknowledged and deleted in the same transaction. Then this consumer (a
+        random name per process) leaves the group, which would otherwise keep every stopped
+        worker's name for ever. Answers how many entries were handed back."""
+        handed = 0
+        async with Redis(connection_pool=self.connection_pool) as redis:
+            while pending := await redis.xpending_range(
+                self.queue_name,
+                self.consumer_group_name,
+                min="-",
+                max="+",
+                count=100,
+                consumername=self.consumer_name,
+            ):
+                for entry in pending:
+                    entry_id = _text(entry["message_id"])
+                    found = await redis.xrange(self.queue_name, min=entry_id, max=entry_id)
+                    fields = found[0][1] if found else None
+                    data = fields.get(b"data") if fields else None
+                    pipe = redis.pipeline(transaction=True)
+                    if data is not None:  # an entry deleted meanwhile is acknowledged only
+                        pipe.xadd(self.queue_name, {b"data": data})
+                    pipe.xack(self.queue_name, self.consumer_group_name, entry_id)
+                    pipe.xdel(self.queue_name, entry_id)
+                    await pipe.execute()
+                    if data is not None:
+                        handed += 1
+                        log.info("queue_message_handed_back", entry=entry_id)
+            await redis.xgroup_delconsumer(
+                self.queue_name, self.consumer_group_name, self.consumer_name
+            )
+        return handed
+
     async def _dead_letter(self, message: AckableMessage, reason: str) -> None:
         log.error("queue_message_dead_lettered", reason=reason)
         async with Redis(connection_pool=self.connection_pool) as redis:
@@ -113,6 +149,10 @@ class HeimdexStreamBroker(RedisStreamBroker):
         if self.find_task(parsed.task_name) is None and parsed.task_name != RUN_JOB_TASK:
             return f"unknown task {parsed.task_name!r}"
         return None
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def build_redis_broker(

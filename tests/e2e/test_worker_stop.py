@@ -1,7 +1,8 @@
 """Stopping `heimdex worker` with SIGTERM, as a deployment's restart does: an idle worker exits
 at once; a busy one stops reading, gives its job the grace period, then hands it back so that
 another worker finishes it (once, never both at a time) without waiting for a lease or Redis's
-redelivery. Real processes, PostgreSQL and a private Redis."""
+redelivery. Real processes, PostgreSQL and a private Redis; and `heimdex serve` on the embedded
+default, whose jobs run in its own process."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ import httpx
 import pytest
 import redis
 
+from tests.e2e.test_serve import SECRET as SERVE_SECRET
+from tests.e2e.test_serve import mint
+from tests.e2e.test_serve import start as start_server
 from tests.e2e.test_walkthrough import commit_upload, poll_job
 from tests.fixtures.processes import Heimdex, wait_until
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 COUNT = 60
 # Far above what a stop takes (well under a second idle); a worker still running past it is
 # the slow stop this file is about.
@@ -65,6 +68,8 @@ def stopped_in_time(process: subprocess.Popen[bytes], seconds: float) -> int:
         raise AssertionError(f"the worker was still running {seconds} s after SIGTERM") from None
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
 @pytest.mark.parametrize("processes", [1, 2])
 def test_an_idle_worker_exits_at_once_on_sigterm(
     heimdex_deployment: Heimdex, processes: int
@@ -88,6 +93,8 @@ def test_an_idle_worker_exits_at_once_on_sigterm(
     assert named(deployment, "worker", "workers_stopped")
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
 @pytest.mark.parametrize(
     ("processes", "grace", "signals"),
     [(2, "1", 1), (1, "600", 2)],
@@ -154,3 +161,43 @@ def test_a_busy_worker_hands_its_job_back_and_another_finishes_it_once(
     sidecars = list((deployment.workdir / "data/storage/derived/acme/sidecars").iterdir())
     assert [p.name for p in sidecars] == [f"{asset_id}.json"]
     assert list((deployment.workdir / "data").rglob("*.part")) == []
+
+
+def test_the_embedded_default_stops_its_job_at_once_and_runs_it_again_when_restarted(
+    tmp_path: Path, long_clip: Path
+) -> None:
+    # `heimdex serve` without Redis runs jobs in its own process. Stopped mid-job, the job must
+    # record itself as queued again, not stay "running" under a lease nobody renews (600 s
+    # here) that the next start would have to wait out.
+    env = {
+        "HEIMDEX_JWT_SECRET": SERVE_SECRET,
+        "HEIMDEX_THUMBNAILER": "ffmpeg",
+        "HEIMDEX_JOB_LEASE_SECONDS": "600",
+    }
+    server = start_server(tmp_path, **env)
+    token = mint(tmp_path, "--org", "acme")
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as client:
+        asset_id = commit_upload(client, long_clip.read_bytes(), "long.mp4")
+        accepted = client.post(
+            f"/v1/assets/{asset_id}/sidecar",
+            json={"thumbnails": {"count": COUNT, "width": 1280}},
+        )
+        location = accepted.headers["location"]
+        wait_until(lambda: client.get(location).json()["status"] == "running", 60, "not running")
+
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=STOP_BOUND_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"heimdex serve still running: {server.stop()}") from None
+        server.stop()
+
+    server = start_server(tmp_path, **env)
+    try:
+        with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as client:
+            job = poll_job(client, location, seconds=120)
+    finally:
+        server.stop()
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] == 2

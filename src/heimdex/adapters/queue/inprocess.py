@@ -45,6 +45,10 @@ class InProcessJobQueue:
                 async with self._slots:
                     self._waiting.pop(job_id, None)
                     await handler(UUID(job_id))
+            except asyncio.CancelledError:
+                # Only ``shutdown`` cancels: the job recorded itself as queued again. Ending
+                # normally keeps taskiq from logging the cancellation as the task's error.
+                return
             finally:
                 if task is not None:
                     self._running.discard(task)

@@ -303,6 +303,24 @@ async def test_a_stopped_run_the_queue_refuses_is_left_to_the_sweep() -> None:
     assert await world.runner.sweep() == 1
 
 
+async def test_a_run_failing_while_its_worker_stops_is_handed_back_not_failed(
+    world: World,
+) -> None:
+    # The stop signal can reach the job's decoder too (a Ctrl-C, a systemd stop): that crash
+    # says nothing about the file.
+    asset = await world.asset()
+    job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    world.runner.stopping()
+    world.thumbnailer.error = DecoderCrashed("the decoder crashed (killed by SIGTERM)")
+    await world.runner.run(job.id)
+    after = await world.jobs.get(ORG, job.id)
+    assert after.status is JobStatus.QUEUED
+    assert after.error is not None
+    assert after.error.code == "interrupted"
+    assert world.queue.ids == [job.id, job.id]
+    assert await world.asset_status(asset) is AssetStatus.PROCESSING
+
+
 async def test_a_worker_waits_for_the_database_to_claim_a_job(world: World) -> None:
     asset = await world.asset()
     job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)

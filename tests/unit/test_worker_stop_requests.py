@@ -42,3 +42,12 @@ def test_the_supervisors_second_signal_stops_now_whenever_it_comes() -> None:
     requests.received(signal.SIGTERM)
     requests.received(NOW_SIGNAL)
     assert requests.now.is_set()
+
+
+def test_the_first_request_is_announced_once_before_anything_waits_on_it() -> None:
+    announced: list[bool] = []
+    requests = StopRequests(Clock(), on_stop=lambda: announced.append(requests.stopping.is_set()))
+    requests.received(signal.SIGTERM)
+    requests.received(signal.SIGTERM)
+    requests.received(NOW_SIGNAL)
+    assert announced == [False]

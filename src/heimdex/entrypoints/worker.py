@@ -100,6 +100,14 @@ async def stop_services(state: TaskiqState) -> None:
     await services.aclose()
 
 
+def stop_requested() -> None:
+    """Called the moment this worker process is asked to stop: from then on a failing run is
+    handed back, not failed (``JobRunner.stopping``)."""
+    services: Services | None = getattr(broker.state, "services", None)
+    if services is not None:
+        services.job_runner.stopping()
+
+
 @broker.task(task_name=JOB_TASK_NAME)
 async def run_job(job_id: str, context: Context = TaskiqDepends()) -> None:  # noqa: B008
     services: Services = context.state.services

@@ -69,21 +69,27 @@ class StopRequests:
     """The stop signals a worker process received: the first asks it to stop (``stopping``),
     a later one to stop now (``now``): no more grace for its running jobs."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        on_stop: Callable[[], None] = lambda: None,
+    ) -> None:
+        """``on_stop`` is called once, with the first request, before anything else runs."""
         self.stopping = asyncio.Event()
         self.now = asyncio.Event()
         self._clock = clock
+        self._on_stop = on_stop
         self._first: float | None = None
 
     def received(self, signum: int) -> None:
         at = self._clock()
-        if signum == NOW_SIGNAL:
-            self.stopping.set()
-            self.now.set()
-        elif self._first is None:
+        if self._first is None:
             self._first = at
+            self._on_stop()
             self.stopping.set()
-        elif at - self._first >= _SAME_REQUEST_SECONDS:
+            if signum == NOW_SIGNAL:
+                self.now.set()
+        elif signum == NOW_SIGNAL or at - self._first >= _SAME_REQUEST_SECONDS:
             self.now.set()
 
 
@@ -131,7 +137,7 @@ async def _work(concurrency: int, grace_seconds: float) -> int:
     from heimdex.entrypoints import worker as app  # builds the broker, registers task and events
 
     loop = asyncio.get_running_loop()
-    requests = StopRequests()
+    requests = StopRequests(on_stop=app.stop_requested)
     for sig in (*STOP_SIGNALS, NOW_SIGNAL):
         loop.add_signal_handler(sig, requests.received, sig)
     for early in _early_signals:

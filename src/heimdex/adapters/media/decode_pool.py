@@ -121,7 +121,10 @@ def _serve(conn: Connection, limits: DecodeLimits) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     limits.apply_here()
     _keep_freed_memory()
-    conn.send(_READY)
+    try:
+        conn.send(_READY)
+    except OSError:  # the parent gave up on this start (it is stopping): nothing to serve
+        return
     while True:
         try:
             task = conn.recv()

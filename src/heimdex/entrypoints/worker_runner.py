@@ -2,8 +2,9 @@
 
 taskiq's own runner (``taskiq worker``) stops badly for a deployment: its supervisor sends the
 stop on and returns without waiting, a worker waits for its running jobs without any bound,
-and a job still running at the end is neither finished nor given back, so it waits for its
-lease and its message for Redis's idle timeout (ten minutes). Here the supervisor and each
+and a worker killed meanwhile (the orchestrator's SIGKILL) leaves its job to its lease and its
+message to Redis's idle timeout (ten minutes); a supervisor killed leaves its workers running,
+orphans still taking jobs. Here the supervisor and each
 worker process are ours, around taskiq's ``Receiver`` (which still parses, runs and
 acknowledges each message), so that a stop is bounded at every step:
 
@@ -13,7 +14,9 @@ acknowledges each message), so that a stop is bounded at every step:
   recorded as queued again (``interrupted``) and its id is handed back to the queue, so another
   worker takes it at once. Whatever message it still holds unacknowledged goes back on the
   stream too. Then it closes its services and exits 0.
-- A second signal ends the grace at once: the jobs are handed back now.
+- A second signal ends the grace at once: the jobs are handed back now. A signal sent to the
+  whole process group (Ctrl-C, a systemd stop) reaches a worker twice, from outside and from
+  the supervisor, within moments: that counts once (``StopRequests``).
 - The supervisor waits for its workers, each step of whose stop is bounded; past the grace and
   a margin it kills what is left (a stuck worker cannot hold a deployment's restart).
 - A worker whose supervisor dies stops as if sent SIGTERM (Linux), never orphaned with a queue.

@@ -96,6 +96,33 @@ def test_an_idle_worker_exits_at_once_on_sigterm(
 
 @pytest.mark.postgres
 @pytest.mark.redis
+def test_workers_whose_supervisor_is_killed_stop_rather_than_run_on_orphaned(
+    heimdex_deployment: Heimdex,
+) -> None:
+    # An orchestrator's SIGKILL (or the OOM killer) takes the supervisor alone: its workers
+    # used to run on, orphaned, taking jobs from the queue until someone noticed.
+    deployment = heimdex_deployment
+    supervisor = deployment.worker("worker", "--processes", "2")
+    wait_started(deployment, "worker", 2)
+    pids = [e["pid"] for e in named(deployment, "worker", "worker_process_started")]
+    assert len(pids) == 2
+
+    supervisor.send_signal(signal.SIGKILL)
+    supervisor.wait(timeout=STOP_BOUND_SECONDS)
+
+    def gone(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().split()[2] == "Z"  # exited, not yet reaped
+        except FileNotFoundError:
+            return True
+
+    wait_until(lambda: all(gone(pid) for pid in pids), STOP_BOUND_SECONDS, "orphans still run")
+    assert len(named(deployment, "worker", "worker_stopped")) == 2
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
 @pytest.mark.parametrize(
     ("processes", "grace", "how"),
     [(2, "1", "supervisor"), (1, "600", "twice"), (1, "1", "group")],

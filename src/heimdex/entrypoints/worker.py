@@ -11,7 +11,6 @@ the periodic sweep, and runs job ids through ``JobRunner.run``. With
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import re
 from uuid import UUID
@@ -36,6 +35,7 @@ broker = build_worker_broker(settings)
 log = get_logger("heimdex.worker")
 _DATABASE_WAIT_FIRST = 0.5
 _DATABASE_WAIT_MAX = 10.0
+_TASKS_STOP_SECONDS = 2.0
 
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
@@ -91,10 +91,11 @@ async def stop_services(state: TaskiqState) -> None:
     services: Services | None = getattr(state, "services", None)
     if services is None:  # stopped while start-up waited for the database
         return
-    for task in (state.sweeper, state.warming):
+    tasks = {state.sweeper, state.warming}
+    for task in tasks:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    # Bounded: a task whose cancellation a database call swallowed must not hold the stop.
+    await asyncio.wait(tasks, timeout=_TASKS_STOP_SECONDS)
     if state.metrics_server is not None:
         state.metrics_server.close()
     await services.aclose()

@@ -39,7 +39,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from taskiq import AckableMessage
 from taskiq.receiver import Receiver
@@ -47,6 +47,7 @@ from taskiq.receiver import Receiver
 from heimdex.logs import get_logger
 
 log = get_logger("heimdex.worker")
+T = TypeVar("T")
 
 # The supervisor's "stop now" to its workers: a signal nothing else sends, so that a worker can
 # tell it from a copy of the first stop (see StopRequests).
@@ -133,7 +134,12 @@ def run_worker_process(index: int, concurrency: int, grace_seconds: float) -> in
     """A worker process's life (in the forked child): take jobs until asked to stop, then stop
     as the module says. Answers the exit status."""
     multiprocessing.current_process().name = f"worker-{index}"  # worker_index(), metrics port
-    return asyncio.run(_work(concurrency, grace_seconds))
+    # Not asyncio.run: its clean-up waits for every task still left to end, and one that
+    # swallows its cancellation (a database call turning it into an outage, say) would keep
+    # the process alive for ever. The process ends right after this returns (os._exit).
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return loop.run_until_complete(_work(concurrency, grace_seconds))
 
 
 async def _work(concurrency: int, grace_seconds: float) -> int:
@@ -150,6 +156,8 @@ async def _work(concurrency: int, grace_seconds: float) -> int:
 
     # Start-up waits for the database as long as it takes: a stop must not wait for it.
     if not await _until_stopped(broker.startup(), requests):
+        with contextlib.suppress(Exception):  # what start-up began (the sweep, the pools)
+            await _within(_CLOSE_SECONDS, broker.shutdown())
         log.info("worker_stopped", before="start-up finished")
         return 0
     receiver = _Receiver(
@@ -183,9 +191,20 @@ async def _until_stopped(operation: Awaitable[None], requests: StopRequests) -> 
         task.result()  # a failed start-up is the process's failure
         return True
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await asyncio.wait({task}, timeout=_CLOSE_SECONDS)
     return False
+
+
+async def _within(seconds: float, operation: Awaitable[T]) -> T:
+    """``operation``'s result, or ``TimeoutError`` after ``seconds``. Unlike ``wait_for``, a
+    late operation is cancelled and not waited for: one that ignores its cancellation must not
+    hold the stop."""
+    task = asyncio.ensure_future(operation)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        raise TimeoutError(f"not done within {seconds} s")
+    return task.result()
 
 
 async def _stop(
@@ -230,11 +249,11 @@ async def _stop(
         await asyncio.wait(unfinished, timeout=_HAND_BACK_SECONDS)
     messages = 0
     try:
-        messages = await asyncio.wait_for(broker.hand_back(), _HAND_BACK_SECONDS)
+        messages = await _within(_HAND_BACK_SECONDS, broker.hand_back())
     except Exception as exc:  # Redis gone (its idle timeout hands them over), or too slow
         log.warning("worker_messages_not_handed_back", error=repr(exc))
     try:
-        await asyncio.wait_for(broker.shutdown(), _CLOSE_SECONDS)  # WORKER_SHUTDOWN: services
+        await _within(_CLOSE_SECONDS, broker.shutdown())  # WORKER_SHUTDOWN: the services
     except Exception as exc:  # the process ends anyway; its connections with it
         log.warning("worker_services_not_closed", error=repr(exc))
     log.info(

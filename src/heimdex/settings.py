@@ -193,6 +193,11 @@ class JobSettings(Section, frozen=True, kw_only=True):
     retry_base_seconds: Annotated[float, Positive] = 5.0
     redeliver_seconds: Annotated[float, Positive] = 120.0
     sweep_interval_seconds: Annotated[float, Positive, Env("HEIMDEX_SWEEP_INTERVAL_SECONDS")] = 5.0
+    # Below the supervisor's own grace (compose's stop_grace_period 30 s, Kubernetes' 30 s):
+    # past it, a job is handed back, which takes a moment more, before the SIGKILL.
+    worker_shutdown_grace_seconds: Annotated[
+        float, NotNegative, Env("HEIMDEX_WORKER_SHUTDOWN_GRACE_SECONDS")
+    ] = 20.0
 
 
 class SweepSettings(Section, frozen=True, kw_only=True):

@@ -245,6 +245,32 @@ async def test_the_in_process_queue_runs_at_most_its_concurrency_and_holds_the_r
         await queue.shutdown()
 
 
+async def test_a_stopping_in_process_queue_cancels_its_jobs_and_takes_no_more() -> None:
+    # Left running, a job would be cancelled only at the event loop's end, after the database
+    # it records itself in was closed.
+    running, cancelled = Delivered(), asyncio.Event()
+
+    async def long_job(job_id: uuid.UUID) -> None:
+        await running(job_id)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    queue = InProcessJobQueue(long_job, concurrency=1)
+    await queue.startup()
+    await queue.enqueue(uuid.uuid4())
+    await queue.enqueue(uuid.uuid4())  # waits for the slot
+    await running.wait_for(1)
+    with anyio.fail_after(5):
+        await queue.shutdown()
+    assert cancelled.is_set()
+    assert len(running.ids) == 1  # the waiting one was not started on the way out
+    with pytest.raises(QueueUnavailable):  # a job handing itself back is refused, not run
+        await queue.enqueue(uuid.uuid4())
+
+
 # -- Redis specifics ------------------------------------------------------------------------------
 
 
@@ -468,6 +494,39 @@ async def test_a_live_worker_keeps_the_message_of_a_long_job(redis: Redis, strea
             task.cancel()
         await runner_broker.shutdown()
         await idle_broker.shutdown()
+
+
+@pytest.mark.redis
+async def test_a_stopping_worker_hands_back_what_it_read_and_another_reads_it_at_once(
+    redis: Redis, stream: str
+) -> None:
+    # A stopping worker's consumer holds a message it read and will never run. Left there, it
+    # would wait for claim_idle_seconds (120 s by default) before another worker took it over.
+    held = uuid.uuid4()
+    stopping = build_redis_broker(REDIS_URL, queue_name=stream)
+    await stopping.startup()
+    await RedisJobQueue(stopping).enqueue(held)
+    read: Any = await redis.xreadgroup(  # RESP2's reply: [[stream, [entries]]]
+        "heimdex-workers", stopping.consumer_name, {stream: ">"}, count=10
+    )
+    assert len(read[0][1]) == 1
+    try:
+        assert await stopping.hand_back() == 1
+    finally:
+        await stopping.shutdown()
+    assert await redis.xlen(stream) == 1  # the new entry only: nothing delivered twice over
+    assert await redis.xinfo_consumers(stream, "heimdex-workers") == []  # it left the group
+    delivered = Delivered()
+    broker = build_redis_broker(REDIS_URL, queue_name=stream)  # claims lapse after 120 s
+    finished, worker = await run_redis_worker(broker, delivered)
+    try:
+        await delivered.wait_for(1, seconds=5)
+        assert delivered.ids == [held]
+        await until_empty(redis, stream)
+    finally:
+        finished.set()
+        worker.cancel()
+        await broker.shutdown()
 
 
 @pytest.mark.redis

@@ -11,33 +11,10 @@ import httpx
 import pytest
 
 from tests.e2e.test_walkthrough import commit_upload, poll_job
-from tests.fixtures.media import MediaFactory
 from tests.fixtures.processes import Heimdex
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 COUNT = 60
-
-
-@pytest.fixture(scope="session")
-def long_clip(media_factory: MediaFactory) -> Path:
-    """1080p, 60 s: 60 thumbnails of it take the ffmpeg thumbnailer long enough to kill it."""
-    return media_factory(
-        "long_1080p.mp4",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=1920x1080:rate=25",
-        "-t",
-        "60",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "50",
-        "-pix_fmt",
-        "yuv420p",
-    )
 
 
 def test_a_killed_worker_s_job_is_finished_by_another_exactly_once(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +22,11 @@ from heimdex.domain.errors import (
     NotFound,
     StorageError,
 )
+from heimdex.domain.media import MediaInfo
 from heimdex.domain.model import (
     Asset,
     AssetStatus,
+    Job,
     JobKind,
     JobStatus,
     Principal,
@@ -46,12 +50,12 @@ SPEC = ThumbnailSpec()
 
 
 class World:
-    def __init__(self) -> None:
+    def __init__(self, thumbnailer: FakeThumbnailer | None = None) -> None:
         self.clock = FakeClock()
         self.database = FakeDatabase()
         self.storage = FakeStorage()
         self.queue = FakeQueue(self.clock)
-        self.thumbnailer = FakeThumbnailer()
+        self.thumbnailer = thumbnailer or FakeThumbnailer()
         self.metrics = FakeMetrics()
         policy = JobPolicy(
             max_attempts=3, lease=timedelta(seconds=60), database_retry=timedelta(milliseconds=5)
@@ -272,6 +276,74 @@ async def test_a_dead_workers_job_is_claimed_again_after_its_lease(world: World)
     await world.runner.run(job.id)
     done = await world.jobs.get(ORG, job.id)
     assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 2)
+
+
+class StuckThumbnailer(FakeThumbnailer):
+    """Never finishes: the run is in the middle of its job until it is cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+
+    async def thumbnails(
+        self, path: Path, media: MediaInfo, spec: ThumbnailSpec
+    ) -> list[Thumbnail]:
+        self.started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def interrupted_run(world: World, thumbnailer: StuckThumbnailer) -> Job:
+    """A job whose run is cancelled (its worker stopping) in the middle; answers it after."""
+    asset = await world.asset()
+    job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    running = asyncio.create_task(world.runner.run(job.id))
+    await thumbnailer.started.wait()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    return await world.jobs.get(ORG, job.id)
+
+
+async def test_a_run_its_worker_stops_is_queued_again_and_handed_back_at_once() -> None:
+    world = World(thumbnailer := StuckThumbnailer())
+    after = await interrupted_run(world, thumbnailer)
+    assert (after.status, after.lease_owner) == (JobStatus.QUEUED, None)
+    assert after.error is not None
+    assert after.error.code == "interrupted"
+    # Its id went to the queue again, so another worker takes it now, not at the next sweep.
+    assert world.queue.handed_over == [after.id, after.id]
+    assert after.enqueued_at is not None
+    assert await world.runner.sweep() == 0
+
+
+async def test_a_stopped_run_the_queue_refuses_is_left_to_the_sweep() -> None:
+    world = World(thumbnailer := StuckThumbnailer())
+    world.queue.down = True  # the request's hand-over is deferred too
+    after = await interrupted_run(world, thumbnailer)
+    assert after.status is JobStatus.QUEUED
+    assert world.queue.handed_over == []
+    assert after.enqueued_at is None  # due: the next sweep hands it over
+    world.queue.down = False
+    assert await world.runner.sweep() == 1
+
+
+async def test_a_run_failing_while_its_worker_stops_is_handed_back_not_failed(
+    world: World,
+) -> None:
+    # The stop signal can reach the job's decoder too (a Ctrl-C, a systemd stop): that crash
+    # says nothing about the file.
+    asset = await world.asset()
+    job, _ = await world.jobs.request_sidecar(ORG, asset.id, SPEC)
+    world.runner.stopping()
+    world.thumbnailer.error = DecoderCrashed("the decoder crashed (killed by SIGTERM)")
+    await world.runner.run(job.id)
+    after = await world.jobs.get(ORG, job.id)
+    assert after.status is JobStatus.QUEUED
+    assert after.error is not None
+    assert after.error.code == "interrupted"
+    assert world.queue.handed_over == [job.id, job.id]
+    assert await world.asset_status(asset) is AssetStatus.PROCESSING
 
 
 async def test_a_worker_waits_for_the_database_to_claim_a_job(world: World) -> None:

@@ -20,11 +20,13 @@ class JobHandOver:
         self._directory = directory
         self._clock = clock
 
-    async def __call__(self, job_id: UUID, org_id: str) -> None:
-        """Give the id to the queue; a broker outage is the sweep's to repair, not the client's."""
+    async def __call__(self, job_id: UUID, org_id: str) -> bool:
+        """Give the id to the queue; a broker outage is the sweep's to repair, not the client's.
+        Answers whether the queue took it."""
         try:
             await self._queue.enqueue(job_id)
         except QueueUnavailable as exc:  # the adapters translate their transport's errors
             log.warning("job_enqueue_deferred", job_id=str(job_id), error=str(exc))
-            return
+            return False
         await self._directory.mark_enqueued(job_id, org_id, self._clock.now())
+        return True

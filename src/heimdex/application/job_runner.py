@@ -111,6 +111,15 @@ class JobRunner:
         )
         self._hand_over = JobHandOver(queue, directory, clock)
         self.worker_id = f"worker-{uuid.uuid4().hex[:12]}"
+        self._stopping = False
+
+    def stopping(self) -> None:
+        """This worker was asked to stop. A run that fails from now on is handed back as
+        interrupted rather than recorded as failed: the stop signal may have reached its
+        decoders too (a Ctrl-C or a systemd stop goes to every process of the group, and an
+        ffmpeg or decode worker killed by it looks like a crashing file), so another worker
+        tries it again."""
+        self._stopping = True
 
     # -- running ----------------------------------------------------------------------------
     async def run(self, job_id: UUID) -> None:
@@ -176,13 +185,22 @@ class JobRunner:
                     group.cancel_scope.cancel()
         except BaseException as exc:  # every failure is recorded; cancellation re-raised
             failure = _unwrap(exc)
+            stopped = not isinstance(failure, Exception) or self._stopping
+            if stopped and isinstance(failure, Exception):
+                log.warning(
+                    "job_failed_while_stopping",
+                    job_id=str(job.id),
+                    error=failure.message if isinstance(failure, HeimdexError) else repr(failure),
+                )
             with anyio.CancelScope(shield=True):
-                if isinstance(failure, Exception):
+                if not stopped:
                     retry = await self._once_database_answers(
                         lambda: self._record_failure(job, failure)
                     )
                 else:  # stopping: one try, never hold up shutdown (the lease hands it over)
-                    retry = await self._record_failure(job, failure)
+                    retry = await self._record_failure(job, failure, interrupted=True)
+                    if retry:
+                        await self._hand_back(job)
             outcome: JobOutcome = "retry" if retry else "failed"
             self._metrics.job_finished(job.kind, outcome, time.perf_counter() - started)
             if not isinstance(_unwrap(exc), Exception):
@@ -191,6 +209,23 @@ class JobRunner:
         kept = await self._once_database_answers(lambda: self._record_success(job, asset, frames))
         finished: JobOutcome = "succeeded" if kept else "failed"
         self._metrics.job_finished(job.kind, finished, time.perf_counter() - started)
+
+    async def _hand_back(self, job: Job) -> None:
+        """A run its worker stopped, queued again: its id goes to the queue now, so another
+        worker takes it at once rather than at the next sweep. One try each (the worker is
+        stopping); what fails here the sweep repairs."""
+        try:
+            taken = await self._hand_over(job.id, job.org_id)
+        except DatabaseUnavailable as exc:  # the queue took it; a second message is a no-op
+            log.warning("job_hand_back_not_recorded", job_id=str(job.id), error=exc.message)
+            taken = True
+        if taken:
+            log.warning(
+                "job_handed_back",
+                job_id=str(job.id),
+                asset_id=str(job.asset_id),
+                attempt=job.attempts,
+            )
 
     async def _once_database_answers(self, operation: Callable[[], Awaitable[T]]) -> T:
         """``operation()``; while the database is unavailable, again with back-off for up to one
@@ -370,10 +405,13 @@ class JobRunner:
             thumbnails=removed,
         )
 
-    async def _record_failure(self, job: Job, exc: BaseException) -> bool:
-        """Record the failed run on the row; answers whether the job will be tried again."""
+    async def _record_failure(
+        self, job: Job, exc: BaseException, *, interrupted: bool = False
+    ) -> bool:
+        """Record the failed run on the row (``interrupted``: its worker stopped it, or it
+        failed while its worker was stopping); answers whether the job will be tried again."""
         now = self._clock.now()
-        interrupted = not isinstance(exc, Exception)  # cancelled: the worker is stopping
+        interrupted = interrupted or not isinstance(exc, Exception)  # cancelled: stopping
         if interrupted:
             error = INTERRUPTED
             outcome = job.interrupted(now)

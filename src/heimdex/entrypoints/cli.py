@@ -179,25 +179,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
             f"HEIMDEX_WORKER_METRICS_PORT={settings.metrics.worker_port} with --processes "
             f"{args.processes}: process N serves port + N, and {last_port} is past {_MAX_PORT}"
         )
-    from taskiq.cli.worker.args import WorkerArgs
-    from taskiq.cli.worker.run import run_worker
-
+    from heimdex.entrypoints.worker_runner import run_workers
     from heimdex.logs import configure_logging
 
     configure_logging(settings.log.level, settings.log.format)
     _preflight(settings)
-
-    worker_args = WorkerArgs.from_cli(
-        [
-            "heimdex.entrypoints.worker:broker",
-            "--workers",
-            str(args.processes),
-            "--max-async-tasks",
-            str(args.concurrency),
-            "--no-configure-logging",
-        ]
+    return run_workers(
+        args.processes, args.concurrency, settings.jobs.worker_shutdown_grace_seconds
     )
-    return run_worker(worker_args) or 0
 
 
 # -- db ----------------------------------------------------------------------------------------
@@ -383,10 +372,12 @@ def worker(
     processes: Annotated[int, typer.Option(help="worker processes")] = 1,
     concurrency: Annotated[int, typer.Option(help="jobs run at once per process")] = 4,
 ) -> None:
-    """Run taskiq worker processes that take sidecar jobs from Redis
+    """Run worker processes that take sidecar jobs from Redis
     (HEIMDEX_JOB_QUEUE_BACKEND=redis, HEIMDEX_REDIS_URL). Each process also sweeps: it
     re-enqueues jobs that were never handed over, retries whose back-off ran out, and jobs whose
-    worker died."""
+    worker died. SIGTERM stops taking jobs at once and lets running ones finish for
+    HEIMDEX_WORKER_SHUTDOWN_GRACE_SECONDS, then hands them back to the queue; a second signal
+    hands them back at once."""
     _run(cmd_worker, processes=processes, concurrency=concurrency)
 
 

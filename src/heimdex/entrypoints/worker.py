@@ -1,16 +1,16 @@
-"""The taskiq worker: ``heimdex worker`` (or ``taskiq worker heimdex.entrypoints.worker:broker``).
+"""The job worker's broker, task and start-up: run by ``heimdex worker``
+(``heimdex.entrypoints.worker_runner``, which also says how a worker stops).
 
-taskiq imports this module in every worker process, so the broker is built here from the
-settings (building it connects to nothing); each process builds its services at start-up, runs
+Each worker process imports this module, so the broker is built here from the settings
+(building it connects to nothing); each process builds its services at start-up, runs
 the periodic sweep, and runs job ids through ``JobRunner.run``. With
-``HEIMDEX_WORKER_METRICS_PORT`` set, process N (taskiq names it ``worker-N``) serves its own
+``HEIMDEX_WORKER_METRICS_PORT`` set, process N (named ``worker-N``) serves its own
 ``/metrics`` on that port + N, since its jobs are counted nowhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import re
 from uuid import UUID
@@ -35,6 +35,7 @@ broker = build_worker_broker(settings)
 log = get_logger("heimdex.worker")
 _DATABASE_WAIT_FIRST = 0.5
 _DATABASE_WAIT_MAX = 10.0
+_TASKS_STOP_SECONDS = 2.0
 
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
@@ -87,17 +88,34 @@ def _serve_metrics(services: Services) -> MetricsServer | None:
 
 @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
 async def stop_services(state: TaskiqState) -> None:
-    for task in (state.sweeper, state.warming):
+    services: Services | None = getattr(state, "services", None)
+    if services is None:  # stopped while start-up waited for the database
+        return
+    tasks = {state.sweeper, state.warming}
+    for task in tasks:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    # Bounded: a task whose cancellation a database call swallowed must not hold the stop.
+    await asyncio.wait(tasks, timeout=_TASKS_STOP_SECONDS)
     if state.metrics_server is not None:
         state.metrics_server.close()
-    services: Services = state.services
     await services.aclose()
+
+
+def stop_requested() -> None:
+    """Called the moment this worker process is asked to stop: from then on a failing run is
+    handed back, not failed (``JobRunner.stopping``)."""
+    services: Services | None = getattr(broker.state, "services", None)
+    if services is not None:
+        services.job_runner.stopping()
 
 
 @broker.task(task_name=JOB_TASK_NAME)
 async def run_job(job_id: str, context: Context = TaskiqDepends()) -> None:  # noqa: B008
     services: Services = context.state.services
-    await services.job_runner.run(UUID(job_id))
+    try:
+        await services.job_runner.run(UUID(job_id))
+    except asyncio.CancelledError:
+        # The worker is stopping and its grace ran out: the job recorded itself as queued again
+        # and handed its id back (``job_handed_back``). This message is done with; ending
+        # normally keeps taskiq from logging the cancellation as the task's error.
+        return

@@ -115,10 +115,16 @@ class _Worker:
 
 def _serve(conn: Connection, limits: DecodeLimits) -> None:
     """A worker's life: run each ``(function, args)`` it is sent and send back the outcome."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
+    # Ctrl-C or a systemd stop reaches the whole process group: stopping is the parent's to
+    # handle (it lets running calls finish, then stops its workers with a message or SIGKILL).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     limits.apply_here()
     _keep_freed_memory()
-    conn.send(_READY)
+    try:
+        conn.send(_READY)
+    except OSError:  # the parent gave up on this start (it is stopping): nothing to serve
+        return
     while True:
         try:
             task = conn.recv()

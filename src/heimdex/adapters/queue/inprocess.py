@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from taskiq import InMemoryBroker
@@ -12,6 +13,9 @@ from taskiq import InMemoryBroker
 from heimdex.domain.errors import QueueUnavailable
 
 JobHandler = Callable[[UUID], Awaitable[None]]
+# How long a stopping queue waits for its cancelled jobs to record themselves (one database
+# write each); the rest are left to their leases.
+_STOP_SECONDS = 10.0
 
 
 class InProcessJobQueue:
@@ -29,11 +33,25 @@ class InProcessJobQueue:
         # would claim its row at once and wait inside the decoder, first come first served,
         # where no turn can be taken. asyncio.Semaphore wakes its waiters in order.
         self._slots = asyncio.Semaphore(concurrency)
+        # Jobs running or waiting for a slot: the broker would leave them to the event loop's
+        # end, which cancels them after everything they need (the database) is closed.
+        self._running: set[asyncio.Task[Any]] = set()
 
         async def run_job(job_id: str) -> None:
-            async with self._slots:
-                self._waiting.pop(job_id, None)
-                await handler(UUID(job_id))
+            task = asyncio.current_task()
+            if task is not None:
+                self._running.add(task)
+            try:
+                async with self._slots:
+                    self._waiting.pop(job_id, None)
+                    await handler(UUID(job_id))
+            except asyncio.CancelledError:
+                # Only ``shutdown`` cancels: the job recorded itself as queued again. Ending
+                # normally keeps taskiq from logging the cancellation as the task's error.
+                return
+            finally:
+                if task is not None:
+                    self._running.discard(task)
 
         self._task = self.broker.register_task(run_job, task_name="heimdex.run_job")
         self._started = False
@@ -43,9 +61,15 @@ class InProcessJobQueue:
         self._started = True
 
     async def shutdown(self) -> None:
+        """Stop at once: each job still running is cancelled, which records it as queued again
+        (``interrupted``) for the next start's sweep; nothing new is taken meanwhile."""
         if self._started:
+            self._started = False  # a job stopped below is handed to the next start, not here
+            for task in self._running:
+                task.cancel()
+            if self._running:
+                await asyncio.wait(set(self._running), timeout=_STOP_SECONDS)
             await self.broker.shutdown()
-            self._started = False
             self._waiting.clear()  # gone with the process's memory; the job rows remain
 
     async def enqueue(self, job_id: UUID) -> None:

@@ -119,8 +119,8 @@ return {unread, lapsed}
 _Read = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _entry_time(entry_id: str | bytes) -> tuple[int, int]:
@@ -279,6 +279,43 @@ class HeimdexStreamBroker(RedisStreamBroker):
                 if entry in self._held:  # not acknowledged meanwhile: another worker took it
                     self._held.discard(entry)
                     log.warning("queue_claim_lost", entry=entry)
+
+    async def hand_back(self) -> int:
+        """Give back every entry this consumer read and has not acknowledged (a job stopped
+        before it finished, a read the stop cut short): each goes on the stream again as a new
+        entry, which another worker reads at once instead of after ``claim_idle_seconds``, and the
+        old one is acknowledged and deleted in the same transaction. Then this consumer (a
+        random name per process) leaves the group, which would otherwise keep every stopped
+        worker's name for ever. Answers how many entries were handed back."""
+        handed = 0
+        async with Redis(connection_pool=self.connection_pool) as redis:
+            while pending := await redis.xpending_range(
+                self.queue_name,
+                self.consumer_group_name,
+                min="-",
+                max="+",
+                count=100,
+                consumername=self.consumer_name,
+            ):
+                for entry in pending:
+                    entry_id = _text(entry["message_id"])
+                    found = await redis.xrange(self.queue_name, min=entry_id, max=entry_id)
+                    fields = found[0][1] if found else None
+                    data = fields.get(b"data") if fields else None
+                    pipe = redis.pipeline(transaction=True)
+                    if data is not None:  # an entry deleted meanwhile is acknowledged only
+                        pipe.xadd(self.queue_name, {b"data": data})
+                    pipe.xack(self.queue_name, self.consumer_group_name, entry_id)
+                    pipe.xdel(self.queue_name, entry_id)
+                    await pipe.execute()
+                    self._held.discard(entry_id)  # no claim of it to keep any more
+                    if data is not None:
+                        handed += 1
+                        log.info("queue_message_handed_back", entry=entry_id)
+            await redis.xgroup_delconsumer(
+                self.queue_name, self.consumer_group_name, self.consumer_name
+            )
+        return handed
 
     async def _dead_letter(self, message: AckableMessage, reason: str) -> None:
         log.error("queue_message_dead_lettered", reason=reason)

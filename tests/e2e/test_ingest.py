@@ -195,12 +195,12 @@ class ChangingFiles(LocalSourceFiles):
     def __init__(self, victim: str) -> None:
         self.victim = victim
 
-    def chunks(self, path: Path, on_bytes: Any) -> Any:
+    def chunks(self, path: Path, size: int, on_bytes: Any) -> Any:
         if path.name == self.victim:
             data = bytearray(path.read_bytes())
             data[-1] ^= 0xFF  # same size, other bytes
             path.write_bytes(bytes(data))
-        return super().chunks(path, on_bytes)
+        return super().chunks(path, size, on_bytes)
 
 
 class Quiet:
@@ -224,6 +224,45 @@ async def test_a_file_that_changes_while_read_fails_alone(
     by_name = {Path(o.file).name: o for o in outcomes}
     assert by_name["clip1.mp4"].status is FileStatus.FAILED
     assert by_name["clip1.mp4"].error == "checksum_mismatch"
+    assert by_name["clip0.mp4"].status is FileStatus.INGESTED
+    assert by_name["clip2.mp4"].status is FileStatus.INGESTED
+    assert len(assets(base_url, token)) == 2
+
+
+class ResizedFiles(LocalSourceFiles):
+    """Local files; the one named ``victim`` grows or shrinks between its hashing and its upload
+    (a file still being copied or recorded)."""
+
+    def __init__(self, victim: str, change: int) -> None:
+        self.victim, self.change = victim, change
+
+    def chunks(self, path: Path, size: int, on_bytes: Any) -> Any:
+        if path.name == self.victim:
+            data = path.read_bytes()
+            path.write_bytes(data + b"x" * self.change if self.change > 0 else data[: self.change])
+        return super().chunks(path, size, on_bytes)
+
+
+@pytest.mark.parametrize("change", [4096, -10], ids=["grows", "shrinks"])
+async def test_a_file_whose_size_changes_while_read_fails_alone(
+    tmp_path: Path, api: tuple[str, str], h264_aac_mp4: Path, change: int
+) -> None:
+    # The upload declares the size it hashed: more or fewer bytes must fail that file, not the
+    # HTTP client's framing (which ended the whole run with a traceback).
+    base_url, token = api
+    for n in range(3):
+        distinct(h264_aac_mp4, tmp_path / f"clip{n}.mp4", f"resize {n}")
+    files = ResizedFiles("clip1.mp4", change)
+    candidates, _ = files.discover([tmp_path], recursive=False)
+    outcomes: list[FileOutcome] = []
+    async with HttpIngestTarget(base_url, token) as target:
+        use_case = BulkIngest(files, target, IngestOptions(jobs=2, sidecar=False))
+        await use_case.run(candidates, Quiet(), outcomes.append)
+    by_name = {Path(o.file).name: o for o in outcomes}
+    assert (by_name["clip1.mp4"].status, by_name["clip1.mp4"].error) == (
+        FileStatus.FAILED,
+        "file_changed",
+    )
     assert by_name["clip0.mp4"].status is FileStatus.INGESTED
     assert by_name["clip2.mp4"].status is FileStatus.INGESTED
     assert len(assets(base_url, token)) == 2

@@ -31,7 +31,9 @@ class MemoryFiles:
     async def sha256(self, path: Path, size: int) -> str:
         return hashlib.sha256(self.contents[path.name]).hexdigest()
 
-    async def chunks(self, path: Path, on_bytes: Callable[[int], None]) -> AsyncIterator[bytes]:
+    async def chunks(
+        self, path: Path, size: int, on_bytes: Callable[[int], None]
+    ) -> AsyncIterator[bytes]:
         data = self.contents[path.name]
         on_bytes(len(data))
         yield data

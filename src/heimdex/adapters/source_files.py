@@ -8,6 +8,7 @@ import os
 import stat
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from heimdex.adapters.offload import run_blocking
 from heimdex.application.bulk_ingest import Candidate, FileOutcome, FileStatus, IngestFailure
@@ -134,17 +135,44 @@ class LocalSourceFiles:
     async def sha256(self, path: Path, size: int) -> str:
         return await run_blocking(_sha256, path, size)
 
-    async def chunks(self, path: Path, on_bytes: Callable[[int], None]) -> AsyncIterator[bytes]:
+    async def chunks(
+        self, path: Path, size: int, on_bytes: Callable[[int], None]
+    ) -> AsyncIterator[bytes]:
+        # A file still being copied or recorded has another size than the one hashed and
+        # declared: stop before its last chunk, so the receiver never has a whole body of it
+        # (and no HTTP client is handed more or fewer bytes than its Content-Length).
         try:
             file = await run_blocking(path.open, "rb")
         except OSError as exc:
             raise IngestFailure("unreadable", exc.strerror or str(exc)) from None
         try:
-            while chunk := await run_blocking(file.read, CHUNK_BYTES):
+            left = size
+            while left > 0:
+                chunk = await run_blocking(_read, file, min(CHUNK_BYTES, left))
+                if not chunk:
+                    raise _changed(size, size - left)
+                left -= len(chunk)
+                if left == 0 and await run_blocking(_read, file, 1):
+                    raise _changed(size, None)
                 on_bytes(len(chunk))
                 yield chunk
         finally:
             file.close()
+
+
+def _read(file: BinaryIO, count: int) -> bytes:
+    try:
+        return file.read(count)
+    except OSError as exc:
+        raise IngestFailure("unreadable", exc.strerror or str(exc)) from None
+
+
+def _changed(size: int, read: int | None) -> IngestFailure:
+    """``read``: the bytes there were (``None``: more than ``size``)."""
+    now = f"more than {size}" if read is None else str(read)
+    return IngestFailure(
+        "file_changed", f"the file changed while it was read ({size} → {now} bytes)"
+    )
 
 
 def _walk(root: Path, *, recursive: bool) -> list[tuple[Path, os.stat_result]]:
@@ -181,7 +209,5 @@ def _sha256(path: Path, size: int) -> str:
     except OSError as exc:
         raise IngestFailure("unreadable", exc.strerror or str(exc)) from None
     if read != size:
-        raise IngestFailure(
-            "file_changed", f"the file changed while it was read ({size} → {read} bytes)"
-        )
+        raise _changed(size, read)
     return digest.hexdigest()

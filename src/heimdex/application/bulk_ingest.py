@@ -81,8 +81,12 @@ class SourceFiles(Protocol):
         changed while it was read."""
         ...
 
-    def chunks(self, path: Path, on_bytes: Callable[[int], None]) -> AsyncIterator[bytes]:
-        """The file's bytes, in chunks, never whole in memory."""
+    def chunks(
+        self, path: Path, size: int, on_bytes: Callable[[int], None]
+    ) -> AsyncIterator[bytes]:
+        """The file's bytes, in chunks, never whole in memory: exactly ``size`` of them, else
+        ``IngestFailure("file_changed")`` before the last one (the upload declared ``size``);
+        ``IngestFailure("unreadable")`` when a read fails."""
         ...
 
 
@@ -229,7 +233,9 @@ class BulkIngest:
             progress.advance_bytes(c.size)
             return existing, True
         slot = await self._target.init_upload(c.path.name, c.size, c.content_type, sha256)
-        await self._target.upload(slot, c.size, self._files.chunks(c.path, progress.advance_bytes))
+        await self._target.upload(
+            slot, c.size, self._files.chunks(c.path, c.size, progress.advance_bytes)
+        )
         asset_id = await self._target.commit(slot.upload_id)
         if self._options.sidecar:
             job_id = await self._target.request_sidecar(asset_id)

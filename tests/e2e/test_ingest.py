@@ -154,6 +154,25 @@ def test_a_named_file_that_is_not_media_or_missing_fails(
     assert assets(base_url, token) == []
 
 
+@pytest.mark.parametrize("mistake", ["token", "url"])
+def test_a_wrong_token_or_url_is_one_line_not_a_failure_per_file(
+    tmp_path: Path, api: tuple[str, str], h264_aac_mp4: Path, mistake: str
+) -> None:
+    base_url, token = api
+    for n in range(3):
+        distinct(h264_aac_mp4, tmp_path / f"clip{n}.mp4", f"mistake {n}")
+    if mistake == "token":
+        token = "not-a-token"
+    else:
+        base_url = "http://127.0.0.1:9"  # nothing listens on discard
+    result = ingest("--api", base_url, "--token", token, str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""  # no file was tried
+    assert result.stderr.count("\n") == 1, result.stderr
+    code = "unauthenticated" if mistake == "token" else "unreachable"
+    assert result.stderr.startswith(f"heimdex: {code}: ")
+
+
 def test_sigint_stops_cleanly_and_a_rerun_resumes(
     tmp_path: Path, api: tuple[str, str], h264_aac_mp4: Path
 ) -> None:

@@ -40,6 +40,13 @@ class HttpIngestTarget:
         self._uploads = httpx.AsyncClient(timeout=_TIMEOUT, limits=limits, verify=tls)
 
     async def __aenter__(self) -> Self:
+        # One question before any file: a wrong URL or token is then one line, not the same
+        # failure once for every file of the folder.
+        try:
+            await self._call("GET", "v1/assets", params={"limit": 1})
+        except BaseException:
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pty
 import shutil
 import signal
 import subprocess
@@ -171,6 +172,44 @@ def test_a_wrong_token_or_url_is_one_line_not_a_failure_per_file(
     assert result.stderr.count("\n") == 1, result.stderr
     code = "unauthenticated" if mistake == "token" else "unreachable"
     assert result.stderr.startswith(f"heimdex: {code}: ")
+
+
+def test_on_a_terminal_a_progress_display_and_the_file_lines_still_on_a_redirected_stdout(
+    tmp_path: Path, api: tuple[str, str], h264_aac_mp4: Path
+) -> None:
+    # `heimdex ingest DIR > log` in a terminal: the display is drawn on the terminal (standard
+    # error), and the per-file lines go to the log, where they were asked for.
+    base_url, token = api
+    for n in range(3):
+        distinct(h264_aac_mp4, tmp_path / f"clip{n}.mp4", f"terminal {n}")
+    controller, terminal = pty.openpty()
+    env = environment(tmp_path, HEIMDEX_JWT_SECRET=SECRET)
+    env.update(COLUMNS="120", LINES="40", TERM="xterm")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "heimdex", "ingest", "--no-sidecar", "--api", base_url,
+         "--token", token, str(tmp_path)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=terminal, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    os.close(terminal)
+    assert process.stdout is not None
+    stdout = process.stdout.read().decode()
+    drawn = b""
+    while True:  # until the child's end closes the terminal
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: no writer left
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(controller)
+    assert process.wait(timeout=60) == 0
+    screen = drawn.decode(errors="replace")
+    for drawn_part in ("files", "3/3", "files/s", "bytes"):  # the display
+        assert drawn_part in screen
+    assert "heimdex ingest" in screen  # the summary table
+    assert sorted(line.split()[0] for line in stdout.splitlines()) == ["ingested"] * 3
+    assert " -> " not in screen  # each file's line once, where it was sent
 
 
 def test_sigint_stops_cleanly_and_a_rerun_resumes(

@@ -64,9 +64,9 @@ def ingest_command(args: IngestArgs) -> int:
             }
             print(msgspec.json.encode(line).decode(), flush=True)
         elif outcome.status is not FileStatus.SKIPPED:
-            if progress.enabled:
+            if progress.enabled and sys.stdout.isatty():  # the display's terminal, likely
                 progress.print(_plain(outcome))
-            else:
+            else:  # a file or a pipe asked for the lines (the display stays on the terminal)
                 print(_plain(outcome), flush=True)
 
     for problem in known:

@@ -87,7 +87,9 @@ def _content_type(path: Path, size: int) -> str | None:
 
 
 class LocalSourceFiles:
-    """Files on this machine."""
+    """Files on this machine. In a folder, a hidden file (a leading dot: macOS's ``._clip.mp4``
+    companions, ``.DS_Store``) is not media, and a hidden folder is not entered; named on the
+    command line, either is taken like any other."""
 
     def discover(
         self, paths: Sequence[Path], *, recursive: bool
@@ -125,7 +127,14 @@ class LocalSourceFiles:
                 continue
             if stat.S_ISDIR(info.st_mode):
                 for file, file_info in _walk(path, recursive=recursive):
-                    add(file, file_info, named=False)
+                    if file.name.startswith("."):  # never read: ._clip.mp4 is no clip
+                        found.append(
+                            Candidate(
+                                path=file, size=file_info.st_size, content_type=None, named=False
+                            )
+                        )
+                    else:
+                        add(file, file_info, named=False)
             elif stat.S_ISREG(info.st_mode):
                 add(path, info, named=True)
             else:
@@ -176,13 +185,15 @@ def _changed(size: int, read: int | None) -> IngestFailure:
 
 
 def _walk(root: Path, *, recursive: bool) -> list[tuple[Path, os.stat_result]]:
-    """Regular files under ``root``, sorted; a symlink counts only when it stays in the tree."""
+    """Regular files under ``root``, sorted; a symlink counts only when it stays in the tree.
+    Hidden folders (``.Trashes``, ``.git``, ``.thumbnails``…) are not entered: what is in them
+    is a system's or a program's, not the user's footage (name one to ingest it)."""
     real_root = os.path.realpath(root)
     files: list[tuple[Path, os.stat_result]] = []
     for directory, subdirectories, names in os.walk(root, followlinks=False):
         if not recursive:
             subdirectories.clear()
-        subdirectories.sort()
+        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
         for name in sorted(names):
             path = Path(directory) / name
             if path.is_symlink():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -265,18 +266,41 @@ def test_bad_configuration_is_one_line_per_value(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize(
-    "command",
-    [[], ["serve"], ["probe"], ["ingest"], ["token"], ["worker"], ["db", "upgrade"]],
-)
-def test_help_describes_every_command(tmp_path: Path, command: list[str]) -> None:
+def _every_command() -> list[list[str]]:
+    """Every command and group of the application, found in it (so a new one is checked too)."""
+    import click
+    import typer.main
+
+    from heimdex.entrypoints.cli import app
+
+    found: list[list[str]] = []
+
+    def visit(command: click.Command, path: list[str]) -> None:
+        found.append(path)
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                visit(sub, [*path, name])
+
+    visit(typer.main.get_command(app), [])
+    return found
+
+
+@pytest.mark.parametrize("command", _every_command(), ids=lambda c: " ".join(c) or "heimdex")
+def test_help_describes_every_command_with_an_example(tmp_path: Path, command: list[str]) -> None:
     result = heimdex(*command, "--help", cwd=tmp_path)
     assert result.returncode == 0
     assert "usage: heimdex" in result.stdout.lower()
     assert len(result.stdout.splitlines()) > 4
-    if command and command != ["db"]:
-        assert "Example:" in result.stdout
-        assert f"heimdex {' '.join(command)}" in result.stdout.split("Example:")[1]
+    assert "Example:" in result.stdout
+    example = result.stdout.split("Example:")[1]
+    assert re.search(rf"\$ (\S+=\S+ )*heimdex {re.escape(' '.join(command))}", example), example
+
+
+def test_every_command_is_there() -> None:
+    assert {" ".join(c) for c in _every_command()} >= {
+        "", "serve", "probe", "ingest", "token", "worker", "replay", "reindex", "db",
+        "db upgrade",
+    }  # fmt: skip
 
 
 def test_no_command_is_a_usage_error(tmp_path: Path) -> None:

@@ -216,6 +216,11 @@ import typer  # noqa: E402 - after the command bodies, which import their own ne
 
 _HELP = {"help_option_names": ["-h", "--help"]}
 
+
+def _example(*lines: str) -> str:
+    return "[bold]Example:[/bold]\n\n" + "\n\n".join(f"  $ {line}" for line in lines)
+
+
 app = typer.Typer(
     name="heimdex",
     help="Heimdex turns raw video into structured, queryable metadata. Configuration comes "
@@ -224,13 +229,19 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     context_settings=_HELP,
+    epilog=_example(
+        "heimdex serve",
+        "heimdex ingest ~/Videos --recursive",
+        "heimdex probe clip.mp4",
+    ),
 )
-db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True, context_settings=_HELP)
+db_app = typer.Typer(
+    help="Database maintenance.",
+    no_args_is_help=True,
+    context_settings=_HELP,
+    epilog=_example("heimdex db upgrade"),
+)
 app.add_typer(db_app, name="db")
-
-
-def _example(*lines: str) -> str:
-    return "[bold]Example:[/bold]\n\n" + "\n\n".join(f"  $ {line}" for line in lines)
 
 
 def _version(value: bool) -> None:

@@ -316,6 +316,32 @@ def test_shell_completion_script_is_offered(tmp_path: Path) -> None:
     assert "heimdex" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("heimdex in", {"ingest"}),
+        ("heimdex re", {"replay", "reindex"}),
+        ("heimdex ingest --re", {"--recursive"}),
+        ("heimdex probe clip.mp4 --j", {"--json", "--jobs"}),  # not the quick probe path's
+        ("heimdex db up", {"upgrade"}),
+    ],
+)
+def test_shell_completion_completes_commands_and_options(
+    tmp_path: Path, words: str, expected: set[str]
+) -> None:
+    # What the installed bash script asks the program on each Tab.
+    result = heimdex(
+        cwd=tmp_path,
+        env={
+            "_HEIMDEX_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split()) - 1),
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert set(result.stdout.split()) == expected
+
+
 def test_version(tmp_path: Path) -> None:
     result = heimdex("--version", cwd=tmp_path)
     assert result.returncode == 0

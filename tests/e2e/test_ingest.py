@@ -137,6 +137,27 @@ def test_api_mode_ingests_a_folder_once_with_its_odd_names(
     assert len(assets(base_url, token)) == 2
 
 
+def test_a_name_that_is_not_utf8_is_ingested_and_printed(
+    tmp_path: Path, api: tuple[str, str], h264_aac_mp4: Path
+) -> None:
+    # A Latin-1 name from an old archive: Python gives it lone surrogates, which neither a JSON
+    # line nor the init request can carry (each ended the run with a UnicodeEncodeError).
+    base_url, token = api
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    (Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9 1999.mp4"))).write_bytes(
+        h264_aac_mp4.read_bytes()
+    )
+    result = ingest("--api", base_url, "--token", token, str(folder), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (line,) = lines(result).values()
+    assert line["status"] == "ingested"
+    assert Path(line["file"]).name == "caf\ufffd 1999.mp4"
+    (asset,) = assets(base_url, token)
+    assert asset["source_name"].startswith("caf")
+    assert asset["source_name"].endswith("1999.mp4")
+
+
 def test_a_named_file_that_is_not_media_or_missing_fails(
     tmp_path: Path, api: tuple[str, str], text_mp4: Path
 ) -> None:

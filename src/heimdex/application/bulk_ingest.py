@@ -232,7 +232,9 @@ class BulkIngest:
         if existing is not None:
             progress.advance_bytes(c.size)
             return existing, True
-        slot = await self._target.init_upload(c.path.name, c.size, c.content_type, sha256)
+        slot = await self._target.init_upload(
+            printable(c.path.name), c.size, c.content_type, sha256
+        )
         await self._target.upload(
             slot, c.size, self._files.chunks(c.path, c.size, progress.advance_bytes)
         )
@@ -248,6 +250,13 @@ async def _job_succeeded(waiting: Awaitable[str | None]) -> None:
     error = await waiting
     if error is not None:
         raise IngestFailure(error, f"the sidecar job failed ({error})")
+
+
+def printable(name: str) -> str:
+    """``name`` as text that JSON, a request or a terminal takes: a file name that is not UTF-8
+    (a Latin-1 name from an old archive) reaches Python with lone surrogates, one per byte it
+    could not decode; each becomes U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def exit_status(outcomes: Sequence[FileOutcome]) -> int:

@@ -3,10 +3,13 @@ folder gives, and which it does not."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from heimdex.adapters.source_files import LocalSourceFiles
+from heimdex.application.bulk_ingest import FileStatus
 
 # The start of an AppleDouble file, which macOS writes beside each file on a FAT or exFAT disk.
 _APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(200)
@@ -66,3 +69,34 @@ def test_a_symlinked_folder_that_leads_out_of_the_tree_is_not_entered(
 
     assert problems == []
     assert [c.path.name for c in found] == ["here.mp4"]
+
+
+def test_a_folder_that_cannot_be_read_is_a_failure_not_silence(h264_aac_mp4: Path) -> None:
+    # Root reads every folder: as root the walk takes nobody's identity (effective ids), in a
+    # folder tree made for it outside pytest's (which nobody may enter).
+    tree = Path(tempfile.mkdtemp(prefix="heimdex-walk-"))
+    as_root = os.geteuid() == 0
+    try:
+        tree.chmod(0o755)
+        (tree / "open").mkdir(mode=0o755)
+        shutil.copy(h264_aac_mp4, tree / "open" / "seen.mp4")
+        (tree / "open" / "seen.mp4").chmod(0o644)
+        (tree / "locked").mkdir(mode=0o755)
+        shutil.copy(h264_aac_mp4, tree / "locked" / "unseen.mp4")
+        (tree / "locked").chmod(0o000)
+        if as_root:
+            os.setegid(65534)
+            os.seteuid(65534)
+        try:
+            found, problems = LocalSourceFiles().discover([tree], recursive=True)
+        finally:
+            if as_root:
+                os.seteuid(0)
+                os.setegid(0)
+    finally:
+        (tree / "locked").chmod(0o755)
+        shutil.rmtree(tree, ignore_errors=True)
+    assert [c.path.name for c in found] == ["seen.mp4"]
+    assert [(Path(p.file).name, p.status, p.error) for p in problems] == [
+        ("locked", FileStatus.FAILED, "unreadable")
+    ]

@@ -126,7 +126,10 @@ class LocalSourceFiles:
                 failed(path, "unreadable", exc.strerror or str(exc))
                 continue
             if stat.S_ISDIR(info.st_mode):
-                for file, file_info in _walk(path, recursive=recursive):
+                files, unreadable = _walk(path, recursive=recursive)
+                for where, error in unreadable:
+                    failed(where, "unreadable", error.strerror or str(error))
+                for file, file_info in files:
                     if file.name.startswith("."):  # never read: ._clip.mp4 is no clip
                         found.append(
                             Candidate(
@@ -184,13 +187,22 @@ def _changed(size: int, read: int | None) -> IngestFailure:
     )
 
 
-def _walk(root: Path, *, recursive: bool) -> list[tuple[Path, os.stat_result]]:
-    """Regular files under ``root``, sorted; a symlink counts only when it stays in the tree.
-    Hidden folders (``.Trashes``, ``.git``, ``.thumbnails``…) are not entered: what is in them
-    is a system's or a program's, not the user's footage (name one to ingest it)."""
+def _walk(
+    root: Path, *, recursive: bool
+) -> tuple[list[tuple[Path, os.stat_result]], list[tuple[Path, OSError]]]:
+    """Regular files under ``root``, sorted, and the folders and files that could not be read
+    (os.walk would pass over them in silence: files missed without a word); a symlink counts
+    only when it stays in the tree. Hidden folders (``.Trashes``, ``.git``, ``.thumbnails``…)
+    are not entered: what is in them is a system's or a program's, not the user's footage (name
+    one to ingest it)."""
     real_root = os.path.realpath(root)
     files: list[tuple[Path, os.stat_result]] = []
-    for directory, subdirectories, names in os.walk(root, followlinks=False):
+    unreadable: list[tuple[Path, OSError]] = []
+
+    def cannot_list(error: OSError) -> None:
+        unreadable.append((Path(error.filename), error))
+
+    for directory, subdirectories, names in os.walk(root, followlinks=False, onerror=cannot_list):
         if not recursive:
             subdirectories.clear()
         subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
@@ -202,11 +214,14 @@ def _walk(root: Path, *, recursive: bool) -> list[tuple[Path, os.stat_result]]:
                     continue  # out of the tree
             try:
                 info = path.stat()
-            except OSError:
+            except FileNotFoundError:
                 continue  # a dangling link
+            except OSError as exc:
+                unreadable.append((path, exc))
+                continue
             if stat.S_ISREG(info.st_mode):
                 files.append((path, info))
-    return files
+    return files, unreadable
 
 
 def _sha256(path: Path, size: int) -> str:

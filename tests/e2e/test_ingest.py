@@ -111,6 +111,7 @@ def test_api_mode_ingests_a_folder_once_with_its_odd_names(
     first = ingest("--api", base_url, "--token", token, "-r", "--", str(folder), cwd=tmp_path)
     by_name = lines(first)
     assert first.returncode == 1, first.stderr  # the empty file failed
+    assert {tuple(item) for item in by_name.values()} == {("file", "status", "asset_id", "error")}
     assert by_name["empty.mp4"]["status"] == "failed"
     assert by_name["empty.mp4"]["error"] == "empty_file"
     assert by_name["notes.txt"]["status"] == "skipped"

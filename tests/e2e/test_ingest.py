@@ -9,6 +9,7 @@ import os
 import pty
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -267,6 +268,40 @@ def test_sigint_stops_cleanly_and_a_rerun_resumes(
     assert statuses.count("duplicate") == len(first_run)
     assert statuses.count("ingested") == 12 - len(first_run)
     assert len(assets(base_url, token)) == 12
+
+
+def test_sigint_on_the_embedded_default_stops_cleanly_and_a_rerun_resumes(
+    tmp_path: Path, h264_aac_mp4: Path
+) -> None:
+    # The mode a user meets first: the service in this process, on ./data (SQLite).
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for n in range(8):
+        distinct(h264_aac_mp4, folder / f"clip {n:02}.mp4", f"local salt {n}")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "heimdex", "ingest", "--json", "--no-sidecar", "--jobs", "1",
+         str(folder)],
+        cwd=tmp_path, env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    done = [json.loads(process.stdout.readline()) for _ in range(2)]
+    process.send_signal(signal.SIGINT)
+    rest, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    first_run = done + [json.loads(line) for line in rest.splitlines() if line.strip()]
+    assert {item["status"] for item in first_run} == {"ingested"}
+    assert 2 <= len(first_run) < 8
+    with sqlite3.connect(tmp_path / "data" / "heimdex.db") as database:
+        (committed,) = database.execute("SELECT count(*) FROM assets").fetchone()
+    assert committed == len(first_run)  # nothing half made
+
+    resumed = ingest(str(folder), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    statuses = [item["status"] for item in lines(resumed).values()]
+    assert statuses.count("duplicate") == len(first_run)
+    assert statuses.count("ingested") == 8 - len(first_run)
 
 
 class ChangingFiles(LocalSourceFiles):

@@ -164,8 +164,10 @@ class LocalSourceFiles:
                 if not chunk:
                     raise _changed(size, size - left)
                 left -= len(chunk)
-                if left == 0 and await run_blocking(_read, file, 1):
-                    raise _changed(size, None)
+                if left == 0:
+                    more: bytes = await run_blocking(_read, file, 1)
+                    if more:
+                        raise _changed(size, None)
                 on_bytes(len(chunk))
                 yield chunk
         finally:

@@ -383,6 +383,60 @@ async def test_a_file_whose_size_changes_while_read_fails_alone(
     assert len(assets(base_url, token)) == 2
 
 
+def unfinished_uploads(data_dir: Path) -> int:
+    """Upload slots of the embedded database that hold no asset."""
+    with sqlite3.connect(data_dir / "heimdex.db") as database:
+        (count,) = database.execute(
+            "SELECT count(*) FROM uploads WHERE status != 'committed'"
+        ).fetchone()
+    return int(count)
+
+
+# Far below the clips' sizes: every file is over the server's limit for one PUT.
+_SMALL_PUT_LIMIT = {"HEIMDEX_MAX_UPLOAD_SIZE_BYTES": "4096"}
+
+
+async def test_api_mode_sends_a_file_over_the_one_put_limit_as_a_resumable_upload(
+    tmp_path: Path, h264_aac_mp4: Path
+) -> None:
+    # 512 MiB by default, so a few minutes of phone video: such a file goes as one tus PATCH (up
+    # to the resumable limit); one that changes on the way fails alone and its slot goes.
+    server = start(tmp_path, HEIMDEX_JWT_SECRET=SECRET, **_SMALL_PUT_LIMIT)
+    try:
+        token = mint(tmp_path, "--org", "large-files")
+        folder = tmp_path / "camera"
+        folder.mkdir()
+        for n in range(3):
+            distinct(h264_aac_mp4, folder / f"clip{n}.mp4", f"large {n}")
+        files = ResizedFiles("clip1.mp4", 4096)
+        candidates, _ = files.discover([folder], recursive=False)
+        outcomes: list[FileOutcome] = []
+        async with HttpIngestTarget(server.base_url, token) as target:
+            use_case = BulkIngest(files, target, IngestOptions(jobs=3, sidecar=False))
+            await use_case.run(candidates, Quiet(), outcomes.append)
+        by_name = {Path(o.file).name: (o.status, o.error) for o in outcomes}
+        assert by_name == {
+            "clip0.mp4": (FileStatus.INGESTED, None),
+            "clip1.mp4": (FileStatus.FAILED, "file_changed"),
+            "clip2.mp4": (FileStatus.INGESTED, None),
+        }
+        listed = assets(server.base_url, token)
+        assert {a["size_bytes"] for a in listed} == {h264_aac_mp4.stat().st_size + 7}
+        assert unfinished_uploads(tmp_path / "data") == 0  # clip1's slot was terminated
+    finally:
+        server.stop()
+
+
+def test_in_process_mode_sends_a_file_over_the_one_put_limit_as_a_resumable_upload(
+    tmp_path: Path, h264_aac_mp4: Path
+) -> None:
+    shutil.copy(h264_aac_mp4, tmp_path / "a.mp4")
+    result = ingest(str(tmp_path / "a.mp4"), cwd=tmp_path, env=_SMALL_PUT_LIMIT)
+    assert result.returncode == 0, result.stderr
+    assert lines(result)["a.mp4"]["status"] == "ingested"
+    assert unfinished_uploads(tmp_path / "data") == 0
+
+
 async def test_an_unreadable_file_fails_and_the_others_go_on(
     api: tuple[str, str], h264_aac_mp4: Path
 ) -> None:

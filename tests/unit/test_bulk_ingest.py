@@ -40,22 +40,32 @@ class MemoryFiles:
 
 
 class MemoryHeimdex:
-    def __init__(self, *, fail_upload_of: str | None = None) -> None:
+    def __init__(
+        self, *, fail_upload_of: str | None = None, max_put: int = 1 << 40, max_tus: int = 1 << 40
+    ) -> None:
         self.assets: dict[str, str] = {}  # sha256 → asset id
         self.slots: dict[str, tuple[str, str]] = {}
         self.received: dict[str, bytes] = {}
         self.calls: list[str] = []
         self.fail_upload_of = fail_upload_of
+        self.max_put, self.max_tus = max_put, max_tus
 
     async def find_asset(self, sha256: str) -> str | None:
         self.calls.append("find")
         return self.assets.get(sha256)
 
-    async def init_upload(self, name: str, size: int, content_type: str, sha256: str) -> UploadSlot:
-        self.calls.append("init")
+    async def init_upload(
+        self, name: str, size: int, content_type: str, sha256: str, *, resumable: bool = False
+    ) -> UploadSlot:
+        self.calls.append("init resumable" if resumable else "init")
+        if size > (self.max_tus if resumable else self.max_put):
+            raise IngestFailure("upload_too_large", f"{size} is over the limit")
         upload_id = f"u{len(self.slots)}"
         self.slots[upload_id] = (name, sha256)
-        return UploadSlot(upload_id=upload_id, url=f"/put/{upload_id}", method="PUT", headers={})
+        method = "PATCH" if resumable else "PUT"
+        return UploadSlot(
+            upload_id=upload_id, url=f"/{upload_id}", method=method, headers={}, resumable=resumable
+        )
 
     async def upload(self, slot: UploadSlot, size: int, chunks: AsyncIterator[bytes]) -> None:
         self.calls.append("upload")
@@ -149,3 +159,22 @@ async def test_wait_waits_for_each_sidecar() -> None:
     out = await run(files, target, [media("a.mp4")], wait=True)
     assert out["a.mp4"].status is FileStatus.INGESTED
     assert target.calls[-2:] == ["sidecar", "wait"]
+
+
+async def test_a_file_over_the_one_put_limit_goes_as_a_resumable_upload() -> None:
+    files = MemoryFiles({"small.mp4": b"abc", "large.mp4": b"abcdefgh", "huge.mp4": b"x" * 20})
+    target = MemoryHeimdex(max_put=5, max_tus=10)
+    out = await run(
+        files,
+        target,
+        [media("small.mp4", 3), media("large.mp4", 8), media("huge.mp4", 20)],
+        sidecar=False,
+    )
+    assert out["small.mp4"].status is FileStatus.INGESTED
+    assert out["large.mp4"].status is FileStatus.INGESTED
+    assert (out["huge.mp4"].status, out["huge.mp4"].error) == (
+        FileStatus.FAILED,
+        "upload_too_large",
+    )  # over both limits
+    assert sorted(target.calls).count("init resumable") == 2  # large and huge, not small
+    assert sorted(target.received.values()) == [b"abc", b"abcdefgh"]

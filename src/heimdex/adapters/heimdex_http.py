@@ -8,6 +8,7 @@ from the file with its length declared, so memory stays flat whatever the file's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Self
@@ -20,6 +21,8 @@ from heimdex.application.bulk_ingest import IngestFailure, UploadSlot
 _TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 #: how often --wait asks about a job
 _POLL_SECONDS = 0.25
+#: how long an unfinished resumable slot's termination may take (Ctrl-C waits for it)
+_TERMINATE_SECONDS = 5.0
 
 
 class HttpIngestTarget:
@@ -27,6 +30,7 @@ class HttpIngestTarget:
 
     def __init__(self, api_url: str, token: str, *, connections: int = 8) -> None:
         self._base = api_url.rstrip("/") + "/"
+        self._token = token
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         tls = httpx.create_ssl_context()  # loading the CA bundle once costs tens of ms
         self._api = httpx.AsyncClient(
@@ -74,32 +78,54 @@ class HttpIngestTarget:
         items = response.json()["items"]
         return str(items[0]["asset_id"]) if items else None
 
-    async def init_upload(self, name: str, size: int, content_type: str, sha256: str) -> UploadSlot:
-        body = {
+    async def init_upload(
+        self, name: str, size: int, content_type: str, sha256: str, *, resumable: bool = False
+    ) -> UploadSlot:
+        body: dict[str, object] = {
             "source_name": name,
             "content_length": size,
             "content_type": content_type,
             "sha256": sha256,
         }
+        if resumable:
+            body["resumable"] = True
         answer = (await self._call("POST", "v1/ingest/init", json=body)).json()
         return UploadSlot(
             upload_id=answer["upload_id"],
             url=urljoin(self._base, answer["upload_url"]),
             method=answer["method"],
             headers=dict(answer["headers"]),
+            resumable=resumable,
         )
 
     async def upload(self, slot: UploadSlot, size: int, chunks: AsyncIterator[bytes]) -> None:
         headers = dict(slot.headers)
         if not any(k.lower() == "content-length" for k in headers):
             headers["Content-Length"] = str(size)  # never chunked: S3 refuses it
+        if slot.resumable:  # tus: the whole file as one PATCH at offset 0, with our token
+            headers |= {"Upload-Offset": "0", "Authorization": f"Bearer {self._token}"}
         try:
             response = await self._uploads.request(
                 slot.method, slot.url, headers=headers, content=chunks
             )
-        except httpx.HTTPError as exc:
-            raise IngestFailure("upload_failed", f"{exc}") from None
-        _raise_for_problem(response)
+            _raise_for_problem(response)
+        except BaseException as exc:
+            if slot.resumable:
+                # After Ctrl-C too: the run's cancellation reaches this task once, so this
+                # request still goes.
+                await self._terminate(slot)
+            if isinstance(exc, httpx.HTTPError):
+                raise IngestFailure("upload_failed", f"{exc}") from None
+            raise
+
+    async def _terminate(self, slot: UploadSlot) -> None:
+        """tus termination of a resumable slot, at best effort: the slot and its bytes go."""
+        with contextlib.suppress(httpx.HTTPError, TimeoutError):
+            async with asyncio.timeout(_TERMINATE_SECONDS):
+                await self._uploads.delete(
+                    slot.url,
+                    headers={"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {self._token}"},
+                )
 
     async def commit(self, upload_id: str) -> str:
         answer = await self._call("POST", "v1/ingest/commit", json={"upload_id": upload_id})

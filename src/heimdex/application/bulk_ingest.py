@@ -64,6 +64,8 @@ class UploadSlot(msgspec.Struct, frozen=True, kw_only=True):
     url: str
     method: str
     headers: dict[str, str]
+    #: a tus upload (one PATCH from offset 0), not one PUT
+    resumable: bool = False
 
 
 class SourceFiles(Protocol):
@@ -98,11 +100,16 @@ class IngestTarget(Protocol):
         ...
 
     async def init_upload(
-        self, name: str, size: int, content_type: str, sha256: str
-    ) -> UploadSlot: ...
+        self, name: str, size: int, content_type: str, sha256: str, *, resumable: bool = False
+    ) -> UploadSlot:
+        """An upload slot; ``resumable``: a tus slot, which the server takes up to its larger
+        limit for resumable uploads."""
+        ...
 
     async def upload(self, slot: UploadSlot, size: int, chunks: AsyncIterator[bytes]) -> None:
-        """Send the bytes exactly as the slot says (its method, URL and headers)."""
+        """Send the bytes exactly as the slot says (its method, URL and headers). A resumable
+        slot that did not get them all is terminated (it would hold one of the organisation's
+        few unfinished resumable uploads for a day)."""
         ...
 
     async def commit(self, upload_id: str) -> str:
@@ -232,9 +239,17 @@ class BulkIngest:
         if existing is not None:
             progress.advance_bytes(c.size)
             return existing, True
-        slot = await self._target.init_upload(
-            printable(c.path.name), c.size, c.content_type, sha256
-        )
+        name = printable(c.path.name)
+        try:
+            slot = await self._target.init_upload(name, c.size, c.content_type, sha256)
+        except IngestFailure as exc:
+            if exc.code != "upload_too_large":
+                raise
+            # Over the server's limit for one PUT (512 MiB by default; a camera file often is):
+            # a resumable slot takes it, up to the larger resumable limit, in one PATCH.
+            slot = await self._target.init_upload(
+                name, c.size, c.content_type, sha256, resumable=True
+            )
         await self._target.upload(
             slot, c.size, self._files.chunks(c.path, c.size, progress.advance_bytes)
         )

@@ -296,6 +296,12 @@ def test_help_describes_every_command_with_an_example(tmp_path: Path, command: l
     assert re.search(rf"\$ (\S+=\S+ )*heimdex {re.escape(' '.join(command))}", example), example
 
 
+@pytest.mark.parametrize(("command", "usage"), [("probe", "FILE..."), ("ingest", "PATH...")])
+def test_usage_says_a_command_takes_several_paths(tmp_path: Path, command: str, usage: str) -> None:
+    result = heimdex(command, "--help", cwd=tmp_path)
+    assert f"Usage: heimdex {command} [OPTIONS] {usage}" in result.stdout
+
+
 def test_every_command_is_there() -> None:
     assert {" ".join(c) for c in _every_command()} >= {
         "", "serve", "probe", "ingest", "token", "worker", "replay", "reindex", "db",

@@ -301,7 +301,7 @@ def serve(
     context_settings=_HELP,
 )
 def probe(
-    files: Annotated[list[Path], typer.Argument(metavar="FILE", show_default=False)],
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", show_default=False)],
     json: Annotated[
         bool,
         typer.Option(
@@ -328,7 +328,7 @@ def probe(
     context_settings=_HELP,
 )
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(metavar="PATH", show_default=False)],
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", show_default=False)],
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="descend into folders' folders")
     ] = False,

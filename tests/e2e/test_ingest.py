@@ -235,6 +235,30 @@ def test_on_a_terminal_a_progress_display_and_the_file_lines_still_on_a_redirect
     assert " -> " not in screen  # each file's line once, where it was sent
 
 
+def test_api_mode_waits_out_a_rate_limit_instead_of_failing_every_file(
+    tmp_path: Path, h264_aac_mp4: Path
+) -> None:
+    # docs/security.md suggests a rate limit in production; each file takes four requests, so
+    # a folder of small files goes past it, and each 429 ended its file at once (all of them).
+    server = start(
+        tmp_path,
+        HEIMDEX_JWT_SECRET=SECRET,
+        HEIMDEX_RATE_LIMIT_PER_SECOND="4",
+        HEIMDEX_RATE_LIMIT_BURST="4",
+    )
+    try:
+        token = mint(tmp_path, "--org", "limited")
+        folder = tmp_path / "clips"
+        folder.mkdir()
+        for n in range(5):
+            distinct(h264_aac_mp4, folder / f"clip{n}.mp4", f"limited {n}")
+        result = ingest("--api", server.base_url, "--token", token, str(folder), cwd=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert {item["status"] for item in lines(result).values()} == {"ingested"}
+    finally:
+        server.stop()
+
+
 def test_sigint_stops_cleanly_and_a_rerun_resumes(
     tmp_path: Path, api: tuple[str, str], h264_aac_mp4: Path
 ) -> None:

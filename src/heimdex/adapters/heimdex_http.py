@@ -21,6 +21,8 @@ from heimdex.application.bulk_ingest import IngestFailure, UploadSlot
 _TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 #: how often --wait asks about a job
 _POLL_SECONDS = 0.25
+#: the longest one API request waits out 429 answers before its file fails
+_MAX_WAIT_SECONDS = 120.0
 #: how long an unfinished resumable slot's termination may take (Ctrl-C waits for it)
 _TERMINATE_SECONDS = 5.0
 
@@ -66,12 +68,22 @@ class HttpIngestTarget:
         await self._uploads.aclose()
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self._api.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise IngestFailure("unreachable", f"{self._base}: {exc}") from None
-        _raise_for_problem(response)
-        return response
+        """One API request. A 429 (the organisation's rate limit, a probe or job quota) means
+        nothing was done: wait as its ``Retry-After`` says and ask again, for up to
+        ``_MAX_WAIT_SECONDS`` in all — a folder goes past a rate limit within seconds, and
+        ending each file at its first 429 ended them all."""
+        waited = 0.0
+        while True:
+            try:
+                response = await self._api.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                raise IngestFailure("unreachable", f"{self._base}: {exc}") from None
+            pause = _retry_after(response)
+            if response.status_code != 429 or waited + pause > _MAX_WAIT_SECONDS:
+                _raise_for_problem(response)
+                return response
+            await asyncio.sleep(pause)
+            waited += pause
 
     async def find_asset(self, sha256: str) -> str | None:
         response = await self._call("GET", "v1/assets", params={"sha256": sha256, "limit": 1})
@@ -144,6 +156,12 @@ class HttpIngestTarget:
                 error = job.get("error") or {}
                 return str(error.get("code") or "job_failed")
             await asyncio.sleep(_POLL_SECONDS)
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """The seconds ``Retry-After`` asks for (whole seconds, as Heimdex sends it), at least 1."""
+    value = response.headers.get("Retry-After", "")
+    return float(max(1, int(value))) if value.isascii() and value.isdigit() else 1.0
 
 
 def _raise_for_problem(response: httpx.Response) -> None:

@@ -513,6 +513,33 @@ def test_in_process_mode_on_the_embedded_default(
     assert lines(other_org)["a.mp4"]["status"] == "ingested"  # duplicates are per organisation
 
 
+@pytest.mark.parametrize("mode", ["in-process", "api"])
+def test_a_rerun_asks_for_the_sidecar_a_stopped_run_never_asked_for(
+    tmp_path: Path, h264_aac_mp4: Path, request: pytest.FixtureRequest, mode: str
+) -> None:
+    # Committed without a sidecar request: a run stopped between the two, or --no-sidecar.
+    target: list[str] = []
+    if mode == "api":
+        base_url, token = request.getfixturevalue("api")
+        target = ["--api", base_url, "--token", token]
+    clip = str(distinct(h264_aac_mp4, tmp_path / "a.mp4", f"rerun {mode}"))
+    first = ingest(*target, clip, cwd=tmp_path)
+    assert lines(first)["a.mp4"]["status"] == "ingested"
+    again = subprocess.run(
+        [sys.executable, "-m", "heimdex", "ingest", "--json", "--wait", *target, clip],
+        cwd=tmp_path, env=environment(tmp_path), capture_output=True, text=True, timeout=180,
+        check=False,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert lines(again)["a.mp4"]["status"] == "duplicate"
+    if mode == "api":
+        statuses = [a["status"] for a in assets(base_url, token)]
+    else:
+        with sqlite3.connect(tmp_path / "data" / "heimdex.db") as database:
+            statuses = [row[0] for row in database.execute("SELECT status FROM assets")]
+    assert statuses == ["ready"]  # its sidecar was asked for, and --wait waited for it
+
+
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_api_mode_on_postgres_redis_a_worker_and_s3(

@@ -16,7 +16,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from heimdex.application.bulk_ingest import IngestFailure, UploadSlot
+from heimdex.application.bulk_ingest import IngestFailure, KnownAsset, UploadSlot
 
 _TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 #: how often --wait asks about a job
@@ -85,10 +85,15 @@ class HttpIngestTarget:
             await asyncio.sleep(pause)
             waited += pause
 
-    async def find_asset(self, sha256: str) -> str | None:
+    async def find_asset(self, sha256: str) -> KnownAsset | None:
         response = await self._call("GET", "v1/assets", params={"sha256": sha256, "limit": 1})
         items = response.json()["items"]
-        return str(items[0]["asset_id"]) if items else None
+        if not items:
+            return None
+        # "committed": no sidecar job was ever asked for (a request makes it "processing").
+        return KnownAsset(
+            asset_id=str(items[0]["asset_id"]), needs_sidecar=items[0]["status"] == "committed"
+        )
 
     async def init_upload(
         self, name: str, size: int, content_type: str, sha256: str, *, resumable: bool = False

@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 from uuid import UUID
 
 from heimdex.application.assets import AssetService
-from heimdex.application.bulk_ingest import IngestFailure, UploadSlot
+from heimdex.application.bulk_ingest import IngestFailure, KnownAsset, UploadSlot
 from heimdex.application.ingest import IngestService, UploadRequest
 from heimdex.application.job_requests import JobRequests
 from heimdex.application.resumable_uploads import ResumableUploads
 from heimdex.domain.errors import HeimdexError
-from heimdex.domain.model import AssetFilter, JobStatus, Principal, ThumbnailSpec
+from heimdex.domain.model import AssetFilter, AssetStatus, JobStatus, Principal, ThumbnailSpec
 
 _POLL_SECONDS = 0.25
 
@@ -36,12 +36,18 @@ class InProcessIngestTarget:
         self._ingest, self._resumable = ingest, resumable
         self._assets, self._jobs = assets, jobs
 
-    async def find_asset(self, sha256: str) -> str | None:
+    async def find_asset(self, sha256: str) -> KnownAsset | None:
         try:
             page = await self._assets.list(self._principal, AssetFilter(sha256=sha256), 1, None)
         except HeimdexError as exc:
             raise IngestFailure(exc.code, exc.message) from None
-        return str(page.items[0].id) if page.items else None
+        if not page.items:
+            return None
+        asset = page.items[0]
+        # COMMITTED: no sidecar job was ever asked for (a request makes it PROCESSING).
+        return KnownAsset(
+            asset_id=str(asset.id), needs_sidecar=asset.status is AssetStatus.COMMITTED
+        )
 
     async def init_upload(
         self, name: str, size: int, content_type: str, sha256: str, *, resumable: bool = False

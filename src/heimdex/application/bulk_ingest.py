@@ -68,6 +68,15 @@ class UploadSlot(msgspec.Struct, frozen=True, kw_only=True):
     resumable: bool = False
 
 
+class KnownAsset(msgspec.Struct, frozen=True, kw_only=True):
+    """The organisation's asset with a file's checksum."""
+
+    asset_id: str
+    #: committed and no sidecar asked for yet: a run stopped between the two, or ran with
+    #: ``--no-sidecar``
+    needs_sidecar: bool
+
+
 class SourceFiles(Protocol):
     """The local files to ingest."""
 
@@ -95,8 +104,8 @@ class SourceFiles(Protocol):
 class IngestTarget(Protocol):
     """The Heimdex that ``heimdex ingest`` talks to. Raises :class:`IngestFailure`."""
 
-    async def find_asset(self, sha256: str) -> str | None:
-        """The id of the organisation's asset with this checksum, if it has one."""
+    async def find_asset(self, sha256: str) -> KnownAsset | None:
+        """The organisation's asset with this checksum, if it has one."""
         ...
 
     async def init_upload(
@@ -238,7 +247,9 @@ class BulkIngest:
         existing = await self._target.find_asset(sha256)
         if existing is not None:
             progress.advance_bytes(c.size)
-            return existing, True
+            if existing.needs_sidecar and self._options.sidecar:
+                await self._sidecar(existing.asset_id)  # so a re-run finishes what was stopped
+            return existing.asset_id, True
         name = printable(c.path.name)
         try:
             slot = await self._target.init_upload(name, c.size, c.content_type, sha256)
@@ -255,10 +266,13 @@ class BulkIngest:
         )
         asset_id = await self._target.commit(slot.upload_id)
         if self._options.sidecar:
-            job_id = await self._target.request_sidecar(asset_id)
-            if self._options.wait:
-                await _job_succeeded(self._target.wait_for_job(job_id))
+            await self._sidecar(asset_id)
         return asset_id, False
+
+    async def _sidecar(self, asset_id: str) -> None:
+        job_id = await self._target.request_sidecar(asset_id)
+        if self._options.wait:
+            await _job_succeeded(self._target.wait_for_job(job_id))
 
 
 async def _job_succeeded(waiting: Awaitable[str | None]) -> None:

@@ -136,13 +136,17 @@ class HttpIngestTarget:
             raise
 
     async def _terminate(self, slot: UploadSlot) -> None:
-        """tus termination of a resumable slot, at best effort: the slot and its bytes go."""
+        """tus termination of a resumable slot, at best effort: the slot and its bytes go. The
+        server may not have ended the PATCH we cut off yet (409 ``upload_in_progress``): then
+        ask again, a moment later."""
+        headers = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {self._token}"}
         with contextlib.suppress(httpx.HTTPError, TimeoutError):
             async with asyncio.timeout(_TERMINATE_SECONDS):
-                await self._uploads.delete(
-                    slot.url,
-                    headers={"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {self._token}"},
-                )
+                while True:
+                    response = await self._uploads.delete(slot.url, headers=headers)
+                    if _problem_code(response) != "upload_in_progress":
+                        return
+                    await asyncio.sleep(0.1)
 
     async def commit(self, upload_id: str) -> str:
         answer = await self._call("POST", "v1/ingest/commit", json={"upload_id": upload_id})
@@ -167,6 +171,17 @@ def _retry_after(response: httpx.Response) -> float:
     """The seconds ``Retry-After`` asks for (whole seconds, as Heimdex sends it), at least 1."""
     value = response.headers.get("Retry-After", "")
     return float(max(1, int(value))) if value.isascii() and value.isdigit() else 1.0
+
+
+def _problem_code(response: httpx.Response) -> str | None:
+    """An error answer's problem ``code``, if it has one."""
+    if response.status_code < 400:
+        return None
+    try:
+        problem = response.json()
+    except ValueError:
+        return None
+    return str(problem.get("code")) if isinstance(problem, dict) else None
 
 
 def _raise_for_problem(response: httpx.Response) -> None:

@@ -78,7 +78,11 @@ async def in_process_target(org_id: str, *, run_jobs: bool) -> AsyncIterator[Ing
     )
     try:
         yield InProcessIngestTarget(
-            org_id, ingest=services.ingest, assets=services.assets, jobs=services.jobs
+            org_id,
+            ingest=services.ingest,
+            resumable=services.resumable,
+            assets=services.assets,
+            jobs=services.jobs,
         )
     finally:
         if sweeping is not None:

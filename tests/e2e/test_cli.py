@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -200,7 +201,8 @@ def test_ingest_api_imports_no_service_stack_and_no_rich_for_json(tmp_path: Path
         cwd=tmp_path, env={k: v for k, v in os.environ.items() if not k.startswith("HEIMDEX_")},
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 1, result.stderr[-2000:]  # nothing listens there
+    assert "heimdex: unreachable: " in result.stderr
     packages = {
         line.rsplit("|", 1)[1].strip().split(".")[0]
         for line in result.stderr.splitlines()
@@ -264,18 +266,47 @@ def test_bad_configuration_is_one_line_per_value(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize(
-    "command",
-    [[], ["serve"], ["probe"], ["ingest"], ["token"], ["worker"], ["db", "upgrade"]],
-)
-def test_help_describes_every_command(tmp_path: Path, command: list[str]) -> None:
+def _every_command() -> list[list[str]]:
+    """Every command and group of the application, found in it (so a new one is checked too)."""
+    import click
+    import typer.main
+
+    from heimdex.entrypoints.cli import app
+
+    found: list[list[str]] = []
+
+    def visit(command: click.Command, path: list[str]) -> None:
+        found.append(path)
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                visit(sub, [*path, name])
+
+    visit(typer.main.get_command(app), [])
+    return found
+
+
+@pytest.mark.parametrize("command", _every_command(), ids=lambda c: " ".join(c) or "heimdex")
+def test_help_describes_every_command_with_an_example(tmp_path: Path, command: list[str]) -> None:
     result = heimdex(*command, "--help", cwd=tmp_path)
     assert result.returncode == 0
     assert "usage: heimdex" in result.stdout.lower()
     assert len(result.stdout.splitlines()) > 4
-    if command and command != ["db"]:
-        assert "Example:" in result.stdout
-        assert f"heimdex {' '.join(command)}" in result.stdout.split("Example:")[1]
+    assert "Example:" in result.stdout
+    example = result.stdout.split("Example:")[1]
+    assert re.search(rf"\$ (\S+=\S+ )*heimdex {re.escape(' '.join(command))}", example), example
+
+
+@pytest.mark.parametrize(("command", "usage"), [("probe", "FILE..."), ("ingest", "PATH...")])
+def test_usage_says_a_command_takes_several_paths(tmp_path: Path, command: str, usage: str) -> None:
+    result = heimdex(command, "--help", cwd=tmp_path)
+    assert f"Usage: heimdex {command} [OPTIONS] {usage}" in result.stdout
+
+
+def test_every_command_is_there() -> None:
+    assert {" ".join(c) for c in _every_command()} >= {
+        "", "serve", "probe", "ingest", "token", "worker", "replay", "reindex", "db",
+        "db upgrade",
+    }  # fmt: skip
 
 
 def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
@@ -289,6 +320,32 @@ def test_shell_completion_script_is_offered(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "complete" in result.stdout
     assert "heimdex" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("heimdex in", {"ingest"}),
+        ("heimdex re", {"replay", "reindex"}),
+        ("heimdex ingest --re", {"--recursive"}),
+        ("heimdex probe clip.mp4 --j", {"--json", "--jobs"}),  # not the quick probe path's
+        ("heimdex db up", {"upgrade"}),
+    ],
+)
+def test_shell_completion_completes_commands_and_options(
+    tmp_path: Path, words: str, expected: set[str]
+) -> None:
+    # What the installed bash script asks the program on each Tab.
+    result = heimdex(
+        cwd=tmp_path,
+        env={
+            "_HEIMDEX_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split()) - 1),
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert set(result.stdout.split()) == expected
 
 
 def test_version(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from heimdex.application.bulk_ingest import (
     FileStatus,
     IngestFailure,
     IngestOptions,
+    KnownAsset,
     UploadSlot,
     exit_status,
 )
@@ -31,29 +32,45 @@ class MemoryFiles:
     async def sha256(self, path: Path, size: int) -> str:
         return hashlib.sha256(self.contents[path.name]).hexdigest()
 
-    async def chunks(self, path: Path, on_bytes: Callable[[int], None]) -> AsyncIterator[bytes]:
+    async def chunks(
+        self, path: Path, size: int, on_bytes: Callable[[int], None]
+    ) -> AsyncIterator[bytes]:
         data = self.contents[path.name]
         on_bytes(len(data))
         yield data
 
 
 class MemoryHeimdex:
-    def __init__(self, *, fail_upload_of: str | None = None) -> None:
+    def __init__(
+        self, *, fail_upload_of: str | None = None, max_put: int = 1 << 40, max_tus: int = 1 << 40
+    ) -> None:
         self.assets: dict[str, str] = {}  # sha256 → asset id
         self.slots: dict[str, tuple[str, str]] = {}
         self.received: dict[str, bytes] = {}
         self.calls: list[str] = []
         self.fail_upload_of = fail_upload_of
+        self.max_put, self.max_tus = max_put, max_tus
+        self.sidecars: set[str] = set()  # assets whose sidecar was asked for
 
-    async def find_asset(self, sha256: str) -> str | None:
+    async def find_asset(self, sha256: str) -> KnownAsset | None:
         self.calls.append("find")
-        return self.assets.get(sha256)
+        asset_id = self.assets.get(sha256)
+        if asset_id is None:
+            return None
+        return KnownAsset(asset_id=asset_id, needs_sidecar=asset_id not in self.sidecars)
 
-    async def init_upload(self, name: str, size: int, content_type: str, sha256: str) -> UploadSlot:
-        self.calls.append("init")
+    async def init_upload(
+        self, name: str, size: int, content_type: str, sha256: str, *, resumable: bool = False
+    ) -> UploadSlot:
+        self.calls.append("init resumable" if resumable else "init")
+        if size > (self.max_tus if resumable else self.max_put):
+            raise IngestFailure("upload_too_large", f"{size} is over the limit")
         upload_id = f"u{len(self.slots)}"
         self.slots[upload_id] = (name, sha256)
-        return UploadSlot(upload_id=upload_id, url=f"/put/{upload_id}", method="PUT", headers={})
+        method = "PATCH" if resumable else "PUT"
+        return UploadSlot(
+            upload_id=upload_id, url=f"/{upload_id}", method=method, headers={}, resumable=resumable
+        )
 
     async def upload(self, slot: UploadSlot, size: int, chunks: AsyncIterator[bytes]) -> None:
         self.calls.append("upload")
@@ -69,6 +86,7 @@ class MemoryHeimdex:
 
     async def request_sidecar(self, asset_id: str) -> str:
         self.calls.append("sidecar")
+        self.sidecars.add(asset_id)
         return f"j-{asset_id}"
 
     async def wait_for_job(self, job_id: str) -> str | None:
@@ -111,6 +129,7 @@ async def test_what_the_organisation_has_is_a_duplicate_without_an_upload() -> N
     files = MemoryFiles({"a.mp4": b"abc"})
     target = MemoryHeimdex()
     target.assets[hashlib.sha256(b"abc").hexdigest()] = "existing"
+    target.sidecars.add("existing")
     out = await run(files, target, [media("a.mp4")])
     assert out["a.mp4"].status is FileStatus.DUPLICATE
     assert out["a.mp4"].asset_id == "existing"
@@ -147,3 +166,41 @@ async def test_wait_waits_for_each_sidecar() -> None:
     out = await run(files, target, [media("a.mp4")], wait=True)
     assert out["a.mp4"].status is FileStatus.INGESTED
     assert target.calls[-2:] == ["sidecar", "wait"]
+
+
+async def test_a_file_over_the_one_put_limit_goes_as_a_resumable_upload() -> None:
+    files = MemoryFiles({"small.mp4": b"abc", "large.mp4": b"abcdefgh", "huge.mp4": b"x" * 20})
+    target = MemoryHeimdex(max_put=5, max_tus=10)
+    out = await run(
+        files,
+        target,
+        [media("small.mp4", 3), media("large.mp4", 8), media("huge.mp4", 20)],
+        sidecar=False,
+    )
+    assert out["small.mp4"].status is FileStatus.INGESTED
+    assert out["large.mp4"].status is FileStatus.INGESTED
+    assert (out["huge.mp4"].status, out["huge.mp4"].error) == (
+        FileStatus.FAILED,
+        "upload_too_large",
+    )  # over both limits
+    assert sorted(target.calls).count("init resumable") == 2  # large and huge, not small
+    assert sorted(target.received.values()) == [b"abc", b"abcdefgh"]
+
+
+async def test_a_duplicate_whose_sidecar_was_never_asked_for_gets_it() -> None:
+    # A run stopped between commit and sidecar request (or run with --no-sidecar) left the
+    # asset without one; the re-run finds it a duplicate and asks for its sidecar.
+    files = MemoryFiles({"a.mp4": b"abc", "b.mp4": b"xyz"})
+    target = MemoryHeimdex()
+    target.assets[hashlib.sha256(b"abc").hexdigest()] = "bare"
+    target.assets[hashlib.sha256(b"xyz").hexdigest()] = "done"
+    target.sidecars.add("done")
+    out = await run(files, target, [media("a.mp4"), media("b.mp4")], wait=True)
+    assert (out["a.mp4"].status, out["a.mp4"].asset_id) == (FileStatus.DUPLICATE, "bare")
+    assert out["b.mp4"].status is FileStatus.DUPLICATE
+    assert sorted(target.calls) == ["find", "find", "sidecar", "wait"]  # for "bare" only
+
+    untouched = MemoryHeimdex()
+    untouched.assets[hashlib.sha256(b"abc").hexdigest()] = "bare"
+    await run(files, untouched, [media("a.mp4")], sidecar=False)
+    assert untouched.calls == ["find"]  # --no-sidecar: none asked for

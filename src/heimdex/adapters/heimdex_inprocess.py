@@ -5,15 +5,17 @@ mode with a busy timeout, so both can write at once)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from uuid import UUID
 
 from heimdex.application.assets import AssetService
-from heimdex.application.bulk_ingest import IngestFailure, UploadSlot
+from heimdex.application.bulk_ingest import IngestFailure, KnownAsset, UploadSlot
 from heimdex.application.ingest import IngestService, UploadRequest
 from heimdex.application.job_requests import JobRequests
+from heimdex.application.resumable_uploads import ResumableUploads
 from heimdex.domain.errors import HeimdexError
-from heimdex.domain.model import AssetFilter, JobStatus, Principal, ThumbnailSpec
+from heimdex.domain.model import AssetFilter, AssetStatus, JobStatus, Principal, ThumbnailSpec
 
 _POLL_SECONDS = 0.25
 
@@ -22,21 +24,40 @@ class InProcessIngestTarget:
     """The organisation ``org_id`` of this process's Heimdex."""
 
     def __init__(
-        self, org_id: str, *, ingest: IngestService, assets: AssetService, jobs: JobRequests
+        self,
+        org_id: str,
+        *,
+        ingest: IngestService,
+        resumable: ResumableUploads,
+        assets: AssetService,
+        jobs: JobRequests,
     ) -> None:
         self._principal = Principal(org_id=org_id, subject="heimdex-ingest")
-        self._ingest, self._assets, self._jobs = ingest, assets, jobs
+        self._ingest, self._resumable = ingest, resumable
+        self._assets, self._jobs = assets, jobs
 
-    async def find_asset(self, sha256: str) -> str | None:
+    async def find_asset(self, sha256: str) -> KnownAsset | None:
         try:
             page = await self._assets.list(self._principal, AssetFilter(sha256=sha256), 1, None)
         except HeimdexError as exc:
             raise IngestFailure(exc.code, exc.message) from None
-        return str(page.items[0].id) if page.items else None
+        if not page.items:
+            return None
+        asset = page.items[0]
+        # COMMITTED: no sidecar job was ever asked for (a request makes it PROCESSING).
+        return KnownAsset(
+            asset_id=str(asset.id), needs_sidecar=asset.status is AssetStatus.COMMITTED
+        )
 
-    async def init_upload(self, name: str, size: int, content_type: str, sha256: str) -> UploadSlot:
+    async def init_upload(
+        self, name: str, size: int, content_type: str, sha256: str, *, resumable: bool = False
+    ) -> UploadSlot:
         request = UploadRequest(
-            source_name=name, content_length=size, content_type=content_type, sha256=sha256
+            source_name=name,
+            content_length=size,
+            content_type=content_type,
+            sha256=sha256,
+            resumable=resumable,
         )
         try:
             issued = await self._ingest.init_upload(self._principal, request, "http://localhost/")
@@ -48,11 +69,23 @@ class InProcessIngestTarget:
             url=target.url,
             method=target.method,
             headers=dict(target.headers),
+            resumable=resumable,
         )
 
     async def upload(self, slot: UploadSlot, size: int, chunks: AsyncIterator[bytes]) -> None:
+        org_id, upload_id = self._principal.org_id, UUID(slot.upload_id)
         try:
-            await self._ingest.receive_upload(self._principal.org_id, UUID(slot.upload_id), chunks)
+            if not slot.resumable:
+                await self._ingest.receive_upload(org_id, upload_id, chunks)
+                return
+            try:
+                await self._resumable.append(org_id, upload_id, 0, chunks)
+            except BaseException:
+                # After Ctrl-C too (its cancellation reaches this task once): the slot would
+                # hold one of the organisation's few unfinished resumable uploads for a day.
+                with contextlib.suppress(HeimdexError):
+                    await self._resumable.terminate(org_id, upload_id)
+                raise
         except HeimdexError as exc:
             raise IngestFailure(exc.code, exc.message) from None
 

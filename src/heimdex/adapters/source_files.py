@@ -8,6 +8,7 @@ import os
 import stat
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from heimdex.adapters.offload import run_blocking
 from heimdex.application.bulk_ingest import Candidate, FileOutcome, FileStatus, IngestFailure
@@ -86,7 +87,9 @@ def _content_type(path: Path, size: int) -> str | None:
 
 
 class LocalSourceFiles:
-    """Files on this machine."""
+    """Files on this machine. In a folder, a hidden file (a leading dot: macOS's ``._clip.mp4``
+    companions, ``.DS_Store``) is not media, and a hidden folder is not entered; named on the
+    command line, either is taken like any other."""
 
     def discover(
         self, paths: Sequence[Path], *, recursive: bool
@@ -123,8 +126,18 @@ class LocalSourceFiles:
                 failed(path, "unreadable", exc.strerror or str(exc))
                 continue
             if stat.S_ISDIR(info.st_mode):
-                for file, file_info in _walk(path, recursive=recursive):
-                    add(file, file_info, named=False)
+                files, unreadable = _walk(path, recursive=recursive)
+                for where, error in unreadable:
+                    failed(where, "unreadable", error.strerror or str(error))
+                for file, file_info in files:
+                    if file.name.startswith("."):  # never read: ._clip.mp4 is no clip
+                        found.append(
+                            Candidate(
+                                path=file, size=file_info.st_size, content_type=None, named=False
+                            )
+                        )
+                    else:
+                        add(file, file_info, named=False)
             elif stat.S_ISREG(info.st_mode):
                 add(path, info, named=True)
             else:
@@ -134,27 +147,67 @@ class LocalSourceFiles:
     async def sha256(self, path: Path, size: int) -> str:
         return await run_blocking(_sha256, path, size)
 
-    async def chunks(self, path: Path, on_bytes: Callable[[int], None]) -> AsyncIterator[bytes]:
+    async def chunks(
+        self, path: Path, size: int, on_bytes: Callable[[int], None]
+    ) -> AsyncIterator[bytes]:
+        # A file still being copied or recorded has another size than the one hashed and
+        # declared: stop before its last chunk, so the receiver never has a whole body of it
+        # (and no HTTP client is handed more or fewer bytes than its Content-Length).
         try:
             file = await run_blocking(path.open, "rb")
         except OSError as exc:
             raise IngestFailure("unreadable", exc.strerror or str(exc)) from None
         try:
-            while chunk := await run_blocking(file.read, CHUNK_BYTES):
+            left = size
+            while left > 0:
+                chunk = await run_blocking(_read, file, min(CHUNK_BYTES, left))
+                if not chunk:
+                    raise _changed(size, size - left)
+                left -= len(chunk)
+                if left == 0:
+                    more: bytes = await run_blocking(_read, file, 1)
+                    if more:
+                        raise _changed(size, None)
                 on_bytes(len(chunk))
                 yield chunk
         finally:
             file.close()
 
 
-def _walk(root: Path, *, recursive: bool) -> list[tuple[Path, os.stat_result]]:
-    """Regular files under ``root``, sorted; a symlink counts only when it stays in the tree."""
+def _read(file: BinaryIO, count: int) -> bytes:
+    try:
+        return file.read(count)
+    except OSError as exc:
+        raise IngestFailure("unreadable", exc.strerror or str(exc)) from None
+
+
+def _changed(size: int, read: int | None) -> IngestFailure:
+    """``read``: the bytes there were (``None``: more than ``size``)."""
+    now = f"more than {size}" if read is None else str(read)
+    return IngestFailure(
+        "file_changed", f"the file changed while it was read ({size} → {now} bytes)"
+    )
+
+
+def _walk(
+    root: Path, *, recursive: bool
+) -> tuple[list[tuple[Path, os.stat_result]], list[tuple[Path, OSError]]]:
+    """Regular files under ``root``, sorted, and the folders and files that could not be read
+    (os.walk would pass over them in silence: files missed without a word); a symlink counts
+    only when it stays in the tree. Hidden folders (``.Trashes``, ``.git``, ``.thumbnails``…)
+    are not entered: what is in them is a system's or a program's, not the user's footage (name
+    one to ingest it)."""
     real_root = os.path.realpath(root)
     files: list[tuple[Path, os.stat_result]] = []
-    for directory, subdirectories, names in os.walk(root, followlinks=False):
+    unreadable: list[tuple[Path, OSError]] = []
+
+    def cannot_list(error: OSError) -> None:
+        unreadable.append((Path(error.filename), error))
+
+    for directory, subdirectories, names in os.walk(root, followlinks=False, onerror=cannot_list):
         if not recursive:
             subdirectories.clear()
-        subdirectories.sort()
+        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
         for name in sorted(names):
             path = Path(directory) / name
             if path.is_symlink():
@@ -163,11 +216,14 @@ def _walk(root: Path, *, recursive: bool) -> list[tuple[Path, os.stat_result]]:
                     continue  # out of the tree
             try:
                 info = path.stat()
-            except OSError:
+            except FileNotFoundError:
                 continue  # a dangling link
+            except OSError as exc:
+                unreadable.append((path, exc))
+                continue
             if stat.S_ISREG(info.st_mode):
                 files.append((path, info))
-    return files
+    return files, unreadable
 
 
 def _sha256(path: Path, size: int) -> str:
@@ -181,7 +237,5 @@ def _sha256(path: Path, size: int) -> str:
     except OSError as exc:
         raise IngestFailure("unreadable", exc.strerror or str(exc)) from None
     if read != size:
-        raise IngestFailure(
-            "file_changed", f"the file changed while it was read ({size} → {read} bytes)"
-        )
+        raise _changed(size, read)
     return digest.hexdigest()

@@ -64,6 +64,17 @@ class UploadSlot(msgspec.Struct, frozen=True, kw_only=True):
     url: str
     method: str
     headers: dict[str, str]
+    #: a tus upload (one PATCH from offset 0), not one PUT
+    resumable: bool = False
+
+
+class KnownAsset(msgspec.Struct, frozen=True, kw_only=True):
+    """The organisation's asset with a file's checksum."""
+
+    asset_id: str
+    #: committed and no sidecar asked for yet: a run stopped between the two, or ran with
+    #: ``--no-sidecar``
+    needs_sidecar: bool
 
 
 class SourceFiles(Protocol):
@@ -81,24 +92,33 @@ class SourceFiles(Protocol):
         changed while it was read."""
         ...
 
-    def chunks(self, path: Path, on_bytes: Callable[[int], None]) -> AsyncIterator[bytes]:
-        """The file's bytes, in chunks, never whole in memory."""
+    def chunks(
+        self, path: Path, size: int, on_bytes: Callable[[int], None]
+    ) -> AsyncIterator[bytes]:
+        """The file's bytes, in chunks, never whole in memory: exactly ``size`` of them, else
+        ``IngestFailure("file_changed")`` before the last one (the upload declared ``size``);
+        ``IngestFailure("unreadable")`` when a read fails."""
         ...
 
 
 class IngestTarget(Protocol):
     """The Heimdex that ``heimdex ingest`` talks to. Raises :class:`IngestFailure`."""
 
-    async def find_asset(self, sha256: str) -> str | None:
-        """The id of the organisation's asset with this checksum, if it has one."""
+    async def find_asset(self, sha256: str) -> KnownAsset | None:
+        """The organisation's asset with this checksum, if it has one."""
         ...
 
     async def init_upload(
-        self, name: str, size: int, content_type: str, sha256: str
-    ) -> UploadSlot: ...
+        self, name: str, size: int, content_type: str, sha256: str, *, resumable: bool = False
+    ) -> UploadSlot:
+        """An upload slot; ``resumable``: a tus slot, which the server takes up to its larger
+        limit for resumable uploads."""
+        ...
 
     async def upload(self, slot: UploadSlot, size: int, chunks: AsyncIterator[bytes]) -> None:
-        """Send the bytes exactly as the slot says (its method, URL and headers)."""
+        """Send the bytes exactly as the slot says (its method, URL and headers). A resumable
+        slot that did not get them all is terminated (it would hold one of the organisation's
+        few unfinished resumable uploads for a day)."""
         ...
 
     async def commit(self, upload_id: str) -> str:
@@ -227,21 +247,45 @@ class BulkIngest:
         existing = await self._target.find_asset(sha256)
         if existing is not None:
             progress.advance_bytes(c.size)
-            return existing, True
-        slot = await self._target.init_upload(c.path.name, c.size, c.content_type, sha256)
-        await self._target.upload(slot, c.size, self._files.chunks(c.path, progress.advance_bytes))
+            if existing.needs_sidecar and self._options.sidecar:
+                await self._sidecar(existing.asset_id)  # so a re-run finishes what was stopped
+            return existing.asset_id, True
+        name = printable(c.path.name)
+        try:
+            slot = await self._target.init_upload(name, c.size, c.content_type, sha256)
+        except IngestFailure as exc:
+            if exc.code != "upload_too_large":
+                raise
+            # Over the server's limit for one PUT (512 MiB by default; a camera file often is):
+            # a resumable slot takes it, up to the larger resumable limit, in one PATCH.
+            slot = await self._target.init_upload(
+                name, c.size, c.content_type, sha256, resumable=True
+            )
+        await self._target.upload(
+            slot, c.size, self._files.chunks(c.path, c.size, progress.advance_bytes)
+        )
         asset_id = await self._target.commit(slot.upload_id)
         if self._options.sidecar:
-            job_id = await self._target.request_sidecar(asset_id)
-            if self._options.wait:
-                await _job_succeeded(self._target.wait_for_job(job_id))
+            await self._sidecar(asset_id)
         return asset_id, False
+
+    async def _sidecar(self, asset_id: str) -> None:
+        job_id = await self._target.request_sidecar(asset_id)
+        if self._options.wait:
+            await _job_succeeded(self._target.wait_for_job(job_id))
 
 
 async def _job_succeeded(waiting: Awaitable[str | None]) -> None:
     error = await waiting
     if error is not None:
         raise IngestFailure(error, f"the sidecar job failed ({error})")
+
+
+def printable(name: str) -> str:
+    """``name`` as text that JSON, a request or a terminal takes: a file name that is not UTF-8
+    (a Latin-1 name from an old archive) reaches Python with lone surrogates, one per byte it
+    could not decode; each becomes U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def exit_status(outcomes: Sequence[FileOutcome]) -> int:

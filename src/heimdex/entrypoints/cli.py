@@ -205,6 +205,11 @@ import typer  # noqa: E402 - after the command bodies, which import their own ne
 
 _HELP = {"help_option_names": ["-h", "--help"]}
 
+
+def _example(*lines: str) -> str:
+    return "[bold]Example:[/bold]\n\n" + "\n\n".join(f"  $ {line}" for line in lines)
+
+
 app = typer.Typer(
     name="heimdex",
     help="Heimdex turns raw video into structured, queryable metadata. Configuration comes "
@@ -213,13 +218,19 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     context_settings=_HELP,
+    epilog=_example(
+        "heimdex serve",
+        "heimdex ingest ~/Videos --recursive",
+        "heimdex probe clip.mp4",
+    ),
 )
-db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True, context_settings=_HELP)
+db_app = typer.Typer(
+    help="Database maintenance.",
+    no_args_is_help=True,
+    context_settings=_HELP,
+    epilog=_example("heimdex db upgrade"),
+)
 app.add_typer(db_app, name="db")
-
-
-def _example(*lines: str) -> str:
-    return "[bold]Example:[/bold]\n\n" + "\n\n".join(f"  $ {line}" for line in lines)
 
 
 def _version(value: bool) -> None:
@@ -279,7 +290,7 @@ def serve(
     context_settings=_HELP,
 )
 def probe(
-    files: Annotated[list[Path], typer.Argument(metavar="FILE", show_default=False)],
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", show_default=False)],
     json: Annotated[
         bool,
         typer.Option(
@@ -306,7 +317,7 @@ def probe(
     context_settings=_HELP,
 )
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(metavar="PATH", show_default=False)],
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", show_default=False)],
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="descend into folders' folders")
     ] = False,

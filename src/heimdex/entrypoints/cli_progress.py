@@ -85,6 +85,9 @@ class FileProgress:
                 table_column=Column(no_wrap=True, overflow="ellipsis"),
             ),
             console=Console(stderr=True),
+            # Standard output goes above the display only when it is a terminal (the display's,
+            # likely); redirected to a file or a pipe, what is printed there lands there.
+            redirect_stdout=sys.stdout.isatty(),
         )
         self._files_task = self._progress.add_task("files", total=files, extra="", unit="files")
         if total_bytes is not None:

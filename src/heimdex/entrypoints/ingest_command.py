@@ -23,6 +23,7 @@ from heimdex.application.bulk_ingest import (
     IngestTarget,
     SourceFiles,
     exit_status,
+    printable,
 )
 from heimdex.entrypoints.cli_progress import FileProgress, stderr_is_terminal
 
@@ -57,16 +58,16 @@ def ingest_command(args: IngestArgs) -> int:
         outcomes.append(outcome)
         if args.as_json:
             line = {
-                "file": outcome.file,
+                "file": printable(outcome.file),
                 "status": outcome.status.value,
                 "asset_id": outcome.asset_id,
                 "error": outcome.error,
             }
             print(msgspec.json.encode(line).decode(), flush=True)
         elif outcome.status is not FileStatus.SKIPPED:
-            if progress.enabled:
+            if progress.enabled and sys.stdout.isatty():  # the display's terminal, likely
                 progress.print(_plain(outcome))
-            else:
+            else:  # a file or a pipe asked for the lines (the display stays on the terminal)
                 print(_plain(outcome), flush=True)
 
     for problem in known:
@@ -110,9 +111,10 @@ def _target(args: IngestArgs) -> AbstractAsyncContextManager[IngestTarget]:
 
 
 def _plain(outcome: FileOutcome) -> str:
+    file = printable(outcome.file)
     if outcome.status is FileStatus.FAILED:
-        return f"failed     {outcome.file}: {outcome.error}: {outcome.message}"
-    return f"{outcome.status.value:<10} {outcome.file} -> {outcome.asset_id}"
+        return f"failed     {file}: {outcome.error}: {outcome.message}"
+    return f"{outcome.status.value:<10} {file} -> {outcome.asset_id}"
 
 
 def _summary(outcomes: Sequence[FileOutcome], *, interrupted: bool) -> None:

@@ -160,7 +160,10 @@ class AssetController(Controller):
         min_height: Annotated[int | None, QueryParameter(ge=0, le=MAX_HEIGHT)] = None,
         created_after: Annotated[str | None, QueryParameter(format="date-time")] = None,
         created_before: Annotated[str | None, QueryParameter(format="date-time")] = None,
-        sha256: Annotated[str | None, QueryParameter(pattern=SHA256_PATTERN)] = None,
+        # The length too: "$" matches before a final newline, so the pattern alone let one in.
+        sha256: Annotated[
+            str | None, QueryParameter(pattern=SHA256_PATTERN, min_length=64, max_length=64)
+        ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE)] = 50,
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
     ) -> AssetList:

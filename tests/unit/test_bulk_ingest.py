@@ -7,6 +7,8 @@ import hashlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
+import pytest
+
 from heimdex.application.bulk_ingest import (
     BulkIngest,
     Candidate,
@@ -51,6 +53,8 @@ class MemoryHeimdex:
         self.fail_upload_of = fail_upload_of
         self.max_put, self.max_tus = max_put, max_tus
         self.sidecars: set[str] = set()  # assets whose sidecar was asked for
+        self.sidecar_refusal: IngestFailure | None = None  # what request_sidecar raises
+        self.job_error: str | None = None  # the error code every sidecar job ends with
 
     async def find_asset(self, sha256: str) -> KnownAsset | None:
         self.calls.append("find")
@@ -86,12 +90,14 @@ class MemoryHeimdex:
 
     async def request_sidecar(self, asset_id: str) -> str:
         self.calls.append("sidecar")
+        if self.sidecar_refusal is not None:
+            raise self.sidecar_refusal
         self.sidecars.add(asset_id)
         return f"j-{asset_id}"
 
     async def wait_for_job(self, job_id: str) -> str | None:
         self.calls.append("wait")
-        return None
+        return self.job_error
 
 
 class Quiet:
@@ -204,3 +210,17 @@ async def test_a_duplicate_whose_sidecar_was_never_asked_for_gets_it() -> None:
     untouched.assets[hashlib.sha256(b"abc").hexdigest()] = "bare"
     await run(files, untouched, [media("a.mp4")], sidecar=False)
     assert untouched.calls == ["find"]  # --no-sidecar: none asked for
+
+
+@pytest.mark.parametrize("fails", ["request", "job"])
+async def test_a_file_whose_sidecar_fails_names_the_asset_it_made(fails: str) -> None:
+    files = MemoryFiles({"a.mp4": b"abc"})
+    target = MemoryHeimdex()
+    if fails == "request":
+        target.sidecar_refusal = IngestFailure("job_quota_exceeded", "too many active jobs")
+    else:
+        target.job_error = "invalid_media"
+    out = await run(files, target, [media("a.mp4")], wait=True)
+    assert out["a.mp4"].status is FileStatus.FAILED
+    assert out["a.mp4"].error == ("job_quota_exceeded" if fails == "request" else "invalid_media")
+    assert out["a.mp4"].asset_id == target.assets[hashlib.sha256(b"abc").hexdigest()]

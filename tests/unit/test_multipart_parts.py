@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from heimdex.adapters.storage.s3 import DEFAULT_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, S3Storage
@@ -37,3 +39,12 @@ def test_the_part_size_keeps_every_upload_within_s3s_limits(tmp_path: Path, tota
     assert len(sizes) <= MAX_PARTS
     assert all(size >= MIN_PART_SIZE for size in sizes[:-1])
     assert 0 < sizes[-1] <= part_size
+
+
+@pytest.mark.parametrize("etag", ['"x"\n', "\n", "a b", ""])
+def test_a_commit_part_etag_is_printable_ascii_to_its_last_character(etag: str) -> None:
+    from heimdex.entrypoints.http.ingest import CommitRequest
+
+    body = {"upload_id": str(uuid.uuid4()), "parts": [{"part_number": 1, "etag": etag}]}
+    with pytest.raises(msgspec.ValidationError, match="etag"):
+        msgspec.json.decode(msgspec.json.encode(body), type=CommitRequest)

@@ -23,11 +23,12 @@ import msgspec
 
 class IngestFailure(Exception):
     """One file could not be ingested: a stable ``code`` (the server's problem code when it
-    answered one) and a message for people."""
+    answered one) and a message for people; ``asset_id`` when the asset was made all the same
+    (its sidecar request or job failed)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, asset_id: str | None = None) -> None:
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.asset_id = code, message, asset_id
 
 
 class FileStatus(enum.StrEnum):
@@ -228,6 +229,7 @@ class BulkIngest:
             return FileOutcome(
                 file=name,
                 status=FileStatus.FAILED,
+                asset_id=exc.asset_id,
                 error=exc.code,
                 message=exc.message,
                 size_bytes=c.size,
@@ -270,9 +272,13 @@ class BulkIngest:
         return asset_id, False
 
     async def _sidecar(self, asset_id: str) -> None:
-        job_id = await self._target.request_sidecar(asset_id)
-        if self._options.wait:
-            await _job_succeeded(self._target.wait_for_job(job_id))
+        try:
+            job_id = await self._target.request_sidecar(asset_id)
+            if self._options.wait:
+                await _job_succeeded(self._target.wait_for_job(job_id))
+        except IngestFailure as exc:
+            exc.asset_id = asset_id  # the asset is there; only its sidecar failed
+            raise
 
 
 async def _job_succeeded(waiting: Awaitable[str | None]) -> None:

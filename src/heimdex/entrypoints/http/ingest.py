@@ -83,6 +83,11 @@ class CommitPart(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         str, msgspec.Meta(min_length=1, max_length=_MAX_ETAG, pattern=r"^[\x21-\x7e]+$")
     ]
 
+    def __post_init__(self) -> None:
+        # The pattern's "$" matches before a final newline too (Python's re, as msgspec uses).
+        if self.etag.endswith("\n"):
+            raise ValueError("etag must be printable ASCII, without spaces")
+
 
 class CommitRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     upload_id: UUID

@@ -16,13 +16,16 @@ from urllib.parse import urljoin
 
 import httpx
 
-from heimdex.application.bulk_ingest import IngestFailure, KnownAsset, UploadSlot
+from heimdex.application.bulk_ingest import (
+    LIMIT_WAIT_SECONDS,
+    IngestFailure,
+    KnownAsset,
+    UploadSlot,
+)
 
 _TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 #: how often --wait asks about a job
 _POLL_SECONDS = 0.25
-#: the longest one API request waits out 429 answers before its file fails
-_MAX_WAIT_SECONDS = 120.0
 #: how long an unfinished resumable slot's termination may take (Ctrl-C waits for it)
 _TERMINATE_SECONDS = 5.0
 
@@ -70,7 +73,7 @@ class HttpIngestTarget:
     async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One API request. A 429 (the organisation's rate limit, a probe or job quota) means
         nothing was done: wait as its ``Retry-After`` says and ask again, for up to
-        ``_MAX_WAIT_SECONDS`` in all — a folder goes past a rate limit within seconds, and
+        ``LIMIT_WAIT_SECONDS`` in all — a folder goes past a rate limit within seconds, and
         ending each file at its first 429 ended them all."""
         waited = 0.0
         while True:
@@ -79,7 +82,7 @@ class HttpIngestTarget:
             except httpx.HTTPError as exc:
                 raise IngestFailure("unreachable", f"{self._base}: {exc}") from None
             pause = _retry_after(response)
-            if response.status_code != 429 or waited + pause > _MAX_WAIT_SECONDS:
+            if response.status_code != 429 or waited + pause > LIMIT_WAIT_SECONDS:
                 _raise_for_problem(response)
                 return response
             await asyncio.sleep(pause)

@@ -6,18 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 from uuid import UUID
 
 from heimdex.application.assets import AssetService
-from heimdex.application.bulk_ingest import IngestFailure, KnownAsset, UploadSlot
+from heimdex.application.bulk_ingest import (
+    LIMIT_WAIT_SECONDS,
+    IngestFailure,
+    KnownAsset,
+    UploadSlot,
+)
 from heimdex.application.ingest import IngestService, UploadRequest
 from heimdex.application.job_requests import JobRequests
 from heimdex.application.resumable_uploads import ResumableUploads
-from heimdex.domain.errors import HeimdexError
+from heimdex.domain.errors import HeimdexError, LimitExceeded
 from heimdex.domain.model import AssetFilter, AssetStatus, JobStatus, Principal, ThumbnailSpec
 
 _POLL_SECONDS = 0.25
+T = TypeVar("T")
 
 
 class InProcessIngestTarget:
@@ -59,10 +66,10 @@ class InProcessIngestTarget:
             sha256=sha256,
             resumable=resumable,
         )
-        try:
-            issued = await self._ingest.init_upload(self._principal, request, "http://localhost/")
-        except HeimdexError as exc:
-            raise IngestFailure(exc.code, exc.message) from None
+        principal = self._principal
+        issued = await _waiting_out_limits(
+            lambda: self._ingest.init_upload(principal, request, "http://localhost/")
+        )
         target = issued.target
         return UploadSlot(
             upload_id=str(issued.upload.id),
@@ -90,19 +97,15 @@ class InProcessIngestTarget:
             raise IngestFailure(exc.code, exc.message) from None
 
     async def commit(self, upload_id: str) -> str:
-        try:
-            asset, _ = await self._ingest.commit_upload(self._principal, UUID(upload_id))
-        except HeimdexError as exc:
-            raise IngestFailure(exc.code, exc.message) from None
+        principal, upload = self._principal, UUID(upload_id)
+        asset, _ = await _waiting_out_limits(lambda: self._ingest.commit_upload(principal, upload))
         return str(asset.id)
 
     async def request_sidecar(self, asset_id: str) -> str:
-        try:
-            job, _ = await self._jobs.request_sidecar(
-                self._principal, UUID(asset_id), ThumbnailSpec()
-            )
-        except HeimdexError as exc:
-            raise IngestFailure(exc.code, exc.message) from None
+        principal, asset = self._principal, UUID(asset_id)
+        job, _ = await _waiting_out_limits(
+            lambda: self._jobs.request_sidecar(principal, asset, ThumbnailSpec())
+        )
         return str(job.id)
 
     async def wait_for_job(self, job_id: str) -> str | None:
@@ -116,3 +119,21 @@ class InProcessIngestTarget:
             if job.status is JobStatus.FAILED:
                 return job.error.code if job.error else "job_failed"
             await asyncio.sleep(_POLL_SECONDS)
+
+
+async def _waiting_out_limits(call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``; a per-organisation limit that says when to try again (the probe cap when
+    several large files commit at once, the job cap) is waited out as the HTTP target waits
+    out a 429, for up to ``LIMIT_WAIT_SECONDS``. Any other refusal is the file's failure."""
+    waited = 0.0
+    while True:
+        try:
+            return await call()
+        except LimitExceeded as exc:
+            pause = max(1, exc.retry_after or 0)
+            if exc.retry_after is None or waited + pause > LIMIT_WAIT_SECONDS:
+                raise IngestFailure(exc.code, exc.message) from None
+        except HeimdexError as exc:
+            raise IngestFailure(exc.code, exc.message) from None
+        await asyncio.sleep(pause)
+        waited += pause

@@ -20,6 +20,11 @@ from typing import Protocol
 
 import msgspec
 
+#: the longest one request to a Heimdex waits out a per-organisation limit that says when to
+#: try again (the rate limit, the probe or job cap) before its file fails: a folder reaches
+#: those within seconds, and ending each file at its first refusal ended them all
+LIMIT_WAIT_SECONDS = 120.0
+
 
 class IngestFailure(Exception):
     """One file could not be ingested: a stable ``code`` (the server's problem code when it

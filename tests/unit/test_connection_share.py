@@ -45,20 +45,20 @@ def test_the_next_connection_goes_to_the_waiting_org_holding_fewest_then_the_ear
     rule = FairShare(capacity=4, per_org=4)
     for org in ("a", "a", "a", "c"):
         rule.take(org)
-    assert rule.next_in_turn(["a", "b"]) is None  # nothing is free
+    assert rule.next_in_turn({"a": 1, "b": 2}) is None  # nothing is free
     rule.give_back("a")
     # a waited first and holds 2, c holds 1, b holds none: b, though it came last.
-    assert rule.next_in_turn(["a", "c", "a", "b"]) == 3
-    assert rule.next_in_turn(["a", "c", "a"]) == 1
-    assert rule.next_in_turn(["c", "e", "f"]) == 1  # equals: the one waiting longest
+    assert rule.next_in_turn({"a": 1, "c": 2, "b": 4}) == "b"
+    assert rule.next_in_turn({"a": 1, "c": 2}) == "c"
+    assert rule.next_in_turn({"f": 3, "e": 2, "c": 1}) == "e"  # equals: the one waiting longest
 
 
 def test_an_org_at_its_share_is_never_next_even_with_connections_free() -> None:
     rule = FairShare(capacity=10, per_org=2)
     rule.take("a")
     rule.take("a")
-    assert rule.next_in_turn(["a", "a"]) is None
-    assert rule.next_in_turn(["a", "b"]) == 1
+    assert rule.next_in_turn({"a": 1}) is None
+    assert rule.next_in_turn({"a": 1, "b": 2}) == "b"
 
 
 def test_giving_back_forgets_an_org_that_holds_nothing() -> None:

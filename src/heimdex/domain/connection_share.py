@@ -10,7 +10,7 @@ that already holds more. Pure bookkeeping: the caller does the waiting (``Connec
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 
 def share_of(capacity: int, fraction: float) -> int:
@@ -60,20 +60,19 @@ class FairShare:
         """A connection is free and ``org_id`` is under its share."""
         return self._total < self._capacity and not self.at_share(org_id)
 
-    def next_in_turn(self, waiting: Sequence[str]) -> int | None:
-        """Of the organisations ``waiting`` (one entry per request, longest waiting first), the
-        index of the request to serve now: among those that may take a connection, the one whose
-        organisation holds the fewest, the earliest of equals. ``None``: nobody may."""
+    def next_in_turn(self, waiting: Mapping[str, int]) -> str | None:
+        """Of the organisations ``waiting`` (each with when its longest-waiting request came, a
+        number that grows with each request), the one to serve now: among those that may take a
+        connection, the one that holds the fewest, the one waiting longest of equals. ``None``:
+        nobody may."""
         if self._total >= self._capacity:
             return None
-        chosen: int | None = None
-        fewest = self._per_org
-        for index, org_id in enumerate(waiting):
-            held = self.held(org_id)
-            if held < fewest:
-                chosen, fewest = index, held
-                if held == 0:
-                    break  # nobody holds fewer, and this one waited longest of those
+        chosen: str | None = None
+        best = (self._per_org, 0)
+        for org_id, since in waiting.items():
+            rank = (self.held(org_id), since)
+            if rank[0] < self._per_org and (chosen is None or rank < best):
+                chosen, best = org_id, rank
         return chosen
 
     def take(self, org_id: str) -> None:

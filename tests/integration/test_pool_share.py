@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -162,6 +163,8 @@ async def a_done_before_b_answered(
         await asyncio.wait({other_task}, timeout=HOLD_SECONDS)
     finally:
         await admin.execute(release, *lock_args)  # A's requests go on
+        if sys.exc_info()[0] is not None:
+            await asyncio.gather(*greedy_tasks, return_exceptions=True)
     other_response = await other_task
     greedy_responses = await asyncio.gather(*greedy_tasks)
     return (
@@ -275,7 +278,10 @@ async def test_past_its_share_and_the_wait_an_org_gets_429_database_busy_with_re
                     for _ in range(POOL // 2)
                 ]
                 await until_blocked(admin, POOL // 2)
-                refused = await client.get(f"/v1/assets/{asset_a.id}", headers=token(org_a))
+                # Bounded: were A not held to its share, this read would wait for the lock.
+                refused = await asyncio.wait_for(
+                    client.get(f"/v1/assets/{asset_a.id}", headers=token(org_a)), HOLD_SECONDS
+                )
                 listing = await client.get("/v1/assets", headers=token(org_a))
                 health = await client.get("/health")  # no organisation: no share to wait for
             finally:

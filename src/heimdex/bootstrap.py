@@ -50,6 +50,11 @@ from heimdex.adapters.storage.s3 import S3Storage
 from heimdex.adapters.webhooks.http_sender import HttpxWebhookSender
 from heimdex.application.abandoned_uploads import AbandonedUploadSweeper
 from heimdex.application.assets import AssetService
+from heimdex.application.connection_share import (
+    ConnectionShare,
+    SharedCatalogueReads,
+    SharedUnitOfWorkFactory,
+)
 from heimdex.application.derived_files import DerivedFileSweeper
 from heimdex.application.health import HealthService
 from heimdex.application.idempotency import IdempotencyService
@@ -72,6 +77,7 @@ from heimdex.application.sweeping import Sweep
 from heimdex.application.webhook_delivery import DeliveryPolicy, WebhookDeliverer
 from heimdex.application.webhooks import WebhookPolicy, WebhookService
 from heimdex.bootstrap_media import build_prober, decode_limits
+from heimdex.domain.connection_share import FairShare, share_of
 from heimdex.domain.errors import (
     HeimdexError,
     ProbeBusy,
@@ -352,6 +358,21 @@ def build_probe_slots(settings: Settings, refusal: type[ProbeBusy] = ProbeBusy) 
     )
 
 
+def build_connection_share(settings: Settings, capacity: int, pool: str) -> ConnectionShare | None:
+    """Each organisation's share of a pool of ``capacity`` connections in this process
+    (``HEIMDEX_DATABASE_ORG_SHARE``); ``None`` when there is none."""
+    fraction = settings.database.org_share
+    if fraction <= 0:
+        return None
+    wait = settings.database.org_wait_seconds
+    return ConnectionShare(
+        FairShare(capacity, share_of(capacity, fraction)),
+        wait,
+        retry_after=math.ceil(max(wait, 1.0)),
+        pool=pool,
+    )
+
+
 def build_signer(settings: Settings) -> UrlSigner:
     return HmacUrlSigner(settings.jwt.secret)
 
@@ -529,11 +550,22 @@ def build_services(settings: Settings, adapters: Adapters) -> Services:
     """Build every use case on ``adapters`` (the real ones, or some swapped for fakes)."""
     a = adapters
     uow, clock, storage, metrics = a.uow, a.clock, a.storage, a.metrics
+    # What requests use holds at most its organisation's share of each pool, so one
+    # organisation's many slow requests leave connections to the others. The jobs, deliveries
+    # and sweeps use the pools as they are: few at a time, bounded by their own settings.
+    requests_uow: UnitOfWorkFactory = uow
+    uow_share = build_connection_share(settings, a.database.pool_capacity, "unit-of-work")
+    if uow_share is not None:
+        requests_uow = SharedUnitOfWorkFactory(uow, uow_share)
+    reads = a.reads
+    read_share = build_connection_share(settings, settings.database.read_pool_size, "read")
+    if reads is not None and read_share is not None:
+        reads = SharedCatalogueReads(reads, read_share)
     # The use cases get timed media ports; health checks and shutdown use the adapters as built.
     measured_prober = MeasuredProber(a.prober, metrics)
     probe_slots = build_probe_slots(settings)
     policy = job_policy(settings)
-    jobs = JobRequests(uow, a.job_directory, a.queue, clock, policy, a.reads)
+    jobs = JobRequests(requests_uow, a.job_directory, a.queue, clock, policy, reads)
     job_runner = JobRunner(
         uow,
         a.job_directory,
@@ -582,9 +614,9 @@ def build_services(settings: Settings, adapters: Adapters) -> Services:
         rate_limiter=a.rate_limiter,
         request_bodies=a.request_bodies,
         signed_urls=SignedUrlVerifier(a.signer, clock),
-        probing=ProbeService(uow, storage, measured_prober, probe_slots),
+        probing=ProbeService(requests_uow, storage, measured_prober, probe_slots),
         ingest=IngestService(
-            uow,
+            requests_uow,
             storage,
             measured_prober,
             clock,
@@ -602,14 +634,14 @@ def build_services(settings: Settings, adapters: Adapters) -> Services:
             multipart=storage if isinstance(storage, S3Storage) else None,
         ),
         resumable=ResumableUploads(
-            uow,
+            requests_uow,
             storage,
             clock,
             ttl=timedelta(seconds=settings.uploads.resumable_ttl_seconds),
             stall=timedelta(seconds=settings.uploads.stall_seconds),
             metrics=metrics,
         ),
-        assets=AssetService(uow, storage, a.reads),
+        assets=AssetService(requests_uow, storage, reads),
         idempotency=IdempotencyService(
             a.idempotency_store,
             clock,
@@ -618,9 +650,11 @@ def build_services(settings: Settings, adapters: Adapters) -> Services:
         ),
         jobs=jobs,
         job_runner=job_runner,
-        sidecars=SidecarService(uow, storage, clock, settings.storage.download_url_ttl_seconds),
+        sidecars=SidecarService(
+            requests_uow, storage, clock, settings.storage.download_url_ttl_seconds
+        ),
         pictures=PictureService(
-            uow, storage, clock, settings.storage.download_url_ttl_seconds, a.picture_maker
+            requests_uow, storage, clock, settings.storage.download_url_ttl_seconds, a.picture_maker
         ),
         abandoned_uploads=AbandonedUploadSweeper(
             uow,
@@ -640,7 +674,7 @@ def build_services(settings: Settings, adapters: Adapters) -> Services:
         ),
         health=HealthService(checks),
         webhooks=WebhookService(
-            uow,
+            requests_uow,
             clock,
             WebhookPolicy(
                 allow_http=not settings.is_production,
@@ -649,10 +683,10 @@ def build_services(settings: Settings, adapters: Adapters) -> Services:
             ),
         ),
         deliverer=deliverer,
-        job_listing=JobListing(uow, a.reads),
-        replay=ReplayService(uow, a.replay_directory, a.webhook_directory, clock),
+        job_listing=JobListing(requests_uow, reads),
+        replay=ReplayService(requests_uow, a.replay_directory, a.webhook_directory, clock),
         search=SearchService(
-            uow,
+            requests_uow,
             a.fingerprinter,
             storage,
             clock,

@@ -75,6 +75,11 @@ class DatabaseSettings(Section, frozen=True, kw_only=True):
     migrations_dir: Annotated[Path | None, Env("HEIMDEX_MIGRATIONS_DIR")] = None
     #: connections of each API process's read pool (PostgreSQL): about its concurrent reads
     read_pool_size: Annotated[int, Positive] = 20
+    #: the fraction of each pool (the read pool, the unit-of-work pool) one organisation's
+    #: requests may hold at once, so the rest stays open to the others; 0: no share
+    org_share: Annotated[float, msgspec.Meta(ge=0, le=1, description="0: no share")] = 0.5
+    #: longest a request past its organisation's share waits for a connection; then 429
+    org_wait_seconds: Annotated[float, msgspec.Meta(ge=0, description="0: do not wait")] = 10.0
 
 
 class RedisSettings(Section, frozen=True, kw_only=True):

@@ -6,7 +6,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from heimdex.bootstrap import Adapters, build_adapters, build_services, build_worker_broker
+from heimdex.bootstrap import (
+    Adapters,
+    build_adapters,
+    build_connection_share,
+    build_services,
+    build_worker_broker,
+)
 from heimdex.domain.model import AssetStatus, JobStatus, Principal, ThumbnailSpec
 from heimdex.settings import Settings
 from tests.builders import make_asset, make_upload, short_media
@@ -106,3 +112,15 @@ def test_the_redis_broker_takes_the_claim_idle_time_from_the_settings(tmp_path: 
     assert build_worker_broker(Settings.from_flat(data_dir=tmp_path)).claim_idle_seconds == 120
     longer = Settings.from_flat(data_dir=tmp_path, job_lease_seconds=300)
     assert build_worker_broker(longer).claim_idle_seconds == 600
+
+
+def test_each_pool_gets_a_share_of_its_own_size_and_none_when_switched_off() -> None:
+    settings = Settings.from_flat(jwt_secret=SECRET, database_org_share=0.5)
+    reads = build_connection_share(settings, 20, "read")
+    units = build_connection_share(settings, 15, "unit-of-work")
+    assert reads is not None
+    assert units is not None
+    assert (reads.rule.capacity, reads.rule.per_org) == (20, 10)
+    assert (units.rule.capacity, units.rule.per_org) == (15, 7)
+    off = settings.replace_flat(database_org_share=0.0)
+    assert build_connection_share(off, 20, "read") is None

@@ -133,6 +133,16 @@ class SearchImagesBusy(ProbeBusy):
     work = "image search(es)"
 
 
+class DatabaseBusy(LimitExceeded):
+    """The organisation already holds its share of the database connections
+    (``HEIMDEX_DATABASE_ORG_SHARE`` of a pool) and none of its own came free within
+    ``HEIMDEX_DATABASE_ORG_WAIT_SECONDS``. Its own load, not the service's: worth trying again
+    after ``retry_after`` seconds, with fewer requests at once."""
+
+    code = "database_busy"
+    title = "The organisation holds its share of the database connections"
+
+
 class UnsupportedMediaType(HeimdexError):
     code = "unsupported_media_type"
     title = "The content type is not video or audio"

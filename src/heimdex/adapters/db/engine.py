@@ -88,6 +88,11 @@ def _sqlite_take_over_transactions(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+#: SQLAlchemy's own defaults for the engine's pool, said here so the pool's size is known
+POOL_SIZE = 5
+MAX_OVERFLOW = 10
+
+
 class Database:
     """Owns the engine; built by the composition root, disposed at shutdown.
 
@@ -99,6 +104,10 @@ class Database:
         self.url = url
         options: dict[str, Any] = {"pool_pre_ping": True}
         options.update(engine_options)
+        #: connections the engine's pool opens at most (its size and overflow)
+        self.pool_capacity = options.get("pool_size", POOL_SIZE) + options.get(
+            "max_overflow", MAX_OVERFLOW
+        )
         self.engine: AsyncEngine = create_async_engine(url, **options)
         if self.engine.dialect.name == "sqlite":
             _sqlite_take_over_transactions(self.engine)

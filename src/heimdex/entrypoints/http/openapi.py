@@ -38,9 +38,10 @@ from heimdex.entrypoints.http.problems import PROBLEM_JSON, STATUS_BY_ERROR, Pro
 # status -> the problem codes a route may answer with it
 Problems = Mapping[int, Sequence[str]]
 
-#: every route behind the bearer token (authenticated, then rate-limited per organisation),
-#: and any route at all when something breaks
-AUTHENTICATED: Problems = {401: ["unauthenticated"], 429: ["rate_limited"]}
+#: every route behind the bearer token (authenticated, then rate-limited per organisation;
+#: its database connections held to the organisation's share), and any route at all when
+#: something breaks
+AUTHENTICATED: Problems = {401: ["unauthenticated"], 429: ["rate_limited", "database_busy"]}
 SERVER: Problems = {500: ["internal_error"], 503: ["database_unavailable", "tenancy_unsafe"]}
 #: a JSON body that may not validate, or may name another organisation
 JSON_BODY: Problems = {400: ["invalid_request"], 403: ["org_mismatch"]}

@@ -43,6 +43,7 @@ STATUS_BY_ERROR: dict[type[errors.HeimdexError], int] = {
     errors.SemanticSearchUnavailable: 501,
     errors.LimitExceeded: 429,
     errors.ProbeBusy: 429,
+    errors.DatabaseBusy: 429,
     errors.StorageQuotaExceeded: 403,
     errors.UnsupportedMediaType: 415,
     errors.InvalidMedia: 422,

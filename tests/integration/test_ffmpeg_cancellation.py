@@ -21,6 +21,7 @@ from heimdex.adapters.media.ffmpeg_thumbnailer import FfmpegThumbnailer
 from heimdex.adapters.media.limits import DecodeLimits
 from heimdex.adapters.media.pyav import InProcessPyAVProber
 from heimdex.domain.model import ThumbnailSpec
+from tests.fixtures.processes import child_processes
 from tests.requirements import require_binary
 
 # Seconds of a 1080p test pattern: far longer than the test waits.
@@ -28,21 +29,12 @@ ENDLESS = ["-nostdin", "-v", "error", "-f", "lavfi", "-re", "-i", "testsrc2=size
 
 
 def ffmpeg_children() -> list[tuple[int, str]]:
-    """``(pid, state)`` of this process's ffmpeg children, running or zombie, from /proc."""
-    me = str(Path("/proc/self").resolve().name)
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text.rsplit(")", 1)[1].split()
-        if fields[1] == me and name in ("ffmpeg", "nice", "prlimit"):
-            found.append((int(entry.name), fields[0]))
-    return found
+    """``(pid, state)`` of this process's ffmpeg children, running or zombie."""
+    return [
+        (pid, state)
+        for pid, state, name in child_processes()
+        if name in ("ffmpeg", "nice", "prlimit")
+    ]
 
 
 async def cancelled_while_running(

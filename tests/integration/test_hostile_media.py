@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from tests.fixtures.app import (
 )
 from tests.fixtures.frame_bombs import declaring_frame
 from tests.fixtures.media import MediaFactory, atime_is_recorded
+from tests.fixtures.processes import child_processes
 from tests.requirements import require_binary
 
 pytestmark = pytest.mark.ffmpeg
@@ -177,22 +177,6 @@ async def sidecar_job(
     accepted = await client.post(f"/v1/assets/{asset_id}/sidecar", json=body, headers=bearer(token))
     assert accepted.status_code == 202, accepted.text
     return await wait_for_job(client, token, accepted.headers["location"])
-
-
-def child_processes() -> Iterator[tuple[int, str, str]]:
-    """``(pid, state, name)`` of this process's children, from /proc."""
-    me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text.rsplit(")", 1)[1].split()
-        if int(fields[1]) == me:
-            yield int(entry.name), fields[0], name
 
 
 def assert_no_process_left() -> None:

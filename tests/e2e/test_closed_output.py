@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_ingest import ingest
 from tests.e2e.test_serve import SECRET, environment
 
 
@@ -88,20 +89,12 @@ def test_ingest_into_a_closed_pipe_stops_quietly_and_the_next_run_resumes(
     tmp_path: Path, h264_aac_mp4: Path
 ) -> None:
     clips = distinct_clips(h264_aac_mp4, tmp_path / "footage", 4)
-    args = ("ingest", "--json", "--no-sidecar", "--jobs", "2", str(tmp_path / "footage"))
+    args = ("--jobs", "2", str(tmp_path / "footage"))
 
-    status, err = run_into_closed_pipe(*args, cwd=tmp_path)
+    status, err = run_into_closed_pipe("ingest", "--json", "--no-sidecar", *args, cwd=tmp_path)
     assert_quiet_failure(status, err)
 
-    again = subprocess.run(
-        [sys.executable, "-m", "heimdex", *args],
-        cwd=tmp_path,
-        env=environment(tmp_path, HEIMDEX_JWT_SECRET=SECRET),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    again = ingest(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     outcomes = [json.loads(line) for line in again.stdout.splitlines()]
     assert sorted(Path(o["file"]).name for o in outcomes) == sorted(c.name for c in clips)

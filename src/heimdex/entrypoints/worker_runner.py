@@ -250,7 +250,7 @@ async def _stop(
     messages = 0
     try:
         messages = await _within(_HAND_BACK_SECONDS, broker.hand_back())
-    except Exception as exc:  # Redis gone (its idle timeout hands them over), or too slow
+    except Exception as exc:  # Redis gone or too slow: their claims lapse, another takes them
         log.warning("worker_messages_not_handed_back", error=repr(exc))
     try:
         await _within(_CLOSE_SECONDS, broker.shutdown())  # WORKER_SHUTDOWN: the services

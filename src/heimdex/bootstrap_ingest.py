@@ -51,11 +51,10 @@ async def in_process_target(org_id: str, *, run_jobs: bool) -> AsyncIterator[Ing
     """This machine's Heimdex (``HEIMDEX_*``; by default the embedded one on ./data), in this
     process, as ``org_id``. ``run_jobs``: run the sidecar jobs here; otherwise they stay queued
     for ``heimdex serve`` on the same data, whose sweep hands them over."""
-    import asyncio
-    import contextlib
+    from contextlib import nullcontext
 
     from heimdex.adapters.heimdex_inprocess import InProcessIngestTarget
-    from heimdex.application.sweeping import sweep_forever
+    from heimdex.application.sweeping import sweeping
     from heimdex.bootstrap import build
     from heimdex.logs import configure_logging
     from heimdex.settings import load_settings
@@ -66,27 +65,16 @@ async def in_process_target(org_id: str, *, run_jobs: bool) -> AsyncIterator[Ing
     configure_logging("warning" if run_jobs else "error", settings.log.format)
     services = build(settings)
     await services.startup(start_queue=run_jobs)
-    # Running the jobs here means running their sweep too: a job whose attempt failed is
-    # retried after its back-off, and a job a lost message left queued is handed over again,
-    # by the sweep only (without it `--wait` would wait for ever).
-    sweeping = (
-        asyncio.create_task(
-            sweep_forever(settings.jobs.sweep_interval_seconds, services.job_runner.sweep)
-        )
-        if run_jobs
-        else None
-    )
+    # Running the jobs here means running their sweep too (see ``sweeping``).
+    interval = settings.jobs.sweep_interval_seconds
     try:
-        yield InProcessIngestTarget(
-            org_id,
-            ingest=services.ingest,
-            resumable=services.resumable,
-            assets=services.assets,
-            jobs=services.jobs,
-        )
+        async with sweeping(interval, services.job_runner.sweep) if run_jobs else nullcontext():
+            yield InProcessIngestTarget(
+                org_id,
+                ingest=services.ingest,
+                resumable=services.resumable,
+                assets=services.assets,
+                jobs=services.jobs,
+            )
     finally:
-        if sweeping is not None:
-            sweeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeping
         await services.aclose()

@@ -100,3 +100,32 @@ def test_reindex_refuses_a_bad_organisation(
 ) -> None:
     assert main(["reindex", "--org", "not an org!"]) == 2
     assert "--org" in capsys.readouterr().err
+
+
+def test_reindex_runs_a_job_left_queued_without_a_message(
+    data_dir: Path, clips: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run stopped between a job's commit and its hand-over leaves it queued with no message;
+    # the next run waits for that job rather than asking twice, so its sweep must hand it over.
+    monkeypatch.setenv("HEIMDEX_SWEEP_INTERVAL_SECONDS", "0.2")
+    database = data_dir / "heimdex.db"
+    status, out = heimdex("ingest", str(clips[0]), "--org", "acme", "--wait", "--json")
+    assert status == 0, out
+    forget_frames(database)
+    with sqlite3.connect(database) as connection:
+        changed = connection.execute(
+            "UPDATE jobs SET status = 'queued', enqueued_at = NULL, next_attempt_at = NULL, "
+            "lease_owner = NULL, lease_expires_at = NULL, started_at = NULL, finished_at = NULL"
+        ).rowcount
+    assert changed == 1
+
+    result = subprocess.run(
+        [sys.executable, "-m", "heimdex", "reindex"],
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=120,  # without the sweep it waits for ever
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 assets fingerprinted, 0 without fingerprints, of 1" in result.stdout

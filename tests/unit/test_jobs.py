@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from heimdex.domain.model import (
     Thumbnail,
     ThumbnailSpec,
 )
+from heimdex.domain.ports import JobInTurn
 from tests.builders import make_asset, make_upload, short_media
 from tests.unit.fakes import (
     FakeClock,
@@ -451,3 +453,50 @@ async def test_every_line_a_job_run_logs_names_its_job_and_asset(world: World) -
     for event in ("job_started", "job_succeeded"):
         assert ids.items() <= lines[event].items(), lines[event]
     assert structlog.contextvars.get_contextvars() == {}  # unbound after the run
+
+
+class _RacedDirectory(FakeJobDirectory):
+    """Runs ``between`` once, after its first answer of whose turn it is and before the caller
+    claims that job: another slot acting in that moment."""
+
+    def __init__(self, database: FakeDatabase, between: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(database)
+        self._between: Callable[[], Awaitable[None]] | None = between
+
+    async def next_in_turn(self, now: datetime, prefer_org: str) -> JobInTurn | None:
+        turn = await super().next_in_turn(now, prefer_org)
+        between, self._between = self._between, None
+        if between is not None:
+            await between()
+        return turn
+
+
+async def test_a_message_whose_own_job_was_taken_in_turn_runs_the_next_job(world: World) -> None:
+    # Two jobs, two messages at once (the in-process queue runs both at the same moment): the
+    # second job's message takes the first job in turn just after the first job's message found
+    # that it is its own job's turn. The first message must then run the second job: nothing
+    # else would (its message was spent), and it waited for the sweep's lost-message check.
+    first_asset, second_asset = await world.asset(), await world.asset()
+    first, _ = await world.jobs.request_sidecar(ORG, first_asset.id, SPEC)
+    world.clock.advance(seconds=1)
+    second, _ = await world.jobs.request_sidecar(ORG, second_asset.id, SPEC)
+
+    async def other_slot_takes_the_first() -> None:
+        now = world.clock.now()
+        async with world.database(ORG.org_id) as uow:
+            assert await uow.jobs.claim(first.id, "other-slot", now, now + HOUR) is not None
+            await uow.commit()
+
+    runner = JobRunner(
+        world.database,
+        _RacedDirectory(world.database, other_slot_takes_the_first),
+        world.queue,
+        world.storage,
+        world.thumbnailer,
+        world.clock,
+        JobPolicy(max_attempts=3, lease=timedelta(seconds=60)),
+        prober_name="fake",
+        metrics=world.metrics,
+    )
+    await runner.run(first.id)
+    assert (await world.jobs.get(ORG, second.id)).status is JobStatus.SUCCEEDED

@@ -148,16 +148,21 @@ class JobRunner:
         messages stays true; its own job runs when another message finds it in turn."""
         for _ in range(_TURN_ATTEMPTS):  # another slot may claim the pick first: pick again
             turn = await self._directory.next_in_turn(self._clock.now(), org_id)
-            if turn is None or turn.job_id == job_id:
+            if turn is None:
                 break
+            # The pick may be this message's own job and still be claimed first by a message of
+            # another job, which spent itself on this one in turn: then this message must run
+            # the next job in turn, or that job is left queued with no message at all.
             job = await self._claim(turn.job_id, turn.org_id)
-            if job is not None:
+            if job is None:
+                continue
+            if turn.job_id != job_id:
                 try:
                     await self._directory.mark_enqueued(job_id, org_id, turn.enqueued_at)
                 except DatabaseUnavailable as exc:  # the claim stands: at worst, a redelivery
                     log.warning("job_turn_not_recorded", job_id=str(job_id), error=exc.message)
                 log.debug("job_taken_in_turn", job_id=str(job.id), message_job_id=str(job_id))
-                return job
+            return job
         return await self._claim(job_id, org_id)
 
     async def _claim(self, job_id: UUID, org_id: str) -> Job | None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import anyio
 
@@ -29,3 +32,19 @@ async def sweep_forever(interval_seconds: float, *sweeps: Sweep) -> None:
             except Exception:
                 log.exception("sweep_crashed", sweep=name)
         await anyio.sleep(interval_seconds)
+
+
+@asynccontextmanager
+async def sweeping(interval_seconds: float, *sweeps: Sweep) -> AsyncIterator[None]:
+    """:func:`sweep_forever` in the background for the duration of the block: what a command
+    that runs jobs in its own process (``heimdex ingest --wait``, ``heimdex reindex`` on the
+    embedded default) needs, as the server and the workers have it. Without it a job left
+    queued with no message (a retry after its back-off, a hand-over that did not happen) runs
+    nowhere, and the command waits for it for ever."""
+    task = asyncio.create_task(sweep_forever(interval_seconds, *sweeps))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -25,6 +25,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 
 async def _reindex(args: argparse.Namespace, settings: Any) -> int:
+    from heimdex.application.sweeping import sweeping
     from heimdex.bootstrap import build
     from heimdex.entrypoints.cli_progress import FileProgress, stderr_is_terminal
     from heimdex.logs import configure_logging
@@ -42,8 +43,11 @@ async def _reindex(args: argparse.Namespace, settings: Any) -> int:
                 print(f"{org}\t{asset_id}")
             print(f"{len(pending)} assets to fingerprint")
             return 0
+        # The sweep, as the server and the workers run it: on the embedded default the jobs
+        # run here, and a job left queued without a message would otherwise run nowhere.
         with FileProgress(len(pending), enabled=stderr_is_terminal()) as progress:
-            summary = await reindexer.run(pending, progress, concurrency=args.jobs)
+            async with sweeping(settings.jobs.sweep_interval_seconds, services.job_runner.sweep):
+                summary = await reindexer.run(pending, progress, concurrency=args.jobs)
         print(
             f"{summary.fingerprinted} assets fingerprinted, {summary.failed} without "
             f"fingerprints, of {len(pending)}"

@@ -320,6 +320,46 @@ async def test_a_message_read_by_a_worker_that_stopped_renewing_waits_again(
         await broker.shutdown()
 
 
+async def a_stuck_worker_leaves_the_rest_to_an_idle_one(
+    redis: Redis,
+    stream: str,
+    messages: list[uuid.UUID],
+    *,
+    busy_seconds: float = 15,
+    **broker_options: float,
+) -> None:
+    """A worker with one slot, stuck in the first of ``messages`` it gets, then an idle worker
+    beside it: the idle one must run the other two, and every message run once is acknowledged.
+    """
+    release, busy = asyncio.Event(), Delivered()
+
+    async def stuck(job_id: uuid.UUID) -> None:
+        await busy(job_id)
+        await release.wait()
+
+    busy_broker = build_redis_broker(REDIS_URL, queue_name=stream, **broker_options)
+    idle_broker = build_redis_broker(REDIS_URL, queue_name=stream, **broker_options)
+    busy_finished, busy_worker = await run_redis_worker(busy_broker, stuck, max_async_tasks=1)
+    idle = Delivered()
+    try:
+        await busy.wait_for(1, seconds=busy_seconds)
+        idle_finished, idle_worker = await run_redis_worker(idle_broker, idle)
+        try:
+            await idle.wait_for(2, seconds=5)
+            assert sorted(busy.ids + idle.ids) == sorted(messages)
+            release.set()
+            await until_empty(redis, stream)  # every entry acknowledged before shutting down
+        finally:
+            idle_finished.set()
+            idle_worker.cancel()
+    finally:
+        release.set()
+        busy_finished.set()
+        busy_worker.cancel()
+        await busy_broker.shutdown()
+        await idle_broker.shutdown()
+
+
 @pytest.mark.redis
 async def test_a_busy_worker_leaves_waiting_messages_to_an_idle_one(
     redis: Redis, stream: str
@@ -333,33 +373,7 @@ async def test_a_busy_worker_leaves_waiting_messages_to_an_idle_one(
     for job_id in backlog:
         await RedisJobQueue(kicker).enqueue(job_id)
     await kicker.shutdown()
-    release, busy = asyncio.Event(), Delivered()
-
-    async def stuck(job_id: uuid.UUID) -> None:
-        await busy(job_id)
-        await release.wait()
-
-    busy_broker = build_redis_broker(REDIS_URL, queue_name=stream)
-    busy_finished, busy_worker = await run_redis_worker(busy_broker, stuck, max_async_tasks=1)
-    idle = Delivered()
-    idle_broker = build_redis_broker(REDIS_URL, queue_name=stream)
-    try:
-        await busy.wait_for(1)
-        idle_finished, idle_worker = await run_redis_worker(idle_broker, idle)
-        try:
-            await idle.wait_for(2, seconds=5)
-            assert sorted(busy.ids + idle.ids) == sorted(backlog)
-            release.set()
-            await until_empty(redis, stream)  # every entry acknowledged before shutting down
-        finally:
-            idle_finished.set()
-            idle_worker.cancel()
-    finally:
-        release.set()
-        busy_finished.set()
-        busy_worker.cancel()
-        await busy_broker.shutdown()
-        await idle_broker.shutdown()
+    await a_stuck_worker_leaves_the_rest_to_an_idle_one(redis, stream, backlog)
 
 
 @pytest.mark.redis
@@ -425,34 +439,10 @@ async def test_a_dead_workers_messages_are_taken_over_one_per_free_slot(
     # A worker with one slot, stuck in the first message it took over, must leave the rest to
     # another worker rather than take them all (XAUTOCLAIM's batch of 100).
     lost = await dead_consumer_reads(redis, stream, 3)
-    release, busy = asyncio.Event(), Delivered()
-
-    async def stuck(job_id: uuid.UUID) -> None:
-        await busy(job_id)
-        await release.wait()
-
     # Renewed every 0.33 s: a busy worker's claim survives a loaded machine's stalls.
-    busy_broker = build_redis_broker(REDIS_URL, queue_name=stream, claim_idle_seconds=1.0)
-    idle_broker = build_redis_broker(REDIS_URL, queue_name=stream, claim_idle_seconds=1.0)
-    busy_finished, busy_worker = await run_redis_worker(busy_broker, stuck, max_async_tasks=1)
-    idle = Delivered()
-    try:
-        await busy.wait_for(1, seconds=5)
-        idle_finished, idle_worker = await run_redis_worker(idle_broker, idle)
-        try:
-            await idle.wait_for(2, seconds=5)
-            assert sorted(busy.ids + idle.ids) == sorted(lost)
-            release.set()
-            await until_empty(redis, stream)
-        finally:
-            idle_finished.set()
-            idle_worker.cancel()
-    finally:
-        release.set()
-        busy_finished.set()
-        busy_worker.cancel()
-        await busy_broker.shutdown()
-        await idle_broker.shutdown()
+    await a_stuck_worker_leaves_the_rest_to_an_idle_one(
+        redis, stream, lost, claim_idle_seconds=1.0, busy_seconds=5
+    )
 
 
 @pytest.mark.redis

@@ -166,36 +166,24 @@ class SharedCatalogueReads:
         self._share = share
 
     async def asset(self, org_id: str, asset_id: UUID) -> Asset | None:
-        await self._share.take(org_id)
-        try:
+        async with self._share.hold(org_id):
             return await self._reads.asset(org_id, asset_id)
-        finally:
-            self._share.give_back(org_id)
 
     async def assets(
         self, org_id: str, filters: AssetFilter, *, limit: int, after: PageCursor | None
     ) -> AssetPage:
-        await self._share.take(org_id)
-        try:
+        async with self._share.hold(org_id):
             return await self._reads.assets(org_id, filters, limit=limit, after=after)
-        finally:
-            self._share.give_back(org_id)
 
     async def job(self, org_id: str, job_id: UUID) -> Job | None:
-        await self._share.take(org_id)
-        try:
+        async with self._share.hold(org_id):
             return await self._reads.job(org_id, job_id)
-        finally:
-            self._share.give_back(org_id)
 
     async def jobs(
         self, org_id: str, filters: JobFilter, *, limit: int, after: PageCursor | None
     ) -> JobPage:
-        await self._share.take(org_id)
-        try:
+        async with self._share.hold(org_id):
             return await self._reads.jobs(org_id, filters, limit=limit, after=after)
-        finally:
-            self._share.give_back(org_id)
 
     async def aclose(self) -> None:
         await self._reads.aclose()
